@@ -1,0 +1,3 @@
+"""trajplan: CT-guided needle trajectory planning for sacroplasty."""
+
+__version__ = "0.1.0"

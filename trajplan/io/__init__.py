@@ -1,0 +1,1 @@
+"""Reading and writing CT volumes, label maps and result files."""
