@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test validate bench clean
+.PHONY: demo test validate bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,19 @@ $(STAMP): pyproject.toml
 
 ## make demo: make the sample case, plan on it, print where the outputs are
 demo: $(STAMP)
-	$(PY) -m trajplan phantom -o out/demo/case --seed 0
+	$(PY) -m trajplan phantom -o out/demo/case --seed 0 --fracture bilateral --position prone
 	$(PY) -m trajplan plan out/demo/case/ct.nii.gz -o out/demo
 	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png"
 
 ## make test: the test suite (small phantoms, coarse spacing)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## headless Chromium for the report's browser test: installed when this machine allows it
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
+	  || echo "note: chromium is not installed; the browser test of report.html will be skipped"
 
 ## make validate: the long segmentation and planning validation over many phantoms
 validate: $(STAMP)

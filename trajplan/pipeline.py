@@ -1,0 +1,256 @@
+"""The jobs behind the command line: read inputs, run the core stages, write outputs.
+
+This is the I/O edge. Each ``run_*`` function takes paths and options, calls the
+pure stages (segmentation, planning, views) and writes its files atomically into
+the output folder. It returns a small JSON-serialisable summary, which the CLI
+prints with ``--json`` and the batch runner writes into ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from trajplan import __version__
+from trajplan import labels as lt
+from trajplan.errors import InputError
+from trajplan.io.checksum import sha256_of
+from trajplan.io.files import read_volume_file, write_volume_file
+from trajplan.io.reader import read_ct
+from trajplan.timing import StageTimer
+from trajplan.volume import Volume
+
+log = logging.getLogger("trajplan")
+
+ROI_MARGIN_MM = 40.0
+
+
+def geometry_json(volume: Volume) -> dict:
+    """The geometry block of ``plan.json`` / ``segmentation.json`` (shape, spacing, origin, direction)."""
+    return {
+        "shape": list(volume.shape),
+        "spacing": [round(float(s), 6) for s in volume.spacing],
+        "origin": [round(float(o), 4) for o in volume.origin],
+        "direction": [round(float(d), 6) for d in volume.direction.reshape(-1)],
+    }
+
+
+def input_json(path: str | Path, ct: Volume) -> dict:
+    """What ``plan.json`` records of the input: checksum, format and geometry, never a name."""
+    path = Path(path)
+    return {
+        "sha256": sha256_of(path),
+        "format": "dicom" if path.is_dir() else "".join(path.suffixes).lstrip(".").lower(),
+        "geometry": geometry_json(ct),
+    }
+
+
+def read_label_map(path: str | Path, ct: Volume) -> Volume:
+    """Read a trajplan label map and check it lies on the CT's grid.
+
+    Raises
+    ------
+    InputError
+        If the geometry differs from the CT's, or the values are not in the label table.
+    """
+    labels = read_volume_file(path)
+    if not labels.same_geometry(ct, tol_mm=1e-2):
+        raise InputError(
+            f"{Path(path).name}: labels do not match the CT geometry "
+            f"(labels {labels.shape} at {np.round(labels.spacing, 3).tolist()} mm, "
+            f"CT {ct.shape} at {np.round(ct.spacing, 3).tolist()} mm, "
+            f"origins {np.round(labels.origin, 1).tolist()} vs {np.round(ct.origin, 1).tolist()})"
+        )
+    values = np.unique(labels.array)
+    known = {label.value for label in lt.LABELS} | {0}
+    unknown = sorted(set(int(v) for v in values) - known)
+    if unknown:
+        raise InputError(f"{Path(path).name}: label values {unknown} are not in the label table")
+    return labels.with_array(labels.array.astype(np.uint8))
+
+
+def ct_roi(ct: Volume, labels: Volume, margin_mm: float = ROI_MARGIN_MM) -> Volume:
+    """The CT cropped to the sacral bone's bounding box plus ``margin_mm`` (for re-rendering)."""
+    bone = lt.sacral_bone(labels)
+    if not bone.any():
+        return ct
+    idx = np.argwhere(bone)
+    pad = np.ceil(margin_mm / ct.spacing).astype(int)
+    return ct.crop(tuple(idx.min(axis=0) - pad), tuple(idx.max(axis=0) + pad + 1))
+
+
+def _segment_or_load(
+    ct: Volume,
+    out_dir: Path,
+    timer: StageTimer,
+    *,
+    labels_path: str | Path | None,
+    sacrum_mask_path: str | Path | None,
+    ts_labels_path: str | Path | None,
+) -> tuple[Volume, dict]:
+    """Label map for planning: the user's (checked), or segmented here; written to ``out_dir``."""
+    from segmentation.pipeline import (
+        Segmentation,
+        load_totalsegmentator,
+        segment,
+        write_segmentation,
+    )
+
+    if labels_path is not None:
+        with timer.stage("reading labels"):
+            labels = read_label_map(labels_path, ct)
+            seg = Segmentation(labels=labels, report={"source": "labels file", "partial": False})
+    else:
+        sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
+        external = load_totalsegmentator(ts_labels_path, ct) if ts_labels_path else None
+        with timer.stage("segmentation"):
+            seg = segment(ct, sacrum_mask=sacrum_mask, external_labels=external)
+    write_segmentation(seg, out_dir)
+    return seg.labels, seg.report
+
+
+def run_segment(
+    ct_path: str | Path,
+    out_dir: str | Path,
+    *,
+    series_uid: str | None = None,
+    sacrum_mask_path: str | Path | None = None,
+    ts_labels_path: str | Path | None = None,
+) -> dict:
+    """Segment a CT and write ``labels.nii.gz``, ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``.
+
+    Returns
+    -------
+    dict
+        ``{"output": folder, "labels_present": [...], "partial": bool, "timings_s": {...}}``.
+    """
+    out_dir = Path(out_dir)
+    timer = StageTimer()
+    with timer.stage("reading CT"):
+        ct = read_ct(ct_path, series_uid=series_uid)
+    labels, report = _segment_or_load(
+        ct, out_dir, timer, labels_path=None, sacrum_mask_path=sacrum_mask_path,
+        ts_labels_path=ts_labels_path,
+    )
+    return {
+        "output": str(out_dir),
+        "labels_present": lt.present(labels),
+        "partial": bool(report.get("partial", False)),
+        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+    }
+
+
+def run_plan(
+    ct_path: str | Path,
+    out_dir: str | Path,
+    options: "PlanOptions",
+    *,
+    series_uid: str | None = None,
+    labels_path: str | Path | None = None,
+    sacrum_mask_path: str | Path | None = None,
+    ts_labels_path: str | Path | None = None,
+    report: bool = True,
+    timer: StageTimer | None = None,
+) -> dict:
+    """Plan needle paths for one CT and write the plan folder.
+
+    Writes ``labels.nii.gz`` (+ ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
+    ``ct_roi.nii.gz``, ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``scene.png`` and,
+    unless ``report`` is false, ``report.html`` with its views.
+
+    Returns
+    -------
+    dict
+        The plan summary: output folder, number of (safe) needles, best score,
+        minimum clearances of the best needle, timings per stage.
+
+    Raises
+    ------
+    InputError
+        Bad input (unreadable CT, no sacrum, labels off the CT grid, bad options);
+        :class:`~trajplan.errors.NoSafePathError` when no path meets the margins.
+        No ``plan.json`` is written then.
+    """
+    from trajplan.planning import plan_needles
+    from trajplan.plan_io import write_plan
+    from trajplan.views.scene3d import render_scene_png
+
+    out_dir = Path(out_dir)
+    timer = timer or StageTimer()
+    with timer.stage("reading CT"):
+        ct = read_ct(ct_path, series_uid=series_uid)
+    labels, seg_report = _segment_or_load(
+        ct, out_dir, timer, labels_path=labels_path, sacrum_mask_path=sacrum_mask_path,
+        ts_labels_path=ts_labels_path,
+    )
+    with timer.stage("planning"):
+        plan = plan_needles(labels, options, ct=ct)
+    plan = {
+        "schema": plan.get("schema", "trajplan/plan"),
+        "schema_version": plan.get("schema_version", 1),
+        "software": {"name": "trajplan", "version": __version__},
+        "input": input_json(ct_path, ct),
+        **{k: v for k, v in plan.items() if k not in ("schema", "schema_version")},
+    }
+    plan["segmentation"] = {
+        "source": seg_report.get("source", "ct"),
+        "partial": bool(seg_report.get("partial", False)),
+    }
+    if seg_report.get("partial"):
+        plan.setdefault("warnings", []).append(
+            f"segmentation is partial: {seg_report.get('partial_reason', 'see segmentation.json')}"
+        )
+    with timer.stage("writing plan"):
+        write_volume_file(ct_roi(ct, labels), out_dir / "ct_roi.nii.gz")
+        plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
+        write_plan(plan, out_dir)
+    with timer.stage("rendering"):
+        render_scene_png(labels, plan, out_dir / "scene.png")
+        if report:
+            from trajplan.views.render import render_plan_dir
+
+            render_plan_dir(out_dir, ct=ct, labels=labels, plan=plan)
+    return plan_summary(plan, out_dir, timer)
+
+
+def plan_summary(plan: dict, out_dir: Path, timer: StageTimer) -> dict:
+    """The one-line-per-case summary of a written plan (for ``--json`` and ``summary.csv``)."""
+    needles = plan.get("needles", [])
+    best = needles[0] if needles else {}
+    return {
+        "output": str(out_dir),
+        "needles": len(needles),
+        "safe_needles": sum(1 for n in needles if n.get("safe")),
+        "best_score": best.get("score"),
+        "best_technique": best.get("technique"),
+        "min_clearance_mm": best.get("clearance_mm", {}),
+        "breach_probability": best.get("breach_probability", {}).get("any"),
+        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+    }
+
+
+def run_evaluate(
+    ct_path: str | Path,
+    entry_lps: np.ndarray,
+    target_lps: np.ndarray,
+    *,
+    gauge: int = 11,
+    margins_mm: dict[str, float] | None = None,
+    series_uid: str | None = None,
+    labels_path: str | Path | None = None,
+    sacrum_mask_path: str | Path | None = None,
+) -> dict:
+    """Metrics and verdict of one hand-drawn path (the needle object of ``plan.json``)."""
+    from segmentation.pipeline import segment
+    from trajplan.scoring import evaluate_path
+
+    ct = read_ct(ct_path, series_uid=series_uid)
+    if labels_path is not None:
+        labels = read_label_map(labels_path, ct)
+    else:
+        sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
+        labels = segment(ct, sacrum_mask=sacrum_mask).labels
+    return evaluate_path(labels, entry_lps, target_lps, gauge=gauge, margins_mm=margins_mm, ct=ct)
+
