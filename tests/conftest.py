@@ -1,0 +1,30 @@
+"""Shared fixtures: the real CT folder and small written phantom cases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "ct"
+
+
+@pytest.fixture(scope="session")
+def shared_ct() -> Path:
+    """The folder of real CT data beside the repository (skips when absent)."""
+    if not (SHARED_CT / "ts_example_ct.nii.gz").is_file():
+        pytest.skip(f"real CT data not found in {SHARED_CT}")
+    return SHARED_CT
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A written 2 mm phantom case with a bilateral fracture (ct.nii.gz, labels.nii.gz, ...)."""
+    from sample_ct.phantom import PhantomParams, make_phantom, write_phantom
+
+    out = tmp_path_factory.mktemp("phantom")
+    write_phantom(make_phantom(PhantomParams(seed=0, spacing=(2.0, 2.0, 2.0), fracture="bilateral")), out)
+    return out
