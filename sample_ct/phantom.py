@@ -1,0 +1,397 @@
+"""The parametric sacrum phantom: a plausible pelvic CT with exact ground-truth labels.
+
+``make_phantom(PhantomParams(...))`` builds, from a seed, a CT in HU (int16) and an
+exclusive label map on the same grid (label names and values from
+:mod:`trajplan.labels`), plus ``info``: the parameters and the fracture / lesion
+geometry in LPS mm. ``write_phantom`` writes them as ``ct.nii.gz``,
+``labels.nii.gz``, ``labels.json``, ``phantom.json`` (and a DICOM series).
+
+The anatomy (see :mod:`sample_ct.anatomy`) is evaluated at voxel centres in world
+coordinates, so prone and supine phantoms hold the same anatomy at the same LPS
+positions; only the storage order differs (prone is stored with direction
+diag(-1, -1, 1), as a head-first-prone scan is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from sample_ct.anatomy import FORAMEN_S, LEVEL_BOUNDS, SacralShape, draw_shape, segment_distance
+from trajplan import labels as lt
+from trajplan.errors import InputError
+from trajplan.io.atomic import write_json
+from trajplan.io.files import write_volume_file
+from trajplan.volume import Volume
+
+FRACTURES = ("none", "left", "right", "bilateral")
+LESIONS = ("none", "left", "right", "body")
+POSITIONS = ("supine", "prone")
+DEFAULT_FOV_MM = (340.0, 270.0, 210.0)
+FOV_CENTRE = np.array([0.0, -10.0, -5.0])
+SIDES = {"left": +1, "right": -1}
+
+# Hounsfield units of the tissues.
+HU = {
+    "air": -1000.0, "fat": -100.0, "muscle": 45.0, "pelvis": -30.0, "vessel": 40.0,
+    "canal": 10.0, "foramen": -20.0, "disc": 80.0, "joint": 60.0, "fracture": 60.0,
+    "lesion": 30.0,
+}
+
+
+@dataclass(frozen=True)
+class PhantomParams:
+    """Parameters of one phantom; all randomness comes from ``seed``.
+
+    Raises
+    ------
+    InputError
+        For an unknown fracture / lesion / position, osteoporosis outside 0..1,
+        spacing outside 0.5-3 mm, or a negative noise, blur, radius or variation.
+    """
+
+    seed: int = 0
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    fov_mm: tuple[float, float, float] | None = None
+    fracture: str = "none"
+    lesion: str = "none"
+    lesion_radius_mm: float = 10.0
+    osteoporosis: float = 0.0
+    noise_hu: float = 20.0
+    blur_mm: float = 1.0
+    position: str = "supine"
+    variation: float = 1.0
+
+    def __post_init__(self) -> None:
+        spacing = np.asarray(self.spacing, dtype=float).reshape(-1)
+        if spacing.size == 1:
+            spacing = np.repeat(spacing, 3)
+        if spacing.size != 3 or np.any(spacing < 0.5) or np.any(spacing > 3.0):
+            raise InputError(f"phantom spacing must be 0.5-3 mm per axis, got {self.spacing}")
+        object.__setattr__(self, "spacing", tuple(float(s) for s in spacing))
+        for name, allowed in (("fracture", FRACTURES), ("lesion", LESIONS), ("position", POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"unknown {name} {getattr(self, name)!r} (use {', '.join(allowed)})")
+        if not 0.0 <= self.osteoporosis <= 1.0:
+            raise InputError(f"osteoporosis must be between 0 and 1, got {self.osteoporosis}")
+        for name in ("noise_hu", "blur_mm", "variation"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 3.0 <= self.lesion_radius_mm <= 25.0:
+            raise InputError(f"lesion radius must be 3-25 mm, got {self.lesion_radius_mm}")
+        if self.fov_mm is not None:
+            fov = tuple(float(f) for f in self.fov_mm)
+            if len(fov) != 3 or min(fov) < 160.0 or max(fov) > 600.0:
+                raise InputError(f"phantom field of view must be 160-600 mm per axis, got {self.fov_mm}")
+            object.__setattr__(self, "fov_mm", fov)
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """A phantom CT (HU, int16), its ground-truth label map (uint8) and its description."""
+
+    ct: Volume
+    labels: Volume
+    info: dict
+
+
+def _grid(params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
+    """Number of voxels and world position of the first voxel (supine storage order)."""
+    spacing = np.asarray(params.spacing)
+    fov = np.asarray(params.fov_mm or DEFAULT_FOV_MM)
+    shape = np.maximum(np.round(fov / spacing).astype(int), 8)
+    first = FOV_CENTRE - (shape - 1) / 2.0 * spacing
+    return shape, first
+
+
+def _axes(shape: np.ndarray, first: np.ndarray, spacing: np.ndarray) -> list[np.ndarray]:
+    return [first[a] + spacing[a] * np.arange(shape[a]) for a in range(3)]
+
+
+def _box(axes: list[np.ndarray], lo, hi) -> tuple[slice, slice, slice]:
+    """Index slices of the voxels whose centres lie in the world box [lo, hi]."""
+    return tuple(slice(int(np.searchsorted(ax, l)), int(np.searchsorted(ax, h, side="right")))
+                 for ax, l, h in zip(axes, lo, hi))  # type: ignore[return-value]
+
+
+def _body_tissue(axes: list[np.ndarray], hu: np.ndarray) -> None:
+    """Air, subcutaneous fat, muscle and the pelvic cavity, as elliptic cylinders."""
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
+    body = (x / 165.0) ** 2 + ((y + 15.0) / 115.0) ** 2
+    muscle = (x / 150.0) ** 2 + ((y + 15.0) / 100.0) ** 2
+    pelvis = (x / 75.0) ** 2 + ((y + 70.0) / 48.0) ** 2
+    plane = np.full(x.shape, HU["air"])
+    plane[body <= 1] = HU["fat"]
+    plane[muscle <= 1] = HU["muscle"]
+    plane[pelvis <= 1] = HU["pelvis"]
+    hu[:] = plane[:, :, None]
+
+
+def _label_sacral_region(shape: SacralShape, params: PhantomParams, pts: np.ndarray,
+                         info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and HU of the sacral region for world points ``pts`` (..., 3).
+
+    Returns the label array and an HU array (NaN where the region leaves the
+    soft-tissue background untouched).
+    """
+    s, u, v = shape.local(pts[..., 0], pts[..., 1], pts[..., 2])
+    au = np.abs(u)
+    label = np.zeros(s.shape, dtype=np.uint8)
+    hu = np.full(s.shape, np.nan, dtype=np.float32)
+    op = params.osteoporosis
+    cortex_hu = 1000.0 - 400.0 * op
+    trab_hu = 250.0 - 200.0 * op
+
+    v_ant, v_dor = shape.anterior(u, s), shape.dorsal(u, s)
+    half_w = shape.half_width(s)
+    mid = 0.5 * (v_ant + v_dor)
+    half = np.maximum(0.5 * (v_dor - v_ant), 1e-3)
+    rounding = 3.0 * ((v - mid) / half) ** 4          # rounded lateral edges
+    inside_section = (v >= v_ant) & (v <= v_dor) & (au <= half_w - rounding)
+    envelope = inside_section & (s >= 0.0) & (s <= 1.0)
+
+    # Neighbours: L5 (its own straight axis, leaning ~15 degrees: a wedge-shaped L5-S1 disc),
+    # coccyx, ilium and SI joints, presacral vessels.
+    lean = np.deg2rad(15.0)
+    up = np.array([0.0, -np.sin(lean), np.cos(lean)])
+    back = np.array([0.0, np.cos(lean), np.sin(lean)])
+    rel = pts - shape.s1_centre
+    t, w = rel @ up, rel @ back
+    vc0, a0, b0 = shape.canal(0.0)
+    body_l5 = (u / (25.0 * shape.width)) ** 2 + ((w + 2.0) / (16.0 * shape.depth)) ** 2 <= 1
+    spinal = (u / a0) ** 2 + ((w - vc0) / b0) ** 2 <= 1
+    arch = ((u / (a0 + 6.0)) ** 2 + ((w - vc0) / (b0 + 6.0)) ** 2 <= 1) & (w > vc0 - 2.0) & ~spinal
+    spinous = (au < 4.0) & (w >= vc0) & (w <= vc0 + 35.0) & (t >= 18.0)
+    label[(t >= 11.0) & (t <= 38.0) & (body_l5 | ((t >= 14.0) & (arch | spinous)))] = lt.value("L5")
+    label[(s < 0.0) & (t < 11.0) & (t > -8.0) & body_l5] = lt.value("L5_S1_disc")
+    hu[label == lt.value("L5_S1_disc")] = HU["disc"]
+
+    s_cx = 1.0 + 2.0 / shape.length_mm
+    t_cx = np.clip((s - s_cx) / (25.0 / shape.length_mm), 0.0, 1.0)
+    coccyx = (s >= s_cx) & (s <= s_cx + 25.0 / shape.length_mm) & (
+        (u / (8.0 - 4.0 * t_cx)) ** 2 + (v / (5.0 - 2.0 * t_cx)) ** 2 <= 1)
+    label[coccyx] = lt.value("coccyx")
+
+    joint_s = (s >= 0.0) & (s <= 0.5)
+    edge = shape.half_width(np.clip(s, 0.0, 0.5))
+    edge_ant, edge_dor = shape.anterior(edge, s), shape.dorsal(edge, s)
+    lateral = au - edge
+    gap = shape.si_gap_mm
+    joint = joint_s & (lateral > 0) & (lateral <= gap) & (v >= edge_ant + 1.0) & (v <= edge_dor - 1.0)
+    block = (s >= -0.12) & (s <= 0.5) & (lateral > gap) & (lateral <= gap + 20.0) & (
+        v >= edge_ant + 1.0) & (v <= edge_dor + 14.0)
+    for name, sign in SIDES.items():
+        side = np.sign(u) == sign
+        label[(block | _iliac_wing(shape, pts, sign)) & side] = lt.value(f"ilium_{name}")
+        label[joint & side] = lt.value(f"si_joint_{name}")
+    hu[joint] = HU["joint"]
+
+    vessel_dist = np.minimum(np.hypot(u - 15.0, v - (shape.anterior(15.0, s) - 9.0)),
+                             np.hypot(u + 15.0, v - (shape.anterior(15.0, s) - 9.0)))
+    vessels = (vessel_dist <= 5.0) & (s >= -0.1) & (s <= 0.6)
+    label[vessels & (label == 0)] = lt.value("presacral_vessels")
+    hu[vessels] = HU["vessel"]
+
+    # Sacral bone: sacrum, alae lateral to the foramina line, anterior cortex band.
+    label[envelope] = lt.value("sacrum")
+    ala = envelope & (au > shape.foramen_lateral_margin(s))
+    label[ala & (u > 0)] = lt.value("ala_left")
+    label[ala & (u < 0)] = lt.value("ala_right")
+    label[envelope & (v - v_ant < 2.0)] = lt.value("anterior_cortex")
+
+    # Lesion and fracture lines (inside the sacral bone).
+    if params.lesion != "none":
+        centre = np.asarray(info["lesion"]["centre_lps"])
+        in_lesion = np.linalg.norm(pts - centre, axis=-1) <= params.lesion_radius_mm
+        label[envelope & in_lesion] = lt.value("lesion")
+    fracture_thickness = max(1.5, float(max(params.spacing)))
+    for line in info["fracture_lines"]:
+        sign = SIDES[line["side"]]
+        u_line = sign * (line["u_mm"] + np.tan(np.deg2rad(line["tilt_deg"])) * (s - 0.25) * shape.length_mm)
+        crack = envelope & (np.abs(u - u_line) <= fracture_thickness / 2) & (s >= 0.0) & (s <= 0.55)
+        label[crack] = lt.value("fracture")
+
+    # Lumens last: canal (with the dorsal hiatus) and the foramina channels.
+    vc, a, b = shape.canal(s)
+    canal = (s >= 0.0) & (s <= 1.0) & ((u / a) ** 2 + ((v - vc) / b) ** 2 <= 1)
+    hiatus = (s > 0.85) & (s <= 1.0) & (au <= a) & (v >= vc) & (v <= v_dor)
+    filled = envelope | canal
+    for level, name in enumerate(("S1", "S2", "S3", "S4")):
+        for side, sign in SIDES.items():
+            recess, front, back = shape.foramen_points(level, sign)
+            r = shape.foramen_r[level]
+            channel = (segment_distance(pts, recess, front) <= r) | (
+                segment_distance(pts, recess, back) <= 0.8 * r)
+            lumen = channel & filled & ~canal
+            label[lumen] = lt.value(f"foramen_{name}_{side}")
+            hu[lumen] = HU["foramen"]
+    label[canal | (hiatus & envelope)] = lt.value("canal")
+    hu[canal | (hiatus & envelope)] = HU["canal"]
+
+    # Bone intensities: trabecular inside, a cortical shell at every bone surface.
+    bone = np.isin(label, [lt.value(n) for n in lt.BONE if n not in ("fracture", "lesion")])
+    shell = 1.5 - 0.7 * op
+    sampling = params.spacing
+    depth_in_bone = ndimage.distance_transform_edt(bone, sampling=sampling)
+    hu[bone] = np.where(depth_in_bone[bone] <= shell + 0.5 * min(sampling), cortex_hu, trab_hu)
+    hu[label == lt.value("fracture")] = HU["fracture"]
+    hu[label == lt.value("lesion")] = HU["lesion"]
+    return label, hu
+
+
+def _iliac_wing(shape: SacralShape, pts: np.ndarray, sign: int) -> np.ndarray:
+    """The iliac wing (a plate running laterally and anteriorly, arched iliac crest) and the
+    thick acetabular body below it, on one side, as world-space inside-tests."""
+    edge = float(shape.half_width(0.15))
+    joint_centre = shape.world(0.15, sign * (edge + shape.si_gap_mm + 10.0),
+                               0.5 * (float(shape.anterior(edge, 0.15)) + float(shape.dorsal(edge, 0.15))))
+    x0, y0, z0 = abs(float(joint_centre[0])), float(joint_centre[1]), float(shape.s1_centre[2])
+    ax = sign * pts[..., 0] - x0                     # lateral distance from the joint block
+    y_plate = y0 - 0.6 * ax                          # the wing turns anteriorly
+    wing = (ax >= 0.0) & (ax <= 80.0) & (np.abs(pts[..., 1] - y_plate) <= 5.0) & (
+        pts[..., 2] >= z0 - 30.0) & (pts[..., 2] <= z0 + 55.0 - 0.008 * (ax - 40.0) ** 2)
+    body = (ax >= 10.0) & (ax <= 55.0) & (np.abs(pts[..., 1] - (y0 - 0.6 * 32.0)) <= 20.0) & (
+        pts[..., 2] >= z0 - 110.0) & (pts[..., 2] < z0 - 30.0)
+    return wing | body
+
+
+def _lesion_and_fractures(shape: SacralShape, params: PhantomParams, rng: np.random.Generator) -> dict:
+    """Fracture-line and lesion geometry (local and LPS), drawn before they are rasterised."""
+    info: dict = {"fracture_lines": [], "lesion": None}
+    sides = {"left": ["left"], "right": ["right"], "bilateral": ["left", "right"], "none": []}
+    tilts = rng.uniform(-8.0, 8.0, size=2)
+    fractions = rng.uniform(0.35, 0.55, size=2)
+    for i, side in enumerate(("left", "right")):
+        if side not in sides[params.fracture]:
+            continue
+        sign = SIDES[side]
+        s_mid = 0.25
+        margin = float(shape.foramen_lateral_margin(s_mid))
+        u_mm = margin + fractions[i] * (float(shape.half_width(s_mid)) - margin)
+        tilt = float(tilts[i])
+        points = []
+        for s in np.linspace(0.02, 0.53, 6):
+            u = sign * (u_mm + np.tan(np.deg2rad(tilt)) * (s - 0.25) * shape.length_mm)
+            v = 0.5 * (float(shape.anterior(u, s)) + float(shape.dorsal(u, s)))
+            points.append(shape.world(s, u, v).round(2).tolist())
+        normal = np.array([np.cos(np.deg2rad(tilt)), 0.0, 0.0]) * sign
+        info["fracture_lines"].append({
+            "side": side, "u_mm": round(u_mm, 3), "tilt_deg": round(tilt, 3),
+            "thickness_mm": max(1.5, float(max(params.spacing))),
+            "points_lps": points, "point_lps": points[len(points) // 2],
+            "normal_lps": normal.round(4).tolist(), "levels": "S1-S3",
+        })
+    if params.lesion != "none":
+        s = 0.13
+        if params.lesion == "body":
+            u, v = 0.0, 0.5 * (float(shape.anterior(0.0, s)) + float(shape.canal(s)[0]) - float(shape.canal(s)[2]))
+        else:
+            margin = float(shape.foramen_lateral_margin(s))
+            u = SIDES[params.lesion] * 0.5 * (margin + float(shape.half_width(s)))
+            v = 0.5 * (float(shape.anterior(u, s)) + float(shape.dorsal(u, s)))
+        info["lesion"] = {"where": params.lesion, "centre_lps": shape.world(s, u, v).round(2).tolist(),
+                          "radius_mm": params.lesion_radius_mm}
+    return info
+
+
+def _landmarks(shape: SacralShape) -> dict:
+    """Level centres, foramen openings and SI joint lines in LPS mm (for docs and tests)."""
+    levels = {f"S{i + 1}": shape.world(0.5 * (LEVEL_BOUNDS[i] + LEVEL_BOUNDS[i + 1]), 0.0, 0.0).round(2).tolist()
+              for i in range(5)}
+    foramina = {}
+    for level, s in enumerate(FORAMEN_S):
+        for side, sign in SIDES.items():
+            _, front, back = shape.foramen_points(level, sign)
+            foramina[f"foramen_S{level + 1}_{side}"] = {"anterior_lps": front.round(2).tolist(),
+                                                        "dorsal_lps": back.round(2).tolist()}
+    joints = {}
+    for side, sign in SIDES.items():
+        joints[f"si_joint_{side}"] = [shape.world(s, sign * (float(shape.half_width(s)) + shape.si_gap_mm / 2), 0.0)
+                                      .round(2).tolist() for s in (0.0, 0.25, 0.5)]
+    return {"levels": levels, "foramina": foramina, "si_joints": joints,
+            "s1_endplate_centre_lps": np.round(shape.s1_centre, 2).tolist()}
+
+
+def make_phantom(params: PhantomParams) -> Phantom:
+    """Build the phantom CT, its ground-truth labels and its description (deterministic)."""
+    rng = np.random.default_rng(params.seed)
+    shape = draw_shape(rng, params.variation)
+    info = _lesion_and_fractures(shape, params, rng)
+    noise_seed = int(rng.integers(2**31))
+
+    spacing = np.asarray(params.spacing)
+    dims, first = _grid(params)
+    axes = _axes(dims, first, spacing)
+    hu = np.empty(tuple(dims), dtype=np.float32)
+    _body_tissue(axes, hu)
+    labels = np.zeros(tuple(dims), dtype=np.uint8)
+
+    # The sacral region: everything that is not soft tissue lies in this box.
+    centre = shape.s1_centre
+    box = _box(axes, centre + np.array([-100.0, -90.0, -150.0]), centre + np.array([100.0, 90.0, 80.0]))
+    sub_axes = [ax[sl] for ax, sl in zip(axes, box)]
+    pts = np.stack(np.meshgrid(*sub_axes, indexing="ij"), axis=-1)
+    region_labels, region_hu = _label_sacral_region(shape, params, pts, info)
+    labels[box] = region_labels
+    sub_hu = hu[box]
+    hu[box] = np.where(np.isnan(region_hu), sub_hu, region_hu)
+
+    # Trabecular texture, CT blur (blur_mm = FWHM) and noise.
+    noise_rng = np.random.default_rng(noise_seed)
+    bone = np.isin(labels, [lt.value(n) for n in lt.BONE])
+    texture = ndimage.gaussian_filter(noise_rng.normal(0.0, 1.0, hu.shape).astype(np.float32),
+                                      sigma=1.0 / spacing)
+    hu += bone * texture * (60.0 / max(float(texture.std()), 1e-6))
+    if params.blur_mm > 0:
+        hu = ndimage.gaussian_filter(hu, sigma=params.blur_mm / 2.355 / spacing)
+    if params.noise_hu > 0:
+        hu += noise_rng.normal(0.0, params.noise_hu, hu.shape).astype(np.float32)
+    ct_array = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
+
+    direction = np.eye(3)
+    origin = first
+    if params.position == "prone":
+        ct_array, labels = ct_array[::-1, ::-1, :], labels[::-1, ::-1, :]
+        direction = np.diag([-1.0, -1.0, 1.0])
+        origin = first + np.array([(dims[0] - 1) * spacing[0], (dims[1] - 1) * spacing[1], 0.0])
+    ct = Volume(np.ascontiguousarray(ct_array), spacing, origin, direction)
+    label_volume = Volume(np.ascontiguousarray(labels), spacing, origin, direction)
+    info = {
+        "generator": "trajplan sample_ct.phantom",
+        "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items()},
+        "shape": {"length_mm": round(shape.length_mm, 2), "slope_deg": round(shape.slope_deg, 2),
+                  "end_deg": round(shape.end_deg, 2), "width_scale": round(shape.width, 4),
+                  "depth_scale": round(shape.depth, 4), "si_gap_mm": round(shape.si_gap_mm, 3)},
+        "fracture_lines": [{k: v for k, v in line.items() if k not in ("u_mm", "tilt_deg")}
+                           for line in info["fracture_lines"]],
+        "lesion": info["lesion"],
+        "landmarks": _landmarks(shape),
+    }
+    return Phantom(ct=ct, labels=label_volume, info=info)
+
+
+def write_phantom(phantom: Phantom, out_dir: str | Path, *, dicom: bool = False) -> dict[str, Path]:
+    """Write ``ct.nii.gz``, ``labels.nii.gz``, ``labels.json``, ``phantom.json`` (and ``dicom/``).
+
+    Every file is written atomically. Returns the written paths by name.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {
+        "ct": write_volume_file(phantom.ct, out / "ct.nii.gz"),
+        "labels": write_volume_file(phantom.labels, out / "labels.nii.gz"),
+    }
+    write_json(out / "labels.json", lt.table_json())
+    write_json(out / "phantom.json", phantom.info)
+    written["labels_json"] = out / "labels.json"
+    written["phantom_json"] = out / "phantom.json"
+    if dicom:
+        from trajplan.io.dicom import write_dicom_series
+
+        position = "HFP" if phantom.info["parameters"]["position"] == "prone" else "HFS"
+        written["dicom"] = write_dicom_series(phantom.ct, out / "dicom", series_description="trajplan phantom",
+                                              patient_position=position)
+    return written
