@@ -87,14 +87,15 @@ class SacralShape:
 
     def anterior(self, u, s):
         """v of the anterior (pelvic) surface: flat at the bodies, curving dorsally laterally."""
-        depth = self.depth * np.interp(s, (0.0, 1.0), (17.0, 6.0))
-        promontory = 3.0 * np.exp(-(np.asarray(s) / 0.05) ** 2) * np.exp(-(np.asarray(u) / 15.0) ** 2)
+        s = np.asarray(s)
+        depth = (self.depth * (17.0 - 11.0 * np.clip(s, 0.0, 1.0))).astype(s.dtype)
+        promontory = 3.0 * np.exp(-np.minimum((s / 0.05) ** 2, 50.0)) * np.exp(-(np.asarray(u) / 15.0) ** 2)
         return -depth + 0.0032 * np.asarray(u) ** 2 * depth / 17.0 - promontory
 
     def dorsal(self, u, s):
         """v of the dorsal surface, with the median crest."""
         u = np.abs(np.asarray(u))
-        base = self.depth * np.interp(s, (0.0, 1.0), (26.0, 8.0))
+        base = (self.depth * (26.0 - 18.0 * np.clip(s, 0.0, 1.0))).astype(np.asarray(s).dtype)
         crest = 5.0 * np.exp(-(u / 4.0) ** 2) * (np.asarray(s) < 0.85)
         return base - 0.15 * u + crest
 

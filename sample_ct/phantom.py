@@ -130,14 +130,15 @@ def _body_tissue(axes: list[np.ndarray], hu: np.ndarray) -> None:
     hu[:] = plane[:, :, None]
 
 
-def _label_sacral_region(shape: SacralShape, params: PhantomParams, pts: np.ndarray,
+def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[np.ndarray],
                          info: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and HU of the sacral region for world points ``pts`` (..., 3).
+    """Labels and HU of the sacral region on the grid of voxel-centre ``axes`` (world mm).
 
     Returns the label array and an HU array (NaN where the region leaves the
     soft-tissue background untouched).
     """
-    s, u, v = shape.local(pts[..., 0], pts[..., 1], pts[..., 2])
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
+    s, u, v = (c.astype(np.float32) for c in shape.local(pts[..., 0], pts[..., 1], pts[..., 2]))
     au = np.abs(u)
     label = np.zeros(s.shape, dtype=np.uint8)
     hu = np.full(s.shape, np.nan, dtype=np.float32)
@@ -189,8 +190,8 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, pts: np.ndar
         label[joint & side] = lt.value(f"si_joint_{name}")
     hu[joint] = HU["joint"]
 
-    vessel_dist = np.minimum(np.hypot(u - 15.0, v - (shape.anterior(15.0, s) - 9.0)),
-                             np.hypot(u + 15.0, v - (shape.anterior(15.0, s) - 9.0)))
+    vessel_v = v - (shape.anterior(15.0, s) - 9.0)
+    vessel_dist = np.minimum(np.hypot(u - 15.0, vessel_v), np.hypot(u + 15.0, vessel_v))
     vessels = (vessel_dist <= 5.0) & (s >= -0.1) & (s <= 0.6)
     label[vessels & (label == 0)] = lt.value("presacral_vessels")
     hu[vessels] = HU["vessel"]
@@ -223,11 +224,12 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, pts: np.ndar
         for side, sign in SIDES.items():
             recess, front, back = shape.foramen_points(level, sign)
             r = shape.foramen_r[level]
-            channel = (segment_distance(pts, recess, front) <= r) | (
-                segment_distance(pts, recess, back) <= 0.8 * r)
-            lumen = channel & filled & ~canal
-            label[lumen] = lt.value(f"foramen_{name}_{side}")
-            hu[lumen] = HU["foramen"]
+            for end, radius in ((front, r), (back, 0.8 * r)):
+                ends = np.stack([recess, end])
+                box = _box(axes, ends.min(axis=0) - radius, ends.max(axis=0) + radius)
+                lumen = (segment_distance(pts[box], recess, end) <= radius) & filled[box] & ~canal[box]
+                label[box][lumen] = lt.value(f"foramen_{name}_{side}")
+                hu[box][lumen] = HU["foramen"]
     label[canal | (hiatus & envelope)] = lt.value("canal")
     hu[canal | (hiatus & envelope)] = HU["canal"]
 
@@ -331,20 +333,18 @@ def make_phantom(params: PhantomParams) -> Phantom:
 
     # The sacral region: everything that is not soft tissue lies in this box.
     centre = shape.s1_centre
-    box = _box(axes, centre + np.array([-100.0, -90.0, -150.0]), centre + np.array([100.0, 90.0, 80.0]))
+    box = _box(axes, centre + np.array([-155.0, -95.0, -150.0]), centre + np.array([155.0, 90.0, 80.0]))
     sub_axes = [ax[sl] for ax, sl in zip(axes, box)]
-    pts = np.stack(np.meshgrid(*sub_axes, indexing="ij"), axis=-1)
-    region_labels, region_hu = _label_sacral_region(shape, params, pts, info)
+    region_labels, region_hu = _label_sacral_region(shape, params, sub_axes, info)
     labels[box] = region_labels
-    sub_hu = hu[box]
-    hu[box] = np.where(np.isnan(region_hu), sub_hu, region_hu)
 
-    # Trabecular texture, CT blur (blur_mm = FWHM) and noise.
+    # Trabecular texture in the bone, then CT blur (blur_mm = FWHM) and noise everywhere.
     noise_rng = np.random.default_rng(noise_seed)
-    bone = np.isin(labels, [lt.value(n) for n in lt.BONE])
-    texture = ndimage.gaussian_filter(noise_rng.normal(0.0, 1.0, hu.shape).astype(np.float32),
+    bone = np.isin(region_labels, [lt.value(n) for n in lt.BONE])
+    texture = ndimage.gaussian_filter(noise_rng.normal(0.0, 1.0, bone.shape).astype(np.float32),
                                       sigma=1.0 / spacing)
-    hu += bone * texture * (60.0 / max(float(texture.std()), 1e-6))
+    region_hu += bone * texture * (60.0 / max(float(texture.std()), 1e-6))
+    hu[box] = np.where(np.isnan(region_hu), hu[box], region_hu)
     if params.blur_mm > 0:
         hu = ndimage.gaussian_filter(hu, sigma=params.blur_mm / 2.355 / spacing)
     if params.noise_hu > 0:

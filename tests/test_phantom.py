@@ -1,0 +1,136 @@
+"""The phantom: deterministic, anatomically consistent ground truth, same anatomy prone or supine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from sample_ct.phantom import PhantomParams, make_phantom, write_phantom
+from trajplan import labels as lt
+from trajplan.errors import InputError
+
+SPACING = (2.0, 2.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def bilateral():
+    return make_phantom(PhantomParams(seed=3, spacing=SPACING, fracture="bilateral", lesion="left"))
+
+
+def test_same_seed_same_phantom_other_seed_other_anatomy():
+    a = make_phantom(PhantomParams(seed=5, spacing=(2.5,) * 3))
+    b = make_phantom(PhantomParams(seed=5, spacing=(2.5,) * 3))
+    c = make_phantom(PhantomParams(seed=6, spacing=(2.5,) * 3))
+    assert np.array_equal(a.ct.array, b.ct.array) and np.array_equal(a.labels.array, b.labels.array)
+    assert a.info == b.info
+    assert not np.array_equal(a.labels.array, c.labels.array)
+
+
+def test_every_structure_is_present(bilateral):
+    present = set(lt.present(bilateral.labels))
+    expected = {"sacrum", "ala_left", "ala_right", "anterior_cortex", "canal", *lt.FORAMINA,
+                "si_joint_left", "si_joint_right", "ilium_left", "ilium_right", "L5", "L5_S1_disc",
+                "coccyx", "fracture", "lesion", "presacral_vessels"}
+    assert expected <= present, expected - present
+    plain = make_phantom(PhantomParams(seed=3, spacing=SPACING))
+    assert not {"fracture", "lesion"} & set(lt.present(plain.labels))
+
+
+def test_lumens_lie_within_the_sacral_bone(bilateral):
+    bone = lt.sacral_bone(bilateral.labels)
+    lo, hi = np.argwhere(bone).min(axis=0), np.argwhere(bone).max(axis=0)
+    for name in ("canal", *lt.FORAMINA):
+        idx = np.argwhere(lt.mask(bilateral.labels, name))
+        assert np.all(idx.min(axis=0) >= lo) and np.all(idx.max(axis=0) <= hi), name
+
+
+def test_each_foramen_connects_the_canal_to_the_pelvic_surface(bilateral):
+    lab = bilateral.labels.array
+    canal = lab == lt.value("canal")
+    canal_y = bilateral.labels.index_to_world(np.argwhere(canal)).mean(axis=0)[1]
+    for name in lt.FORAMINA:
+        foramen = lab == lt.value(name)
+        touching = ndimage.binary_dilation(foramen) & ~foramen
+        assert (touching & canal).any(), f"{name} does not reach the canal"
+        outside = touching & (lab == 0)
+        assert outside.any(), f"{name} does not open onto soft tissue"
+        opening_y = bilateral.labels.index_to_world(np.argwhere(outside))[:, 1]
+        assert opening_y.min() < canal_y - 10.0, f"{name} does not open anteriorly (LPS y)"
+
+
+def test_canal_is_continuous_from_s1_to_s4(bilateral):
+    canal = lt.mask(bilateral.labels, "canal")
+    components, count = ndimage.label(canal)
+    assert count == 1
+    z_canal = bilateral.labels.index_to_world(np.argwhere(canal))[:, 2]
+    for level in ("S1", "S4"):
+        z = bilateral.labels.index_to_world(
+            np.argwhere(lt.mask(bilateral.labels, f"foramen_{level}_left")))[:, 2].mean()
+        assert z_canal.min() < z < z_canal.max(), level
+
+
+def test_fracture_lies_in_the_ala_of_its_side():
+    ph = make_phantom(PhantomParams(seed=4, spacing=SPACING, fracture="right"))
+    fracture = lt.mask(ph.labels, "fracture")
+    x = ph.labels.index_to_world(np.argwhere(fracture))[:, 0]
+    assert np.all(x < 0)  # LPS: patient right is -x
+    around = ndimage.binary_dilation(fracture, iterations=2) & ~fracture
+    neighbours = ph.labels.array[around]
+    bone_neighbours = neighbours[np.isin(neighbours, [lt.value(n) for n in lt.SACRAL_BONE])]
+    share = np.mean(np.isin(bone_neighbours, [lt.value("ala_right"), lt.value("anterior_cortex")]))
+    assert share > 0.9
+    line = ph.info["fracture_lines"][0]
+    assert line["side"] == "right" and len(line["points_lps"]) >= 2
+
+
+def test_hounsfield_units_follow_tissue_and_osteoporosis():
+    def trabecular_and_cortex(osteoporosis):
+        ph = make_phantom(PhantomParams(seed=2, spacing=SPACING, osteoporosis=osteoporosis, noise_hu=0))
+        bone = lt.sacral_bone(ph.labels)
+        inner = ndimage.binary_erosion(bone, iterations=3)
+        shell = bone & ~ndimage.binary_erosion(bone)
+        soft = ph.labels.array == 0
+        return (np.median(ph.ct.array[inner]), np.percentile(ph.ct.array[shell], 75),
+                np.median(ph.ct.array[soft & (ph.ct.array > -500)]))
+
+    trab0, cortex0, soft0 = trabecular_and_cortex(0.0)
+    trab1, _, _ = trabecular_and_cortex(1.0)
+    assert cortex0 > trab0 > soft0
+    assert 150 < trab0 < 350 and trab1 < trab0 - 120
+
+
+def test_prone_and_supine_hold_the_same_anatomy_in_world_coordinates():
+    sup = make_phantom(PhantomParams(seed=7, spacing=SPACING, position="supine"))
+    pro = make_phantom(PhantomParams(seed=7, spacing=SPACING, position="prone"))
+    assert np.allclose(pro.ct.direction, np.diag([-1.0, -1.0, 1.0]))
+    for name in ("canal", "ala_left", "foramen_S2_right", "ilium_left"):
+        a = sup.labels.index_to_world(np.argwhere(lt.mask(sup.labels, name))).mean(axis=0)
+        b = pro.labels.index_to_world(np.argwhere(lt.mask(pro.labels, name))).mean(axis=0)
+        assert np.allclose(a, b, atol=1e-3), name
+    canonical, _ = pro.ct.to_canonical()
+    assert np.array_equal(canonical.array, sup.ct.array)
+
+
+def test_written_files_read_back_with_geometry(tmp_path):
+    ph = make_phantom(PhantomParams(seed=1, spacing=(2.5,) * 3, position="prone", fracture="left"))
+    written = write_phantom(ph, tmp_path)
+    ct = sitk.ReadImage(str(written["ct"]))
+    assert ct.GetSize() == ph.ct.shape
+    assert np.allclose(ct.GetOrigin(), ph.ct.origin) and np.allclose(ct.GetDirection(), ph.ct.direction.ravel())
+    assert np.array_equal(sitk.GetArrayFromImage(ct).transpose(2, 1, 0), ph.ct.array)
+    assert json.loads((tmp_path / "labels.json").read_text()) == lt.table_json()
+    info = json.loads((tmp_path / "phantom.json").read_text())
+    assert info["parameters"]["seed"] == 1 and info["fracture_lines"][0]["side"] == "left"
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"fracture": "diagonal"}, "fracture"), ({"osteoporosis": 1.5}, "osteoporosis"),
+    ({"spacing": (0.1, 0.1, 0.1)}, "spacing"), ({"position": "standing"}, "position"),
+])
+def test_bad_parameters_are_refused(kwargs, word):
+    with pytest.raises(InputError, match=word):
+        PhantomParams(**kwargs)
