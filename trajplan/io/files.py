@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,8 @@ def read_volume_file(path: str | Path) -> Volume:
             f"{path}: unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)} "
             "or a DICOM folder)"
         )
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_data(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -49,6 +54,46 @@ def read_volume_file(path: str | Path) -> Volume:
         return Volume.from_sitk(image)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+
+
+def _check_nifti_data(path: Path) -> None:
+    """Refuse a NIfTI-1 file whose voxel data is truncated or holds NaN / infinite values.
+
+    SimpleITK reads both silently (a cut gzip stream as zeros, NaN as 0), so the
+    file is streamed once here: its length is compared with the header's promise
+    and floating-point voxels are checked for finiteness.
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(348)
+            if len(header) < 348:
+                raise InputError(f"{path}: cannot read the file (truncated NIfTI header)")
+            endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+            if struct.unpack(endian + "i", header[:4])[0] != 348:
+                return  # not NIfTI-1 (e.g. NIfTI-2): left to the reader
+            dims = struct.unpack(endian + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            if not 1 <= dims[0] <= 7 or bitpix <= 0:
+                raise InputError(f"{path}: cannot read the file (invalid NIfTI header)")
+            expected = int(np.prod([max(d, 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64)) * bitpix // 8
+            float_type = {16: endian + "f4", 64: endian + "f8"}.get(datatype)
+            handle.read(max(offset - 348, 0))
+            length, carry, finite = 0, b"", True
+            while chunk := handle.read(1 << 24):
+                length += len(chunk)
+                if float_type and finite:
+                    data = carry + chunk
+                    usable = len(data) - len(data) % (bitpix // 8)
+                    finite = bool(np.isfinite(np.frombuffer(data[:usable], dtype=float_type)).all())
+                    carry = data[usable:]
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read the file (corrupt or truncated: {exc})") from None
+    if length < expected:
+        raise InputError(f"{path}: cannot read the file (truncated: {length} of {expected} bytes of voxel data)")
+    if not finite:
+        raise InputError(f"{path}: the volume holds NaN or infinite voxel values")
 
 
 def write_volume_file(volume: Volume, path: str | Path, *, compress: bool = True) -> Path:

@@ -1,0 +1,66 @@
+"""Volume files: round trips keep geometry; every bad file gives an InputError naming the problem."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from trajplan.errors import InputError
+from trajplan.io.files import read_volume_file, write_volume_file
+from trajplan.io.reader import read_ct
+from trajplan.volume import Volume
+
+
+def ct_like(shape=(40, 40, 30), spacing=(2.0, 2.0, 2.0), direction=np.eye(3)) -> Volume:
+    arr = np.full(shape, -1000.0, dtype=np.float32)
+    arr[5:-5, 5:-5, :] = 40.0
+    arr[15:25, 15:25, 5:25] = 700.0
+    return Volume(arr, spacing, (-40.0, -30.0, 10.0), direction)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_round_trip_keeps_geometry(tmp_path, suffix):
+    vol = ct_like(direction=np.diag([-1.0, -1.0, 1.0]))
+    path = write_volume_file(vol, tmp_path / f"ct{suffix}")
+    back = read_ct(path)
+    assert back.same_geometry(vol) and np.array_equal(back.array, vol.array)
+
+
+def write_sitk(arr: np.ndarray, path, spacing=(2.0, 2.0, 2.0)) -> str:
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing(spacing[: image.GetDimension()])
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
+def test_bad_files_name_their_problem(tmp_path):
+    cases = {}
+    cases["no such file"] = tmp_path / "missing.nii.gz"
+    (tmp_path / "notes.txt").write_text("x")
+    cases["unsupported"] = tmp_path / "notes.txt"
+    good = write_volume_file(ct_like(), tmp_path / "good.nii.gz")
+    raw = gzip.decompress(good.read_bytes())
+    (tmp_path / "truncated.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 3]))
+    cases["cannot read"] = tmp_path / "truncated.nii.gz"
+    cases["2-D"] = write_sitk(np.zeros((50, 50), np.float32), tmp_path / "flat.nii.gz")
+    nan = ct_like().array.transpose(2, 1, 0).copy()
+    nan[3, 3, 3] = np.nan
+    cases["NaN"] = write_sitk(nan, tmp_path / "nan.nii.gz")
+    cases["constant"] = write_sitk(np.full((30, 40, 40), 40.0, np.float32), tmp_path / "const.nii.gz")
+    cases["too small"] = write_sitk(ct_like(shape=(10, 10, 10)).array, tmp_path / "tiny.nii.gz")
+    mr = np.random.default_rng(0).uniform(0, 1800, size=(30, 40, 40)).astype(np.float32)
+    cases["does not look like a CT"] = write_sitk(mr, tmp_path / "mr.nii.gz")
+    for word, path in cases.items():
+        with pytest.raises(InputError) as err:
+            read_ct(path)
+        assert word.lower() in str(err.value).lower(), (word, str(err.value))
+        assert "\n" not in str(err.value)
+
+
+def test_absurd_spacing_on_disk_is_refused(tmp_path):
+    path = write_sitk(ct_like().array, tmp_path / "absurd.nii.gz", spacing=(2.0, 2.0, 25.0))
+    with pytest.raises(InputError, match="spacing"):
+        read_volume_file(path)
