@@ -1,0 +1,103 @@
+"""Distance maps of the critical structures around the sacrum, for scoring needle paths.
+
+Everything lives on a crop of the label map around the sacral bone. Each critical
+structure gets a Euclidean distance map (mm from the nearest voxel centre of the
+structure, capped at :data:`~trajplan.margins.CLEARANCE_CAP_MM`), computed only in a
+box around that structure. ``slack`` is the smallest ``distance - margin`` over all
+structures: a needle axis sample with ``slack < radius`` is too close to something.
+Exact distances for the final few paths come from KD-trees of voxel centres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from trajplan import labels as lt
+from trajplan.margins import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES
+from trajplan.volume import Volume
+
+CROP_PAD_MM = 40.0
+
+
+@dataclass
+class DistanceMaps:
+    """Distance maps, bone masks and KD-trees on a crop around the sacral bone."""
+
+    labels: Volume                         # the label map cropped (its geometry is the crop's)
+    distance: dict[str, np.ndarray]        # structure -> mm to its nearest voxel centre (capped)
+    margins: dict[str, float]              # structure -> margin (mm)
+    slack: np.ndarray                      # min over structures of (distance - margin), mm
+    bone: np.ndarray                       # sacral bone
+    _trees: dict[str, cKDTree | None] = field(default_factory=dict)
+
+    @property
+    def half_voxel_mm(self) -> float:
+        """Half the largest voxel size: distances to voxel centres minus this reach voxel faces."""
+        return 0.5 * float(self.labels.spacing.max())
+
+    def tree(self, structure: str) -> cKDTree | None:
+        """KD-tree of the world positions (LPS mm) of a structure's voxel centres (None if absent)."""
+        if structure not in self._trees:
+            idx = np.argwhere(self.labels.array == lt.value(structure))
+            self._trees[structure] = cKDTree(self.labels.index_to_world(idx)) if len(idx) else None
+        return self._trees[structure]
+
+    def gather(self, array: np.ndarray, index_points: np.ndarray) -> np.ndarray:
+        """Values of ``array`` at the voxels nearest to continuous crop indices ``(..., 3)``."""
+        idx = np.rint(index_points).astype(np.intp)
+        for axis in range(3):
+            np.clip(idx[..., axis], 0, array.shape[axis] - 1, out=idx[..., axis])
+        flat = np.ravel_multi_index((idx[..., 0], idx[..., 1], idx[..., 2]), array.shape)
+        return array.reshape(-1)[flat]
+
+
+def sacral_crop(labels: Volume, pad_mm: float = CROP_PAD_MM) -> Volume:
+    """The label map cropped to the sacral bone's bounding box plus ``pad_mm``."""
+    bone = lt.sacral_bone(labels)
+    idx = np.argwhere(bone)
+    pad = np.ceil(pad_mm / labels.spacing).astype(int)
+    return labels.crop(tuple(idx.min(axis=0) - pad), tuple(idx.max(axis=0) + pad + 1))
+
+
+def structure_distance(mask: np.ndarray, spacing: np.ndarray, cap_mm: float = CLEARANCE_CAP_MM) -> np.ndarray:
+    """Distance (mm) of every voxel to the nearest voxel of ``mask``, capped at ``cap_mm``.
+
+    Computed only in the box around ``mask`` widened by ``cap_mm``; voxels farther
+    away get ``cap_mm``. An empty mask gives ``cap_mm`` everywhere.
+    """
+    out = np.full(mask.shape, cap_mm, dtype=np.float32)
+    idx = np.argwhere(mask)
+    if not len(idx):
+        return out
+    pad = np.ceil(cap_mm / spacing).astype(int) + 1
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    dist = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+    out[box] = np.minimum(dist, cap_mm)
+    return out
+
+
+def build_distance_maps(labels: Volume, margins: dict[str, float]) -> DistanceMaps:
+    """Distance maps of every critical structure on a crop around the sacral bone.
+
+    Parameters
+    ----------
+    labels : Volume
+        Exclusive label map with at least some sacral bone.
+    margins : dict
+        Margin (mm) per critical structure (see :func:`trajplan.margins.resolve_margins`).
+    """
+    crop = sacral_crop(labels)
+    distance = {}
+    slack = np.full(crop.shape, CLEARANCE_CAP_MM, dtype=np.float32)
+    for structure in CRITICAL_STRUCTURES:
+        dist = structure_distance(crop.array == lt.value(structure), crop.spacing)
+        distance[structure] = dist
+        np.minimum(slack, dist - margins[structure], out=slack)
+    return DistanceMaps(labels=crop, distance=distance, margins=margins, slack=slack,
+                        bone=lt.sacral_bone(crop))

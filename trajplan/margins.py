@@ -1,0 +1,100 @@
+"""Safety margins, verdict thresholds and score weights: the one place that sets them.
+
+Margins are minimum clearances in mm between the needle's outer surface and a
+structure. A margin class applies to every structure whose name starts with it
+(``foramen`` covers ``foramen_S1_left`` ... ``foramen_S4_right``); a full
+structure name overrides its class.
+
+| class | default (mm) | why |
+| --- | --- | --- |
+| canal | 3 | sacral nerve roots and thecal sac |
+| foramen | 3 | exiting sacral nerve roots |
+| anterior_cortex | 2 | lumbosacral plexus, presacral vessels behind a thin cortex |
+| si_joint | 2 | entry into the sacroiliac joint |
+| ilium | 2 | the needle must stay in the sacrum |
+| L5_S1_disc | 2 | the long-axis tip must stay short of the L5-S1 disc |
+"""
+
+from __future__ import annotations
+
+from trajplan.errors import InputError
+
+DEFAULT_MARGINS_MM: dict[str, float] = {
+    "canal": 3.0,
+    "foramen": 3.0,
+    "anterior_cortex": 2.0,
+    "si_joint": 2.0,
+    "ilium": 2.0,
+    "L5_S1_disc": 2.0,
+}
+
+# Critical structures measured for every path (label names from trajplan.labels).
+CRITICAL_STRUCTURES: tuple[str, ...] = (
+    "canal",
+    "foramen_S1_left", "foramen_S1_right", "foramen_S2_left", "foramen_S2_right",
+    "foramen_S3_left", "foramen_S3_right", "foramen_S4_left", "foramen_S4_right",
+    "anterior_cortex", "si_joint_left", "si_joint_right", "ilium_left", "ilium_right",
+    "L5_S1_disc",
+)
+
+# A safe path is "marginal" when a clearance is within this band above its margin,
+# or when its placement-error breach probability exceeds MARGINAL_BREACH_PROBABILITY.
+MARGINAL_BAND_MM = 1.0
+MARGINAL_BREACH_PROBABILITY = 0.05
+# Longest run of the needle outside bone between its bone entry and its tip.
+MAX_OUTSIDE_BONE_MM = 1.0
+# Distances beyond this are reported as this value (nothing is nearer).
+CLEARANCE_CAP_MM = 30.0
+
+# Score = weighted mean of terms in [0, 1]; the final rank subtracts
+# WEIGHTS["robustness"] x the probability of any breach under placement error.
+WEIGHTS: dict[str, float] = {
+    "clearance": 0.35,      # min(1, smallest clearance above its margin / 5 mm)
+    "target": 0.30,         # exp(-tip distance to the fracture line or lesion / 10 mm)
+    "technique_fit": 0.20,  # short: angle to surface normal and gantry tilt; long: alignment with the sacrum
+    "cement": 0.15,         # min(1, estimated cement volume / 4.1 ml, the mean of Kortman et al. 2013)
+    "robustness": 1.0,
+}
+
+# Technique limits (hard constraints on candidates).
+SHORT_AXIS_MAX_NORMAL_ANGLE_DEG = 45.0
+SHORT_AXIS_MAX_GANTRY_TILT_DEG = 30.0
+SHORT_AXIS_MEDIOLATERAL_RANGE_DEG = (-15.0, 40.0)
+LONG_AXIS_MAX_AXIS_ANGLE_DEG = 25.0
+LONG_AXIS_MIN_LENGTH_MM = 40.0
+# Cement: trabecular bone within this radius of the distal needle segment, filled to this fraction.
+CEMENT_RADIUS_MM = 8.0
+CEMENT_FILL_FRACTION = 0.4
+CEMENT_SEGMENT_MM = {"short_axis": 15.0, "long_axis": 40.0}
+# Target coverage: target voxels within this distance of a needle's cement segment count as covered.
+COVERAGE_RADIUS_MM = 8.0
+
+
+def margin_class(structure: str) -> str:
+    """The margin class of a structure name (``foramen_S2_left`` -> ``foramen``)."""
+    for name in DEFAULT_MARGINS_MM:
+        if structure == name or structure.startswith(name + "_") or structure.startswith(name):
+            return name
+    raise KeyError(structure)
+
+
+def resolve_margins(overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """Margin (mm) of every critical structure, with ``overrides`` by class or structure.
+
+    Raises
+    ------
+    InputError
+        For an unknown name or a negative or absurd (> 30 mm) margin.
+    """
+    overrides = dict(overrides or {})
+    for name, value in overrides.items():
+        if name not in DEFAULT_MARGINS_MM and name not in CRITICAL_STRUCTURES:
+            raise InputError(f"unknown margin {name!r}; use one of {', '.join(DEFAULT_MARGINS_MM)} "
+                             "or a structure name such as foramen_S2_left")
+        if not 0.0 <= float(value) <= CLEARANCE_CAP_MM:
+            raise InputError(f"margin {name}={value} mm is outside 0..{CLEARANCE_CAP_MM:g} mm")
+    out = {}
+    for structure in CRITICAL_STRUCTURES:
+        cls = margin_class(structure)
+        out[structure] = float(overrides.get(structure, overrides.get(cls, DEFAULT_MARGINS_MM[cls])))
+    return out

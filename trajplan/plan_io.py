@@ -1,0 +1,121 @@
+"""Plan files: ``plan.json``, ``plan.csv`` (one row per needle) and ``plan.mrk.json``
+(the needles as 3D Slicer line markups), and reading a Slicer line markup back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trajplan.errors import InputError
+from trajplan.io.atomic import write_json, write_text
+from trajplan.margins import CRITICAL_STRUCTURES
+
+SLICER_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
+                 "Resources/Schema/markups-schema-v1.0.3.json#")
+VERDICT_RGB = {"safe": (0.2, 0.75, 0.3), "marginal": (1.0, 0.7, 0.0), "unsafe": (0.9, 0.1, 0.1)}
+METRIC_COLUMNS = (
+    "length_mm", "length_in_bone_mm", "length_in_ala_mm", "length_outside_bone_mm", "tip_to_target_mm",
+    "target", "angle_to_surface_normal_deg", "mediolateral_angle_deg", "craniocaudal_angle_deg",
+    "gantry_tilt_deg", "axis_angle_deg", "skin_to_bone_mm", "cement_volume_ml",
+)
+
+
+def needle_name(needle: dict) -> str:
+    """Display name of a needle: ``1 short_axis left``."""
+    return f"{needle.get('rank', '')} {needle['technique']} {needle['side']}".strip()
+
+
+def slicer_markups(needles: list[dict]) -> dict:
+    """The needles as a 3D Slicer markups document (one Line per needle, LPS mm)."""
+    markups = []
+    for needle in needles:
+        markups.append({
+            "type": "Line",
+            "name": needle_name(needle),
+            "coordinateSystem": "LPS",
+            "coordinateUnits": "mm",
+            "locked": True,
+            "fixedNumberOfControlPoints": True,
+            "labelFormat": "%N-%d",
+            "lastUsedControlPointNumber": 2,
+            "controlPoints": [
+                {"id": "1", "label": "entry", "description": "bone entry", "position": list(needle["entry_lps"]),
+                 "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True,
+                 "locked": True, "visibility": True, "positionStatus": "defined"},
+                {"id": "2", "label": "tip", "description": f"{needle['verdict']}", "position": list(needle["tip_lps"]),
+                 "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True,
+                 "locked": True, "visibility": True, "positionStatus": "defined"},
+            ],
+            "measurements": [],
+            "display": {"visibility": True, "opacity": 1.0, "color": list(VERDICT_RGB[needle["verdict"]]),
+                        "selectedColor": list(VERDICT_RGB[needle["verdict"]]), "lineThickness": 0.5,
+                        "propertiesLabelVisibility": True, "pointLabelsVisibility": True},
+        })
+    return {"@schema": SLICER_SCHEMA, "markups": markups}
+
+
+def plan_rows(needles: list[dict]) -> list[dict]:
+    """Flat rows of ``plan.csv``: identity, verdict, clearances, breach probabilities, metrics."""
+    rows = []
+    for needle in needles:
+        row = {
+            "rank": needle.get("rank"), "technique": needle["technique"], "side": needle["side"],
+            "gauge": needle["gauge"], "safe": needle["safe"], "verdict": needle["verdict"],
+            "reasons": ";".join(needle["reasons"]), "score": needle["score"],
+            **{f"entry_{a}": v for a, v in zip("xyz", needle["entry_lps"])},
+            **{f"tip_{a}": v for a, v in zip("xyz", needle["tip_lps"])},
+            "breach_probability_any": needle.get("breach_probability", {}).get("any"),
+            "tip_to_anterior_cortex_mm": needle.get("tip_to_anterior_cortex_mm"),
+        }
+        row.update({f"clearance_{s}_mm": needle["clearance_mm"].get(s) for s in CRITICAL_STRUCTURES})
+        row.update({m: needle["metrics"].get(m) for m in METRIC_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Atomically write ``plan.json``, ``plan.csv`` and ``plan.mrk.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    write_json(out / "plan.json", plan)
+    rows = plan_rows(plan["needles"])
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    write_text(out / "plan.csv", buffer.getvalue())
+    write_json(out / "plan.mrk.json", slicer_markups(plan["needles"]))
+    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json"}
+
+
+def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(entry, target) in LPS mm from a 3D Slicer ``.mrk.json`` holding a line (first two points).
+
+    RAS coordinates (as declared by ``coordinateSystem``) are converted to LPS.
+
+    Raises
+    ------
+    InputError
+        If the file is not a markups file or holds no line with two defined points.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        markup = next(m for m in doc["markups"] if len(m.get("controlPoints", [])) >= 2)
+        points = np.array([p["position"] for p in markup["controlPoints"][:2]], dtype=float)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (ValueError, KeyError, TypeError, StopIteration):
+        raise InputError(f"{path}: not a 3D Slicer markups file with a two-point line") from None
+    if points.shape != (2, 3) or not np.all(np.isfinite(points)):
+        raise InputError(f"{path}: the line's control points are not two 3-D positions")
+    system = str(markup.get("coordinateSystem", "LPS")).upper()
+    if system == "RAS":
+        points[:, :2] *= -1.0
+    elif system != "LPS":
+        raise InputError(f"{path}: unknown coordinateSystem {system!r} (LPS or RAS)")
+    return points[0], points[1]

@@ -1,0 +1,309 @@
+"""Per-path metrics, verdicts and scores.
+
+Two stages: :func:`fast_slack` screens many candidates at once with one gather per
+axis sample on the combined slack map; :func:`measure_path` measures a shortlisted
+path exactly (KD-trees of voxel centres, 0.25 mm axis steps) and gives its verdict.
+
+Clearance of a structure = distance from the needle's outer surface to the
+structure's voxels, conservatively: (distance from the axis to the nearest voxel
+centre) - needle radius - half a voxel - half the axis step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trajplan import labels as lt
+from trajplan.candidates import SIDE_SIGN, Landmarks, Targets, find_landmarks
+from trajplan.distance import DistanceMaps, build_distance_maps
+from trajplan.errors import InputError
+from trajplan.margins import (
+    CEMENT_FILL_FRACTION,
+    CEMENT_RADIUS_MM,
+    CEMENT_SEGMENT_MM,
+    CLEARANCE_CAP_MM,
+    CRITICAL_STRUCTURES,
+    LONG_AXIS_MAX_AXIS_ANGLE_DEG,
+    LONG_AXIS_MIN_LENGTH_MM,
+    MARGINAL_BAND_MM,
+    MARGINAL_BREACH_PROBABILITY,
+    MAX_OUTSIDE_BONE_MM,
+    SHORT_AXIS_MAX_GANTRY_TILT_DEG,
+    SHORT_AXIS_MAX_NORMAL_ANGLE_DEG,
+    SHORT_AXIS_MEDIOLATERAL_RANGE_DEG,
+    WEIGHTS,
+    resolve_margins,
+)
+from trajplan.needle import diameter_mm
+from trajplan.volume import Volume
+
+FAST_SAMPLES = 24
+EXACT_STEP_MM = 0.25
+SKIN_HU = -400.0
+MAX_SKIN_DEPTH_MM = 250.0
+
+
+# ------------------------------------------------------------------ geometry
+def path_angles(direction: np.ndarray, normal: np.ndarray | None, side_sign: float,
+                axis: np.ndarray) -> dict[str, float]:
+    """Angles (degrees) of unit needle directions ``(..., 3)`` (entry -> tip, LPS).
+
+    - ``angle_to_surface_normal_deg``: to the inward normal of the bone at the entry;
+    - ``mediolateral_angle_deg``: in the axial plane from straight anterior, positive
+      when the needle heads laterally as it advances (medial-to-lateral);
+    - ``craniocaudal_angle_deg``: out of the axial plane, positive cephalad;
+    - ``gantry_tilt_deg``: the tilt of an axial-like image plane (containing the
+      left-right axis) that holds the whole needle;
+    - ``axis_angle_deg``: to the long axis of the sacrum (S4 -> S1).
+    """
+    d = np.asarray(direction, dtype=float)
+    dx, dy, dz = d[..., 0], d[..., 1], d[..., 2]
+    out = {
+        "mediolateral_angle_deg": np.degrees(np.arctan2(dx * side_sign, -dy)),
+        "craniocaudal_angle_deg": np.degrees(np.arcsin(np.clip(dz, -1, 1))),
+        "gantry_tilt_deg": np.degrees(np.arctan2(dz, np.maximum(-dy, 1e-9))),
+        "axis_angle_deg": np.degrees(np.arccos(np.clip(d @ axis, -1, 1))),
+    }
+    if normal is not None:
+        out["angle_to_surface_normal_deg"] = np.degrees(np.arccos(np.clip(np.sum(d * normal, axis=-1), -1, 1)))
+    return out
+
+
+def technique_ok(technique: str, angles: dict[str, np.ndarray], length: np.ndarray) -> np.ndarray:
+    """The hard technique limits (see :mod:`trajplan.margins`)."""
+    if technique == "short_axis":
+        lo, hi = SHORT_AXIS_MEDIOLATERAL_RANGE_DEG
+        return ((angles["angle_to_surface_normal_deg"] <= SHORT_AXIS_MAX_NORMAL_ANGLE_DEG)
+                & (np.abs(angles["gantry_tilt_deg"]) <= SHORT_AXIS_MAX_GANTRY_TILT_DEG)
+                & (angles["mediolateral_angle_deg"] >= lo) & (angles["mediolateral_angle_deg"] <= hi)
+                & (length >= 10.0))
+    return (angles["axis_angle_deg"] <= LONG_AXIS_MAX_AXIS_ANGLE_DEG) & (length >= LONG_AXIS_MIN_LENGTH_MM)
+
+
+# ------------------------------------------------------------------ fast stage
+def fast_slack(maps: DistanceMaps, entries: np.ndarray, tips: np.ndarray, *,
+               samples: int = FAST_SAMPLES, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Screen paths: smallest slack (distance - margin, mm) on the axis, and samples outside bone.
+
+    One nearest-voxel gather per axis sample on the combined slack map, vectorised
+    over all paths. Subtract the needle radius from the slack to get the screening
+    clearance above margin.
+
+    Returns
+    -------
+    min_slack : (n,) float32
+    outside : (n,) int, number of axis samples (excluding the entry) outside the sacral bone
+    """
+    crop = maps.labels
+    start = crop.world_to_index(entries).astype(np.float32)
+    step = (crop.world_to_index(tips).astype(np.float32) - start)
+    fractions = np.linspace(0.0, 1.0, samples, dtype=np.float32)
+    min_slack = np.empty(len(entries), dtype=np.float32)
+    outside = np.empty(len(entries), dtype=np.int32)
+    for lo in range(0, len(entries), chunk):
+        hi = min(lo + chunk, len(entries))
+        pts = start[lo:hi, None, :] + fractions[None, :, None] * step[lo:hi, None, :]
+        min_slack[lo:hi] = maps.gather(maps.slack, pts).min(axis=1)
+        outside[lo:hi] = (~maps.gather(maps.bone, pts[:, 1:, :])).sum(axis=1)
+    return min_slack, outside
+
+
+# ------------------------------------------------------------------ exact stage
+def _axis_points(entry: np.ndarray, tip: np.ndarray, step: float = EXACT_STEP_MM) -> np.ndarray:
+    length = float(np.linalg.norm(tip - entry))
+    n = max(int(np.ceil(length / step)) + 1, 2)
+    return entry + np.linspace(0.0, 1.0, n)[:, None] * (tip - entry)
+
+
+def _clearances(maps: DistanceMaps, axis_pts: np.ndarray, radius: float) -> dict[str, float]:
+    loss = radius + maps.half_voxel_mm + EXACT_STEP_MM / 2
+    out = {}
+    for structure in CRITICAL_STRUCTURES:
+        tree = maps.tree(structure)
+        if tree is None:
+            continue
+        d, _ = tree.query(axis_pts, distance_upper_bound=CLEARANCE_CAP_MM + loss)
+        out[structure] = round(float(min(np.min(d), CLEARANCE_CAP_MM + loss) - loss), 2)
+    return out
+
+
+def _runs_outside(inside: np.ndarray, step: float) -> float:
+    """Longest run (mm) of consecutive axis samples outside the bone (after the entry)."""
+    longest = run = 0
+    for flag in inside[1:]:
+        run = 0 if flag else run + 1
+        longest = max(longest, run)
+    return longest * step
+
+
+def skin_entry(ct: Volume | None, entry: np.ndarray, direction: np.ndarray) -> np.ndarray | None:
+    """Where the extended needle line meets the skin (HU < -400 beyond), or None."""
+    if ct is None:
+        return None
+    steps = np.arange(1.0, MAX_SKIN_DEPTH_MM, 1.0)
+    pts = entry[None, :] - steps[:, None] * direction[None, :]
+    idx = np.rint(ct.world_to_index(pts)).astype(int)
+    inside = np.all((idx >= 0) & (idx < np.asarray(ct.shape)), axis=1)
+    if not inside.all():
+        steps, idx = steps[inside], idx[inside]
+        if not len(steps) or not inside[0]:
+            return None
+    hu = ct.array[idx[:, 0], idx[:, 1], idx[:, 2]]
+    air = np.flatnonzero(hu < SKIN_HU)
+    if not len(air):
+        return None
+    return entry - steps[air[0]] * direction
+
+
+def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray, technique: str,
+                     length_in_bone: float) -> float:
+    """Trabecular bone within CEMENT_RADIUS_MM of the distal needle segment x fill fraction (ml)."""
+    segment = min(CEMENT_SEGMENT_MM[technique], max(length_in_bone, 1.0))
+    crop = maps.labels
+    pts = tip - np.linspace(0.0, segment, max(int(segment), 2))[:, None] * direction
+    lo = np.floor(crop.world_to_index(pts.min(axis=0) - CEMENT_RADIUS_MM)).astype(int)
+    hi = np.ceil(crop.world_to_index(pts.max(axis=0) + CEMENT_RADIUS_MM)).astype(int)
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    lo, hi = np.clip(lo, 0, crop.shape), np.clip(hi + 1, 0, crop.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    trabecular = lt.mask(crop.array[box], "sacrum", "ala_left", "ala_right", "fracture", "lesion")
+    idx = np.argwhere(trabecular) + lo
+    if not len(idx):
+        return 0.0
+    world = crop.index_to_world(idx)
+    rel = world - tip
+    t = np.clip(rel @ -direction, 0.0, segment)
+    dist = np.linalg.norm(rel + t[:, None] * direction, axis=1)
+    voxels = int(np.count_nonzero(dist <= CEMENT_RADIUS_MM))
+    return round(voxels * crop.voxel_volume_ml * CEMENT_FILL_FRACTION, 2)
+
+
+def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: np.ndarray, *,
+                 technique: str, side: str, gauge: int, targets: Targets | None = None,
+                 normal: np.ndarray | None = None, ct: Volume | None = None) -> dict:
+    """Exact metrics and verdict of one path (a needle object of ``plan.json``, without
+    rank, breach probabilities and score)."""
+    entry, tip = np.asarray(entry, float), np.asarray(tip, float)
+    radius = diameter_mm(gauge) / 2.0
+    length = float(np.linalg.norm(tip - entry))
+    direction = (tip - entry) / max(length, 1e-9)
+    axis_pts = _axis_points(entry, tip)
+    step = length / max(len(axis_pts) - 1, 1)
+    crop = maps.labels
+    inside_idx = np.rint(crop.world_to_index(axis_pts)).astype(int)
+    valid = np.all((inside_idx >= 0) & (inside_idx < np.asarray(crop.shape)), axis=1)
+    label_at = np.zeros(len(axis_pts), dtype=np.uint8)
+    label_at[valid] = crop.array[tuple(inside_idx[valid].T)]
+    in_bone = np.isin(label_at, [lt.value(n) for n in lt.SACRAL_BONE])
+    in_ala = np.isin(label_at, [lt.value(f"ala_{side}"), lt.value("fracture")])
+
+    clearance = _clearances(maps, axis_pts, radius)
+    reasons = [s for s, c in clearance.items() if c < maps.margins[s]]
+    outside = _runs_outside(in_bone, step)
+    if outside > MAX_OUTSIDE_BONE_MM:
+        reasons.append("outside_bone")
+    if not in_bone[-1]:
+        reasons.append("tip_outside_bone")
+
+    cortex = maps.tree("anterior_cortex")
+    tip_to_cortex = (round(float(cortex.query(tip)[0] - maps.half_voxel_mm), 2) if cortex is not None else None)
+    tip_to_target = None
+    target_kind = targets.kind if targets is not None else None
+    if targets is not None and targets.kind == "lesion":
+        tip_to_target = round(float(np.linalg.norm(tip - targets.centre)), 2)
+    elif targets is not None and targets.kind == "fracture":
+        tip_to_target = round(float(np.min(np.linalg.norm(targets.points - tip, axis=1))), 2)
+
+    if normal is None:
+        i = np.rint(crop.world_to_index(entry)).astype(int)
+        near = np.argmin(np.linalg.norm(marks.surface_index - i, axis=1)) if len(marks.surface_index) else None
+        normal = marks.inward_normal[:, near] if near is not None else None
+    angles = {k: round(float(v), 2) for k, v in
+              path_angles(direction, normal, SIDE_SIGN[side], marks.axis).items()}
+    skin = skin_entry(ct, entry, direction)
+    length_in_bone = float(np.count_nonzero(in_bone) * step)
+    metrics = {
+        "length_mm": round(length, 2),
+        "length_in_bone_mm": round(length_in_bone, 2),
+        "length_in_ala_mm": round(float(np.count_nonzero(in_ala) * step), 2),
+        "length_outside_bone_mm": round(float(np.count_nonzero(~in_bone[1:]) * step), 2),
+        "tip_to_target_mm": tip_to_target,
+        "target": target_kind,
+        **angles,
+        "skin_to_bone_mm": round(float(np.linalg.norm(entry - skin)), 1) if skin is not None else None,
+        "cement_volume_ml": cement_volume_ml(maps, tip, direction, technique, length_in_bone),
+    }
+    safe = not reasons
+    min_above = min((c - maps.margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
+    return {
+        "technique": technique, "side": side, "gauge": int(gauge), "diameter_mm": diameter_mm(gauge),
+        "entry_lps": [round(float(v), 2) for v in entry], "tip_lps": [round(float(v), 2) for v in tip],
+        "skin_entry_lps": [round(float(v), 2) for v in skin] if skin is not None else None,
+        "safe": safe,
+        "verdict": "unsafe" if not safe else ("marginal" if min_above < MARGINAL_BAND_MM else "safe"),
+        "reasons": reasons,
+        "clearance_mm": clearance,
+        "tip_to_anterior_cortex_mm": tip_to_cortex,
+        "metrics": metrics,
+        "score": round(score_path(technique, clearance, maps.margins, metrics), 4),
+    }
+
+
+def score_path(technique: str, clearance: dict[str, float], margins: dict[str, float], metrics: dict) -> float:
+    """Weighted score in [0, 1] (weights in :data:`trajplan.margins.WEIGHTS`)."""
+    above = min((c - margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
+    terms = {"clearance": float(np.clip(above / 5.0, 0.0, 1.0))}
+    target = metrics.get("tip_to_target_mm")
+    terms["target"] = float(np.exp(-target / 10.0)) if target is not None else 0.5
+    if technique == "short_axis":
+        normal = metrics.get("angle_to_surface_normal_deg") or 0.0
+        terms["technique_fit"] = float(np.clip(1 - 0.5 * normal / SHORT_AXIS_MAX_NORMAL_ANGLE_DEG
+                                               - 0.5 * abs(metrics["gantry_tilt_deg"]) / SHORT_AXIS_MAX_GANTRY_TILT_DEG, 0, 1))
+    else:
+        terms["technique_fit"] = float(np.clip(1 - metrics["axis_angle_deg"] / LONG_AXIS_MAX_AXIS_ANGLE_DEG, 0, 1))
+    terms["cement"] = float(np.clip(metrics["cement_volume_ml"] / 4.1, 0, 1))
+    total = sum(WEIGHTS[k] for k in terms)
+    return sum(WEIGHTS[k] * v for k, v in terms.items()) / total
+
+
+def apply_robustness(needle: dict, breach: dict[str, float]) -> dict:
+    """Add breach probabilities; a safe needle with a likely breach becomes marginal."""
+    needle = dict(needle, breach_probability=breach)
+    if needle["safe"] and breach.get("any", 0.0) > MARGINAL_BREACH_PROBABILITY:
+        needle["verdict"] = "marginal"
+    needle["rank_value"] = round(needle["score"] - WEIGHTS["robustness"] * breach.get("any", 0.0), 4)
+    return needle
+
+
+# ------------------------------------------------------------------ one hand-drawn path
+def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
+                  margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
+                  mc_samples: int = 300, seed: int = 0) -> dict:
+    """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
+
+    The technique is the long axis when the path runs within 35 degrees of the
+    sacrum's long axis, the short axis otherwise; the side is that of the tip.
+    """
+    from trajplan.candidates import find_targets
+    from trajplan.robustness import breach_probability
+
+    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
+    if np.linalg.norm(tip - entry) < 1.0:
+        raise InputError("entry and target are less than 1 mm apart")
+    margins = resolve_margins(margins_mm)
+    maps = build_distance_maps(labels, margins)
+    marks = find_landmarks(maps)
+    side = "left" if marks.side_of(tip[0]) > 0 else "right"
+    direction = (tip - entry) / np.linalg.norm(tip - entry)
+    technique = "long_axis" if np.degrees(np.arccos(np.clip(direction @ marks.axis, -1, 1))) < 35 else "short_axis"
+    try:
+        targets = find_targets(maps, marks, side)
+    except InputError:  # a hand-drawn path may be checked where the side has no target
+        targets = None
+    needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
+                          targets=targets, ct=ct)
+    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed)
+    needle = apply_robustness(needle, breach)
+    needle.pop("rank_value")
+    return needle
+

@@ -1,0 +1,95 @@
+"""The 3D scene: anatomy surfaces and needles (true diameter, coloured by verdict), off-screen.
+
+Standard views are defined in LPS terms (camera direction from the focal point):
+
+| view | camera at | up |
+| --- | --- | --- |
+| posterior | behind the patient (+y) | superior (+z) |
+| lateral | patient's left (+x) | superior |
+| inlet | above and in front, 40 deg from the axial plane looking caudally at the pelvic inlet | posterior |
+| outlet | below and in front, 40 deg, looking cranially along the sacrum | superior |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from trajplan import labels as lt
+from trajplan.volume import Volume
+
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+VERDICT_COLORS = {"safe": (0.13, 0.70, 0.25), "marginal": (1.0, 0.65, 0.0), "unsafe": (0.85, 0.05, 0.05)}
+VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "posterior": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "lateral": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "inlet": ((0.0, -np.cos(np.deg2rad(40)), np.sin(np.deg2rad(40))), (0.0, 1.0, 0.0)),
+    "outlet": ((0.0, -np.cos(np.deg2rad(40)), -np.sin(np.deg2rad(40))), (0.0, 0.0, 1.0)),
+}
+WINDOW = (1024, 768)
+
+
+def _plotter(size: tuple[int, int]):
+    import pyvista as pv
+
+    pv.OFF_SCREEN = True
+    plotter = pv.Plotter(off_screen=True, window_size=list(size))
+    plotter.set_background("white")
+    return plotter
+
+
+def add_needles(plotter, needles: list[dict]) -> None:
+    """Needles as tubes of their outer diameter, entry and tip marked, labelled by rank."""
+    import pyvista as pv
+
+    for needle in needles:
+        entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
+        start = np.asarray(needle.get("skin_entry_lps") or entry, float)
+        colour = VERDICT_COLORS[needle["verdict"]]
+        tube = pv.Line(start, tip).tube(radius=needle["diameter_mm"] / 2, n_sides=24, capping=True)
+        plotter.add_mesh(tube, color=colour, smooth_shading=True)
+        plotter.add_mesh(pv.Sphere(radius=needle["diameter_mm"], center=entry), color=colour)
+        plotter.add_mesh(pv.Sphere(radius=needle["diameter_mm"] * 0.8, center=tip), color="black")
+        if needle.get("rank") is not None:
+            plotter.add_point_labels([start], [str(needle["rank"])], font_size=22, point_size=1,
+                                     text_color="black", shape_opacity=0.6, always_visible=True)
+
+
+def scene_bounds(labels: Volume) -> tuple[np.ndarray, float]:
+    """Focal point (sacral bone centre, LPS) and camera distance for the standard views."""
+    idx = np.argwhere(lt.sacral_bone(labels))
+    world = labels.index_to_world(idx[:: max(len(idx) // 20000, 1)])
+    centre = world.mean(axis=0)
+    radius = float(np.linalg.norm(world - centre, axis=1).max())
+    return centre, 3.2 * radius
+
+
+def render_scene_png(labels: Volume, plan: dict, path: str | Path, *, view: str = "posterior",
+                     size: tuple[int, int] = WINDOW, surfaces: dict | None = None) -> Path:
+    """Render anatomy and the plan's needles from a standard view into a PNG (atomically)."""
+    from trajplan.io.atomic import atomic_path
+    from trajplan.views.surfaces import label_surfaces
+
+    surfaces = surfaces if surfaces is not None else label_surfaces(labels)
+    plotter = _plotter(size)
+    for mesh, colour, opacity in surfaces.values():
+        plotter.add_mesh(mesh, color=colour, opacity=opacity, smooth_shading=True)
+    add_needles(plotter, plan.get("needles", []))
+    centre, distance = scene_bounds(labels)
+    if view in VIEWS:
+        direction, up = VIEWS[view]
+    else:  # "needle<rank>": look down the needle from behind its entry
+        needle = next(n for n in plan["needles"] if f"needle{n['rank']}" == view)
+        d = np.asarray(needle["entry_lps"]) - np.asarray(needle["tip_lps"])
+        direction, up = d / np.linalg.norm(d), (0.0, 0.0, 1.0) if abs(d[2]) < 0.9 * np.linalg.norm(d) else (0.0, 1.0, 0.0)
+        centre = np.asarray(needle["tip_lps"], float)
+    plotter.camera_position = [tuple(centre + distance * np.asarray(direction)), tuple(centre), up]
+    plotter.add_text(f"{view} view", font_size=12, color="black")
+    with atomic_path(path) as tmp:
+        plotter.screenshot(str(tmp))
+    plotter.close()
+    return Path(path)
