@@ -36,8 +36,9 @@ class DistanceMaps:
 
     @property
     def half_voxel_mm(self) -> float:
-        """Half the largest voxel size: distances to voxel centres minus this reach voxel faces."""
-        return 0.5 * float(self.labels.spacing.max())
+        """Half the voxel diagonal: a distance to a voxel centre minus this is at most the
+        distance to the nearest point of that voxel, whatever the direction."""
+        return 0.5 * float(np.linalg.norm(self.labels.spacing))
 
     def tree(self, structure: str) -> cKDTree | None:
         """KD-tree of the world positions (LPS mm) of a structure's voxel centres (None if absent)."""

@@ -5,8 +5,8 @@ axis sample on the combined slack map; :func:`measure_path` measures a shortlist
 path exactly (KD-trees of voxel centres, 0.25 mm axis steps) and gives its verdict.
 
 Clearance of a structure = distance from the needle's outer surface to the
-structure's voxels, conservatively: (distance from the axis to the nearest voxel
-centre) - needle radius - half a voxel - half the axis step.
+structure's voxels (as cubes), conservatively: (distance from the axis to the
+nearest voxel centre) - needle radius - half the voxel diagonal - half the axis step.
 """
 
 from __future__ import annotations

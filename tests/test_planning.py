@@ -1,0 +1,146 @@
+"""The planner on phantom ground truth: safe means safe (independent check), fractured sides get
+safe paths with both techniques, planted unsafe paths are flagged with the right reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from sample_ct.phantom import PhantomParams, make_phantom
+from trajplan import labels as lt
+from trajplan.errors import InputError, NoSafePathError
+from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
+from trajplan.planning import PlanOptions, plan_needles
+from trajplan.scoring import evaluate_path
+
+CASES = {
+    "bilateral": PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),
+    "left_osteoporotic_lesion": PhantomParams(seed=11, spacing=(2.5,) * 3, fracture="left",
+                                              lesion="right", osteoporosis=0.9),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def planned(request):
+    phantom = make_phantom(CASES[request.param])
+    plan = plan_needles(phantom.labels, PlanOptions(needles=3, mc_samples=100), ct=phantom.ct)
+    return request.param, phantom, plan
+
+
+def surface_points(entry, tip, radius, step=0.2, around=16):
+    """Dense points on the needle's outer surface: the cylinder and the tip disc."""
+    entry, tip = np.asarray(entry, float), np.asarray(tip, float)
+    d = (tip - entry) / np.linalg.norm(tip - entry)
+    u = np.cross(d, [1.0, 0, 0] if abs(d[0]) < 0.9 else [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(d, u)
+    phi = np.linspace(0, 2 * np.pi, around, endpoint=False)
+    ring = radius * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
+    t = np.arange(0.0, np.linalg.norm(tip - entry) + 1e-9, step)
+    cyl = (entry + t[:, None] * d)[:, None, :] + ring[None, :, :]
+    disc = tip + np.linspace(0, 1, 5)[:, None, None] * ring[None, :, :]
+    return np.concatenate([cyl.reshape(-1, 3), disc.reshape(-1, 3)])
+
+
+def distance_to_voxels(points, labels, name):
+    """Exact distance (mm) from points to the nearest voxel (as a cube) of a structure."""
+    idx = np.argwhere(labels.array == lt.value(name))
+    if not len(idx):
+        return np.inf
+    tree = cKDTree(labels.index_to_world(idx))
+    _, nearest = tree.query(points, k=min(8, len(idx)))
+    nearest = nearest.reshape(len(points), -1)
+    p_index = labels.world_to_index(points)[:, None, :]
+    gap = np.maximum(np.abs(p_index - idx[nearest]) - 0.5, 0.0) * labels.spacing
+    return float(np.linalg.norm(gap, axis=2).min())
+
+
+def test_every_safe_needle_is_safe_by_an_independent_check(planned):
+    _, phantom, plan = planned
+    margins = resolve_margins()
+    needles = plan["needles"] + plan["alternatives"]
+    checked = 0
+    for needle in needles:
+        if not needle["safe"]:
+            continue
+        points = surface_points(needle["entry_lps"], needle["tip_lps"], needle["diameter_mm"] / 2)
+        for structure in CRITICAL_STRUCTURES:
+            d = distance_to_voxels(points, phantom.labels, structure)
+            assert d >= margins[structure] - 1e-6, (needle["technique"], needle["side"], structure, d)
+            reported = needle["clearance_mm"].get(structure)
+            if reported is not None and reported < 30:
+                assert reported <= d + 1e-6  # the planner never overstates a clearance
+        checked += 1
+    assert checked >= 10
+
+
+def test_fractured_sides_get_safe_paths_with_both_techniques(planned):
+    name, phantom, plan = planned
+    sides = [line["side"] for line in phantom.info["fracture_lines"]]
+    assert sides
+    for side in sides:
+        for technique in ("short_axis", "long_axis"):
+            found = [n for n in plan["alternatives"] if n["side"] == side and n["technique"] == technique
+                     and n["safe"]]
+            assert found, (name, side, technique)
+    assert plan["needles"] and all(n["safe"] for n in plan["needles"])
+    assert [n["rank"] for n in plan["needles"]] == list(range(1, len(plan["needles"]) + 1))
+    for needle in plan["needles"]:
+        assert 0.0 <= needle["breach_probability"]["any"] <= 1.0
+        assert needle["metrics"]["cement_volume_ml"] > 0.5
+        assert needle["metrics"]["length_outside_bone_mm"] <= 2.0
+    for short in [n for n in plan["alternatives"] if n["technique"] == "short_axis"]:
+        assert abs(short["metrics"]["gantry_tilt_deg"]) <= 30.0
+
+
+def test_needles_are_kept_apart(planned):
+    _, _, plan = planned
+    needles = plan["needles"]
+    for i, a in enumerate(needles):
+        for b in needles[i + 1:]:
+            ta = np.linspace(0, 1, 50)[:, None]
+            pa = np.asarray(a["entry_lps"]) + ta * (np.subtract(a["tip_lps"], a["entry_lps"]))
+            pb = np.asarray(b["entry_lps"]) + ta * (np.subtract(b["tip_lps"], b["entry_lps"]))
+            assert cKDTree(pb).query(pa)[0].min() >= 10.0 - 0.5
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral"))
+
+
+def test_planted_unsafe_paths_are_flagged_with_their_reason(phantom):
+    marks = phantom.info["landmarks"]
+    labels = phantom.labels
+    foramen = marks["foramina"]["foramen_S2_left"]
+    through_foramen = evaluate_path(labels, foramen["dorsal_lps"], foramen["anterior_lps"], mc_samples=50)
+    assert "foramen_S2_left" in through_foramen["reasons"] and not through_foramen["safe"]
+
+    canal = labels.index_to_world(np.argwhere(lt.mask(labels, "canal"))).mean(axis=0)
+    through_canal = evaluate_path(labels, canal + [0, 25, 0], canal - [0, 15, 0], mc_samples=50)
+    assert "canal" in through_canal["reasons"]
+
+    ala = labels.index_to_world(np.argwhere(lt.mask(labels, "ala_left"))).mean(axis=0)
+    cortex = labels.index_to_world(np.argwhere(lt.mask(labels, "anterior_cortex")))
+    near = cortex[np.argmin(np.linalg.norm(cortex - ala, axis=1))]
+    through_cortex = evaluate_path(labels, ala + (ala - near) * 0.8, near + (near - ala) * 0.1, mc_samples=50)
+    assert "anterior_cortex" in through_cortex["reasons"]
+
+    joint = np.asarray(marks["si_joints"]["si_joint_left"][1])
+    into_joint = evaluate_path(labels, ala, joint, mc_samples=50)
+    assert "si_joint_left" in into_joint["reasons"]
+    assert into_joint["verdict"] == "unsafe" and into_joint["breach_probability"]["any"] > 0.5
+
+
+def test_impossible_margins_and_bad_requests(phantom):
+    with pytest.raises(NoSafePathError, match="no safe"):
+        plan_needles(phantom.labels, PlanOptions(margins_mm={"canal": 25, "foramen": 25}, mc_samples=20))
+    no_left = phantom.labels.with_array(np.where(lt.mask(phantom.labels, "ala_left"), lt.value("sacrum"),
+                                                 phantom.labels.array).astype(np.uint8))
+    with pytest.raises(InputError, match="no ala on the left"):
+        plan_needles(no_left, PlanOptions(side="left", mc_samples=20))
+    for kwargs, word in (({"technique": "oblique"}, "technique"), ({"gauge": 12}, "gauge"),
+                         ({"needles": 7}, "needles"), ({"margins_mm": {"nerve": 3}}, "margin")):
+        with pytest.raises(InputError, match=word):
+            PlanOptions(**kwargs)
