@@ -238,7 +238,11 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[n
     shell = 1.5 - 0.7 * op
     sampling = params.spacing
     depth_in_bone = ndimage.distance_transform_edt(bone, sampling=sampling)
-    hu[bone] = np.where(depth_in_bone[bone] <= shell + 0.5 * min(sampling), cortex_hu, trab_hu)
+    # Partial volume: the fraction of a voxel covered by the shell, from its depth (a boundary
+    # voxel has depth = one voxel), so a shell thinner than a voxel still shows, dimmed.
+    voxel = min(sampling)
+    cortical = np.clip((shell - (depth_in_bone[bone] - voxel)) / voxel, 0.0, 1.0)
+    hu[bone] = trab_hu + cortical * (cortex_hu - trab_hu)
     hu[label == lt.value("fracture")] = HU["fracture"]
     hu[label == lt.value("lesion")] = HU["lesion"]
     return label, hu

@@ -169,12 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 def cmd_render(args: argparse.Namespace) -> dict:
     from trajplan.views.render import render_plan_dir
 
-    ct = None
-    if args.ct:
-        from trajplan.io.reader import read_ct
-
-        ct = read_ct(args.ct)
-    written = render_plan_dir(args.plan_dir, ct=ct)
+    written = render_plan_dir(args.plan_dir)
     return {"output": args.plan_dir, "files": {k: str(v) for k, v in written.items()}}
 
 
@@ -268,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("render", cmd_render, "re-render the views and report of a plan folder",
                 "trajplan render case_plan")
     p.add_argument("plan_dir", metavar="PLAN_DIR")
-    p.add_argument("--ct", metavar="CT", help="the full CT (default: the plan folder's ct_roi.nii.gz)")
 
     p = command("batch", cmd_batch, "plan many archived scans, resumably, locally or on Dask",
                 "trajplan batch archive/ -o scores --workers 2")

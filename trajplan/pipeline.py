@@ -91,12 +91,8 @@ def _segment_or_load(
     ts_labels_path: str | Path | None,
 ) -> tuple[Volume, dict]:
     """Label map for planning: the user's (checked), or segmented here; written to ``out_dir``."""
-    from segmentation.pipeline import (
-        Segmentation,
-        load_totalsegmentator,
-        segment,
-        write_segmentation,
-    )
+    from segmentation.external import load_totalsegmentator
+    from segmentation.pipeline import Segmentation, segment, write_segmentation
 
     if labels_path is not None:
         with timer.stage("reading labels"):
@@ -209,9 +205,9 @@ def run_plan(
     with timer.stage("rendering"):
         render_scene_png(labels, plan, out_dir / "scene.png")
         if report:
-            from trajplan.views.render import render_plan_dir
+            from trajplan.report import write_report
 
-            render_plan_dir(out_dir, ct=ct, labels=labels, plan=plan)
+            write_report(out_dir, labels=labels, plan=plan)
     return plan_summary(plan, out_dir, timer)
 
 

@@ -1,0 +1,120 @@
+"""The sacral canal and the sacral foramina: dark channels walled by the sacral bone.
+
+Canal: in each axial slice it is the hole on the midline that the sacral bone
+encloses once the foramen openings are closed (a 2-D closing wider than a foramen,
+narrower than the canal); its width is taken as the running median over slices,
+which rejects the slices where the foramina widen the hole.
+
+Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
+envelope that connect to the canal, lateral to it; one connected piece per level
+and side, named S1..S4 from the top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from segmentation.bone import ball
+
+CANAL_SEARCH_MM = 12.0
+ENVELOPE_CLOSE_MM = 5.0
+LEVEL_GAP_MM = 8.0
+
+
+def _disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    return ball(radius_mm, np.asarray(spacing[:2]))
+
+
+def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
+    """The sacral canal (canonical axes), from axial holes of the sacrum near the midline."""
+    canal = np.zeros_like(sacrum)
+    disk = _disk(ENVELOPE_CLOSE_MM, spacing)
+    half_widths = np.full(sacrum.shape[2], np.nan)
+    x = np.arange(sacrum.shape[0])
+    for z in range(sacrum.shape[2]):
+        section = sacrum[:, :, z]
+        if not section.any():
+            continue
+        closed = ndimage.binary_closing(section, structure=disk, border_value=0)
+        holes = ndimage.binary_fill_holes(closed) & ~section
+        labels, count = ndimage.label(holes)
+        if not count:
+            continue
+        near = labels[np.abs(x - midline_i) * spacing[0] <= CANAL_SEARCH_MM, :]
+        ids = np.unique(near[near > 0])
+        if not len(ids):
+            continue
+        hole = np.isin(labels, ids)
+        canal[:, :, z] = hole
+        xs = np.flatnonzero(hole.any(axis=1))
+        half_widths[z] = max(abs(xs.min() - midline_i), abs(xs.max() - midline_i)) + 0.5
+    valid = np.flatnonzero(~np.isnan(half_widths))
+    if not len(valid):
+        return canal
+    window = max(int(round(10.0 / spacing[2])), 2)
+    for z in valid:
+        near = half_widths[max(z - window, 0): z + window + 1]
+        limit = np.nanmedian(near)
+        canal[:, :, z] &= (np.abs(x - midline_i) <= limit)[:, None]
+    return _largest(canal)
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if count <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
+                  midline_i: float, dark_hu: float) -> dict[str, list[np.ndarray]]:
+    """Foramen channels per side, each a list of masks ordered from the top (S1) down.
+
+    Parameters
+    ----------
+    dark_hu : float
+        Lumen threshold (below it a voxel can be a lumen): about half the trabecular HU.
+    """
+    envelope = ndimage.binary_closing(sacrum | canal, structure=ball(ENVELOPE_CLOSE_MM, spacing),
+                                      border_value=0)
+    envelope = ndimage.binary_fill_holes(envelope)
+    dark = (smooth < dark_hu) & envelope & ~canal
+    touching = ndimage.binary_dilation(canal, structure=np.ones((3, 3, 3))) & ~canal
+    labels, count = ndimage.label(dark, structure=np.ones((3, 3, 3)))
+    connected = np.unique(labels[touching & dark])
+    channels = np.isin(labels, connected[connected > 0])
+    x = np.arange(smooth.shape[0])[:, None, None]
+    out: dict[str, list[np.ndarray]] = {}
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        out[side] = _levels(channels & (sign * (x - midline_i) > 0), spacing)
+    return out
+
+
+def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -> list[np.ndarray]:
+    """Group one side's channel fragments into foramen levels by height, top (S1) first.
+
+    Fragments are taken largest first; one within LEVEL_GAP_MM of a level's height joins
+    it, another starts a new level while there are fewer than ``max_levels``.
+    """
+    pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
+    if not count:
+        return []
+    sizes = ndimage.sum_labels(channels, pieces, index=np.arange(1, count + 1))
+    heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
+    heights = heights * spacing[2]
+    levels: list[tuple[float, float, list[int]]] = []        # (height, weight, piece ids)
+    for i in np.argsort(-sizes):
+        if sizes[i] < 2:
+            continue
+        near = [k for k, (h, _, _) in enumerate(levels) if abs(h - heights[i]) <= LEVEL_GAP_MM]
+        if not near and len(levels) >= max_levels:
+            near = [int(np.argmin([abs(h - heights[i]) for h, _, _ in levels]))]
+        if near:
+            h, w, ids = levels[near[0]]
+            levels[near[0]] = ((h * w + heights[i] * sizes[i]) / (w + sizes[i]), w + sizes[i], ids + [i + 1])
+        else:
+            levels.append((heights[i], sizes[i], [i + 1]))
+    levels.sort(key=lambda lv: -lv[0])
+    return [np.isin(pieces, ids) for _, _, ids in levels]

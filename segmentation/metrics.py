@@ -1,0 +1,51 @@
+"""Agreement of a label map with a reference: Dice, surface distances, detection, recall."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from trajplan import labels as lt
+from trajplan.volume import Volume
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient of two boolean masks (1.0 when both are empty)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def surface_distances(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Distances (mm) from the surface voxels of ``a`` to the surface of ``b``, and back."""
+    if not a.any() or not b.any():
+        return np.array([np.inf])
+    sa = a & ~ndimage.binary_erosion(a)
+    sb = b & ~ndimage.binary_erosion(b)
+    to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
+    to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)
+    return np.concatenate([to_b[sa], to_a[sb]])
+
+
+def compare(result: Volume, reference: Volume) -> dict[str, float]:
+    """The validation figures of a segmentation against ground truth on the same grid."""
+    r, g = result.array, reference.array
+    out = {
+        "dice_sacral_bone": dice(lt.sacral_bone(r), lt.sacral_bone(g)),
+        "dice_ala": dice(lt.mask(r, "ala_left", "ala_right"), lt.mask(g, "ala_left", "ala_right")),
+        "dice_canal": dice(lt.mask(r, "canal"), lt.mask(g, "canal")),
+        "dice_foramina": dice(lt.mask(r, *lt.FORAMINA), lt.mask(g, *lt.FORAMINA)),
+    }
+    detected = 0
+    for level in ("S1", "S2", "S3"):
+        for side in ("left", "right"):
+            truth = lt.mask(g, f"foramen_{level}_{side}")
+            detected += bool((truth & lt.mask(r, *lt.FORAMINA)).any())
+    out["foramina_S1_S3_detected"] = detected
+    d = surface_distances(lt.mask(r, "anterior_cortex"), lt.mask(g, "anterior_cortex"), result.spacing)
+    out["cortex_msd_mm"] = float(d.mean())
+    out["cortex_hd95_mm"] = float(np.percentile(d, 95))
+    truth = lt.mask(g, "fracture")
+    if truth.any():
+        near = ndimage.binary_dilation(lt.mask(r, "fracture"), iterations=1)
+        out["fracture_recall"] = float((truth & near).sum() / truth.sum())
+    return out

@@ -1,0 +1,126 @@
+"""Parts of and around the sacral bone: alae, anterior cortex band, SI joints, L5-S1 disc,
+fracture lines and lytic lesions (canonical axes: x left, y posterior, z superior)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+CORTEX_BAND_MM = 2.0
+JOINT_REACH_MM = 4.0
+DISC_REACH_MM = 12.0
+FRACTURE_VALLEY_MM = 3.0
+FRACTURE_MIN_HEIGHT_MM = 15.0
+
+
+def alae(bone: np.ndarray, foramina: dict[str, list[np.ndarray]], spacing: np.ndarray,
+         midline_i: float) -> dict[str, np.ndarray]:
+    """Sacral bone lateral to the line through the lateral margins of the foramina, per side.
+
+    The margin of each found foramen (its most lateral voxel) is interpolated over
+    height between the foramina and held constant above the first and below the last.
+    """
+    x = np.arange(bone.shape[0])
+    out = {}
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        levels = []
+        for mask in foramina.get(side, []):
+            idx = np.argwhere(mask)
+            levels.append((idx[:, 2].mean(), np.max(sign * (idx[:, 0] - midline_i))))
+        if not levels:
+            bone_idx = np.argwhere(bone)
+            width = np.max(np.abs(bone_idx[:, 0] - midline_i))
+            levels = [(bone_idx[:, 2].mean(), 0.4 * width)]
+        levels.sort()
+        z = np.arange(bone.shape[2])
+        margin = np.interp(z, [lv[0] for lv in levels], [lv[1] for lv in levels])
+        lateral = sign * (x[:, None] - midline_i) > margin[None, :]                # (x, z)
+        out[side] = bone & lateral[:, None, :]
+    return out
+
+
+def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Band of bone within 2 mm of the pelvic (anterior) surface of the sacral envelope.
+
+    The pelvic surface is what a ray from the front (along +y) meets first in each
+    left-right x height column, where the surface does not face upwards (the S1
+    endplate and the tops of the alae are not pelvic surface).
+    """
+    first = np.argmax(envelope, axis=1)                                     # (x, z)
+    hit = envelope.any(axis=1)
+    y = np.arange(envelope.shape[1])[None, :, None]
+    depth = (y - first[:, None, :]) * spacing[1]
+    smooth = ndimage.gaussian_filter(envelope.astype(np.float32), sigma=1.5 / np.asarray(spacing))
+    grad = np.stack(np.gradient(smooth), axis=0) / np.asarray(spacing)[:, None, None, None]
+    norm = np.maximum(np.linalg.norm(grad, axis=0), 1e-6)
+    upward = (-grad[2] / norm) > 0.6
+    surface = np.zeros_like(envelope)
+    xs, zs = np.nonzero(hit)
+    surface[xs, first[xs, zs], zs] = True
+    surface &= ~upward
+    reach = hit[:, None, :] & (depth >= 0) & (depth < CORTEX_BAND_MM + 0.5 * float(spacing[1]))
+    keep_column = np.zeros_like(hit)
+    keep_column[xs, zs] = surface[xs, first[xs, zs], zs]
+    return bone & reach & keep_column[:, None, :]
+
+
+def joints(sacrum: np.ndarray, ilium: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Sacroiliac joint: non-bone voxels within reach of both the sacrum and this ilium."""
+    if not ilium.any():
+        return np.zeros_like(sacrum)
+    d_sac = ndimage.distance_transform_edt(~sacrum, sampling=spacing)
+    d_il = ndimage.distance_transform_edt(~ilium, sampling=spacing)
+    return ~solid & (d_sac <= JOINT_REACH_MM) & (d_il <= JOINT_REACH_MM)
+
+
+def disc(sacrum: np.ndarray, l5: np.ndarray, solid: np.ndarray, smooth: np.ndarray,
+         spacing: np.ndarray, midline_i: float) -> np.ndarray:
+    """L5-S1 disc: soft-tissue voxels between L5 and the sacrum, near the midline."""
+    if not l5.any():
+        return np.zeros_like(sacrum)
+    d_sac = ndimage.distance_transform_edt(~sacrum, sampling=spacing)
+    d_l5 = ndimage.distance_transform_edt(~l5, sampling=spacing)
+    x = np.arange(sacrum.shape[0])[:, None, None]
+    central = np.abs(x - midline_i) * spacing[0] < 30.0
+    return (~solid & central & (d_sac <= DISC_REACH_MM) & (d_l5 <= DISC_REACH_MM)
+            & (d_sac + d_l5 <= DISC_REACH_MM * 1.3) & (smooth > -100) & (smooth < 250))
+
+
+def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray, trabecular_hu: float) -> np.ndarray:
+    """Thin low-density lines running through the ala roughly parallel to the SI joint.
+
+    A voxel is on such a line when it is darker, by more than max(80, 0.3 x the
+    trabecular HU), than both voxels 3 mm to its left and right (a valley across a
+    near-sagittal plane: Denis zone I fractures run parallel to the SI joint).
+    Pieces shorter than 15 mm cranio-caudally are dropped.
+    """
+    shift = max(int(round(FRACTURE_VALLEY_MM / spacing[0])), 1)
+    left = np.roll(smooth, shift, axis=0)
+    right = np.roll(smooth, -shift, axis=0)
+    valley = np.minimum(left, right) - smooth
+    depth = max(80.0, 0.3 * trabecular_hu)
+    candidate = ala_mask & (valley > depth)
+    labels, count = ndimage.label(candidate, structure=np.ones((3, 3, 3)))
+    out = np.zeros_like(candidate)
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        height = (box[2].stop - box[2].start) * spacing[2]
+        if height >= FRACTURE_MIN_HEIGHT_MM:
+            out[box] |= labels[box] == i
+    return out
+
+
+def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: np.ndarray,
+            dark_hu: float) -> np.ndarray:
+    """Lytic lesions: compact dark regions (>= 0.3 ml) inside the sacral bone, off the lumens."""
+    dark = bone & ~lumens & (smooth < dark_hu)
+    dark = ndimage.binary_opening(dark, structure=np.ones((3, 3, 3)))
+    labels, count = ndimage.label(dark)
+    out = np.zeros_like(dark)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    for i in range(1, count + 1):
+        piece = labels == i
+        if piece.sum() * voxel_ml >= 0.3:
+            out |= ndimage.binary_dilation(piece) & bone & ~lumens
+    return out

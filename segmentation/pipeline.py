@@ -1,0 +1,236 @@
+"""CT -> labelled sacral anatomy: the one entry point the planner and the CLI call.
+
+Works on an exactly reoriented copy of the CT whose axes run left, posterior,
+superior (so prone scans and flipped files behave the same), cropped to the body
+and then to the sacral region; the label map is written back on the CT's own grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
+from segmentation.lumens import find_canal, find_foramina
+from segmentation.parts import alae, anterior_cortex, disc, fracture_lines, joints, lesions
+from segmentation.separation import Bones, split_bones
+from trajplan import labels as lt
+from trajplan.errors import NoSacrumError
+from trajplan.io.atomic import write_json
+from trajplan.io.files import write_volume_file
+from trajplan.volume import Volume
+
+log = logging.getLogger("trajplan")
+
+METAL_HU = 3000.0
+SACRAL_PAD_MM = 30.0
+MIN_SACRUM_ML = 30.0
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A label map on the CT's grid and the report written as ``segmentation.json``."""
+
+    labels: Volume
+    report: dict
+
+
+def _bbox(mask: np.ndarray, pad: np.ndarray) -> tuple[slice, slice, slice]:
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def _bones_from_masks(external: dict[str, np.ndarray], smooth: np.ndarray, solid: np.ndarray,
+                      spacing: np.ndarray, midline_i: float) -> Bones:
+    """Bones when an external sacrum mask replaces the bone/sacrum step."""
+    sacrum = external["sacrum"]
+    try:
+        found = split_bones(np.where(sacrum, -1000.0, smooth), solid & ~sacrum, spacing, midline_i * spacing[0])
+        ilia = {"ilium_left": found.ilium_left, "ilium_right": found.ilium_right}
+        notes = ("sacrum from the external mask",)
+    except NoSacrumError:
+        ilia = {"ilium_left": np.zeros_like(sacrum), "ilium_right": np.zeros_like(sacrum)}
+        notes = ("sacrum from the external mask", "ilia not separated from the CT")
+    x = np.arange(sacrum.shape[0])[:, None, None]
+    for name, sign in (("ilium_left", 1.0), ("ilium_right", -1.0)):
+        if name in external:
+            ilia[name] = external[name]
+        ilia[name] = ilia[name] & ~sacrum & (sign * (x - midline_i) > 0)
+    empty = np.zeros_like(sacrum)
+    return Bones(sacrum=sacrum, L5=external.get("L5", empty) & ~sacrum, coccyx=empty, notes=notes, **ilia)
+
+
+def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
+            external_labels: dict[str, np.ndarray] | None = None) -> Segmentation:
+    """Label the sacrum and its critical parts in a CT (HU).
+
+    Parameters
+    ----------
+    ct : Volume
+        CT in Hounsfield units, any orientation.
+    sacrum_mask : Volume, optional
+        A binary sacrum mask (any grid overlapping the CT) replacing the bone/sacrum step.
+    external_labels : dict, optional
+        Masks on the CT grid from :func:`segmentation.external.load_totalsegmentator`
+        (``sacrum``, ``ilium_left``, ``ilium_right``, ``L5``).
+
+    Raises
+    ------
+    NoSacrumError
+        When no sacrum is in the field of view (the message says what was found).
+    """
+    from segmentation.external import mask_on_grid
+
+    canon, reorder = ct.to_canonical()
+    spacing = canon.spacing
+    external = dict(external_labels or {})
+    if sacrum_mask is not None:
+        external["sacrum"] = mask_on_grid(sacrum_mask, ct, "sacrum")
+    external = {k: reorder.apply(ct.with_array(v.astype(np.uint8))).array.astype(bool) for k, v in external.items()}
+
+    notes: list[str] = []
+    partial: list[str] = []
+    body = body_mask(canon.array)
+    if body.sum() * canon.voxel_volume_ml < 500:
+        raise NoSacrumError("no sacrum in the field of view: no body (less than 0.5 l above -400 HU)")
+    box = _bbox(body, np.full(3, 2))
+    hu = canon.array[box].astype(np.float32)
+    ext = {k: v[box] for k, v in external.items()}
+    metal = hu > METAL_HU
+    if metal.sum() * canon.voxel_volume_ml > 0.5:
+        partial.append(f"metal (> {METAL_HU:g} HU, {metal.sum() * canon.voxel_volume_ml:.1f} ml): "
+                       "structures near it may be wrong")
+    smooth = smooth_hu(hu, spacing)
+    solid, cortex_hu = solid_bone(smooth, spacing)
+    notes.append(f"bone enclosed by cortex > {cortex_hu:g} HU")
+    body_c = body[box]
+    midline_i = float(np.argwhere(body_c)[:, 0].mean())
+    if "sacrum" in ext:
+        bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
+    else:
+        bones = split_bones(smooth, solid, spacing, midline_i * spacing[0])
+    notes.extend(bones.notes)
+    if bones.sacrum.sum() * canon.voxel_volume_ml < MIN_SACRUM_ML:
+        raise NoSacrumError(f"no sacrum in the field of view: the sacral candidate holds only "
+                            f"{bones.sacrum.sum() * canon.voxel_volume_ml:.0f} ml of bone")
+    sac_idx = np.argwhere(bones.sacrum)
+    for axis, name in ((2, "cranio-caudal"), (0, "left-right"), (1, "antero-posterior")):
+        if sac_idx[:, axis].min() == 0 or sac_idx[:, axis].max() == bones.sacrum.shape[axis] - 1:
+            partial.append(f"the sacrum is cut by the field of view ({name})")
+
+    # Fine work in the sacral region only.
+    pad = np.ceil(SACRAL_PAD_MM / spacing).astype(int)
+    roi = _bbox(bones.sacrum, pad)
+    sm, sac = smooth[roi], bones.sacrum[roi]
+    sol = solid[roi]
+    midline_r = midline_i - roi[0].start
+    interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
+    trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
+    dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
+    canal = find_canal(sac, spacing, midline_r)
+    if canal.any():
+        midline_r = float(np.argwhere(canal)[:, 0].mean())
+    foramina = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)
+    lumen = canal.copy()
+    for masks in foramina.values():
+        for m in masks:
+            lumen |= m
+    bone = sac & ~lumen
+    ala = alae(bone, foramina, spacing, midline_r)
+    envelope = ndimage.binary_fill_holes(bone | lumen)
+    cortex = anterior_cortex(envelope, bone, spacing)
+    crack = fracture_lines(sm, ala["left"] | ala["right"], spacing, trabecular)
+    lytic = lesions(sm, bone & ~crack, lumen, spacing, dark_hu)
+
+    out = np.zeros(sm.shape, dtype=np.uint8)
+    for name in ("ilium_left", "ilium_right", "L5", "coccyx"):
+        out[getattr(bones, name)[roi]] = lt.value(name)
+    out[disc(sac, bones.L5[roi], sol, sm, spacing, midline_r)] = lt.value("L5_S1_disc")
+    for side in ("left", "right"):
+        out[joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing)
+            & (np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None] == (1 if side == "left" else -1))] = \
+            lt.value(f"si_joint_{side}")
+    out[bone] = lt.value("sacrum")
+    out[ala["left"]] = lt.value("ala_left")
+    out[ala["right"]] = lt.value("ala_right")
+    out[cortex] = lt.value("anterior_cortex")
+    out[lytic] = lt.value("lesion")
+    out[crack] = lt.value("fracture")
+    out[canal] = lt.value("canal")
+    for side, masks in foramina.items():
+        for level, m in enumerate(masks, start=1):
+            out[m] = lt.value(f"foramen_S{level}_{side}")
+
+    full = np.zeros(canon.shape, dtype=np.uint8)
+    crop_full = tuple(slice(b.start + r.start, b.start + r.stop) for b, r in zip(box, roi))
+    full[crop_full] = out
+    outside = np.ones(canon.shape, dtype=bool)
+    outside[crop_full] = False
+    for name in ("ilium_left", "ilium_right", "L5", "coccyx"):   # neighbours beyond the sacral region
+        whole = np.zeros(canon.shape, dtype=bool)
+        whole[box] = getattr(bones, name)
+        full[whole & outside] = lt.value(name)
+    labels = reorder.undo(canon.with_array(full))
+    labels = ct.with_array(labels.array)
+    found_foramina = {side: len(m) for side, m in foramina.items()}
+    report = segmentation_report(labels, notes=notes, partial=partial,
+                                 trabecular_hu=trabecular, foramina_found=found_foramina,
+                                 source="external sacrum mask" if "sacrum" in ext else "ct")
+    return Segmentation(labels=labels, report=report)
+
+
+def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str], trabecular_hu: float,
+                        foramina_found: dict[str, int], source: str) -> dict:
+    """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag."""
+    structures = {}
+    counts = np.bincount(labels.array.reshape(-1), minlength=256)
+    for label in lt.LABELS:
+        n = int(counts[label.value])
+        entry: dict = {"value": label.value, "voxels": n, "volume_ml": round(n * labels.voxel_volume_ml, 3)}
+        if n:
+            idx = np.argwhere(labels.array == label.value)
+            corners = labels.index_to_world(np.array([idx.min(axis=0), idx.max(axis=0)]))
+            entry["bbox_lps_mm"] = [np.round(corners.min(axis=0), 1).tolist(),
+                                    np.round(corners.max(axis=0), 1).tolist()]
+        entry["quality"] = "ok" if n else "not found"
+        structures[label.name] = entry
+    for side, count in foramina_found.items():
+        for level in range(count + 1, 5):
+            structures[f"foramen_S{level}_{side}"]["quality"] = (
+                f"not found: only {count} foramina detected on the {side}")
+    for name in ("fracture", "lesion", "coccyx", "presacral_vessels"):
+        if not structures[name]["voxels"]:
+            structures[name]["quality"] = "none seen"
+    if not structures["canal"]["voxels"]:
+        partial.append("no sacral canal found")
+    return {
+        "source": source,
+        "partial": bool(partial),
+        "partial_reason": "; ".join(partial) if partial else None,
+        "notes": notes,
+        "trabecular_hu": round(trabecular_hu, 1),
+        "structures": structures,
+    }
+
+
+def write_segmentation(seg: Segmentation, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``labels.nii.gz``, ``labels.json``, ``sacrum.nii.gz`` and ``segmentation.json`` atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = seg.labels.with_array(seg.labels.array.astype(np.uint8))
+    written = {
+        "labels": write_volume_file(labels, out / "labels.nii.gz"),
+        "sacrum": write_volume_file(labels.with_array(lt.sacral_bone(labels).astype(np.uint8)),
+                                    out / "sacrum.nii.gz"),
+    }
+    write_json(out / "labels.json", lt.table_json())
+    write_json(out / "segmentation.json", seg.report)
+    written["labels_json"] = out / "labels.json"
+    written["report"] = out / "segmentation.json"
+    return written

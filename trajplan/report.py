@@ -1,0 +1,103 @@
+"""The self-contained HTML report of a plan: case summary, ranked needles, warnings, views.
+
+Every image is embedded as a data URI and no script, style sheet or font is loaded
+from anywhere, so the one file opens offline in any browser. All text is escaped.
+No patient identity is shown: the case is identified by its input checksum.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from trajplan.io.atomic import write_text
+from trajplan.plan_io import METRIC_COLUMNS
+
+STYLE = """
+body{font-family:system-ui,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}
+th{background:#eee}td.l{text-align:left}.safe{background:#d7f2dc}.marginal{background:#ffe9b3}.unsafe{background:#f7c6c6}
+.views{display:flex;flex-wrap:wrap;gap:12px}.views figure{margin:0}.views img{width:460px;border:1px solid #ccc}
+.warn{color:#8a4b00}code{background:#f4f4f4;padding:1px 3px}
+"""
+
+
+def _esc(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return html.escape("" if value is None else str(value))
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def _needle_table(needles: list[dict]) -> str:
+    structures = sorted({s for n in needles for s in n["clearance_mm"]})
+    head = ["#", "technique", "side", "gauge", "verdict", "reasons", "score", "P(breach)",
+            "entry LPS mm", "tip LPS mm", *[f"{s} mm" for s in structures], *METRIC_COLUMNS]
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for n in needles:
+        cells = [n.get("rank"), n["technique"], n["side"], n["gauge"], n["verdict"], ", ".join(n["reasons"]) or "-",
+                 n["score"], n.get("breach_probability", {}).get("any"),
+                 ", ".join(f"{v:.1f}" for v in n["entry_lps"]), ", ".join(f"{v:.1f}" for v in n["tip_lps"]),
+                 *[n["clearance_mm"].get(s) for s in structures], *[n["metrics"].get(m) for m in METRIC_COLUMNS]]
+        row = "".join(f'<td class="l">{_esc(c)}</td>' if i in (1, 2, 5) else f"<td>{_esc(c)}</td>"
+                      for i, c in enumerate(cells))
+        rows.append(f'<tr class="{_esc(n["verdict"])}">{row}</tr>')
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def report_html(plan: dict, images: dict[str, Path]) -> str:
+    """The report page for ``plan`` with the given images (caption -> PNG path)."""
+    inp = plan.get("input", {})
+    geometry = inp.get("geometry", {})
+    warnings = plan.get("warnings", [])
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>trajplan report</title>", f"<style>{STYLE}</style></head><body>",
+        "<h1>Sacroplasty needle plan</h1>",
+        "<h2>Case</h2><table>",
+        f"<tr><th>input checksum (SHA-256)</th><td class='l'><code>{_esc(inp.get('sha256'))}</code></td></tr>",
+        f"<tr><th>format</th><td class='l'>{_esc(inp.get('format'))}</td></tr>",
+        f"<tr><th>voxels</th><td class='l'>{_esc(geometry.get('shape'))}</td></tr>",
+        f"<tr><th>spacing (mm)</th><td class='l'>{_esc(geometry.get('spacing'))}</td></tr>",
+        f"<tr><th>origin (LPS mm)</th><td class='l'>{_esc(geometry.get('origin'))}</td></tr>",
+        f"<tr><th>segmentation</th><td class='l'>{_esc(plan.get('segmentation'))}</td></tr>",
+        "</table>",
+        "<h2>Warnings</h2>" + ("<ul>" + "".join(f"<li class='warn'>{_esc(w)}</li>" for w in warnings) + "</ul>"
+                               if warnings else "<p>none</p>"),
+        "<h2>Planned needles (best first)</h2>", _needle_table(plan.get("needles", [])),
+        "<h2>Technique comparison</h2><table><tr><th>plan</th><th>needles</th><th>target coverage</th>"
+        "<th>cement ml</th><th>min clearance mm</th><th>max P(breach)</th></tr>",
+        *[f"<tr><td class='l'>{_esc(k)}</td><td>{_esc(v.get('needles'))}</td><td>{_esc(v.get('target_coverage'))}</td>"
+          f"<td>{_esc(v.get('cement_volume_ml'))}</td><td>{_esc(v.get('min_clearance_mm'))}</td>"
+          f"<td>{_esc(v.get('max_breach_probability'))}</td></tr>" for k, v in plan.get("comparison", {}).items()],
+        "</table>",
+        "<h2>Views</h2><div class='views'>", *[_image(p, c) for c, p in images.items()], "</div>",
+        "<h2>Alternatives</h2>", _needle_table(plan.get("alternatives", [])),
+        "<h2>Parameters</h2>", f"<pre>{_esc(json.dumps(plan.get('parameters', {}), indent=1))}</pre>",
+        f"<p>{_esc(plan.get('software', {}).get('name'))} {_esc(plan.get('software', {}).get('version'))}; "
+        "coordinates are LPS millimetres.</p></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(out_dir: str | Path, *, labels, plan: dict) -> Path:
+    """Render the standard 3D views into ``out_dir/views/`` and write ``out_dir/report.html``."""
+    from trajplan.views.scene3d import VIEWS, render_scene_png
+    from trajplan.views.surfaces import label_surfaces
+
+    out = Path(out_dir)
+    surfaces = label_surfaces(labels)
+    images = {}
+    for view in VIEWS:
+        images[f"3D {view} view"] = render_scene_png(labels, plan, out / "views" / f"{view}.png", view=view,
+                                                    surfaces=surfaces, size=(800, 600))
+    path = out / "report.html"
+    write_text(path, report_html(plan, images))
+    return path

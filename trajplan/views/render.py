@@ -1,0 +1,35 @@
+"""Re-render the pictures and the report of an existing plan folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trajplan.errors import InputError
+from trajplan.io.files import read_volume_file
+
+
+def render_plan_dir(plan_dir: str | Path) -> dict[str, Path]:
+    """Re-render ``scene.png``, the 3D views and ``report.html`` from ``plan.json`` and ``labels.nii.gz``.
+
+    Raises
+    ------
+    InputError
+        If the folder does not hold a plan written by ``trajplan plan``.
+    """
+    from trajplan.report import write_report
+    from trajplan.views.scene3d import render_scene_png
+
+    plan_dir = Path(plan_dir)
+    for name in ("plan.json", "labels.nii.gz"):
+        if not (plan_dir / name).is_file():
+            raise InputError(f"{plan_dir}: not a plan folder (no {name})")
+    try:
+        plan = json.loads((plan_dir / "plan.json").read_text())
+    except ValueError as exc:
+        raise InputError(f"{plan_dir / 'plan.json'}: not valid JSON ({exc})") from None
+    labels = read_volume_file(plan_dir / "labels.nii.gz")
+    return {
+        "scene": render_scene_png(labels, plan, plan_dir / "scene.png"),
+        "report": write_report(plan_dir, labels=labels, plan=plan),
+    }
