@@ -14,10 +14,14 @@ BODY_HU = -400.0
 
 
 def ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Boolean ellipsoidal structuring element of ``radius_mm`` on an anisotropic grid."""
-    half = np.maximum(np.floor(radius_mm / np.asarray(spacing)).astype(int), 0)
+    """Boolean ellipsoidal structuring element of ``radius_mm`` on an anisotropic grid.
+
+    The radius in voxels is rounded per axis (not floored), so a radius of at least
+    half a voxel still reaches the neighbouring voxel.
+    """
+    half = np.round(radius_mm / np.asarray(spacing, dtype=float)).astype(int)
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    return sum((g * s / max(radius_mm, 1e-6)) ** 2 for g, s in zip(grids, spacing)) <= 1.0
+    return sum((g / max(h, 1)) ** 2 for g, h in zip(grids, half)) <= 1.0
 
 
 def smooth_hu(hu: np.ndarray, spacing: np.ndarray, sigma_mm: float = 0.7) -> np.ndarray:

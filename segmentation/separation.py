@@ -20,12 +20,13 @@ from skimage.segmentation import watershed
 from segmentation.bone import ball
 from trajplan.errors import NoSacrumError
 
-EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0)
+EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)
 MIN_PIECE_ML = 0.5
 MIN_SACRUM_WIDTH_MM = 55.0
 MAX_SACRUM_WIDTH_MM = 135.0
 CENTRAL_MM = 30.0
 FRAGMENT_REACH_MM = 25.0
+JOINT_MM = 12.0
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,32 @@ def _pieces(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, list[_Pi
     return labels, pieces
 
 
-def _name_pieces(pieces: list[_Piece], midline_mm: float) -> dict[str, _Piece] | None:
-    """Sacrum, ilia, L5, coccyx among the eroded pieces, or None if no sacrum is recognisable."""
+def _gap_mm(labels: np.ndarray, a: _Piece, b: _Piece, spacing: np.ndarray) -> float:
+    """Smallest distance (mm) between two pieces, measured inside their joint bounding box."""
+    lo = (np.minimum(a.lo, b.lo) / spacing).astype(int)
+    hi = (np.maximum(a.hi, b.hi) / spacing).astype(int) + 1
+    box = tuple(slice(l, h) for l, h in zip(lo, hi))
+    sub = labels[box]
+    if not (sub == b.label).any():
+        return np.inf
+    dist = ndimage.distance_transform_edt(sub != a.label, sampling=spacing)
+    return float(dist[sub == b.label].min())
+
+
+def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | None = None,
+                 spacing: np.ndarray | None = None, reach_mm: float = np.inf) -> dict[str, _Piece] | None:
+    """Sacrum, ilia, L5, coccyx among the eroded pieces, or None if no sacrum is recognisable.
+
+    With ``labels`` the sacrum must come within ``reach_mm`` of both ilia (it meets them
+    at the sacroiliac joints; a lumbar vertebra does not).
+    """
     central = [p for p in pieces if abs(p.centre[0] - midline_mm) < CENTRAL_MM]
     lateral = [p for p in pieces if abs(p.centre[0] - midline_mm) >= CENTRAL_MM]
     wide = [p for p in central if MIN_SACRUM_WIDTH_MM <= p.width <= MAX_SACRUM_WIDTH_MM]
+    merged = [p for p in central if p.width > MAX_SACRUM_WIDTH_MM]
     for sacrum in sorted(wide, key=lambda p: p.centre[2]):   # lowest first
+        if any(m.centre[2] < sacrum.centre[2] for m in merged):
+            return None   # the sacrum is still fused with the ilia below this piece: erode more
         beside = {}
         for side, sign in (("ilium_left", 1.0), ("ilium_right", -1.0)):
             cands = [p for p in lateral if sign * (p.centre[0] - midline_mm) > 0
@@ -84,6 +105,9 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float) -> dict[str, _Piece] |
             if cands:
                 beside[side] = max(cands, key=lambda p: p.volume_ml)
         if len(beside) < 2:
+            continue
+        if labels is not None and any(_gap_mm(labels, sacrum, ilium, spacing) > reach_mm
+                                      for ilium in beside.values()):
             continue
         above = [p for p in central if p.centre[2] > sacrum.hi[2] - 5.0 and p is not sacrum]
         below = [p for p in central if p.centre[2] < sacrum.lo[2] + 10.0 and p is not sacrum
@@ -129,7 +153,7 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
         for depth in EROSION_STEPS_MM:
             eroded = ndimage.binary_erosion(seeds, structure=ball(depth, spacing))
             labels, pieces = _pieces(eroded, spacing)
-            named = _name_pieces(pieces, midline_mm)
+            named = _name_pieces(pieces, midline_mm, labels, spacing, reach_mm=2 * depth + JOINT_MM)
             if named is not None:
                 found = (threshold, close_mm, depth, labels, pieces, named)
                 break

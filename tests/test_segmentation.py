@@ -1,0 +1,102 @@
+"""Segmentation against phantom ground truth, external masks, bad input, the real CT."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sample_ct.phantom import PhantomParams, make_phantom
+from segmentation.metrics import compare, dice
+from segmentation.pipeline import segment, write_segmentation
+from trajplan import labels as lt
+from trajplan.errors import InputError, NoSacrumError
+from trajplan.io.files import read_volume_file
+from trajplan.io.reader import read_ct
+from trajplan.volume import Volume
+
+# Levels this version reaches on 2 mm phantoms of normal to moderately osteoporotic bone
+# (the project's targets are higher; see docs/validation.md).
+CASES = {
+    "normal_bilateral_prone": PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),
+    "osteoporotic_left_lesion": PhantomParams(seed=8, spacing=(2.0,) * 3, fracture="left", lesion="right",
+                                              osteoporosis=0.5),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def result(request):
+    phantom = make_phantom(CASES[request.param])
+    return phantom, segment(phantom.ct)
+
+
+def test_agreement_with_ground_truth(result):
+    phantom, seg = result
+    assert seg.labels.same_geometry(phantom.ct)
+    figures = compare(seg.labels, phantom.labels)
+    assert figures["dice_sacral_bone"] >= 0.95, figures
+    assert figures["dice_ala"] >= 0.75, figures
+    assert figures["dice_canal"] >= 0.7, figures
+    assert figures["dice_foramina"] >= 0.25, figures
+    assert figures["foramina_S1_S3_detected"] == 6, figures
+    assert figures["cortex_msd_mm"] <= 1.6 and figures["cortex_hd95_mm"] <= 5.0, figures
+    assert figures["fracture_recall"] >= 0.65, figures
+
+
+def test_neighbours_are_separated(result):
+    phantom, seg = result
+    sacral = lt.sacral_bone(seg.labels)
+    for neighbour in ("ilium_left", "ilium_right", "L5"):
+        truth = lt.mask(phantom.labels, neighbour)
+        assert (sacral & truth).sum() <= 0.01 * sacral.sum(), neighbour
+        assert dice(lt.mask(seg.labels, neighbour), truth) > 0.8, neighbour
+
+
+def test_written_files(result, tmp_path):
+    phantom, seg = result
+    written = write_segmentation(seg, tmp_path)
+    labels = read_volume_file(written["labels"])
+    assert labels.same_geometry(phantom.ct) and np.array_equal(labels.array, seg.labels.array)
+    sacrum = sitk.GetArrayFromImage(sitk.ReadImage(str(written["sacrum"]))).transpose(2, 1, 0)
+    assert np.array_equal(sacrum > 0, lt.sacral_bone(seg.labels))
+    assert json.loads(written["labels_json"].read_text()) == lt.table_json()
+    report = json.loads(written["report"].read_text())
+    canal = report["structures"]["canal"]
+    assert canal["voxels"] == int(lt.mask(seg.labels, "canal").sum())
+    assert np.isclose(canal["volume_ml"], canal["voxels"] * seg.labels.voxel_volume_ml, atol=1e-3)
+    assert report["partial"] is False
+
+
+def test_external_sacrum_mask_on_another_grid(caplog):
+    phantom = make_phantom(PhantomParams(seed=2, spacing=(2.0,) * 3, fracture="right"))
+    truth = phantom.labels.with_array(lt.sacral_bone(phantom.labels).astype(np.uint8))
+    coarse = truth.resample((2.5, 2.5, 2.5), interpolator="nearest")
+    with caplog.at_level(logging.WARNING, logger="trajplan"):
+        seg = segment(phantom.ct, sacrum_mask=coarse)
+    assert "resampled" in caplog.text
+    assert dice(lt.sacral_bone(seg.labels), lt.sacral_bone(phantom.labels)) > 0.9
+    assert seg.report["source"] == "external sacrum mask"
+    far = Volume(np.ones((10, 10, 10), np.uint8), (2.0, 2.0, 2.0), (5000.0, 5000.0, 5000.0))
+    with pytest.raises(InputError, match="does not overlap"):
+        segment(phantom.ct, sacrum_mask=far)
+
+
+def test_no_sacrum_in_upper_abdomen(shared_ct):
+    ct = read_ct(shared_ct / "ts_example_dicom")
+    with pytest.raises(NoSacrumError, match="no sacrum in the field of view"):
+        segment(ct)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: on the 3 mm real CT the sacrum is not recognised "
+                                       "(it stays fused with the ilia when seeded); see issue notes")
+def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
+    ct = read_ct(shared_ct / "ts_example_ct.nii.gz")
+    seg = segment(ct)
+    sacral = lt.sacral_bone(seg.labels)
+    assert sacral.sum() * ct.voxel_volume_ml > 50
+    for name in ("hip_left", "hip_right", "vertebrae_L5", "femur_left", "femur_right"):
+        mask = read_volume_file(shared_ct / "ts_example_masks" / f"{name}.nii.gz").array > 0.5
+        assert (mask & sacral).sum() <= 0.02 * sacral.sum(), name
