@@ -41,6 +41,7 @@ FAST_SAMPLES = 24
 EXACT_STEP_MM = 0.25
 SKIN_HU = -400.0
 MAX_SKIN_DEPTH_MM = 250.0
+APPROACH_CHECK_MM = 80.0
 
 
 # ------------------------------------------------------------------ geometry
@@ -155,6 +156,24 @@ def skin_entry(ct: Volume | None, entry: np.ndarray, direction: np.ndarray) -> n
     return entry - steps[air[0]] * direction
 
 
+def approach_crossings(maps: DistanceMaps, entry: np.ndarray, direction: np.ndarray,
+                       skin: np.ndarray | None) -> list[str]:
+    """Bones (ilium, L5) that the needle would cross between the skin and its bone entry.
+
+    Without a skin point the first APPROACH_CHECK_MM outside the entry are checked.
+    Only the part inside the planning crop is seen.
+    """
+    reach = float(np.linalg.norm(entry - skin)) if skin is not None else APPROACH_CHECK_MM
+    steps = np.arange(maps.half_voxel_mm * 2, reach, 0.5)
+    if not len(steps):
+        return []
+    crop = maps.labels
+    idx = np.rint(crop.world_to_index(entry[None, :] - steps[:, None] * direction[None, :])).astype(int)
+    inside = np.all((idx >= 0) & (idx < np.asarray(crop.shape)), axis=1)
+    values = set(crop.array[tuple(idx[inside].T)].tolist())
+    return [name for name in ("ilium_left", "ilium_right", "L5") if lt.value(name) in values]
+
+
 def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray, technique: str,
                      length_in_bone: float) -> float:
     """Trabecular bone within CEMENT_RADIUS_MM of the distal needle segment x fill fraction (ml)."""
@@ -221,6 +240,8 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     angles = {k: round(float(v), 2) for k, v in
               path_angles(direction, normal, SIDE_SIGN[side], marks.axis).items()}
     skin = skin_entry(ct, entry, direction)
+    crossed = approach_crossings(maps, entry, direction, skin)
+    reasons.extend(name for name in crossed if name not in reasons)
     length_in_bone = float(np.count_nonzero(in_bone) * step)
     metrics = {
         "length_mm": round(length, 2),
@@ -231,6 +252,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         "target": target_kind,
         **angles,
         "skin_to_bone_mm": round(float(np.linalg.norm(entry - skin)), 1) if skin is not None else None,
+        "approach_crosses": crossed,
         "cement_volume_ml": cement_volume_ml(maps, tip, direction, technique, length_in_bone),
     }
     safe = not reasons
