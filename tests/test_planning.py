@@ -13,6 +13,7 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.scoring import evaluate_path
+from trajplan.verify import distance_to_structure, needle_surface_points
 
 CASES = {
     "bilateral": PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),
@@ -28,34 +29,6 @@ def planned(request):
     return request.param, phantom, plan
 
 
-def surface_points(entry, tip, radius, step=0.2, around=16):
-    """Dense points on the needle's outer surface: the cylinder and the tip disc."""
-    entry, tip = np.asarray(entry, float), np.asarray(tip, float)
-    d = (tip - entry) / np.linalg.norm(tip - entry)
-    u = np.cross(d, [1.0, 0, 0] if abs(d[0]) < 0.9 else [0, 1.0, 0])
-    u /= np.linalg.norm(u)
-    v = np.cross(d, u)
-    phi = np.linspace(0, 2 * np.pi, around, endpoint=False)
-    ring = radius * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
-    t = np.arange(0.0, np.linalg.norm(tip - entry) + 1e-9, step)
-    cyl = (entry + t[:, None] * d)[:, None, :] + ring[None, :, :]
-    disc = tip + np.linspace(0, 1, 5)[:, None, None] * ring[None, :, :]
-    return np.concatenate([cyl.reshape(-1, 3), disc.reshape(-1, 3)])
-
-
-def distance_to_voxels(points, labels, name):
-    """Exact distance (mm) from points to the nearest voxel (as a cube) of a structure."""
-    idx = np.argwhere(labels.array == lt.value(name))
-    if not len(idx):
-        return np.inf
-    tree = cKDTree(labels.index_to_world(idx))
-    _, nearest = tree.query(points, k=min(8, len(idx)))
-    nearest = nearest.reshape(len(points), -1)
-    p_index = labels.world_to_index(points)[:, None, :]
-    gap = np.maximum(np.abs(p_index - idx[nearest]) - 0.5, 0.0) * labels.spacing
-    return float(np.linalg.norm(gap, axis=2).min())
-
-
 def test_every_safe_needle_is_safe_by_an_independent_check(planned):
     _, phantom, plan = planned
     margins = resolve_margins()
@@ -64,9 +37,9 @@ def test_every_safe_needle_is_safe_by_an_independent_check(planned):
     for needle in needles:
         if not needle["safe"]:
             continue
-        points = surface_points(needle["entry_lps"], needle["tip_lps"], needle["diameter_mm"] / 2)
+        points = needle_surface_points(needle["entry_lps"], needle["tip_lps"], needle["diameter_mm"] / 2)
         for structure in CRITICAL_STRUCTURES:
-            d = distance_to_voxels(points, phantom.labels, structure)
+            d = distance_to_structure(points, phantom.labels, structure)
             assert d >= margins[structure] - 1e-6, (needle["technique"], needle["side"], structure, d)
             reported = needle["clearance_mm"].get(structure)
             if reported is not None and reported < 30:

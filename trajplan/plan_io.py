@@ -20,7 +20,7 @@ VERDICT_RGB = {"safe": (0.2, 0.75, 0.3), "marginal": (1.0, 0.7, 0.0), "unsafe": 
 METRIC_COLUMNS = (
     "length_mm", "length_in_bone_mm", "length_in_ala_mm", "length_outside_bone_mm", "tip_to_target_mm",
     "target", "angle_to_surface_normal_deg", "mediolateral_angle_deg", "craniocaudal_angle_deg",
-    "gantry_tilt_deg", "axis_angle_deg", "skin_to_bone_mm", "cement_volume_ml",
+    "gantry_tilt_deg", "axis_angle_deg", "skin_to_bone_mm", "cement_volume_ml", "approach_crosses",
 )
 
 
@@ -72,7 +72,8 @@ def plan_rows(needles: list[dict]) -> list[dict]:
             "tip_to_anterior_cortex_mm": needle.get("tip_to_anterior_cortex_mm"),
         }
         row.update({f"clearance_{s}_mm": needle["clearance_mm"].get(s) for s in CRITICAL_STRUCTURES})
-        row.update({m: needle["metrics"].get(m) for m in METRIC_COLUMNS})
+        row.update({m: (";".join(v) if isinstance(v := needle["metrics"].get(m), list) else v)
+                    for m in METRIC_COLUMNS})
         rows.append(row)
     return rows
 
@@ -105,7 +106,8 @@ def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        markup = next(m for m in doc["markups"] if len(m.get("controlPoints", [])) >= 2)
+        markup = next(m for m in doc["markups"] if m.get("type", "Line") == "Line"
+                      and len(m.get("controlPoints", [])) >= 2)
         points = np.array([p["position"] for p in markup["controlPoints"][:2]], dtype=float)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
@@ -113,6 +115,12 @@ def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: not a 3D Slicer markups file with a two-point line") from None
     if points.shape != (2, 3) or not np.all(np.isfinite(points)):
         raise InputError(f"{path}: the line's control points are not two 3-D positions")
+    units = markup.get("coordinateUnits", "mm")
+    units = units[0] if isinstance(units, list) and units else units
+    if units not in ("mm", "um"):
+        raise InputError(f"{path}: unknown coordinateUnits {units!r} (mm or um)")
+    if units == "um":
+        points /= 1000.0
     system = str(markup.get("coordinateSystem", "LPS")).upper()
     if system == "RAS":
         points[:, :2] *= -1.0

@@ -30,6 +30,7 @@ SCHEMA_VERSION = 1
 SHORTLIST = 120          # exactly measured per technique and side
 ROBUST_SHORTLIST = 12    # Monte Carlo per technique and side
 ALTERNATIVES = 5         # reported per technique and side
+MARGINAL_PENALTY = 0.5   # a marginal needle is chosen only when it adds this much more coverage
 TECHNIQUE_NAMES = {"short": ("short_axis",), "long": ("long_axis",), "both": TECHNIQUES}
 SIDES = {"left": ("left",), "right": ("right",), "both": ("left", "right")}
 
@@ -165,7 +166,8 @@ def select_needles(pool: list[dict], count: int, target_points: np.ndarray, min_
                    < min_separation for j in chosen):
                 continue
             gain = np.count_nonzero(covers[i] & ~covered) / total
-            value = gain + 0.2 * n["rank_value"] + (0.05 if n["side"] not in sides else 0.0)
+            value = (gain + 0.2 * n["rank_value"] + (0.05 if n["side"] not in sides else 0.0)
+                     - (MARGINAL_PENALTY if n["verdict"] == "marginal" else 0.0))
             if value > best_value:
                 best, best_value = i, value
         if best is None:
@@ -175,7 +177,7 @@ def select_needles(pool: list[dict], count: int, target_points: np.ndarray, min_
     out = []
     for rank, i in enumerate(chosen, start=1):
         needle = dict(pool[i], rank=rank)
-        needle["coverage_gain"] = round(float(np.count_nonzero(covers[i]) / total), 4) if len(target_points) else None
+        needle["target_coverage"] = round(float(np.count_nonzero(covers[i]) / total), 4) if len(target_points) else None
         out.append(needle)
     return out
 

@@ -101,11 +101,16 @@ def fast_slack(maps: DistanceMaps, entries: np.ndarray, tips: np.ndarray, *,
     fractions = np.linspace(0.0, 1.0, samples, dtype=np.float32)
     min_slack = np.empty(len(entries), dtype=np.float32)
     outside = np.empty(len(entries), dtype=np.int32)
+    shape = np.asarray(maps.slack.shape)
+    strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+    slack, bone = maps.slack.reshape(-1), maps.bone.reshape(-1)
     for lo in range(0, len(entries), chunk):
         hi = min(lo + chunk, len(entries))
         pts = start[lo:hi, None, :] + fractions[None, :, None] * step[lo:hi, None, :]
-        min_slack[lo:hi] = maps.gather(maps.slack, pts).min(axis=1)
-        outside[lo:hi] = (~maps.gather(maps.bone, pts[:, 1:, :])).sum(axis=1)
+        idx = np.clip(np.rint(pts).astype(np.int64), 0, shape - 1)
+        flat = idx @ strides                      # one index, used for both maps
+        min_slack[lo:hi] = slack[flat].min(axis=1)
+        outside[lo:hi] = (~bone[flat[:, 1:]]).sum(axis=1)
     return min_slack, outside
 
 
@@ -242,11 +247,11 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     skin = skin_entry(ct, entry, direction)
     crossed = approach_crossings(maps, entry, direction, skin)
     reasons.extend(name for name in crossed if name not in reasons)
-    length_in_bone = float(np.count_nonzero(in_bone) * step)
+    length_in_bone = min(float(np.count_nonzero(in_bone[1:]) * step), length)
     metrics = {
         "length_mm": round(length, 2),
         "length_in_bone_mm": round(length_in_bone, 2),
-        "length_in_ala_mm": round(float(np.count_nonzero(in_ala) * step), 2),
+        "length_in_ala_mm": round(min(float(np.count_nonzero(in_ala[1:]) * step), length), 2),
         "length_outside_bone_mm": round(float(np.count_nonzero(~in_bone[1:]) * step), 2),
         "tip_to_target_mm": tip_to_target,
         "target": target_kind,
