@@ -40,10 +40,12 @@ class Segmentation:
 
 
 def _bbox(mask: np.ndarray, pad: np.ndarray) -> tuple[slice, slice, slice]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
-    return tuple(slice(a, b) for a, b in zip(lo, hi))  # type: ignore[return-value]
+    """Index box of a non-empty mask, widened by ``pad`` voxels (no index array is built)."""
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
+    return tuple(box)  # type: ignore[return-value]
 
 
 def _bones_from_masks(external: dict[str, np.ndarray], smooth: np.ndarray, solid: np.ndarray,
@@ -110,7 +112,8 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     solid, cortex_hu = solid_bone(smooth, spacing)
     notes.append(f"bone enclosed by cortex > {cortex_hu:g} HU")
     body_c = body[box]
-    midline_i = float(np.argwhere(body_c)[:, 0].mean())
+    column = body_c.sum(axis=(1, 2))
+    midline_i = float((np.arange(len(column)) * column).sum() / column.sum())
     if "sacrum" in ext:
         bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
     else:
@@ -190,12 +193,13 @@ def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str],
     """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag."""
     structures = {}
     counts = np.bincount(labels.array.reshape(-1), minlength=256)
+    boxes = ndimage.find_objects(labels.array)                     # one pass for every label
     for label in lt.LABELS:
         n = int(counts[label.value])
         entry: dict = {"value": label.value, "voxels": n, "volume_ml": round(n * labels.voxel_volume_ml, 3)}
         if n:
-            idx = np.argwhere(labels.array == label.value)
-            corners = labels.index_to_world(np.array([idx.min(axis=0), idx.max(axis=0)]))
+            box = boxes[label.value - 1]
+            corners = labels.index_to_world(np.array([[b.start for b in box], [b.stop - 1 for b in box]]))
             entry["bbox_lps_mm"] = [np.round(corners.min(axis=0), 1).tolist(),
                                     np.round(corners.max(axis=0), 1).tolist()]
         entry["quality"] = "ok" if n else "not found"
