@@ -27,7 +27,7 @@ from trajplan.scoring import apply_robustness, fast_slack, measure_path, path_an
 from trajplan.volume import Volume
 
 SCHEMA_VERSION = 1
-SHORTLIST = 120          # exactly measured per technique and side
+SHORTLIST = 80           # exactly measured per technique and side
 ROBUST_SHORTLIST = 12    # Monte Carlo per technique and side
 ALTERNATIVES = 5         # reported per technique and side
 MARGINAL_PENALTY = 0.5   # a marginal needle is chosen only when it adds this much more coverage

@@ -38,7 +38,7 @@ from trajplan.needle import diameter_mm
 from trajplan.volume import Volume
 
 FAST_SAMPLES = 24
-EXACT_STEP_MM = 0.25
+EXACT_STEP_MM = 0.5
 SKIN_HU = -400.0
 MAX_SKIN_DEPTH_MM = 250.0
 APPROACH_CHECK_MM = 80.0
