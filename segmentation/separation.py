@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import watershed
+from skimage.segmentation import expand_labels, watershed
 
 from segmentation.bone import ball
 from trajplan.errors import NoSacrumError
@@ -182,9 +182,12 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
                   and piece.lo[2] >= sacrum.lo[2] - 5.0 and piece.hi[2] <= sacrum.hi[2] + 5.0
                   and piece.volume_ml < 0.5 * sacrum.volume_ml)
         markers[labels == piece.label] = 1 if beside else other
-    # Flood from the seeds through bright bone first: borders settle on the darkest sheets
-    # between bones (joint spaces, the disc).
-    grown = watershed(-np.clip(smooth, -200.0, 1500.0), markers, mask=solid | (markers > 0))
+    # Grow each seed back by the depth it was eroded (borders midway across the gaps between
+    # bones), then let a watershed through bright bone first give the rest (thin parts that the
+    # erosion removed) to the nearest bone across the least dark path.
+    reach = depth + float(np.max(spacing))
+    grown = expand_labels(markers, distance=reach, spacing=spacing) * (solid | (markers > 0))
+    grown = watershed(-np.clip(smooth, -200.0, 1500.0), grown, mask=solid | (markers > 0))
     masks = {name: grown == value for value, name in enumerate(order, start=1)}
     notes = [f"bones seeded from cortex > {threshold:g} HU"
              + (f" closed by {close_mm:g} mm" if close_mm else "") + f", eroded {depth:g} mm"]
