@@ -32,7 +32,7 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> None:
 def test_version_and_help_examples():
     proc = run("--version")
     assert proc.returncode == 0 and "trajplan" in proc.stdout
-    for command in ("phantom", "segment", "plan", "evaluate", "render", "batch", "compare"):
+    for command in ("phantom", "segment", "plan", "evaluate", "render", "batch"):
         proc = run(command, "--help")
         assert proc.returncode == 0, proc.stderr
         assert "example:" in proc.stdout and f"trajplan {command}" in proc.stdout

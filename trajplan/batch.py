@@ -380,10 +380,10 @@ def run_batch(options: BatchOptions) -> dict:
 
 
 def _progress(items: Iterator, total: int) -> Iterator:
-    """Yield ``items``, with a progress bar when stderr is a terminal."""
+    """Yield ``items``, with a progress bar when stdout and stderr are terminals."""
     import sys
 
-    if not sys.stderr.isatty() or total == 0:
+    if not (sys.stderr.isatty() and sys.stdout.isatty()) or total == 0:
         yield from items
         return
     from rich.progress import Progress

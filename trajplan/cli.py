@@ -183,15 +183,6 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     ))
 
 
-def cmd_compare(args: argparse.Namespace) -> dict:
-    from trajplan.compare import CompareOptions, run_compare
-
-    return run_compare(CompareOptions(
-        output=args.output, cohort=args.cohort, seed=args.seed, spacing=args.spacing,
-        from_batch=args.from_batch,
-    ))
-
-
 def _add_common_options(p: argparse.ArgumentParser, *, default: bool) -> None:
     """-v/-q/--json, accepted before or after the command (sub-parsers do not reset them)."""
     kw = {} if default else {"default": argparse.SUPPRESS}
@@ -275,13 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true")
     _add_plan_options(p)
 
-    p = command("compare", cmd_compare, "compare techniques on a phantom cohort or a batch",
-                "trajplan compare -o cmp --cohort 30 --seed 1")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--cohort", type=int, default=30, metavar="N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--spacing", type=_spacing, default=(2.0, 2.0, 2.0), metavar="MM")
-    p.add_argument("--from-batch", metavar="BATCH_OUT", help="analyse a trajplan batch output instead")
     return parser
 
 

@@ -2,7 +2,7 @@
 
 A :class:`StageTimer` records seconds per stage (reported in ``plan.json`` and the
 batch ``summary.csv``) and, when stderr is a terminal, shows a rich spinner with
-the stage name; it stays silent otherwise (batch logs, CI, pipes).
+the stage name when the output goes to a terminal; it stays silent otherwise (batch logs, CI, pipes).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ class StageTimer:
     Parameters
     ----------
     show_progress : bool, optional
-        Show a spinner per stage; defaults to whether stderr is a terminal.
+        Show a spinner per stage; by default only when stdout and stderr are terminals.
     """
 
     def __init__(self, show_progress: bool | None = None) -> None:
         self.seconds: dict[str, float] = {}
-        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self.show_progress = (sys.stderr.isatty() and sys.stdout.isatty()) if show_progress is None else show_progress
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
