@@ -113,6 +113,10 @@ def test_impossible_margins_and_bad_requests(phantom):
                                                  phantom.labels.array).astype(np.uint8))
     with pytest.raises(InputError, match="no ala on the left"):
         plan_needles(no_left, PlanOptions(side="left", mc_samples=20))
+    outside = phantom.labels.array.copy()
+    outside[lt.mask(phantom.labels, "presacral_vessels")] = lt.value("lesion")   # a "lesion" in front of the sacrum
+    with pytest.raises(InputError, match="lesion lies outside the sacrum"):
+        plan_needles(phantom.labels.with_array(outside), PlanOptions(mc_samples=20))
     for kwargs, word in (({"technique": "oblique"}, "technique"), ({"gauge": 12}, "gauge"),
                          ({"needles": 7}, "needles"), ({"margins_mm": {"nerve": 3}}, "margin")):
         with pytest.raises(InputError, match=word):

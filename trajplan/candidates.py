@@ -93,6 +93,12 @@ def find_targets(maps: DistanceMaps, marks: Landmarks, side: str) -> Targets:
     """Fracture voxels of ``side``, else the lesion, else the S1-S2 ala of that side."""
     crop = maps.labels
     sign = SIDE_SIGN[side]
+    lesion = lt.mask(crop, "lesion")
+    if lesion.any():
+        shell = ndimage.binary_dilation(lesion, iterations=2) & ~lesion
+        if np.mean(maps.bone[shell]) < 0.3:
+            raise InputError("the lesion lies outside the sacrum (less than 30 % of its surroundings "
+                             "are sacral bone): no sacroplasty target")
     for kind in ("fracture", "lesion"):
         idx = np.argwhere(lt.mask(crop, kind))
         if not len(idx):
