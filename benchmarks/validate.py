@@ -73,6 +73,7 @@ def main() -> None:
         try:
             seg = segment(phantom.ct)
             figures = compare(seg.labels, phantom.labels)
+            figures["flagged"] = seg.report["partial_reason"] or "no"
             seg_labels = seg.labels
         except InputError as exc:
             figures, seg_labels = {"error": str(exc)[:70]}, None
@@ -135,11 +136,12 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         "its exact distance to the ground-truth voxels of every critical structure as cubes. A violation is "
         "a safe needle that comes closer than its margin.",
         "",
-        "| seed | planned on ground truth: result | safe needles | violations | planned on segmentation: result | safe needles | violations |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| seed | planned on ground truth: result | safe needles | violations | planned on segmentation: result | safe needles | violations | segmentation flagged partial |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for params, _, _, gt, sg in rows:
-        lines.append(f"| {params.seed} | {gt[0]} | {gt[1]} | {gt[2]} | {sg[0]} | {sg[1]} | {sg[2]} |")
+    for params, figures, _, gt, sg in rows:
+        flag = figures.get("flagged", "(refused)")
+        lines.append(f"| {params.seed} | {gt[0]} | {gt[1]} | {gt[2]} | {sg[0]} | {sg[1]} | {sg[2]} | {flag} |")
     gt_total = sum(r[3][1] for r in rows)
     gt_bad = sum(r[3][2] for r in rows)
     sg_total = sum(r[4][1] for r in rows)

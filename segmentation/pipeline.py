@@ -29,6 +29,7 @@ log = logging.getLogger("trajplan")
 METAL_HU = 3000.0
 SACRAL_PAD_MM = 30.0
 MIN_SACRUM_ML = 30.0
+ILIUM_ASYMMETRY = 1.6
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,10 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     if bones.sacrum.sum() * canon.voxel_volume_ml < MIN_SACRUM_ML:
         raise NoSacrumError(f"no sacrum in the field of view: the sacral candidate holds only "
                             f"{bones.sacrum.sum() * canon.voxel_volume_ml:.0f} ml of bone")
+    ilia = sorted(float(getattr(bones, f"ilium_{side}").sum()) for side in ("left", "right"))
+    if ilia[0] > 0 and ilia[1] / ilia[0] > ILIUM_ASYMMETRY:
+        partial.append(f"the two ilia differ {ilia[1] / ilia[0]:.1f}-fold in volume: the sacrum and an ilium "
+                       "are probably not separated correctly")
     sac_idx = np.argwhere(bones.sacrum)
     for axis, name in ((2, "cranio-caudal"), (0, "left-right"), (1, "antero-posterior")):
         if sac_idx[:, axis].min() == 0 or sac_idx[:, axis].max() == bones.sacrum.shape[axis] - 1:
