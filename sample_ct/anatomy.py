@@ -93,11 +93,16 @@ class SacralShape:
         return -depth + 0.0032 * np.asarray(u) ** 2 * depth / 17.0 - promontory
 
     def dorsal(self, u, s):
-        """v of the dorsal surface, with the median crest."""
+        """v of the dorsal surface: the median crest (spinous tubercles), and on each side the
+        intermediate crest (fused articular processes) medial to the dorsal foramina and the
+        lateral crest (transverse tubercles) lateral to them."""
         u = np.abs(np.asarray(u))
-        base = (self.depth * (26.0 - 18.0 * np.clip(s, 0.0, 1.0))).astype(np.asarray(s).dtype)
-        crest = 5.0 * np.exp(-(u / 4.0) ** 2) * (np.asarray(s) < 0.85)
-        return base - 0.15 * u + crest
+        s = np.asarray(s)
+        base = (self.depth * (26.0 - 18.0 * np.clip(s, 0.0, 1.0))).astype(s.dtype)
+        median = 5.0 * np.exp(-(u / 4.0) ** 2) * (s < 0.85)
+        intermediate = 2.0 * np.exp(-((u - (10.0 - 3.0 * s)) / 2.5) ** 2) * (s < 0.8)
+        lateral = 2.5 * np.exp(-((u - (31.0 - 10.0 * s)) / 3.5) ** 2) * (s < 0.7)
+        return base - 0.15 * u + median + intermediate + lateral
 
     def canal(self, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Canal centre v, half-width and half-depth at ``s``."""

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from sample_ct.anatomy import FORAMEN_S, LEVEL_BOUNDS, SacralShape, draw_shape, segment_distance
+from sample_ct.pelvis import hip_bone_parts
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_json
@@ -37,7 +38,7 @@ SIDES = {"left": +1, "right": -1}
 # Hounsfield units of the tissues.
 HU = {
     "air": -1000.0, "fat": -100.0, "muscle": 45.0, "pelvis": -30.0, "vessel": 40.0,
-    "canal": 10.0, "foramen": -20.0, "disc": 80.0, "joint": 60.0, "fracture": 60.0,
+    "canal": 10.0, "foramen": 5.0, "disc": 80.0, "joint": 60.0, "fracture": 40.0,
     "lesion": 30.0,
 }
 
@@ -50,7 +51,8 @@ class PhantomParams:
     ------
     InputError
         For an unknown fracture / lesion / position, osteoporosis outside 0..1,
-        spacing outside 0.5-3 mm, or a negative noise, blur, radius or variation.
+        spacing outside 0.5-3 mm, variation outside 0..2, a lesion radius outside
+        3-25 mm, a field of view outside 160-600 mm, or a negative noise or blur.
     """
 
     seed: int = 0
@@ -77,9 +79,11 @@ class PhantomParams:
                 raise InputError(f"unknown {name} {getattr(self, name)!r} (use {', '.join(allowed)})")
         if not 0.0 <= self.osteoporosis <= 1.0:
             raise InputError(f"osteoporosis must be between 0 and 1, got {self.osteoporosis}")
-        for name in ("noise_hu", "blur_mm", "variation"):
+        for name in ("noise_hu", "blur_mm"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0.0 <= self.variation <= 2.0:
+            raise InputError(f"variation must be between 0 and 2, got {self.variation}")
         if not 3.0 <= self.lesion_radius_mm <= 25.0:
             raise InputError(f"lesion radius must be 3-25 mm, got {self.lesion_radius_mm}")
         if self.fov_mm is not None:
@@ -117,34 +121,36 @@ def _box(axes: list[np.ndarray], lo, hi) -> tuple[slice, slice, slice]:
                  for ax, l, h in zip(axes, lo, hi))  # type: ignore[return-value]
 
 
-def _body_tissue(axes: list[np.ndarray], hu: np.ndarray) -> None:
-    """Air, subcutaneous fat, muscle and the pelvic cavity, as elliptic cylinders."""
+def _points(axes: list[np.ndarray], box: tuple[slice, slice, slice]) -> np.ndarray:
+    """World positions (float32, ``(..., 3)``) of the voxel centres in ``box``."""
+    return np.stack(np.meshgrid(*(ax[sl] for ax, sl in zip(axes, box)), indexing="ij"), axis=-1).astype(np.float32)
+
+
+def _body_tissue(axes: list[np.ndarray]) -> np.ndarray:
+    """HU of air, subcutaneous fat, muscle and the pelvic cavity, as elliptic cylinders."""
     x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
     body = (x / 165.0) ** 2 + ((y + 15.0) / 115.0) ** 2
     muscle = (x / 150.0) ** 2 + ((y + 15.0) / 100.0) ** 2
     pelvis = (x / 75.0) ** 2 + ((y + 70.0) / 48.0) ** 2
-    plane = np.full(x.shape, HU["air"])
+    plane = np.full(x.shape, HU["air"], dtype=np.float32)
     plane[body <= 1] = HU["fat"]
     plane[muscle <= 1] = HU["muscle"]
     plane[pelvis <= 1] = HU["pelvis"]
-    hu[:] = plane[:, :, None]
+    return np.repeat(plane[:, :, None], len(axes[2]), axis=2)
 
 
-def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[np.ndarray],
-                         info: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and HU of the sacral region on the grid of voxel-centre ``axes`` (world mm).
+def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[np.ndarray], info: dict,
+                         label: np.ndarray, hu: np.ndarray) -> None:
+    """Label the sacrum and its close neighbours on the grid of voxel-centre ``axes`` (world mm).
 
-    Returns the label array and an HU array (NaN where the region leaves the
-    soft-tissue background untouched).
+    Writes, in place, ``label`` and the HU of the soft structures (``hu``: disc, joints,
+    vessels, lumens; bone HU is set later). Everything the sacral local coordinates
+    describe lies in this region: L5, disc, sacrum, coccyx, SI joints, the auricular
+    part of the ilia, presacral vessels.
     """
-    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
+    pts = _points(axes, (slice(None),) * 3)
     s, u, v = (c.astype(np.float32) for c in shape.local(pts[..., 0], pts[..., 1], pts[..., 2]))
     au = np.abs(u)
-    label = np.zeros(s.shape, dtype=np.uint8)
-    hu = np.full(s.shape, np.nan, dtype=np.float32)
-    op = params.osteoporosis
-    cortex_hu = 1000.0 - 400.0 * op
-    trab_hu = 250.0 - 200.0 * op
 
     v_ant, v_dor = shape.anterior(u, s), shape.dorsal(u, s)
     half_w = shape.half_width(s)
@@ -155,11 +161,11 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[n
     envelope = inside_section & (s >= 0.0) & (s <= 1.0)
 
     # Neighbours: L5 (its own straight axis, leaning ~15 degrees: a wedge-shaped L5-S1 disc),
-    # coccyx, ilium and SI joints, presacral vessels.
+    # coccyx, the auricular part of the ilium and SI joints, presacral vessels.
     lean = np.deg2rad(15.0)
-    up = np.array([0.0, -np.sin(lean), np.cos(lean)])
-    back = np.array([0.0, np.cos(lean), np.sin(lean)])
-    rel = pts - shape.s1_centre
+    up = np.array([0.0, -np.sin(lean), np.cos(lean)], dtype=np.float32)
+    back = np.array([0.0, np.cos(lean), np.sin(lean)], dtype=np.float32)
+    rel = pts - shape.s1_centre.astype(np.float32)
     t, w = rel @ up, rel @ back
     vc0, a0, b0 = shape.canal(0.0)
     body_l5 = (u / (25.0 * shape.width)) ** 2 + ((w + 2.0) / (16.0 * shape.depth)) ** 2 <= 1
@@ -176,17 +182,23 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[n
         (u / (8.0 - 4.0 * t_cx)) ** 2 + (v / (5.0 - 2.0 * t_cx)) ** 2 <= 1)
     label[coccyx] = lt.value("coccyx")
 
-    joint_s = (s >= 0.0) & (s <= 0.5)
+    # SI joint: a gap of cartilage along the auricular surface (S1-S3), backed by the
+    # auricular part of the ilium, which reaches dorsally past the sacrum (iliac tuberosity)
+    # and is rounded on its lateral side.
     edge = shape.half_width(np.clip(s, 0.0, 0.5))
     edge_ant, edge_dor = shape.anterior(edge, s), shape.dorsal(edge, s)
     lateral = au - edge
     gap = shape.si_gap_mm
-    joint = joint_s & (lateral > 0) & (lateral <= gap) & (v >= edge_ant + 1.0) & (v <= edge_dor - 1.0)
-    block = (s >= -0.12) & (s <= 0.5) & (lateral > gap) & (lateral <= gap + 20.0) & (
-        v >= edge_ant + 1.0) & (v <= edge_dor + 14.0)
+    joint = (s >= 0.0) & (s <= 0.5) & (lateral > 0) & (lateral <= gap) & (v >= edge_ant + 1.0) & (
+        v <= edge_dor - 1.0)
+    block_v = ((v - 0.5 * (edge_ant + edge_dor + 12.0)) / (0.5 * (edge_dor - edge_ant) + 8.0)) ** 4
+    block_s = ((s - 0.23) / 0.35) ** 4
+    roundness = np.maximum(block_v, block_s)
+    block = (roundness < 1.0) & (lateral > gap) & (
+        lateral <= gap + 20.0 * np.sqrt(np.maximum(1.0 - roundness, 0.0)))
     for name, sign in SIDES.items():
         side = np.sign(u) == sign
-        label[(block | _iliac_wing(shape, pts, sign)) & side] = lt.value(f"ilium_{name}")
+        label[block & side] = lt.value(f"ilium_{name}")
         label[joint & side] = lt.value(f"si_joint_{name}")
     hu[joint] = HU["joint"]
 
@@ -205,7 +217,7 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[n
 
     # Lesion and fracture lines (inside the sacral bone).
     if params.lesion != "none":
-        centre = np.asarray(info["lesion"]["centre_lps"])
+        centre = np.asarray(info["lesion"]["centre_lps"], dtype=np.float32)
         in_lesion = np.linalg.norm(pts - centre, axis=-1) <= params.lesion_radius_mm
         label[envelope & in_lesion] = lt.value("lesion")
     fracture_thickness = max(1.5, float(max(params.spacing)))
@@ -233,35 +245,48 @@ def _label_sacral_region(shape: SacralShape, params: PhantomParams, axes: list[n
     label[canal | (hiatus & envelope)] = lt.value("canal")
     hu[canal | (hiatus & envelope)] = HU["canal"]
 
-    # Bone intensities: trabecular inside, a cortical shell at every bone surface.
-    bone = np.isin(label, [lt.value(n) for n in lt.BONE if n not in ("fracture", "lesion")])
+
+def _label_hip_bones(shape: SacralShape, axes: list[np.ndarray], label: np.ndarray) -> None:
+    """Add each hip bone's wing, body, acetabulum, ischium and pubic ramus (``ilium_*``) where
+    ``label`` is still background; each solid is evaluated in its own box only."""
+    for name, sign in SIDES.items():
+        for part in hip_bone_parts(shape, sign):
+            box = _box(axes, *part.bounds())
+            if any(sl.start >= sl.stop for sl in box):
+                continue
+            target = label[box]
+            target[part.inside(_points(axes, box)) & (target == 0)] = lt.value(f"ilium_{name}")
+
+
+def _bone_intensities(label: np.ndarray, hu: np.ndarray, params: PhantomParams, rng: np.random.Generator) -> None:
+    """Set bone HU in place: trabecular bone with texture under a cortical shell at every bone
+    surface (with partial volume), and the low HU of fracture lines and the lesion."""
+    op = params.osteoporosis
+    cortex_hu = 1000.0 - 400.0 * op
+    trab_hu = 250.0 - 200.0 * op
     shell = 1.5 - 0.7 * op
-    sampling = params.spacing
-    depth_in_bone = ndimage.distance_transform_edt(bone, sampling=sampling)
+    sampling = np.asarray(params.spacing)
+    voxel = float(sampling.min())
+    bone = np.isin(label, [lt.value(n) for n in lt.BONE if n not in ("fracture", "lesion")])
+    # Depth below the bone surface; only depths up to shell + one voxel matter, so each
+    # connected piece of bone is measured in its own box, padded by that depth.
+    depth = np.full(label.shape, np.inf, dtype=np.float32)
+    pad = int(np.ceil((shell + voxel) / voxel)) + 1
+    pieces, _ = ndimage.label(bone)
+    for index, found in enumerate(ndimage.find_objects(pieces), start=1):
+        box = tuple(slice(max(sl.start - pad, 0), min(sl.stop + pad, n)) for sl, n in zip(found, label.shape))
+        piece = pieces[box] == index
+        depth[box][piece] = ndimage.distance_transform_edt(bone[box], sampling=sampling)[piece]
     # Partial volume: the fraction of a voxel covered by the shell, from its depth (a boundary
     # voxel has depth = one voxel), so a shell thinner than a voxel still shows, dimmed.
-    voxel = min(sampling)
-    cortical = np.clip((shell - (depth_in_bone[bone] - voxel)) / voxel, 0.0, 1.0)
+    cortical = np.clip((shell - (depth[bone] - voxel)) / voxel, 0.0, 1.0)
     hu[bone] = trab_hu + cortical * (cortex_hu - trab_hu)
     hu[label == lt.value("fracture")] = HU["fracture"]
     hu[label == lt.value("lesion")] = HU["lesion"]
-    return label, hu
-
-
-def _iliac_wing(shape: SacralShape, pts: np.ndarray, sign: int) -> np.ndarray:
-    """The iliac wing (a plate running laterally and anteriorly, arched iliac crest) and the
-    thick acetabular body below it, on one side, as world-space inside-tests."""
-    edge = float(shape.half_width(0.15))
-    joint_centre = shape.world(0.15, sign * (edge + shape.si_gap_mm + 10.0),
-                               0.5 * (float(shape.anterior(edge, 0.15)) + float(shape.dorsal(edge, 0.15))))
-    x0, y0, z0 = abs(float(joint_centre[0])), float(joint_centre[1]), float(shape.s1_centre[2])
-    ax = sign * pts[..., 0] - x0                     # lateral distance from the joint block
-    y_plate = y0 - 0.6 * ax                          # the wing turns anteriorly
-    wing = (ax >= 0.0) & (ax <= 80.0) & (np.abs(pts[..., 1] - y_plate) <= 5.0) & (
-        pts[..., 2] >= z0 - 30.0) & (pts[..., 2] <= z0 + 55.0 - 0.008 * (ax - 40.0) ** 2)
-    body = (ax >= 10.0) & (ax <= 55.0) & (np.abs(pts[..., 1] - (y0 - 0.6 * 32.0)) <= 20.0) & (
-        pts[..., 2] >= z0 - 110.0) & (pts[..., 2] < z0 - 30.0)
-    return wing | body
+    # Trabecular texture (correlated over ~1 mm) in every bone voxel.
+    all_bone = np.isin(label, [lt.value(n) for n in lt.BONE])
+    texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, label.shape).astype(np.float32), sigma=1.0 / sampling)
+    hu[all_bone] += texture[all_bone] * (60.0 / max(float(texture.std()), 1e-6))
 
 
 def _lesion_and_fractures(shape: SacralShape, params: PhantomParams, rng: np.random.Generator) -> dict:
@@ -331,24 +356,24 @@ def make_phantom(params: PhantomParams) -> Phantom:
     spacing = np.asarray(params.spacing)
     dims, first = _grid(params)
     axes = _axes(dims, first, spacing)
-    hu = np.empty(tuple(dims), dtype=np.float32)
-    _body_tissue(axes, hu)
     labels = np.zeros(tuple(dims), dtype=np.uint8)
+    hu = np.full(tuple(dims), np.nan, dtype=np.float32)   # NaN: soft-tissue background
 
-    # The sacral region: everything that is not soft tissue lies in this box.
+    # The sacrum and its close neighbours (everything described in sacral coordinates), then
+    # the rest of the hip bones.
     centre = shape.s1_centre
-    box = _box(axes, centre + np.array([-155.0, -95.0, -150.0]), centre + np.array([155.0, 90.0, 80.0]))
-    sub_axes = [ax[sl] for ax, sl in zip(axes, box)]
-    region_labels, region_hu = _label_sacral_region(shape, params, sub_axes, info)
-    labels[box] = region_labels
+    near = _box(axes, centre + np.array([-95.0, -50.0, -150.0]), centre + np.array([95.0, 75.0, 60.0]))
+    _label_sacral_region(shape, params, [ax[sl] for ax, sl in zip(axes, near)], info, labels[near], hu[near])
+    _label_hip_bones(shape, axes, labels)
 
-    # Trabecular texture in the bone, then CT blur (blur_mm = FWHM) and noise everywhere.
+    # Bone HU (in the box that holds all bone), then the body's soft tissue around it, then
+    # CT blur (blur_mm = FWHM) and noise everywhere.
     noise_rng = np.random.default_rng(noise_seed)
-    bone = np.isin(region_labels, [lt.value(n) for n in lt.BONE])
-    texture = ndimage.gaussian_filter(noise_rng.normal(0.0, 1.0, bone.shape).astype(np.float32),
-                                      sigma=1.0 / spacing)
-    region_hu += bone * texture * (60.0 / max(float(texture.std()), 1e-6))
-    hu[box] = np.where(np.isnan(region_hu), hu[box], region_hu)
+    found = ndimage.find_objects(np.isin(labels, [lt.value(n) for n in lt.BONE]).astype(np.uint8))
+    if found:   # the box of all bone, with a margin so that its surface lies inside
+        bone_box = tuple(slice(max(sl.start - 4, 0), min(sl.stop + 4, n)) for sl, n in zip(found[0], dims))
+        _bone_intensities(labels[bone_box], hu[bone_box], params, noise_rng)
+    hu = np.where(np.isnan(hu), _body_tissue(axes), hu)
     if params.blur_mm > 0:
         hu = ndimage.gaussian_filter(hu, sigma=params.blur_mm / 2.355 / spacing)
     if params.noise_hu > 0:

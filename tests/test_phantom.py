@@ -103,6 +103,59 @@ def test_hounsfield_units_follow_tissue_and_osteoporosis():
     assert 150 < trab0 < 350 and trab1 < trab0 - 120
 
 
+def test_adult_sizes_of_the_mean_sacrum():
+    ph = make_phantom(PhantomParams(seed=0, spacing=SPACING, variation=0.0, noise_hu=0))
+    sacral = lt.mask(ph.labels, *lt.SACRAL_BONE, "canal", *lt.FORAMINA)
+    world = ph.labels.index_to_world(np.argwhere(sacral))
+    levels = ph.info["landmarks"]["levels"]
+
+    def width_at(level):
+        row = world[np.abs(world[:, 2] - levels[level][2]) <= SPACING[2] / 2]
+        return row[:, 0].max() - row[:, 0].min()
+
+    assert 95.0 <= width_at("S1") <= 115.0
+    assert 20.0 <= width_at("S5") <= 40.0
+    assert width_at("S1") > width_at("S2") > width_at("S3") > width_at("S4") > width_at("S5")
+    # Tilted and curved: S1 lies anterior to S3, and the tip curves forward again.
+    assert levels["S1"][1] < levels["S3"][1] - 5.0 and levels["S5"][1] < levels["S3"][1] - 2.0
+    volumes = [lt.mask(ph.labels, f"foramen_S{i}_left").sum() for i in range(1, 5)]
+    assert volumes == sorted(volumes, reverse=True)
+
+
+def test_every_bone_is_enclosed_by_its_cortex(bilateral):
+    # The cortical shell is brighter than the trabecular bone everywhere on the surface, so
+    # filling the holes of the bright shell recovers each whole bone.
+    solid = ndimage.binary_fill_holes(bilateral.ct.array > 450)
+    for name in ("sacrum", "ilium_left", "ilium_right", "L5"):
+        assert solid[lt.mask(bilateral.labels, name)].mean() > 0.99, name
+
+
+def test_hip_bones_are_whole_and_apart(bilateral):
+    left, right = lt.mask(bilateral.labels, "ilium_left"), lt.mask(bilateral.labels, "ilium_right")
+    for name, hip in (("left", left), ("right", right)):
+        assert ndimage.label(hip)[1] == 1, name
+        x = bilateral.labels.index_to_world(np.argwhere(hip))[:, 0]
+        assert 120.0 < np.abs(x).max() < 160.0, name           # iliac wing
+    assert not (ndimage.binary_dilation(left, iterations=2) & right).any()   # symphysis gap
+
+
+def test_skin_to_bone_depth_is_measurable(bilateral):
+    # Going forward from the back of the field of view along a line through the left ala at S2:
+    # air, skin, fat, muscle, then the dorsal surface of the sacrum.
+    point = np.array(bilateral.info["landmarks"]["levels"]["S2"]) + np.array([25.0, 0.0, 0.0])
+    i, _, k = np.round(bilateral.ct.world_to_index(point)).astype(int)
+    ys = bilateral.ct.index_to_world(np.array([[i, j, k] for j in range(bilateral.ct.shape[1])]))[:, 1]
+    hu = bilateral.ct.array[i, :, k][np.argsort(-ys)]
+    lab = bilateral.labels.array[i, :, k][np.argsort(-ys)]
+    ys = np.sort(ys)[::-1]                                  # posterior first
+    assert hu[0] < -900
+    skin = np.argmax(hu > -500)
+    bone = np.argmax(np.isin(lab, [lt.value(n) for n in lt.SACRAL_BONE]))
+    assert 30.0 <= ys[skin] - ys[bone] <= 100.0
+    tissue = hu[skin + 3:bone - 2]
+    assert (tissue < -50).any() and (np.abs(tissue - 45) < 60).any()   # fat and muscle
+
+
 def test_prone_and_supine_hold_the_same_anatomy_in_world_coordinates():
     sup = make_phantom(PhantomParams(seed=7, spacing=SPACING, position="supine"))
     pro = make_phantom(PhantomParams(seed=7, spacing=SPACING, position="prone"))
@@ -130,6 +183,7 @@ def test_written_files_read_back_with_geometry(tmp_path):
 @pytest.mark.parametrize("kwargs, word", [
     ({"fracture": "diagonal"}, "fracture"), ({"osteoporosis": 1.5}, "osteoporosis"),
     ({"spacing": (0.1, 0.1, 0.1)}, "spacing"), ({"position": "standing"}, "position"),
+    ({"variation": 3.0}, "variation"), ({"lesion": "everywhere"}, "lesion"),
 ])
 def test_bad_parameters_are_refused(kwargs, word):
     with pytest.raises(InputError, match=word):
