@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
@@ -188,3 +190,15 @@ def test_written_files_read_back_with_geometry(tmp_path):
 def test_bad_parameters_are_refused(kwargs, word):
     with pytest.raises(InputError, match=word):
         PhantomParams(**kwargs)
+
+
+def test_dicom_series_reads_back_to_the_same_voxels(tmp_path):
+    from trajplan.io.dicom import read_dicom_series
+
+    ph = make_phantom(PhantomParams(seed=2, spacing=(3.0, 3.0, 3.0), fov_mm=(240.0, 200.0, 180.0), position="prone"))
+    written = write_phantom(ph, tmp_path, dicom=True)
+    back = read_dicom_series(written["dicom"])
+    assert back.same_geometry(ph.ct)
+    assert np.array_equal(back.array, ph.ct.array)
+    first = sorted(Path(written["dicom"]).iterdir())[0]
+    assert pydicom.dcmread(first).PatientPosition == "HFP"
