@@ -17,14 +17,12 @@ from trajplan import __version__
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.checksum import sha256_of
-from trajplan.io.files import read_volume_file, write_volume_file
+from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.timing import StageTimer
 from trajplan.volume import Volume
 
 log = logging.getLogger("trajplan")
-
-ROI_MARGIN_MM = 40.0
 
 
 def geometry_json(volume: Volume) -> dict:
@@ -69,16 +67,6 @@ def read_label_map(path: str | Path, ct: Volume) -> Volume:
     if unknown:
         raise InputError(f"{Path(path).name}: label values {unknown} are not in the label table")
     return labels.with_array(labels.array.astype(np.uint8))
-
-
-def ct_roi(ct: Volume, labels: Volume, margin_mm: float = ROI_MARGIN_MM) -> Volume:
-    """The CT cropped to the sacral bone's bounding box plus ``margin_mm`` (for re-rendering)."""
-    bone = lt.sacral_bone(labels)
-    if not bone.any():
-        return ct
-    idx = np.argwhere(bone)
-    pad = np.ceil(margin_mm / ct.spacing).astype(int)
-    return ct.crop(tuple(idx.min(axis=0) - pad), tuple(idx.max(axis=0) + pad + 1))
 
 
 def _segment_or_load(
@@ -153,7 +141,7 @@ def run_plan(
     """Plan needle paths for one CT and write the plan folder.
 
     Writes ``labels.nii.gz`` (+ ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
-    ``ct_roi.nii.gz``, ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``scene.png`` and,
+    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``scene.png`` and,
     unless ``report`` is false, ``report.html`` with its views.
 
     Returns
@@ -199,7 +187,6 @@ def run_plan(
             f"segmentation is partial: {seg_report.get('partial_reason', 'see segmentation.json')}"
         )
     with timer.stage("writing plan"):
-        write_volume_file(ct_roi(ct, labels), out_dir / "ct_roi.nii.gz")
         plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
         write_plan(plan, out_dir)
     with timer.stage("rendering"):
