@@ -73,7 +73,7 @@ COVERAGE_RADIUS_MM = 8.0
 def margin_class(structure: str) -> str:
     """The margin class of a structure name (``foramen_S2_left`` -> ``foramen``)."""
     for name in DEFAULT_MARGINS_MM:
-        if structure == name or structure.startswith(name + "_") or structure.startswith(name):
+        if structure.startswith(name):
             return name
     raise KeyError(structure)
 

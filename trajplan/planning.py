@@ -91,10 +91,10 @@ def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: 
     feasible = (clearance > -0.5) & (outside <= 1)
     order = np.argsort(-(np.minimum(clearance, 5.0) + 5.0 * feasible))
     if targets.kind in ("fracture", "lesion"):
-        reference = targets.centre if targets.kind == "lesion" else None
-        tree = cKDTree(targets.points) if reference is None else None
-        near = (np.linalg.norm(tips - reference, axis=1) if reference is not None
-                else tree.query(tips)[0])
+        if targets.kind == "lesion":
+            near = np.linalg.norm(tips - targets.centre, axis=1)
+        else:
+            near = cKDTree(targets.points).query(tips)[0]
         order = np.lexsort((near, -np.minimum(np.floor(clearance), 3.0), ~feasible))
     measured = [measure_path(maps, marks, entries[i], tips[i], technique=technique, side=side,
                              gauge=options.gauge, targets=targets, normal=normals[i], ct=ct)
