@@ -36,24 +36,18 @@ from trajplan.errors import InputError
 from trajplan.io.atomic import write_json, write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import is_volume_file
+from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
+from trajplan.timing import progress
 
 log = logging.getLogger("trajplan")
 
 CASE_FILE = "case.json"
 PARTIAL_DIR = ".partial"
 STAGES = ("reading CT", "segmentation", "reading labels", "planning", "writing plan", "rendering")
-CLEARANCE_GROUPS = {
-    "canal": ("canal",),
-    "foramen": ("foramen_",),
-    "anterior_cortex": ("anterior_cortex",),
-    "si_joint": ("si_joint_",),
-    "ilium": ("ilium_",),
-    "L5_S1_disc": ("L5_S1_disc",),
-}
 SUMMARY_COLUMNS = (
     ["case_id", "input", "status", "error", "needles", "safe_needles", "best_score",
      "best_technique", "breach_probability"]
-    + [f"min_clearance_{g}_mm" for g in CLEARANCE_GROUPS]
+    + [f"min_clearance_{g}_mm" for g in DEFAULT_MARGINS_MM]
     + [f"time_{re.sub(r'[^a-z0-9]+', '_', s.lower())}_s" for s in STAGES]
     + ["time_total_s", "input_sha256", "software_version"]
 )
@@ -255,9 +249,8 @@ def _summary_columns(summary: dict) -> dict:
         "best_technique": summary.get("best_technique"),
         "breach_probability": summary.get("breach_probability"),
     }
-    for group, prefixes in CLEARANCE_GROUPS.items():
-        values = [v for k, v in clear.items() if v is not None and k.startswith(prefixes)]
-        out[f"min_clearance_{group}_mm"] = round(min(values), 2) if values else None
+    for group, value in min_clearance_by_class([clear]).items():
+        out[f"min_clearance_{group}_mm"] = value
     return out
 
 
@@ -300,36 +293,17 @@ def _previous(out_root: Path, case: Case, keep_names: bool) -> dict | None:
 
 def _execute(todo: list[Case], options: BatchOptions, out_root: Path) -> Iterator[tuple[Case, dict]]:
     """Run cases, yielding (case, summary row) as each finishes (in-process or on dask)."""
-    kwargs = {"keep_names": options.keep_names, "report": options.report}
-    if options.scheduler is None and options.workers <= 1:
-        for case in todo:
-            yield case, run_case(case, out_root, options.plan, **kwargs)
-        return
-    from dask.distributed import Client, LocalCluster, as_completed
+    from trajplan.parallel import run_tasks
 
-    if options.scheduler:
-        client = Client(options.scheduler)
-        cluster = None
-    else:
-        cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-    try:
-        futures = {client.submit(run_case, case, str(out_root), options.plan, pure=False,
-                                 key=f"trajplan-{case.case_id}-{uuid.uuid4().hex[:6]}", **kwargs): case
-                   for case in todo}
-        for future in as_completed(futures):
-            case = futures[future]
-            try:
-                yield case, future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died (e.g. out of memory)
-                yield case, {"case_id": case.case_id, "input": case.label, "status": "failed",
-                       "error": f"worker failed: {type(exc).__name__}: {exc}",
-                       "input_sha256": case.sha256, "software_version": __version__}
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    for case, row, error in run_tasks(run_case, todo, workers=options.workers, scheduler=options.scheduler,
+                                      name=lambda c: c.case_id, out_root=str(out_root),
+                                      plan_options=options.plan, keep_names=options.keep_names,
+                                      report=options.report):
+        if error is not None:
+            row = {"case_id": case.case_id, "input": case.label, "status": "failed",
+                   "error": f"worker failed: {type(error).__name__}: {error}",
+                   "input_sha256": case.sha256, "software_version": __version__}
+        yield case, row
 
 
 def run_batch(options: BatchOptions) -> dict:
@@ -369,7 +343,7 @@ def run_batch(options: BatchOptions) -> dict:
     write_summary(out_root, rows.values())
     log.info("%d cases, %d to run", len(cases), len(todo))
 
-    for case, row in _progress(_execute(todo, options, out_root), len(todo)):
+    for case, row in progress(_execute(todo, options, out_root), len(todo), "cases"):
         rows[case_folder_name(case, options.keep_names)] = row
         write_summary(out_root, rows.values())
     shutil.rmtree(out_root / PARTIAL_DIR, ignore_errors=True)
@@ -377,20 +351,3 @@ def run_batch(options: BatchOptions) -> dict:
     statuses = [r["status"] for r in rows.values()]
     return {"output": str(out_root), "cases": len(rows), "ran": len(todo),
             **{s: statuses.count(s) for s in ("done", "failed", "skipped")}}
-
-
-def _progress(items: Iterator, total: int) -> Iterator:
-    """Yield ``items``, with a progress bar when stdout and stderr are terminals."""
-    import sys
-
-    if not (sys.stderr.isatty() and sys.stdout.isatty()) or total == 0:
-        yield from items
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("cases", total=total)
-        for item in items:
-            progress.advance(task)
-            yield item
-

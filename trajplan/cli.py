@@ -183,6 +183,17 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     ))
 
 
+def cmd_compare(args: argparse.Namespace) -> dict:
+    from trajplan.compare import CompareOptions, run_compare
+
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    options = CompareOptions(gauges=tuple(args.gauges), needle_counts=tuple(range(1, args.max_needles + 1)),
+                             segment=args.segment, mc_samples=args.mc_samples)
+    return run_compare(args.output, cohort_size=args.cohort, seed=args.seed, spacings=tuple(args.spacing),
+                       from_batch=args.from_batch, options=options, workers=args.workers, scheduler=args.scheduler)
+
+
 def _add_common_options(p: argparse.ArgumentParser, *, default: bool) -> None:
     """-v/-q/--json, accepted before or after the command (sub-parsers do not reset them)."""
     kw = {} if default else {"default": argparse.SUPPRESS}
@@ -266,6 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true")
     _add_plan_options(p)
 
+    p = command("compare", cmd_compare, "compare short vs long axis, 11 vs 13 G, 1-5 needles on a phantom cohort",
+                "trajplan compare -o cmp --cohort 30 --seed 0 --spacing 1.5 --workers 2\n"
+                "  trajplan compare -o cmp_real --from-batch scores")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--cohort", type=int, default=30, metavar="N", help="phantoms in the cohort (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--spacing", type=float, nargs="+", default=[1.5], metavar="MM",
+                   help="isotropic phantom voxel size(s) in mm, cycled over the cases (default 1.5)")
+    p.add_argument("--segment", action="store_true",
+                   help="plan on trajplan's segmentation of each phantom instead of its ground truth")
+    p.add_argument("--from-batch", metavar="BATCH_OUT", help="compare on the finished cases of a trajplan batch output")
+    p.add_argument("--gauges", type=int, nargs="+", choices=(11, 13), default=[11, 13], metavar="G")
+    p.add_argument("--max-needles", type=int, choices=range(1, 6), default=5, metavar="N",
+                   help="plans of 1..N needles (default 5)")
+    p.add_argument("--mc-samples", type=int, default=200, metavar="N", help="placement-error samples per needle")
+    p.add_argument("--workers", type=int, default=1, metavar="N")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, tcp://HOST:PORT")
+
     return parser
 
 
@@ -315,6 +344,9 @@ def _print_result(command: str, result: dict) -> None:
         return
     if "output" in result:
         print(f"{command}: outputs in {result['output']}")
+    if command == "compare":
+        print(f"  {result['cases']} cases, {result['rows']} rows in comparison.csv, comparison.md "
+              f"({result['seconds']} s); failed: {', '.join(result['failed_cases']) or 'none'}")
     if command == "plan":
         print(f"  {result.get('safe_needles')} safe of {result.get('needles')} needles; "
               f"best: {result.get('best_technique')} (score {result.get('best_score')})")

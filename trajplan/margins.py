@@ -78,6 +78,18 @@ def margin_class(structure: str) -> str:
     raise KeyError(structure)
 
 
+def min_clearance_by_class(clearances: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Smallest clearance (mm) per margin class over several needles' ``clearance_mm`` dicts.
+
+    A class no needle was measured against maps to None.
+    """
+    out: dict[str, float | None] = {}
+    for cls in DEFAULT_MARGINS_MM:
+        values = [v for c in clearances for k, v in c.items() if v is not None and margin_class(k) == cls]
+        out[cls] = round(min(values), 2) if values else None
+    return out
+
+
 def resolve_margins(overrides: dict[str, float] | None = None) -> dict[str, float]:
     """Margin (mm) of every critical structure, with ``overrides`` by class or structure.
 

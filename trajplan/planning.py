@@ -33,6 +33,9 @@ ALTERNATIVES = 5         # reported per technique and side
 MARGINAL_PENALTY = 0.5   # a marginal needle is chosen only when it adds this much more coverage
 TECHNIQUE_NAMES = {"short": ("short_axis",), "long": ("long_axis",), "both": TECHNIQUES}
 SIDES = {"left": ("left",), "right": ("right",), "both": ("left", "right")}
+COMPARED_TECHNIQUES = {"short_axis": {"short_axis"}, "long_axis": {"long_axis"},
+                       "mixed": {"short_axis", "long_axis"}}
+LENGTH_BIN_MM = 5.0      # cranio-caudal bin of the target length coverage
 
 
 @dataclass(frozen=True)
@@ -148,13 +151,14 @@ def _coverage_sets(needles: list[dict], target_points: np.ndarray) -> list[np.nd
     return out
 
 
-def select_needles(pool: list[dict], count: int, target_points: np.ndarray, min_separation: float) -> list[dict]:
-    """Greedy set of up to ``count`` safe needles maximising target coverage, kept apart."""
-    pool = [n for n in pool if n["safe"]]
-    covers = _coverage_sets(pool, target_points)
-    chosen: list[int] = []
-    covered = np.zeros(len(target_points), dtype=bool)
-    total = max(len(target_points), 1)
+def _greedy(pool: list[dict], covers: list[np.ndarray], count: int, min_separation: float,
+            start: tuple[int, ...] = ()) -> list[int]:
+    """Indices of a greedy needle set from ``pool`` (safe needles), beginning with ``start``."""
+    chosen = list(start)
+    covered = np.zeros(len(covers[0]) if covers else 0, dtype=bool)
+    for i in chosen:
+        covered |= covers[i]
+    total = max(len(covered), 1)
     while len(chosen) < count:
         best, best_value = None, -np.inf
         sides = {pool[i]["side"] for i in chosen}
@@ -174,44 +178,88 @@ def select_needles(pool: list[dict], count: int, target_points: np.ndarray, min_
             break
         chosen.append(best)
         covered |= covers[best]
+    return chosen
+
+
+def _ranked(pool: list[dict], covers: list[np.ndarray], chosen: list[int], targets: int) -> list[dict]:
     out = []
     for rank, i in enumerate(chosen, start=1):
         needle = dict(pool[i], rank=rank)
-        needle["target_coverage"] = round(float(np.count_nonzero(covers[i]) / total), 4) if len(target_points) else None
+        needle["target_coverage"] = round(float(np.count_nonzero(covers[i]) / targets), 4) if targets else None
         out.append(needle)
     return out
 
 
-def best_plan(pool: list[dict], count: int, target_points: np.ndarray, min_separation: float) -> list[dict]:
+def best_plan(pool: list[dict], count: int, targets: "TargetPoints", min_separation: float) -> list[dict]:
     """The best greedy needle set over the technique subsets present in ``pool``.
 
-    Greedy selection from the mixed pool can miss a better single-technique set, so
-    each subset is tried; the set with the highest target coverage wins (then the
-    higher summed rank value).
+    Greedy selection from the mixed pool can miss a better set, so it is also run
+    within each technique alone, and, with both techniques, started from each
+    single-technique set and filled up from the mixed pool. The set with the most
+    needles, then the highest target coverage, then the higher summed rank value wins.
     """
-    techniques = sorted({n["technique"] for n in pool})
-    subsets = [set(techniques)] + ([{t} for t in techniques] if len(techniques) > 1 else [])
+    safe = [n for n in pool if n["safe"]]
+    covers = _coverage_sets(safe, targets.points)
+    techniques = sorted({n["technique"] for n in safe})
+    tries = [_greedy(safe, covers, count, min_separation)]
+    if len(techniques) > 1:
+        for technique in techniques:
+            own = [i for i, n in enumerate(safe) if n["technique"] == technique]
+            alone = [own[i] for i in _greedy([safe[i] for i in own], [covers[i] for i in own], count, min_separation)]
+            tries += [alone, _greedy(safe, covers, count, min_separation, tuple(alone))]
     best, best_key = [], (-1.0, -np.inf)
-    for allowed in subsets:
-        plan = select_needles([n for n in pool if n["technique"] in allowed], count, target_points,
-                              min_separation)
-        coverage = _plan_summary(plan, target_points)["target_coverage"] or 0.0
+    for chosen in tries:
+        plan = _ranked(safe, covers, chosen, len(targets.points))
+        coverage = plan_summary(plan, targets)["target_coverage"] or 0.0
         key = (round(coverage, 4) + len(plan), sum(n["rank_value"] for n in plan))
         if key > best_key:
             best, best_key = plan, key
     return best
 
 
-def _plan_summary(needles: list[dict], target_points: np.ndarray) -> dict:
-    covers = _coverage_sets(needles, target_points)
-    covered = np.zeros(len(target_points), dtype=bool)
-    for c in covers:
+@dataclass(frozen=True)
+class TargetPoints:
+    """All target voxels of a plan (fracture line or lesion, both sides) and their length bins.
+
+    ``bins`` gives each point a cranio-caudal bin (LENGTH_BIN_MM high) per side: a fracture
+    line's length is covered where a needle's cement reach touches its bin.
+    """
+
+    points: np.ndarray     # (n, 3) LPS mm
+    bins: np.ndarray       # (n,) int
+
+    @classmethod
+    def from_sides(cls, target_sets: dict[str, Targets]) -> "TargetPoints":
+        """Fracture / lesion targets of every side (ala fall-back targets are not counted)."""
+        chosen = [(k, t) for k, t in enumerate(target_sets.values()) if t.kind != "ala"]
+        if not chosen:
+            return cls(np.zeros((0, 3)), np.zeros(0, dtype=int))
+        points = np.concatenate([t.points for _, t in chosen])
+        bins = np.concatenate([k * 100_000 + np.floor(t.points[:, 2] / LENGTH_BIN_MM).astype(int)
+                               for k, t in chosen])
+        return cls(points, bins)
+
+
+def plan_summary(needles: list[dict], targets: TargetPoints) -> dict:
+    """Coverage, cement, clearance and breach figures of one needle set.
+
+    ``target_coverage`` is the fraction of target voxels within the cement reach of a
+    needle; ``target_length_coverage`` the fraction of the target's cranio-caudal
+    length bins (per side) that a needle reaches.
+    """
+    covered = np.zeros(len(targets.points), dtype=bool)
+    for c in _coverage_sets(needles, targets.points):
         covered |= c
     clearances = [min(n["clearance_mm"].values()) for n in needles if n["clearance_mm"]]
+    length = None
+    if len(targets.points):
+        all_bins = np.unique(targets.bins)
+        length = round(float(len(np.unique(targets.bins[covered])) / len(all_bins)), 4)
     return {
         "needles": len(needles),
         "techniques": sorted({n["technique"] for n in needles}),
-        "target_coverage": round(float(covered.mean()), 4) if len(target_points) else None,
+        "target_coverage": round(float(covered.mean()), 4) if len(targets.points) else None,
+        "target_length_coverage": length,
         "cement_volume_ml": round(sum(n["metrics"]["cement_volume_ml"] for n in needles), 2),
         "min_clearance_mm": round(min(clearances), 2) if clearances else None,
         "max_breach_probability": max((n["breach_probability"]["any"] for n in needles), default=None),
@@ -220,6 +268,65 @@ def _plan_summary(needles: list[dict], target_points: np.ndarray) -> dict:
 
 def _public(needle: dict) -> dict:
     return {k: v for k, v in needle.items() if k != "rank_value"}
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """Every measured needle of a case (all techniques and sides asked for), best first."""
+
+    needles: list[dict]
+    targets: dict[str, Targets]    # by side
+    failures: list[str]            # why a technique or side has no safe needle
+    margins: dict[str, float]
+
+    @property
+    def target_points(self) -> TargetPoints:
+        """The fracture / lesion points that needle sets are scored on."""
+        return TargetPoints.from_sides(self.targets)
+
+
+def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = None) -> CandidatePool:
+    """Measure and rank candidate needles for every technique and side in ``options``.
+
+    Raises
+    ------
+    InputError
+        No sacral bone in the labels, a side without ala (when one side is asked for).
+    NoSafePathError
+        No candidate meets the margins (the message names the closest call).
+    """
+    if not lt.sacral_bone(labels).any():
+        raise InputError("the label map holds no sacral bone (sacrum, ala, anterior_cortex): nothing to plan on")
+    margins = resolve_margins(options.margins_mm)
+    maps = build_distance_maps(labels, margins)
+    marks = find_landmarks(maps)
+    needles: list[dict] = []
+    failures: list[str] = []
+    target_sets: dict[str, Targets] = {}
+    for s_i, side in enumerate(SIDES[options.side]):
+        for t_i, technique in enumerate(TECHNIQUE_NAMES[options.technique]):
+            try:
+                found, why, targets = _plan_one(maps, marks, technique, side, options, ct,
+                                                seed=options.seed * 10 + s_i * 2 + t_i)
+            except InputError as exc:
+                if options.side != "both":
+                    raise
+                failures.append(str(exc))
+                continue
+            target_sets[side] = targets
+            needles.extend(found)
+            if why:
+                failures.append(why)
+    if not needles:
+        raise NoSafePathError("; ".join(failures) or "no safe path")
+    needles.sort(key=lambda n: -n["rank_value"])
+    return CandidatePool(needles, target_sets, failures, margins)
+
+
+def choose_needles(pool: CandidatePool, count: int, techniques: set[str], min_separation_mm: float) -> list[dict]:
+    """The best set of up to ``count`` needles from ``pool`` using only ``techniques``."""
+    subset = [n for n in pool.needles if n["technique"] in techniques]
+    return best_plan(subset, count, pool.target_points, min_separation_mm) if subset else []
 
 
 def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = None) -> dict:
@@ -238,57 +345,30 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
     NoSafePathError
         No candidate meets the margins (the message names the closest call).
     """
-    if not lt.sacral_bone(labels).any():
-        raise InputError("the label map holds no sacral bone (sacrum, ala, anterior_cortex): nothing to plan on")
-    margins = resolve_margins(options.margins_mm)
-    maps = build_distance_maps(labels, margins)
-    marks = find_landmarks(maps)
-    results: dict[tuple[str, str], list[dict]] = {}
-    warnings: list[str] = []
-    failures: list[str] = []
-    target_sets: dict[str, Targets] = {}
-    for s_i, side in enumerate(SIDES[options.side]):
-        for t_i, technique in enumerate(TECHNIQUE_NAMES[options.technique]):
-            try:
-                needles, why, targets = _plan_one(maps, marks, technique, side, options, ct,
-                                                  seed=options.seed * 10 + s_i * 2 + t_i)
-            except InputError as exc:
-                if options.side != "both":
-                    raise
-                failures.append(str(exc))
-                continue
-            target_sets[side] = targets
-            results[(technique, side)] = needles
-            if why:
-                failures.append(why)
-    pool = sorted((n for ns in results.values() for n in ns), key=lambda n: -n["rank_value"])
-    if not pool:
-        raise NoSafePathError("; ".join(failures) or "no safe path")
-    warnings.extend(failures)
-    kinds = {t.kind for t in target_sets.values()}
-    target_points = np.concatenate([t.points for t in target_sets.values() if t.kind != "ala"] or [np.zeros((0, 3))])
-    chosen = best_plan(pool, options.needles, target_points, options.min_separation_mm)
+    pool = candidate_pool(labels, options, ct=ct)
+    targets = pool.target_points
+    warnings = list(pool.failures)
+    chosen = best_plan(pool.needles, options.needles, targets, options.min_separation_mm)
     if len(chosen) < options.needles:
         warnings.append(f"only {len(chosen)} of {options.needles} needles fit safely "
                         f"at least {options.min_separation_mm:g} mm apart")
     comparison = {}
-    for name, allowed in (("short_axis", {"short_axis"}), ("long_axis", {"long_axis"}),
-                          ("mixed", {"short_axis", "long_axis"})):
-        subset = [n for n in pool if n["technique"] in allowed]
-        if subset:
-            plan = best_plan(subset, options.needles, target_points, options.min_separation_mm)
-            comparison[name] = _plan_summary(plan, target_points)
+    for name, allowed in COMPARED_TECHNIQUES.items():
+        plan = choose_needles(pool, options.needles, allowed, options.min_separation_mm)
+        if plan:
+            comparison[name] = plan_summary(plan, targets)
     alternatives = []
-    for (technique, side), needles in results.items():
-        for k, needle in enumerate(needles[:ALTERNATIVES], start=1):
-            alternatives.append(dict(_public(needle), rank=k))
+    for technique in TECHNIQUES:
+        for side in SIDES["both"]:
+            ranked = [n for n in pool.needles if n["technique"] == technique and n["side"] == side]
+            alternatives.extend(dict(_public(n), rank=k) for k, n in enumerate(ranked[:ALTERNATIVES], start=1))
     return {
         "schema": "trajplan/plan",
         "schema_version": SCHEMA_VERSION,
         "parameters": {
             **{k: v for k, v in asdict(options).items() if k not in ("margins_mm", "entry_sigma_mm",
                                                                      "angle_sigma_deg", "mc_samples", "seed")},
-            "margins_mm": margins,
+            "margins_mm": pool.margins,
             "weights": WEIGHTS,
             "placement_error": {"entry_sigma_mm": options.entry_sigma_mm,
                                 "angle_sigma_deg": options.angle_sigma_deg,
@@ -300,8 +380,8 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
         "targets": {side: {"kind": t.kind, "voxels": int(len(t.points)),
                            "centre_lps": (np.round(t.centre, 2).tolist() if t.centre is not None
                                           else np.round(t.points.mean(axis=0), 2).tolist())}
-                    for side, t in target_sets.items()},
-        "target_kinds": sorted(kinds),
-        "summary": _plan_summary(chosen, target_points),
+                    for side, t in pool.targets.items()},
+        "target_kinds": sorted({t.kind for t in pool.targets.values()}),
+        "summary": plan_summary(chosen, targets),
         "warnings": warnings,
     }
