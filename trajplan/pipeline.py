@@ -17,7 +17,7 @@ from trajplan import __version__
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.checksum import sha256_of
-from trajplan.io.files import read_volume_file
+from trajplan.io.files import read_volume_file, write_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.timing import StageTimer
 from trajplan.volume import Volume
@@ -141,8 +141,9 @@ def run_plan(
     """Plan needle paths for one CT and write the plan folder.
 
     Writes ``labels.nii.gz`` (+ ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
-    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``scene.png`` and,
-    unless ``report`` is false, ``report.html`` with its views.
+    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``ct_roi.nii.gz`` (the CT around the
+    sacrum and the needles, for the views), ``scene.png`` and, unless ``report`` is false,
+    ``report.html`` with its views and ``scene.html``.
 
     Returns
     -------
@@ -159,6 +160,8 @@ def run_plan(
     """
     from trajplan.planning import plan_needles
     from trajplan.plan_io import write_plan
+    from trajplan.views.region import view_region
+    from trajplan.views.render import CT_ROI
     from trajplan.views.scene3d import render_scene_png
 
     out_dir = Path(out_dir)
@@ -189,12 +192,14 @@ def run_plan(
     with timer.stage("writing plan"):
         plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
         write_plan(plan, out_dir)
+        ct_roi = view_region(ct, labels, plan)
+        write_volume_file(ct_roi, out_dir / CT_ROI)
     with timer.stage("rendering"):
         render_scene_png(labels, plan, out_dir / "scene.png")
         if report:
             from trajplan.report import write_report
 
-            write_report(out_dir, labels=labels, plan=plan)
+            write_report(out_dir, labels=labels, plan=plan, ct=ct_roi)
     return plan_summary(plan, out_dir, timer)
 
 

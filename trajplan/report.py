@@ -52,8 +52,18 @@ def _needle_table(needles: list[dict]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def report_html(plan: dict, images: dict[str, Path]) -> str:
-    """The report page for ``plan`` with the given images (caption -> PNG path)."""
+def _sections(sections: dict[str, dict[str, Path]]) -> list[str]:
+    out = []
+    for title, images in sections.items():
+        out += [f"<h2>{_esc(title)}</h2><div class='views'>", *[_image(p, c) for c, p in images.items()], "</div>"]
+        if title == "3D views":
+            out.append("<p>Interactive 3D scene (rotate, zoom, hide structures): "
+                       "<a href='scene.html'>scene.html</a> beside this report.</p>")
+    return out
+
+
+def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
+    """The report page for ``plan`` with its pictures (section -> {caption: PNG path})."""
     inp = plan.get("input", {})
     geometry = inp.get("geometry", {})
     warnings = plan.get("warnings", [])
@@ -78,7 +88,7 @@ def report_html(plan: dict, images: dict[str, Path]) -> str:
           f"<td>{_esc(v.get('cement_volume_ml'))}</td><td>{_esc(v.get('min_clearance_mm'))}</td>"
           f"<td>{_esc(v.get('max_breach_probability'))}</td></tr>" for k, v in plan.get("comparison", {}).items()],
         "</table>",
-        "<h2>Views</h2><div class='views'>", *[_image(p, c) for c, p in images.items()], "</div>",
+        *_sections(sections),
         "<h2>Alternatives</h2>", _needle_table(plan.get("alternatives", [])),
         "<h2>Parameters</h2>", f"<pre>{_esc(json.dumps(plan.get('parameters', {}), indent=1))}</pre>",
         f"<p>{_esc(plan.get('software', {}).get('name'))} {_esc(plan.get('software', {}).get('version'))}; "
@@ -87,17 +97,37 @@ def report_html(plan: dict, images: dict[str, Path]) -> str:
     return "\n".join(parts)
 
 
-def write_report(out_dir: str | Path, *, labels, plan: dict) -> Path:
-    """Render the standard 3D views into ``out_dir/views/`` and write ``out_dir/report.html``."""
-    from trajplan.views.scene3d import VIEWS, render_scene_png
+def render_views(out_dir: str | Path, *, labels, plan: dict, ct=None) -> dict[str, dict[str, Path]]:
+    """Every picture of a plan folder: 3D views, the interactive scene, CT slices, fluoroscopy.
+
+    Writes ``views/<view>.png`` (posterior, lateral, inlet, outlet and ``needle<rank>``
+    down each needle) and ``scene.html``.
+
+    Returns
+    -------
+    dict
+        Section name -> {caption: PNG path}, in report order.
+    """
+    from trajplan.views.scene3d import VIEWS, needle_view_name, render_scene_png
+    from trajplan.views.scene_html import write_scene_html
     from trajplan.views.surfaces import label_surfaces
 
     out = Path(out_dir)
     surfaces = label_surfaces(labels)
-    images = {}
-    for view in VIEWS:
-        images[f"3D {view} view"] = render_scene_png(labels, plan, out / "views" / f"{view}.png", view=view,
-                                                    surfaces=surfaces, size=(800, 600))
+    sections: dict[str, dict[str, Path]] = {"3D views": {}}
+    views = list(VIEWS) + [needle_view_name(n) for n in plan.get("needles", [])]
+    for view in views:
+        caption = f"down needle {view[6:]}" if view.startswith("needle") else f"{view} view"
+        sections["3D views"][caption] = render_scene_png(labels, plan, out / "views" / f"{view}.png", view=view,
+                                                         surfaces=surfaces, size=(800, 600))
+    write_scene_html(labels, plan, out / "scene.html", surfaces=surfaces)
+    return sections
+
+
+def write_report(out_dir: str | Path, *, labels, plan: dict, ct=None) -> Path:
+    """Render every view of the plan (:func:`render_views`) and write ``out_dir/report.html``."""
+    out = Path(out_dir)
+    sections = render_views(out, labels=labels, plan=plan, ct=ct)
     path = out / "report.html"
-    write_text(path, report_html(plan, images))
+    write_text(path, report_html(plan, sections))
     return path

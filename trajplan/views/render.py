@@ -8,9 +8,14 @@ from pathlib import Path
 from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
 
+CT_ROI = "ct_roi.nii.gz"
+
 
 def render_plan_dir(plan_dir: str | Path) -> dict[str, Path]:
-    """Re-render ``scene.png``, the 3D views and ``report.html`` from ``plan.json`` and ``labels.nii.gz``.
+    """Re-render ``scene.png``, every view and ``report.html`` of a plan folder.
+
+    Reads ``plan.json``, ``labels.nii.gz`` and, when present, ``ct_roi.nii.gz`` (the CT
+    around the sacrum, needed for the CT slices and the simulated fluoroscopy).
 
     Raises
     ------
@@ -29,7 +34,9 @@ def render_plan_dir(plan_dir: str | Path) -> dict[str, Path]:
     except ValueError as exc:
         raise InputError(f"{plan_dir / 'plan.json'}: not valid JSON ({exc})") from None
     labels = read_volume_file(plan_dir / "labels.nii.gz")
+    ct = read_volume_file(plan_dir / CT_ROI) if (plan_dir / CT_ROI).is_file() else None
     return {
         "scene": render_scene_png(labels, plan, plan_dir / "scene.png"),
-        "report": write_report(plan_dir, labels=labels, plan=plan),
+        "report": write_report(plan_dir, labels=labels, plan=plan, ct=ct),
+        "scene_html": plan_dir / "scene.html",
     }

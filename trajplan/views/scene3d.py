@@ -68,10 +68,33 @@ def scene_bounds(labels: Volume) -> tuple[np.ndarray, float]:
     return centre, 3.2 * radius
 
 
-def render_scene_png(labels: Volume, plan: dict, path: str | Path, *, view: str = "posterior",
-                     size: tuple[int, int] = WINDOW, surfaces: dict | None = None) -> Path:
-    """Render anatomy and the plan's needles from a standard view into a PNG (atomically)."""
-    from trajplan.io.atomic import atomic_path
+def needle_view_name(needle: dict) -> str:
+    """The view name that looks down one needle: ``needle<rank>``."""
+    return f"needle{needle['rank']}"
+
+
+def _camera(labels: Volume, plan: dict, view: str) -> list:
+    centre, distance = scene_bounds(labels)
+    if view in VIEWS:
+        direction, up = VIEWS[view]
+        return [tuple(centre + distance * np.asarray(direction)), tuple(centre), up]
+    needle = next((n for n in plan.get("needles", []) if needle_view_name(n) == view), None)
+    if needle is None:
+        raise ValueError(f"unknown view {view!r}: use {', '.join(VIEWS)} or needle<rank> of a planned needle")
+    d = np.asarray(needle["entry_lps"], float) - np.asarray(needle["tip_lps"], float)
+    d /= np.linalg.norm(d)
+    up = (0.0, 0.0, 1.0) if abs(d[2]) < 0.9 else (0.0, 1.0, 0.0)
+    tip = np.asarray(needle["tip_lps"], float)
+    return [tuple(tip + 0.6 * distance * d), tuple(tip), up]
+
+
+def build_scene(labels: Volume, plan: dict, *, view: str = "posterior", size: tuple[int, int] = WINDOW,
+                surfaces: dict | None = None):
+    """An off-screen plotter holding the anatomy and the plan's needles, camera set to ``view``.
+
+    ``view`` is one of :data:`VIEWS` or ``needle<rank>``: looking down that needle from
+    behind its entry, centred on its tip.
+    """
     from trajplan.views.surfaces import label_surfaces
 
     surfaces = surfaces if surfaces is not None else label_surfaces(labels)
@@ -79,16 +102,31 @@ def render_scene_png(labels: Volume, plan: dict, path: str | Path, *, view: str 
     for mesh, colour, opacity in surfaces.values():
         plotter.add_mesh(mesh, color=colour, opacity=opacity, smooth_shading=True)
     add_needles(plotter, plan.get("needles", []))
-    centre, distance = scene_bounds(labels)
-    if view in VIEWS:
-        direction, up = VIEWS[view]
-    else:  # "needle<rank>": look down the needle from behind its entry
-        needle = next(n for n in plan["needles"] if f"needle{n['rank']}" == view)
-        d = np.asarray(needle["entry_lps"]) - np.asarray(needle["tip_lps"])
-        direction, up = d / np.linalg.norm(d), (0.0, 0.0, 1.0) if abs(d[2]) < 0.9 * np.linalg.norm(d) else (0.0, 1.0, 0.0)
-        centre = np.asarray(needle["tip_lps"], float)
-    plotter.camera_position = [tuple(centre + distance * np.asarray(direction)), tuple(centre), up]
-    plotter.add_text(f"{view} view", font_size=12, color="black")
+    plotter.camera_position = _camera(labels, plan, view)
+    title = f"view down needle {view[6:]}" if view.startswith("needle") else f"{view} view"
+    plotter.add_text(title, font_size=12, color="black")
+    return plotter
+
+
+def world_to_pixel(plotter, points: np.ndarray) -> np.ndarray:
+    """Pixel (row, column) in the plotter's screenshot of world points (n, 3), LPS mm."""
+    renderer = plotter.renderer
+    height = plotter.window_size[1]
+    out = []
+    for point in np.atleast_2d(points):
+        renderer.SetWorldPoint(*point, 1.0)
+        renderer.WorldToDisplay()
+        x, y, _ = renderer.GetDisplayPoint()
+        out.append((height - 1 - y, x))
+    return np.asarray(out)
+
+
+def render_scene_png(labels: Volume, plan: dict, path: str | Path, *, view: str = "posterior",
+                     size: tuple[int, int] = WINDOW, surfaces: dict | None = None) -> Path:
+    """Render anatomy and the plan's needles from ``view`` into a PNG (atomically)."""
+    from trajplan.io.atomic import atomic_path
+
+    plotter = build_scene(labels, plan, view=view, size=size, surfaces=surfaces)
     with atomic_path(path) as tmp:
         plotter.screenshot(str(tmp))
     plotter.close()
