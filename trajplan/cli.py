@@ -169,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 def cmd_render(args: argparse.Namespace) -> dict:
     from trajplan.views.render import render_plan_dir
 
-    written = render_plan_dir(args.plan_dir)
+    written = render_plan_dir(args.plan_dir, window=args.window)
     return {"output": args.plan_dir, "files": {k: str(v) for k, v in written.items()}}
 
 
@@ -263,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_options(p, label_map=True)
 
     p = command("render", cmd_render, "re-render the views and report of a plan folder",
-                "trajplan render case_plan")
+                "trajplan render case_plan --window soft")
     p.add_argument("plan_dir", metavar="PLAN_DIR")
+    p.add_argument("--window", choices=("bone", "soft"), default="bone",
+                   help="CT slices in the bone (W 2000 / L 400) or soft-tissue (W 400 / L 40) window")
 
     p = command("batch", cmd_batch, "plan many archived scans, resumably, locally or on Dask",
                 "trajplan batch archive/ -o scores --workers 2")

@@ -195,11 +195,12 @@ def run_plan(
         ct_roi = view_region(ct, labels, plan)
         write_volume_file(ct_roi, out_dir / CT_ROI)
     with timer.stage("rendering"):
-        render_scene_png(labels, plan, out_dir / "scene.png")
         if report:
             from trajplan.report import write_report
 
             write_report(out_dir, labels=labels, plan=plan, ct=ct_roi)
+        else:
+            render_scene_png(labels, plan, out_dir / "scene.png")
     return plan_summary(plan, out_dir, timer)
 
 

@@ -97,11 +97,14 @@ def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
     return "\n".join(parts)
 
 
-def render_views(out_dir: str | Path, *, labels, plan: dict, ct=None) -> dict[str, dict[str, Path]]:
+def render_views(out_dir: str | Path, *, labels, plan: dict, ct=None, window: str = "bone"
+                 ) -> dict[str, dict[str, Path]]:
     """Every picture of a plan folder: 3D views, the interactive scene, CT slices, fluoroscopy.
 
-    Writes ``views/<view>.png`` (posterior, lateral, inlet, outlet and ``needle<rank>``
-    down each needle) and ``scene.html``.
+    Writes ``scene.png`` (the posterior view), ``views/<view>.png`` (posterior, lateral,
+    inlet, outlet and ``needle<rank>`` down each needle) and ``scene.html``; with the CT (``ct``, in HU) also
+    ``slices/needle<rank>_{plane,axial_entry,axial_mid,axial_tip}.png`` in ``window``
+    (``bone`` or ``soft``) and ``fluoro/{ap,lateral,inlet,outlet}.png``.
 
     Returns
     -------
@@ -114,6 +117,7 @@ def render_views(out_dir: str | Path, *, labels, plan: dict, ct=None) -> dict[st
 
     out = Path(out_dir)
     surfaces = label_surfaces(labels)
+    render_scene_png(labels, plan, out / "scene.png", surfaces=surfaces)
     sections: dict[str, dict[str, Path]] = {"3D views": {}}
     views = list(VIEWS) + [needle_view_name(n) for n in plan.get("needles", [])]
     for view in views:
@@ -121,13 +125,19 @@ def render_views(out_dir: str | Path, *, labels, plan: dict, ct=None) -> dict[st
         sections["3D views"][caption] = render_scene_png(labels, plan, out / "views" / f"{view}.png", view=view,
                                                          surfaces=surfaces, size=(800, 600))
     write_scene_html(labels, plan, out / "scene.html", surfaces=surfaces)
+    if ct is not None:
+        from trajplan.views.fluoro import render_fluoro
+        from trajplan.views.slices import render_needle_slices
+
+        sections["CT slices along the needles"] = render_needle_slices(ct, labels, plan, out, window=window)
+        sections["Simulated fluoroscopy"] = render_fluoro(ct, plan, out)
     return sections
 
 
-def write_report(out_dir: str | Path, *, labels, plan: dict, ct=None) -> Path:
+def write_report(out_dir: str | Path, *, labels, plan: dict, ct=None, window: str = "bone") -> Path:
     """Render every view of the plan (:func:`render_views`) and write ``out_dir/report.html``."""
     out = Path(out_dir)
-    sections = render_views(out, labels=labels, plan=plan, ct=ct)
+    sections = render_views(out, labels=labels, plan=plan, ct=ct, window=window)
     path = out / "report.html"
     write_text(path, report_html(plan, sections))
     return path

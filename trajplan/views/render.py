@@ -11,11 +11,12 @@ from trajplan.io.files import read_volume_file
 CT_ROI = "ct_roi.nii.gz"
 
 
-def render_plan_dir(plan_dir: str | Path) -> dict[str, Path]:
+def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, Path]:
     """Re-render ``scene.png``, every view and ``report.html`` of a plan folder.
 
     Reads ``plan.json``, ``labels.nii.gz`` and, when present, ``ct_roi.nii.gz`` (the CT
-    around the sacrum, needed for the CT slices and the simulated fluoroscopy).
+    around the sacrum, needed for the CT slices, drawn in ``window``, and the simulated
+    fluoroscopy).
 
     Raises
     ------
@@ -23,7 +24,6 @@ def render_plan_dir(plan_dir: str | Path) -> dict[str, Path]:
         If the folder does not hold a plan written by ``trajplan plan``.
     """
     from trajplan.report import write_report
-    from trajplan.views.scene3d import render_scene_png
 
     plan_dir = Path(plan_dir)
     for name in ("plan.json", "labels.nii.gz"):
@@ -36,7 +36,7 @@ def render_plan_dir(plan_dir: str | Path) -> dict[str, Path]:
     labels = read_volume_file(plan_dir / "labels.nii.gz")
     ct = read_volume_file(plan_dir / CT_ROI) if (plan_dir / CT_ROI).is_file() else None
     return {
-        "scene": render_scene_png(labels, plan, plan_dir / "scene.png"),
-        "report": write_report(plan_dir, labels=labels, plan=plan, ct=ct),
+        "report": write_report(plan_dir, labels=labels, plan=plan, ct=ct, window=window),
+        "scene": plan_dir / "scene.png",
         "scene_html": plan_dir / "scene.html",
     }

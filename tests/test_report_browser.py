@@ -1,0 +1,73 @@
+"""The report and the interactive scene open in a real browser (headless Chromium via Playwright).
+
+Skipped, with the reason, only where no Chromium is installed (`make test` installs the Debian
+package when it runs as root).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from trajplan.cli import main
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def plan_dir(phantom_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
+                 str(phantom_dir / "labels.nii.gz"), "--needles", "2"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        yield browser
+        browser.close()
+
+
+def _open(browser, path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "blob:")) else None)
+    page.goto(path.as_uri(), wait_until="load")
+    return page, errors, requests
+
+
+def test_report_loads_without_errors_and_shows_every_image(browser, plan_dir):
+    page, errors, requests = _open(browser, plan_dir / "report.html")
+    images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
+                           "i.getBoundingClientRect().width])")
+    assert errors == [] and requests == []
+    captions = [alt for alt, *_ in images]
+    assert {"posterior view", "lateral view", "inlet view", "outlet view", "down needle 1"} <= set(captions)
+    assert {f"fluoroscopy {p} (simulated)" for p in ("AP", "lateral", "inlet", "outlet")} <= set(captions)
+    for rank in (1, 2):
+        for part in ("plane of the needle", "axial at the entry", "axial at the mid", "axial at the tip"):
+            assert any(c.startswith(f"needle {rank} (") and part in c for c in captions), (rank, part)
+    for alt, complete, natural, shown in images:
+        assert complete and natural >= 200 and shown > 100, alt
+    table = page.evaluate("document.querySelectorAll('tr.safe, tr.marginal, tr.unsafe').length")
+    assert table >= 2
+    page.close()
+
+
+def test_interactive_scene_draws_a_webgl_canvas(browser, plan_dir):
+    page, errors, requests = _open(browser, plan_dir / "scene.html")
+    page.wait_for_selector("canvas", timeout=20000)
+    legend = page.evaluate("Array.from(document.querySelectorAll('.legendtext')).map(e => e.textContent)")
+    assert errors == [] and requests == []
+    assert "sacrum" in legend and any(t.startswith("needle 1:") for t in legend)
+    page.close()
