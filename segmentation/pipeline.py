@@ -30,6 +30,10 @@ METAL_HU = 3000.0
 SACRAL_PAD_MM = 30.0
 MIN_SACRUM_ML = 30.0
 ILIUM_ASYMMETRY = 1.6
+LOCATE_ABOVE_VOXELS = 12_000_000     # larger CTs are searched at LOCATE_SPACING_MM first
+LOCATE_SPACING_MM = 2.0
+LOCATE_PAD_MM = (45.0, 35.0, 35.0)   # crop margin around the located sacrum (L, P, S)
+NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
             external_labels: dict[str, np.ndarray] | None = None) -> Segmentation:
     """Label the sacrum and its critical parts in a CT (HU).
 
+    A large fine CT is first segmented at LOCATE_SPACING_MM to find the sacrum; the full
+    resolution work then runs on the CT cropped around it (LOCATE_PAD_MM), and only the
+    neighbouring bones beyond the crop (ilia, L5, coccyx) come from the coarse pass. If
+    either pass finds no sacrum, the whole CT is segmented at full resolution.
+
     Parameters
     ----------
     ct : Volume
@@ -87,6 +96,52 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     ------
     NoSacrumError
         When no sacrum is in the field of view (the message says what was found).
+    """
+    coarse = np.maximum(ct.spacing, LOCATE_SPACING_MM)
+    if (sacrum_mask is not None or external_labels or np.prod(ct.shape) < LOCATE_ABOVE_VOXELS
+            or np.prod(ct.spacing / coarse) > 1 / 3):
+        return _segment_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels)
+    try:
+        rough = _segment_grid(ct.resample(coarse, fill=float(ct.array.min())), bones_only=True)
+    except NoSacrumError:
+        log.info("coarse pass found no sacrum: segmenting the whole CT at full resolution")
+        return _segment_grid(ct)
+    sacral = np.argwhere(lt.mask(rough.labels, "sacrum"))
+    corners = rough.labels.index_to_world(np.array([[a, b, c] for a in (sacral[:, 0].min(), sacral[:, 0].max())
+                                                    for b in (sacral[:, 1].min(), sacral[:, 1].max())
+                                                    for c in (sacral[:, 2].min(), sacral[:, 2].max())]))
+    index = ct.world_to_index(corners)
+    pad = np.abs(ct.direction.T @ np.asarray(LOCATE_PAD_MM)) / ct.spacing
+    lower = np.floor(index.min(axis=0) - pad).astype(int)
+    upper = np.ceil(index.max(axis=0) + pad + 1).astype(int)
+    lower, upper = np.clip(lower, 0, ct.shape), np.clip(upper, 0, ct.shape)
+    try:
+        fine = _segment_grid(ct.crop(tuple(lower), tuple(upper)), midline_x_mm=rough.report["midline_x_mm"])
+    except NoSacrumError:
+        log.info("no sacrum in the crop around the located one: segmenting the whole CT at full resolution")
+        return _segment_grid(ct)
+    full = rough.labels.resample_onto(ct, interpolator="nearest").array
+    full[full == lt.value("sacrum")] = 0
+    full[lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]] = fine.labels.array
+    labels = ct.with_array(full)
+    report = dict(fine.report)
+    report["notes"] = [f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
+                       "segmented at full resolution in a "
+                       f"{' x '.join(str(int(u - l)) for l, u in zip(lower, upper))} voxel crop", *report["notes"]]
+    report["structures"] = {name: {**entry, "quality": report["structures"][name]["quality"]}
+                            for name, entry in structure_table(labels).items()}
+    return Segmentation(labels=labels, report=report)
+
+
+def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
+                  external_labels: dict[str, np.ndarray] | None = None, bones_only: bool = False,
+                  midline_x_mm: float | None = None) -> Segmentation:
+    """Label the sacrum and its critical parts in a CT (HU), all at the CT's own resolution (see :func:`segment`).
+
+    With ``bones_only`` only the separated bones are labelled (``sacrum`` and NEIGHBOURS), and the
+    report holds the notes and ``midline_x_mm``: what the coarse locating pass needs. The body's
+    left-right midline (LPS x, mm) is measured on this CT unless ``midline_x_mm`` gives it (a crop
+    of a larger CT keeps the midline of the whole body).
     """
     from segmentation.external import mask_on_grid
 
@@ -113,8 +168,11 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     solid, cortex_hu = solid_bone(smooth, spacing)
     notes.append(f"bone enclosed by cortex > {cortex_hu:g} HU")
     body_c = body[box]
-    column = body_c.sum(axis=(1, 2))
-    midline_i = float((np.arange(len(column)) * column).sum() / column.sum())
+    if midline_x_mm is None:
+        column = body_c.sum(axis=(1, 2))
+        midline_i = float((np.arange(len(column)) * column).sum() / column.sum())
+    else:
+        midline_i = float(canon.world_to_index(np.array([[midline_x_mm, 0.0, 0.0]]))[0, 0]) - box[0].start
     if "sacrum" in ext:
         bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
     else:
@@ -131,6 +189,14 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     for axis, name in ((2, "cranio-caudal"), (0, "left-right"), (1, "antero-posterior")):
         if sac_idx[:, axis].min() == 0 or sac_idx[:, axis].max() == bones.sacrum.shape[axis] - 1:
             partial.append(f"the sacrum is cut by the field of view ({name})")
+    if bones_only:
+        out = np.zeros(canon.shape, dtype=np.uint8)
+        inside = out[box]
+        for name in ("sacrum", *NEIGHBOURS):
+            inside[getattr(bones, name)] = lt.value(name)
+        midline_x = float(canon.index_to_world(np.array([[midline_i + box[0].start, 0.0, 0.0]]))[0, 0])
+        return Segmentation(labels=ct.with_array(reorder.undo(canon.with_array(out)).array),
+                            report={"notes": notes, "midline_x_mm": midline_x})
 
     # Fine work in the sacral region only.
     pad = np.ceil(SACRAL_PAD_MM / spacing).astype(int)
@@ -193,9 +259,8 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     return Segmentation(labels=labels, report=report)
 
 
-def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str], trabecular_hu: float,
-                        foramina_found: dict[str, int], source: str) -> dict:
-    """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag."""
+def structure_table(labels: Volume) -> dict[str, dict]:
+    """Per label name: value, voxels, volume (ml), LPS bounding box and "ok" / "not found"."""
     structures = {}
     counts = np.bincount(labels.array.reshape(-1), minlength=256)
     boxes = ndimage.find_objects(labels.array)                     # one pass for every label
@@ -209,6 +274,13 @@ def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str],
                                     np.round(corners.max(axis=0), 1).tolist()]
         entry["quality"] = "ok" if n else "not found"
         structures[label.name] = entry
+    return structures
+
+
+def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str], trabecular_hu: float,
+                        foramina_found: dict[str, int], source: str) -> dict:
+    """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag."""
+    structures = structure_table(labels)
     for side, count in foramina_found.items():
         for level in range(count + 1, 5):
             structures[f"foramen_S{level}_{side}"]["quality"] = (

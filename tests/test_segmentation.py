@@ -55,6 +55,24 @@ def test_neighbours_are_separated(result):
         assert dice(lt.mask(seg.labels, neighbour), truth) > 0.8, neighbour
 
 
+def test_large_ct_located_coarse_then_segmented_in_a_crop_gives_the_full_resolution_result(monkeypatch):
+    from segmentation import pipeline
+
+    phantom = make_phantom(PhantomParams(seed=3, spacing=(1.25,) * 3, fracture="right"))
+    monkeypatch.setattr(pipeline, "LOCATE_ABOVE_VOXELS", 0)
+    located = segment(phantom.ct)
+    assert located.report["notes"][0].startswith("sacrum located on a 2 x 2 x 2 mm grid"), located.report["notes"]
+    whole = pipeline._segment_grid(phantom.ct)
+    assert located.labels.same_geometry(whole.labels)
+    for name in ("sacrum", "ala_left", "ala_right", "anterior_cortex", "fracture", "canal", "foramen_S1_left",
+                 "foramen_S2_right", "si_joint_left"):
+        a, b = lt.mask(located.labels, name), lt.mask(whole.labels, name)
+        assert a.any() and dice(a, b) >= 0.98, name
+    for neighbour in ("ilium_left", "ilium_right", "L5"):     # from the 2 mm pass beyond the crop
+        assert dice(lt.mask(located.labels, neighbour), lt.mask(phantom.labels, neighbour)) > 0.8, neighbour
+    assert located.report["structures"]["canal"]["voxels"] == int(lt.mask(located.labels, "canal").sum())
+
+
 def test_written_files(result, tmp_path):
     phantom, seg = result
     written = write_segmentation(seg, tmp_path)
