@@ -3,11 +3,16 @@
 Canal: in each axial slice it is the hole on the midline that the sacral bone
 encloses once the foramen openings are closed (a 2-D closing wider than a foramen,
 narrower than the canal); its width is taken as the running median over slices,
-which rejects the slices where the foramina widen the hole.
+which rejects the slices where the foramina widen the hole, and it ends in front
+where the hole ends on the midline (the back of the vertebral bodies; running
+median too): the foramina leave the canal laterally and run forward, so the parts
+of the hole in front of that line and beside the midline are foramina.
 
 Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
-envelope that connect to the canal, lateral to it; one connected piece per level
-and side, named S1..S4 from the top.
+envelope that connect to the canal, in pieces that reach out beyond the canal's side
+wall; grouped by height into levels per side, named S1..S4 from the top, and each
+grown by FORAMEN_GROW_MM inside the envelope (the smoothed bright walls pull the
+threshold edge into the lumen).
 """
 
 from __future__ import annotations
@@ -18,8 +23,14 @@ from scipy import ndimage
 from segmentation.bone import ball
 
 CANAL_SEARCH_MM = 12.0
+MIDLINE_BAND_MM = 2.0
 ENVELOPE_CLOSE_MM = 5.0
 LEVEL_GAP_MM = 8.0
+MIN_LEVEL_ML = 0.02
+MIN_REACH_MM = 4.0
+MAX_LEVEL_ML = 4.0      # a foramen channel holds about 0.3-2 ml
+MIN_DARK_HU = 10.0
+FORAMEN_GROW_MM = 1.0   # smoothing against the bright walls shrinks a thresholded lumen by about this
 
 
 def _disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
@@ -31,6 +42,7 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
     canal = np.zeros_like(sacrum)
     disk = _disk(ENVELOPE_CLOSE_MM, spacing)
     half_widths = np.full(sacrum.shape[2], np.nan)
+    fronts = np.full(sacrum.shape[2], np.nan)      # the hole's most anterior row on the midline
     x = np.arange(sacrum.shape[0])
     for z in range(sacrum.shape[2]):
         section = sacrum[:, :, z]
@@ -49,14 +61,21 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
         canal[:, :, z] = hole
         xs = np.flatnonzero(hole.any(axis=1))
         half_widths[z] = max(abs(xs.min() - midline_i), abs(xs.max() - midline_i)) + 0.5
+        on_midline = np.flatnonzero(hole[np.abs(x - midline_i) * spacing[0] <= MIDLINE_BAND_MM].any(axis=0))
+        if len(on_midline):
+            fronts[z] = on_midline.min()
     valid = np.flatnonzero(~np.isnan(half_widths))
     if not len(valid):
         return canal
     window = max(int(round(10.0 / spacing[2])), 2)
+    y = np.arange(sacrum.shape[1])
     for z in valid:
         near = half_widths[max(z - window, 0): z + window + 1]
         limit = np.nanmedian(near)
         canal[:, :, z] &= (np.abs(x - midline_i) <= limit)[:, None]
+        front = fronts[max(z - window, 0): z + window + 1]
+        if np.isfinite(front).any():
+            canal[:, :, z] &= (y >= np.nanmedian(front) - 0.5)[None, :]
     return _largest(canal)
 
 
@@ -69,14 +88,36 @@ def _largest(mask: np.ndarray) -> np.ndarray:
 
 
 def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                  midline_i: float, dark_hu: float) -> dict[str, list[np.ndarray]]:
+                  midline_i: float, dark_hu: float) -> tuple[dict[str, list[np.ndarray]], float]:
     """Foramen channels per side, each a list of masks ordered from the top (S1) down.
+
+    When a level comes out larger than MAX_LEVEL_ML (dark osteoporotic bone or a fracture
+    line joined the channel), the search is repeated with the threshold halved, down to
+    MIN_DARK_HU.
 
     Parameters
     ----------
     dark_hu : float
         Lumen threshold (below it a voxel can be a lumen): about half the trabecular HU.
+
+    Returns
+    -------
+    foramina : dict
+        ``"left"`` / ``"right"`` -> masks, top level first.
+    lumen_hu : float
+        The threshold finally used (``dark_hu`` or lower).
     """
+    while True:
+        found = _foramina_below(smooth, sacrum, canal, spacing, midline_i, dark_hu)
+        largest = max((m.sum() for masks in found.values() for m in masks), default=0)
+        if largest * np.prod(spacing) / 1000.0 <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
+            return found, dark_hu
+        dark_hu /= 2
+
+
+def _foramina_below(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
+                    midline_i: float, dark_hu: float) -> dict[str, list[np.ndarray]]:
+    """:func:`find_foramina` at one lumen threshold."""
     envelope = ndimage.binary_closing(sacrum | canal, structure=ball(ENVELOPE_CLOSE_MM, spacing),
                                       border_value=0)
     envelope = ndimage.binary_fill_holes(envelope)
@@ -86,17 +127,43 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     connected = np.unique(labels[touching & dark])
     channels = np.isin(labels, connected[connected > 0])
     x = np.arange(smooth.shape[0])[:, None, None]
+    channels &= _reaching_out(channels, canal, spacing, midline_i)
+    grow = ball(FORAMEN_GROW_MM, spacing)
+    claimed = canal | channels
     out: dict[str, list[np.ndarray]] = {}
     for side, sign in (("left", 1.0), ("right", -1.0)):
-        out[side] = _levels(channels & (sign * (x - midline_i) > 0), spacing)
+        out[side] = []
+        for level in _levels(channels & (sign * (x - midline_i) > 0), spacing):
+            grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
+            claimed |= grown
+            out[side].append(grown)
     return out
+
+
+def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
+    """The channel pieces that reach MIN_REACH_MM beyond the canal's side wall in their slices.
+
+    A foramen runs from the canal out to the bone surface; a dark corner of the canal itself
+    left over by the canal's width limit does not reach out.
+    """
+    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
+    wall = np.where(canal.any(axis=1), offset[:, None], 0.0).max(axis=0)        # per slice, mm
+    pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
+    keep = np.zeros(count + 1, dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(pieces), start=1):
+        if box is None:
+            continue
+        idx = np.argwhere(pieces[box] == i) + [b.start for b in box]
+        keep[i] = np.any(offset[idx[:, 0]] - wall[idx[:, 2]] >= MIN_REACH_MM)
+    return keep[pieces]
 
 
 def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -> list[np.ndarray]:
     """Group one side's channel fragments into foramen levels by height, top (S1) first.
 
     Fragments are taken largest first; one within LEVEL_GAP_MM of a level's height joins
-    it, another starts a new level while there are fewer than ``max_levels``.
+    it, another of at least MIN_LEVEL_ML starts a new level while there are fewer than
+    ``max_levels`` (smaller ones are dropped).
     """
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count:
@@ -105,10 +172,13 @@ def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -
     heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
     heights = heights * spacing[2]
     levels: list[tuple[float, float, list[int]]] = []        # (height, weight, piece ids)
+    least = MIN_LEVEL_ML * 1000.0 / float(np.prod(spacing))
     for i in np.argsort(-sizes):
         if sizes[i] < 2:
             continue
         near = [k for k, (h, _, _) in enumerate(levels) if abs(h - heights[i]) <= LEVEL_GAP_MM]
+        if not near and sizes[i] < least:
+            continue                                           # a crumb (e.g. a canal corner) is no foramen
         if not near and len(levels) >= max_levels:
             near = [int(np.argmin([abs(h - heights[i]) for h, _, _ in levels]))]
         if near:

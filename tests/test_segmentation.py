@@ -38,9 +38,9 @@ def test_agreement_with_ground_truth(result):
     assert seg.labels.same_geometry(phantom.ct)
     figures = compare(seg.labels, phantom.labels)
     assert figures["dice_sacral_bone"] >= 0.95, figures
-    assert figures["dice_ala"] >= 0.75, figures
-    assert figures["dice_canal"] >= 0.7, figures
-    assert figures["dice_foramina"] >= 0.25, figures
+    assert figures["dice_ala"] >= 0.72, figures
+    assert figures["dice_canal"] >= 0.8, figures
+    assert figures["dice_foramina"] >= 0.6, figures
     assert figures["foramina_S1_S3_detected"] == 6, figures
     assert figures["cortex_msd_mm"] <= 1.6 and figures["cortex_hd95_mm"] <= 5.0, figures
     assert figures["fracture_recall"] >= 0.65, figures

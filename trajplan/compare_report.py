@@ -83,17 +83,13 @@ def needles_for_full_coverage(rows: list[dict], threshold: float) -> dict[tuple[
 
 
 def _figure(path: Path, draw: Callable, size: tuple[float, float] = (8.0, 4.5)) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure       # no pyplot: no global backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=size, dpi=100)
+    fig = Figure(figsize=size, dpi=100)
     draw(fig)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path
 
 

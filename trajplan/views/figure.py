@@ -50,10 +50,7 @@ def _scale_bar_mm(width_mm: float) -> int:
 
 def save_annotated(rgb: np.ndarray, path: str | Path, notes: Annotations, dpi: int = 100) -> Path:
     """Save ``rgb`` (rows, cols, 3 uint8) with ``notes`` as a PNG of exactly that size (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure       # no pyplot: no global backend or figure state
 
     rows, cols = rgb.shape[:2]
     fig = Figure(figsize=(cols / dpi, rows / dpi), dpi=dpi)
