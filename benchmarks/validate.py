@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sample_ct.phantom import PhantomParams, make_phantom
+from sample_ct.cohort import cohort
+from sample_ct.phantom import make_phantom
 from segmentation.metrics import compare
 from segmentation.pipeline import segment
 from trajplan.errors import InputError
@@ -28,22 +29,8 @@ from trajplan.planning import PlanOptions, plan_needles
 from trajplan.verify import recheck
 
 SPACINGS = (1.0, 1.25, 1.5, 2.0)
-FRACTURES = ("left", "right", "bilateral", "none")
 TARGETS = {"dice_sacral_bone": 0.95, "dice_ala": 0.90, "dice_canal": 0.85, "dice_foramina": 0.75,
            "cortex_msd_mm": 1.0, "cortex_hd95_mm": 2.0, "fracture_recall": 0.8}
-
-
-def cohort(cases: int, seed: int) -> list[PhantomParams]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(cases):
-        fracture = FRACTURES[i % len(FRACTURES)]
-        out.append(PhantomParams(
-            seed=seed + i, spacing=(float(SPACINGS[i % len(SPACINGS)]),) * 3, fracture=fracture,
-            lesion=("left", "right", "body")[i % 3] if fracture == "none" else "none",
-            osteoporosis=round(float(rng.uniform(0.0, 1.0)), 2),
-            position=("supine", "prone")[i % 2]))
-    return out
 
 
 def plan_check(labels, truth, ct) -> tuple[str, int, int]:
@@ -67,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows, start = [], time.perf_counter()
-    for params in cohort(args.cases, args.seed):
+    for params in cohort(args.cases, args.seed, SPACINGS, vary_anatomy=False):
         phantom = make_phantom(params)
         t0 = time.perf_counter()
         try:
