@@ -71,8 +71,10 @@ def save_annotated(rgb: np.ndarray, path: str | Path, notes: Annotations, dpi: i
     bar_mm = _scale_bar_mm(cols * notes.pixel_mm)
     bar_px = bar_mm / notes.pixel_mm
     y0 = rows - 12
+    ax.plot([10, 10 + bar_px], [y0, y0], color="black", linewidth=5, solid_capstyle="butt")
     ax.plot([10, 10 + bar_px], [y0, y0], color="white", linewidth=3, solid_capstyle="butt")
-    ax.text(10 + bar_px / 2, y0 - 4, f"{bar_mm} mm", color="white", fontsize=size, ha="center", va="bottom")
+    ax.text(10 + bar_px / 2, y0 - 5, f"{bar_mm} mm", color="white", fontsize=size, ha="center", va="bottom",
+            bbox=box)
     for i, (name, colour) in enumerate(reversed(notes.legend)):
         ax.text(cols - 6, rows - 8 - i * 1.6 * size, name, color=np.asarray(colour) / 255, fontsize=size * 0.9,
                 ha="right", va="bottom", bbox=box)
