@@ -8,6 +8,7 @@ from scipy import ndimage
 
 CORTEX_BAND_MM = 2.0
 JOINT_REACH_MM = 4.0
+JOINT_HALF_WIDTH_MM = 1.5
 DISC_REACH_MM = 12.0
 FRACTURE_VALLEY_MM = 3.0
 FRACTURE_MIN_HEIGHT_MM = 15.0
@@ -65,12 +66,21 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray)
 
 
 def joints(sacrum: np.ndarray, ilium: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Sacroiliac joint: non-bone voxels within reach of both the sacrum and this ilium."""
+    """Sacroiliac joint: the sheet where the sacrum meets this ilium, and the gaps beside it.
+
+    The bone split puts the sacrum-ilium border on the darkest sheet between the two
+    bones, which is the joint space; but a narrow joint is inside the solid bone (its
+    cortices are sealed together), so the joint is the band of JOINT_HALF_WIDTH_MM on
+    either side of that border, plus the non-bone voxels within JOINT_REACH_MM of both
+    bones (a joint space wide enough to stay open).
+    """
     if not ilium.any():
         return np.zeros_like(sacrum)
     d_sac = ndimage.distance_transform_edt(~sacrum, sampling=spacing)
     d_il = ndimage.distance_transform_edt(~ilium, sampling=spacing)
-    return ~solid & (d_sac <= JOINT_REACH_MM) & (d_il <= JOINT_REACH_MM)
+    near = max(JOINT_HALF_WIDTH_MM, float(np.max(spacing)) + 0.01)     # at least the neighbouring voxel
+    border = (sacrum | ilium) & (d_sac <= near) & (d_il <= near)
+    return border | (~solid & (d_sac <= JOINT_REACH_MM) & (d_il <= JOINT_REACH_MM))
 
 
 def disc(sacrum: np.ndarray, l5: np.ndarray, solid: np.ndarray, smooth: np.ndarray,

@@ -229,16 +229,16 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     for name in ("ilium_left", "ilium_right", "L5", "coccyx"):
         out[getattr(bones, name)[roi]] = lt.value(name)
     out[disc(sac, bones.L5[roi], sol, sm, spacing, midline_r)] = lt.value("L5_S1_disc")
-    for side in ("left", "right"):
-        out[joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing)
-            & (np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None] == (1 if side == "left" else -1))] = \
-            lt.value(f"si_joint_{side}")
     out[bone] = lt.value("sacrum")
     out[ala["left"]] = lt.value("ala_left")
     out[ala["right"]] = lt.value("ala_right")
     out[cortex] = lt.value("anterior_cortex")
     out[lytic] = lt.value("lesion")
     out[crack] = lt.value("fracture")
+    for side in ("left", "right"):                   # the joint sheet is cut from the bones beside it
+        out[joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing)
+            & (np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None] == (1 if side == "left" else -1))] = \
+            lt.value(f"si_joint_{side}")
     out[canal] = lt.value("canal")
     for side, masks in foramina.items():
         for level, m in enumerate(masks, start=1):

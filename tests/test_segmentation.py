@@ -44,6 +44,11 @@ def test_agreement_with_ground_truth(result):
     assert figures["foramina_S1_S3_detected"] == 6, figures
     assert figures["cortex_msd_mm"] <= 1.6 and figures["cortex_hd95_mm"] <= 5.0, figures
     assert figures["fracture_recall"] >= 0.65, figures
+    for side in ("left", "right"):       # the joint sheet, not the bone beside it, carries the joint label
+        truth = lt.mask(phantom.labels, f"si_joint_{side}")
+        found = lt.mask(seg.labels, f"si_joint_{side}")
+        assert (truth & found).sum() >= 0.6 * truth.sum(), side
+        assert (found & ~truth).sum() <= 2.0 * truth.sum(), side
 
 
 def test_neighbours_are_separated(result):
