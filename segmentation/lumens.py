@@ -107,20 +107,20 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     lumen_hu : float
         The threshold finally used (``dark_hu`` or lower).
     """
+    envelope = ndimage.binary_closing(sacrum | canal, structure=ball(ENVELOPE_CLOSE_MM, spacing),
+                                      border_value=0)
+    envelope = ndimage.binary_fill_holes(envelope)
     while True:
-        found = _foramina_below(smooth, sacrum, canal, spacing, midline_i, dark_hu)
+        found = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
         largest = max((m.sum() for masks in found.values() for m in masks), default=0)
         if largest * np.prod(spacing) / 1000.0 <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
             return found, dark_hu
         dark_hu /= 2
 
 
-def _foramina_below(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
+def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
                     midline_i: float, dark_hu: float) -> dict[str, list[np.ndarray]]:
-    """:func:`find_foramina` at one lumen threshold."""
-    envelope = ndimage.binary_closing(sacrum | canal, structure=ball(ENVELOPE_CLOSE_MM, spacing),
-                                      border_value=0)
-    envelope = ndimage.binary_fill_holes(envelope)
+    """:func:`find_foramina` at one lumen threshold, inside the closed sacral ``envelope``."""
     dark = (smooth < dark_hu) & envelope & ~canal
     touching = ndimage.binary_dilation(canal, structure=np.ones((3, 3, 3))) & ~canal
     labels, count = ndimage.label(dark, structure=np.ones((3, 3, 3)))
@@ -149,13 +149,11 @@ def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, 
     offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
     wall = np.where(canal.any(axis=1), offset[:, None], 0.0).max(axis=0)        # per slice, mm
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
-    keep = np.zeros(count + 1, dtype=bool)
-    for i, box in enumerate(ndimage.find_objects(pieces), start=1):
-        if box is None:
-            continue
-        idx = np.argwhere(pieces[box] == i) + [b.start for b in box]
-        keep[i] = np.any(offset[idx[:, 0]] - wall[idx[:, 2]] >= MIN_REACH_MM)
-    return keep[pieces]
+    if not count:
+        return channels
+    reach = np.broadcast_to((offset[:, None] - wall[None, :])[:, None, :], channels.shape)
+    farthest = ndimage.maximum(reach, pieces, index=np.arange(1, count + 1))
+    return np.concatenate([[False], np.asarray(farthest) >= MIN_REACH_MM])[pieces]
 
 
 def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -> list[np.ndarray]:
