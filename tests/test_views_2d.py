@@ -105,7 +105,7 @@ def test_drr_line_integral_is_attenuation_times_path_length():
     water[10:50, 10:50, 10:50] = 0.0                       # a 40 mm cube of water at 1 mm
     ct = Volume(water, (1.0, 1.0, 1.0), origin=(-30.0, -30.0, -30.0))
     for projection, path_mm in (("ap", 40.0), ("lateral", 40.0), ("inlet", 40.0 / np.cos(np.deg2rad(40)))):
-        line, detector = fluoro.drr(ct, projection)
+        line, detector = fluoro.drr(fluoro.attenuation(ct), projection)
         row, col = detector.to_pixel(np.zeros((1, 3)))[0]
         centre = line[int(round(row)), int(round(col))]
         assert centre == pytest.approx(fluoro.MU_WATER_PER_MM * path_mm, rel=0.04), projection
@@ -118,7 +118,7 @@ def test_fluoroscopy_projects_needles_in_their_colours_on_the_correct_side(case,
     assert sorted(p.name for p in written.values()) == ["ap.png", "inlet.png", "lateral.png", "outlet.png"]
     for projection in ("ap", "outlet"):
         png = mpimg.imread(tmp_path / "fluoro" / f"{projection}.png")
-        line, detector = fluoro.drr(ct, projection)
+        line, detector = fluoro.drr(fluoro.attenuation(ct), projection)
         assert png.shape[:2] == line.shape
         mids = {}
         for needle in plan["needles"]:
@@ -128,5 +128,5 @@ def test_fluoroscopy_projects_needles_in_their_colours_on_the_correct_side(case,
         assert mids["left"][1] > mids["right"][1]           # patient's left on the image right, as on a C-arm AP
     # bone is darker than soft tissue beside it (transmission display)
     png = mpimg.imread(tmp_path / "fluoro" / "lateral.png")[..., 0]
-    line, detector = fluoro.drr(ct, "lateral")
+    line, detector = fluoro.drr(fluoro.attenuation(ct), "lateral")
     assert png[line > np.percentile(line, 99)].mean() < png[(line > 0.5 * line.max()) & (line < np.percentile(line, 60))].mean()

@@ -64,9 +64,10 @@ class Detector:
         return np.stack([rel @ self.down, rel @ self.right], axis=1) / self.pixel_mm
 
 
-def attenuation(hu: np.ndarray) -> np.ndarray:
-    """Linear attenuation per mm from HU (water MU_WATER_PER_MM, air 0)."""
-    return np.maximum(MU_WATER_PER_MM * (1.0 + hu.astype(np.float32) / 1000.0), 0.0).astype(np.float32)
+def attenuation(ct: Volume) -> Volume:
+    """Linear attenuation per mm (float32) from a CT in HU (water MU_WATER_PER_MM, air 0), same grid."""
+    mu = np.maximum(MU_WATER_PER_MM * (1.0 + ct.array.astype(np.float32) / 1000.0), 0.0)
+    return ct.with_array(mu.astype(np.float32, copy=False))
 
 
 def _axes(projection: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,11 +79,11 @@ def _axes(projection: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.cross(ray, up), -up, ray          # right, down, ray: a right-handed frame
 
 
-def drr(ct: Volume, projection: str, *, pixel_mm: float | None = None) -> tuple[np.ndarray, Detector]:
-    """Line integrals of attenuation through ``ct`` along one projection's rays.
+def drr(mu: Volume, projection: str, *, pixel_mm: float | None = None) -> tuple[np.ndarray, Detector]:
+    """Line integrals through an attenuation volume (:func:`attenuation`) along one projection's rays.
 
-    Rays are cast every ``max(smallest CT spacing, MIN_PIXEL_MM)`` and sampled every
-    smallest CT spacing along the ray; the image is then interpolated (bilinear) to
+    Rays are cast every ``max(smallest spacing, MIN_PIXEL_MM)`` and sampled every
+    smallest spacing along the ray; the image is then interpolated (bilinear) to
     ``pixel_mm``, by default fine enough for DISPLAY_SIDE_PX pixels along its longer side.
 
     Returns
@@ -93,18 +94,18 @@ def drr(ct: Volume, projection: str, *, pixel_mm: float | None = None) -> tuple[
         Where each pixel lies, for projecting points onto the image.
     """
     right, down, ray = _axes(projection)
-    step = float(ct.spacing.min())
+    step = float(mu.spacing.min())
     ray_mm = max(step, MIN_PIXEL_MM)
-    corners = ct.index_to_world(np.array([[a, b, c] for a in (0, ct.shape[0] - 1) for b in (0, ct.shape[1] - 1)
-                                          for c in (0, ct.shape[2] - 1)], float))
+    corners = mu.index_to_world(np.array([[a, b, c] for a in (0, mu.shape[0] - 1) for b in (0, mu.shape[1] - 1)
+                                          for c in (0, mu.shape[2] - 1)], float))
     frame = np.stack([right, down, ray], axis=1)
     local = corners @ frame
     low, high = local.min(axis=0), local.max(axis=0)
     spacing = np.array([ray_mm, ray_mm, step])
     size = tuple(int(n) for n in np.ceil((high - low) / spacing) + 1)
     grid = Volume(np.zeros((1, 1, 1), np.uint8), spacing, frame @ low, frame)
-    mu = ct.with_array(attenuation(ct.array)).resample_onto(grid, size=size, interpolator="linear", fill=0.0)
-    coarse = mu.array.sum(axis=2, dtype=np.float64).T * step
+    along_rays = mu.resample_onto(grid, size=size, interpolator="linear", fill=0.0)
+    coarse = along_rays.array.sum(axis=2, dtype=np.float64).T * step
     pixel_mm = pixel_mm or min(ray_mm, float((high - low)[:2].max()) / DISPLAY_SIDE_PX)
     shape = tuple(int(n) for n in np.floor((np.asarray(coarse.shape) - 1) * ray_mm / pixel_mm) + 1)
     rows, cols = np.indices(shape) * (pixel_mm / ray_mm)
@@ -137,9 +138,10 @@ def render_fluoro(ct: Volume, plan: dict, out_dir: str | Path) -> dict[str, Path
         Caption -> PNG path.
     """
     needles = plan.get("needles", [])
+    mu = attenuation(ct)
     out: dict[str, Path] = {}
     for projection in PROJECTIONS:
-        line_integral, detector = drr(ct, projection)
+        line_integral, detector = drr(mu, projection)
         rgb = fluoro_picture(line_integral, detector, needles)
         marks = []
         for needle in needles:
