@@ -28,7 +28,7 @@ from trajplan.margins import resolve_margins
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.verify import recheck
 
-SPACINGS = (1.0, 1.25, 1.5, 2.0)
+SPACINGS = (0.6, 1.0, 1.25, 1.5, 2.0)
 TARGETS = {"dice_sacral_bone": 0.95, "dice_ala": 0.90, "dice_canal": 0.85, "dice_foramina": 0.75,
            "cortex_msd_mm": 1.0, "cortex_hd95_mm": 2.0, "fracture_recall": 0.8}
 
@@ -83,7 +83,7 @@ def _fmt(value) -> str:
 
 
 def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
-    keys = list(TARGETS)
+    keys = [*TARGETS, "fracture_false_ml"]
     lines = [
         "# Validation",
         "",
@@ -114,6 +114,11 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         meets = sum((v <= target) if key.endswith("_mm") else (v >= target) for v in values)
         lines.append(f"| {key} | {'<=' if key.endswith('_mm') else '>='} {target} | {np.median(values):.3f} | "
                      f"{meets}/{len(values)} |")
+    clean = [f["fracture_false_ml"] for (params, _, _, _, _), f in zip(rows, [r[1] for r in rows])
+             if "error" not in f and params.fracture == "none"]
+    if clean:
+        lines.append(f"| fracture labelled in fracture-free cases (ml) | 0 | {np.median(clean):.3f} | "
+                     f"{sum(v == 0 for v in clean)}/{len(clean)} |")
     lines.append(f"| segmentation refused (no sacrum) | 0 | | {len(rows) - len(ok)} of {len(rows)} |")
     lines += [
         "",

@@ -8,6 +8,8 @@ from scipy import ndimage
 from trajplan import labels as lt
 from trajplan.volume import Volume
 
+FALSE_FRACTURE_MM = 5.0     # fracture labelled farther than this from a true fracture line is false
+
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice coefficient of two boolean masks (1.0 when both are empty)."""
@@ -27,7 +29,10 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> np.n
 
 
 def compare(result: Volume, reference: Volume) -> dict[str, float]:
-    """The validation figures of a segmentation against ground truth on the same grid."""
+    """The validation figures of a segmentation against ground truth on the same grid.
+
+    ``fracture_false_ml`` is the labelled fracture farther than FALSE_FRACTURE_MM from any true one.
+    """
     r, g = result.array, reference.array
     out = {
         "dice_sacral_bone": dice(lt.sacral_bone(r), lt.sacral_bone(g)),
@@ -44,8 +49,11 @@ def compare(result: Volume, reference: Volume) -> dict[str, float]:
     d = surface_distances(lt.mask(r, "anterior_cortex"), lt.mask(g, "anterior_cortex"), result.spacing)
     out["cortex_msd_mm"] = float(d.mean())
     out["cortex_hd95_mm"] = float(np.percentile(d, 95))
-    truth = lt.mask(g, "fracture")
+    truth, found = lt.mask(g, "fracture"), lt.mask(r, "fracture")
     if truth.any():
-        near = ndimage.binary_dilation(lt.mask(r, "fracture"), iterations=1)
+        near = ndimage.binary_dilation(found, iterations=1)
         out["fracture_recall"] = float((truth & near).sum() / truth.sum())
+    beyond = ndimage.distance_transform_edt(~truth, sampling=result.spacing) > FALSE_FRACTURE_MM if truth.any() \
+        else np.ones_like(truth)
+    out["fracture_false_ml"] = float((found & beyond).sum() * result.voxel_volume_ml)
     return out

@@ -10,7 +10,13 @@ CORTEX_BAND_MM = 2.0
 JOINT_REACH_MM = 4.0
 JOINT_HALF_WIDTH_MM = 1.5
 DISC_REACH_MM = 12.0
-FRACTURE_VALLEY_MM = 3.0
+FRACTURE_SHEET_MM = 4.0                  # averaging within the plane of a fracture line
+FRACTURE_ACROSS_MM = 1.0                 # and across it
+FRACTURE_SIDE_MM = 5.0                   # compared with the bone this far to each side
+FRACTURE_NOISE_K = 4.0
+FRACTURE_THRESHOLD_HU = (50.0, 100.0)    # the contrast threshold stays within these
+FRACTURE_GROW = 0.6
+FRACTURE_INSET_MM = 1.0
 FRACTURE_MIN_HEIGHT_MM = 15.0
 
 
@@ -96,27 +102,45 @@ def disc(sacrum: np.ndarray, l5: np.ndarray, solid: np.ndarray, smooth: np.ndarr
             & (d_sac + d_l5 <= DISC_REACH_MM * 1.3) & (smooth > -100) & (smooth < 250))
 
 
-def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray, trabecular_hu: float) -> np.ndarray:
-    """Thin low-density lines running through the ala roughly parallel to the SI joint.
+def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Fracture lines in the alae: thin near-sagittal sheets brighter or darker than the bone beside them.
 
-    A voxel is on such a line when it is darker, by more than max(80, 0.3 x the
-    trabecular HU), than both voxels 3 mm to its left and right (a valley across a
-    near-sagittal plane: Denis zone I fractures run parallel to the SI joint).
-    Pieces shorter than 15 mm cranio-caudally are dropped.
+    Denis zone I insufficiency fractures run through the ala roughly parallel to the SI
+    joint; on CT they show as a thin line, dark (the crack) or bright (its sclerotic
+    margins), in trabecular bone whose texture is as strong as the line itself. The line
+    is a sheet, so the CT is averaged within near-sagittal planes (Gaussian of
+    FRACTURE_SHEET_MM along y and z, FRACTURE_ACROSS_MM along x; only ala voxels count)
+    and each voxel is compared with the averages FRACTURE_SIDE_MM to its left and right.
+    Where it stands out from both by more than the threshold (FRACTURE_NOISE_K x the
+    robust spread of that contrast over the ala, kept within FRACTURE_THRESHOLD_HU), at
+    least FRACTURE_INSET_MM inside the ala, the sheet is seeded; it is grown through the
+    ala where the contrast exceeds FRACTURE_GROW x the threshold. Pieces shorter than
+    FRACTURE_MIN_HEIGHT_MM cranio-caudally are dropped.
     """
-    shift = max(int(round(FRACTURE_VALLEY_MM / spacing[0])), 1)
-    left = np.roll(smooth, shift, axis=0)
-    right = np.roll(smooth, -shift, axis=0)
-    valley = np.minimum(left, right) - smooth
-    depth = max(80.0, 0.3 * trabecular_hu)
-    candidate = ala_mask & (valley > depth)
-    labels, count = ndimage.label(candidate, structure=np.ones((3, 3, 3)))
-    out = np.zeros_like(candidate)
+    out = np.zeros_like(ala_mask)
+    if not ala_mask.any():
+        return out
+    weight = ala_mask.astype(np.float32)
+    sigma = (FRACTURE_ACROSS_MM / spacing[0], FRACTURE_SHEET_MM / spacing[1], FRACTURE_SHEET_MM / spacing[2])
+    cover = ndimage.gaussian_filter(weight, sigma)
+    mean = ndimage.gaussian_filter(smooth * weight, sigma) / np.maximum(cover, 1e-3)
+    shift = max(int(round(FRACTURE_SIDE_MM / spacing[0])), 1)
+    left, right = np.roll(mean, shift, axis=0), np.roll(mean, -shift, axis=0)
+    contrast = np.maximum(mean - np.maximum(left, right), np.minimum(left, right) - mean)
+    measurable = (ala_mask & (np.roll(cover, shift, axis=0) > 0.3) & (np.roll(cover, -shift, axis=0) > 0.3))
+    inset = max(int(round(FRACTURE_INSET_MM / float(np.min(spacing)))), 1)
+    inner = measurable & ndimage.binary_erosion(ala_mask, structure=np.ones((3, 3, 3)), iterations=inset)
+    if not inner.any():
+        return out
+    values = contrast[inner]
+    spread = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    threshold = float(np.clip(FRACTURE_NOISE_K * spread, *FRACTURE_THRESHOLD_HU))
+    seeds = inner & (contrast > threshold)
+    sheet = ndimage.binary_propagation(seeds, mask=measurable & (contrast > FRACTURE_GROW * threshold),
+                                       structure=np.ones((3, 3, 3)))
+    labels, _ = ndimage.label(sheet, structure=np.ones((3, 3, 3)))
     for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        height = (box[2].stop - box[2].start) * spacing[2]
-        if height >= FRACTURE_MIN_HEIGHT_MM:
+        if box is not None and (box[2].stop - box[2].start) * spacing[2] >= FRACTURE_MIN_HEIGHT_MM:
             out[box] |= labels[box] == i
     return out
 

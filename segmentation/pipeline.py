@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
 from segmentation.lumens import find_canal, find_foramina
-from segmentation.parts import alae, anterior_cortex, disc, fracture_lines, joints, lesions
+from segmentation.parts import FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions
 from segmentation.separation import Bones, split_bones
 from trajplan import labels as lt
 from trajplan.errors import NoSacrumError
@@ -33,6 +33,7 @@ ILIUM_ASYMMETRY = 1.6
 LOCATE_ABOVE_VOXELS = 12_000_000     # larger CTs are searched at LOCATE_SPACING_MM first
 LOCATE_SPACING_MM = 2.0
 LOCATE_PAD_MM = (45.0, 35.0, 35.0)   # crop margin around the located sacrum (L, P, S)
+FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 
 
@@ -222,8 +223,14 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     ala = alae(bone, foramina, spacing, midline_r)
     envelope = ndimage.binary_fill_holes(bone | lumen)
     cortex = anterior_cortex(envelope, bone, spacing)
-    crack = fracture_lines(sm, ala["left"] | ala["right"], spacing, trabecular)
-    lytic = lesions(sm, bone & ~crack, lumen, spacing, dark_hu)
+    side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
+    joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
+             for side, sign in (("left", 1), ("right", -1))}
+    lytic = lesions(sm, bone, lumen, spacing, dark_hu)     # thin cracks do not survive its opening
+    beside = (ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
+              | ndimage.binary_dilation(lytic, structure=ball(FRACTURE_SIDE_MM, spacing)))
+    crack = fracture_lines(sm, (ala["left"] | ala["right"]) & ~cortex & ~beside, spacing)
+    lytic &= ~crack
 
     out = np.zeros(sm.shape, dtype=np.uint8)
     for name in ("ilium_left", "ilium_right", "L5", "coccyx"):
@@ -235,10 +242,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     out[cortex] = lt.value("anterior_cortex")
     out[lytic] = lt.value("lesion")
     out[crack] = lt.value("fracture")
-    for side in ("left", "right"):                   # the joint sheet is cut from the bones beside it
-        out[joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing)
-            & (np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None] == (1 if side == "left" else -1))] = \
-            lt.value(f"si_joint_{side}")
+    for side, sheet in joint.items():                # the joint sheet is cut from the bones beside it
+        out[sheet] = lt.value(f"si_joint_{side}")
     out[canal] = lt.value("canal")
     for side, masks in foramina.items():
         for level, m in enumerate(masks, start=1):
