@@ -48,6 +48,26 @@ def test_every_safe_needle_is_safe_by_an_independent_check(planned):
     assert checked >= 10
 
 
+def test_windowed_distance_equals_the_full_search_within_its_window(planned):
+    """The validation's fast re-check (only voxels near the needle) agrees with the full search."""
+    _, phantom, _ = planned
+    labels = phantom.labels
+    near = 0
+    for structure in ("canal", "anterior_cortex", "ilium_left", "foramen_S2_right", "si_joint_left"):
+        centre = labels.index_to_world(np.argwhere(lt.mask(labels, structure)).mean(axis=0)[None])[0]
+        for lateral in (0.0, 3.0, 6.0, 9.0, 20.0):
+            tip = centre + np.array([lateral, 0.0, 0.0])
+            points = needle_surface_points(tip + np.array([0.0, 60.0, 5.0]), tip, 1.2)
+            full = distance_to_structure(points, labels, structure)
+            windowed = distance_to_structure(points, labels, structure, within_mm=6.0)
+            if full <= 6.0:
+                near += 1
+                assert windowed == pytest.approx(full), (structure, lateral, full, windowed)
+            else:
+                assert windowed > 6.0, (structure, lateral, full, windowed)
+    assert near >= 10
+
+
 def test_fractured_sides_get_safe_paths_with_both_techniques(planned):
     name, phantom, plan = planned
     sides = [line["side"] for line in phantom.info["fracture_lines"]]

@@ -30,9 +30,22 @@ def needle_surface_points(entry, tip, radius: float, step: float = 0.2, around: 
     return np.concatenate([cylinder.reshape(-1, 3), disc.reshape(-1, 3)])
 
 
-def distance_to_structure(points: np.ndarray, labels: Volume, name: str) -> float:
-    """Exact smallest distance (mm) from ``points`` to the voxels (as cubes) of a structure."""
-    idx = np.argwhere(labels.array == lt.value(name))
+def distance_to_structure(points: np.ndarray, labels: Volume, name: str, within_mm: float | None = None) -> float:
+    """Exact smallest distance (mm) from ``points`` to the voxels (as cubes) of a structure.
+
+    With ``within_mm`` only the voxels in the box of the points widened by that much are
+    searched, and ``inf`` means "farther than ``within_mm``" (fast on fine, large label maps).
+    """
+    if within_mm is None:
+        array, origin = labels.array, np.zeros(3, dtype=int)
+    else:
+        box = np.array([points.min(axis=0) - within_mm, points.max(axis=0) + within_mm])
+        corners = labels.world_to_index(np.array([[box[i, 0], box[j, 1], box[k, 2]]
+                                                  for i in (0, 1) for j in (0, 1) for k in (0, 1)]))
+        lo = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, labels.shape)    # voxel cubes reach
+        hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, 0, labels.shape)     # half a voxel in
+        array, origin = labels.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], lo
+    idx = np.argwhere(array == lt.value(name)) + origin
     if not len(idx):
         return float("inf")
     tree = cKDTree(labels.index_to_world(idx))
@@ -48,7 +61,7 @@ def recheck(needle: dict, labels: Volume, margins: dict[str, float]) -> dict[str
     points = needle_surface_points(needle["entry_lps"], needle["tip_lps"], needle["diameter_mm"] / 2)
     violations = {}
     for structure, margin in margins.items():
-        d = distance_to_structure(points, labels, structure)
+        d = distance_to_structure(points, labels, structure, within_mm=margin + 1.0)
         if d < margin - 1e-6:
             violations[structure] = round(d, 2)
     return violations
