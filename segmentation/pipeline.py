@@ -33,6 +33,8 @@ ILIUM_ASYMMETRY = 1.6
 LOCATE_ABOVE_VOXELS = 12_000_000     # larger CTs are searched at LOCATE_SPACING_MM first
 LOCATE_SPACING_MM = 2.0
 LOCATE_PAD_MM = (45.0, 35.0, 35.0)   # crop margin around the located sacrum (L, P, S)
+WORK_BELOW_MM = 0.75                 # a CT finer than this (any axis) is segmented on a grid of
+WORK_SPACING_MM = 1.0                # this spacing (per axis, at least the CT's own)
 FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 
@@ -52,6 +54,27 @@ def _bbox(mask: np.ndarray, pad: np.ndarray) -> tuple[slice, slice, slice]:
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
     return tuple(box)  # type: ignore[return-value]
+
+
+def _downsample(ct: Volume, spacing: np.ndarray) -> Volume:
+    """The CT on a coarser grid, averaged over blocks first (as a scan at that resolution would be).
+
+    Sampling a fine CT every 2 mm misses thin osteoporotic cortex in places, and the
+    bone's shell no longer encloses it; averaging whole blocks of voxels (the largest
+    block that fits in the new spacing per axis) gives the partial-volume shell a
+    coarse scan shows, then linear interpolation places it on the exact grid.
+    """
+    block = np.maximum(np.floor(spacing / ct.spacing + 1e-6).astype(int), 1)
+    if np.all(block == 1):
+        return ct.resample(spacing, fill=float(ct.array.min()))
+    shape = np.asarray(ct.shape) // block
+    trimmed = ct.array[:shape[0] * block[0], :shape[1] * block[1], :shape[2] * block[2]]
+    mean = trimmed.reshape(shape[0], block[0], shape[1], block[1], shape[2], block[2]).mean(
+        axis=(1, 3, 5), dtype=np.float32)
+    # The block's centre is where its first voxel was plus half the block less half a voxel.
+    origin = ct.index_to_world(((block - 1) / 2.0)[None])[0]
+    averaged = Volume(mean, spacing=ct.spacing * block, origin=origin, direction=ct.direction)
+    return averaged.resample(spacing, fill=float(ct.array.min()))
 
 
 def _bones_from_masks(external: dict[str, np.ndarray], smooth: np.ndarray, solid: np.ndarray,
@@ -78,10 +101,12 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
             external_labels: dict[str, np.ndarray] | None = None) -> Segmentation:
     """Label the sacrum and its critical parts in a CT (HU).
 
-    A large fine CT is first segmented at LOCATE_SPACING_MM to find the sacrum; the full
-    resolution work then runs on the CT cropped around it (LOCATE_PAD_MM), and only the
-    neighbouring bones beyond the crop (ilia, L5, coccyx) come from the coarse pass. If
-    either pass finds no sacrum, the whole CT is segmented at full resolution.
+    A CT finer than WORK_BELOW_MM is segmented on a grid of WORK_SPACING_MM (block
+    averaged), and the labels are brought back to the CT's grid. A large CT is first
+    segmented at LOCATE_SPACING_MM to find the sacrum; the full resolution work then runs
+    on the CT cropped around it (LOCATE_PAD_MM), and only the neighbouring bones beyond
+    the crop (ilia, L5, coccyx) come from the coarse pass. If either pass finds no
+    sacrum, the whole CT is segmented at full resolution.
 
     Parameters
     ----------
@@ -98,12 +123,14 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     NoSacrumError
         When no sacrum is in the field of view (the message says what was found).
     """
+    if np.any(ct.spacing < WORK_BELOW_MM):
+        return _segment_on_work_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels)
     coarse = np.maximum(ct.spacing, LOCATE_SPACING_MM)
     if (sacrum_mask is not None or external_labels or np.prod(ct.shape) < LOCATE_ABOVE_VOXELS
             or np.prod(ct.spacing / coarse) > 1 / 3):
         return _segment_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels)
     try:
-        rough = _segment_grid(ct.resample(coarse, fill=float(ct.array.min())), bones_only=True)
+        rough = _segment_grid(_downsample(ct, coarse), bones_only=True)
     except NoSacrumError:
         log.info("coarse pass found no sacrum: segmenting the whole CT at full resolution")
         return _segment_grid(ct)
@@ -129,6 +156,22 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     report["notes"] = [f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
                        "segmented at full resolution in a "
                        f"{' x '.join(str(int(u - l)) for l, u in zip(lower, upper))} voxel crop", *report["notes"]]
+    report["structures"] = {name: {**entry, "quality": report["structures"][name]["quality"]}
+                            for name, entry in structure_table(labels).items()}
+    return Segmentation(labels=labels, report=report)
+
+
+def _segment_on_work_grid(ct: Volume, *, sacrum_mask: Volume | None,
+                          external_labels: dict[str, np.ndarray] | None) -> Segmentation:
+    """Segment a fine CT on a WORK_SPACING_MM grid, and bring the labels back to the CT's grid."""
+    work = _downsample(ct, np.maximum(ct.spacing, WORK_SPACING_MM))
+    external = {name: ct.with_array(mask.astype(np.uint8)).resample_onto(work, interpolator="nearest").array > 0
+                for name, mask in (external_labels or {}).items()}
+    coarse = segment(work, sacrum_mask=sacrum_mask, external_labels=external or None)
+    labels = coarse.labels.resample_onto(ct, interpolator="nearest")
+    report = dict(coarse.report)
+    report["notes"] = [f"segmented on a {' x '.join(f'{v:g}' for v in work.spacing)} mm grid (finer CTs are "
+                       "resampled for segmentation; the labels are on the CT's own grid)", *report["notes"]]
     report["structures"] = {name: {**entry, "quality": report["structures"][name]["quality"]}
                             for name, entry in structure_table(labels).items()}
     return Segmentation(labels=labels, report=report)
@@ -227,8 +270,9 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
              for side, sign in (("left", 1), ("right", -1))}
     lytic = lesions(sm, bone, lumen, spacing, dark_hu)     # thin cracks do not survive its opening
-    beside = (ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
-              | ndimage.binary_dilation(lytic, structure=ball(FRACTURE_SIDE_MM, spacing)))
+    beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
+    if lytic.any():
+        beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
     crack = fracture_lines(sm, (ala["left"] | ala["right"]) & ~cortex & ~beside, spacing)
     lytic &= ~crack
 
