@@ -137,3 +137,17 @@ def test_fracture_line_found_on_its_side_and_none_invented_on_the_other():
     midline = np.argwhere(lt.mask(truth.array, "canal"))[:, 0].mean()
     left_of_midline = np.arange(canon.shape[0])[:, None, None] > midline    # canonical x runs to the left
     assert not (lt.mask(canon.array, "fracture") & left_of_midline).any()
+
+
+def test_fine_ct_is_segmented_on_the_work_grid_and_labelled_on_its_own(monkeypatch):
+    from segmentation import pipeline
+
+    phantom = make_phantom(PhantomParams(seed=4, spacing=(1.25,) * 3, fracture="left"))
+    monkeypatch.setattr(pipeline, "WORK_BELOW_MM", 1.3)        # as if 1.25 mm were finer than needed
+    monkeypatch.setattr(pipeline, "WORK_SPACING_MM", 2.0)
+    seg = segment(phantom.ct)
+    assert seg.report["notes"][0].startswith("segmented on a 2 x 2 x 2 mm grid"), seg.report["notes"]
+    assert seg.labels.same_geometry(phantom.ct)
+    figures = compare(seg.labels, phantom.labels)
+    assert figures["dice_sacral_bone"] >= 0.93 and figures["foramina_S1_S3_detected"] == 6, figures
+    assert seg.report["structures"]["canal"]["voxels"] == int(lt.mask(seg.labels, "canal").sum())
