@@ -36,6 +36,7 @@ LOCATE_PAD_MM = (45.0, 35.0, 35.0)   # crop margin around the located sacrum (L,
 WORK_BELOW_MM = 0.75                 # a CT finer than this (any axis) is segmented on a grid of
 WORK_SPACING_MM = 1.0                # this spacing (per axis, at least the CT's own)
 FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
+FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 
 
@@ -57,12 +58,11 @@ def _bbox(mask: np.ndarray, pad: np.ndarray) -> tuple[slice, slice, slice]:
 
 
 def _downsample(ct: Volume, spacing: np.ndarray) -> Volume:
-    """The CT on a coarser grid, averaged over blocks first (as a scan at that resolution would be).
+    """The CT on a coarser grid, each axis averaged over whole voxel blocks first where that fits.
 
-    Sampling a fine CT every 2 mm misses thin osteoporotic cortex in places, and the
-    bone's shell no longer encloses it; averaging whole blocks of voxels (the largest
-    block that fits in the new spacing per axis) gives the partial-volume shell a
-    coarse scan shows, then linear interpolation places it on the exact grid.
+    Where the new spacing holds two or more old voxels, the largest block that fits is
+    averaged (the partial volume a scan at that resolution shows, not a point sample that
+    can miss thin cortex); linear interpolation then places the result on the exact grid.
     """
     block = np.maximum(np.floor(spacing / ct.spacing + 1e-6).astype(int), 1)
     if np.all(block == 1):
@@ -130,7 +130,7 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
             or np.prod(ct.spacing / coarse) > 1 / 3):
         return _segment_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels)
     try:
-        rough = _segment_grid(_downsample(ct, coarse), bones_only=True)
+        rough = _segment_grid(ct.resample(coarse, fill=float(ct.array.min())), bones_only=True)
     except NoSacrumError:
         log.info("coarse pass found no sacrum: segmenting the whole CT at full resolution")
         return _segment_grid(ct)
@@ -266,6 +266,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     ala = alae(bone, foramina, spacing, midline_r)
     envelope = ndimage.binary_fill_holes(bone | lumen)
     cortex = anterior_cortex(envelope, bone, spacing)
+    foramina = _with_openings(foramina, envelope | sol, spacing)
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
              for side, sign in (("left", 1), ("right", -1))}
@@ -309,6 +310,29 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
                                  trabecular_hu=trabecular, foramina_found=found_foramina,
                                  source="external sacrum mask" if "sacrum" in ext else "ct")
     return Segmentation(labels=labels, report=report)
+
+
+def _with_openings(foramina: dict[str, list[np.ndarray]], solid: np.ndarray,
+                   spacing: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Each foramen extended FORAMEN_OPENING_MM out of the bone where it opens on the surface.
+
+    The foramina are found inside the sacral envelope, but the nerve leaves through an
+    opening that continues past the bone surface (dorsally, right where a long-axis needle
+    runs). Soft-tissue voxels within FORAMEN_OPENING_MM of a foramen go to the nearest one.
+    """
+    found = [(side, level, mask) for side, masks in foramina.items() for level, mask in enumerate(masks)]
+    if not found:
+        return foramina
+    index = np.zeros(solid.shape, dtype=np.int16)
+    for number, (_, _, mask) in enumerate(found, start=1):
+        index[mask] = number
+    distance, nearest = ndimage.distance_transform_edt(index == 0, sampling=spacing, return_indices=True)
+    opening = ~solid & (distance <= FORAMEN_OPENING_MM)
+    owner = index[tuple(nearest)]
+    out: dict[str, list[np.ndarray]] = {side: list(masks) for side, masks in foramina.items()}
+    for number, (side, level, mask) in enumerate(found, start=1):
+        out[side][level] = mask | (opening & (owner == number))
+    return out
 
 
 def structure_table(labels: Volume) -> dict[str, dict]:
