@@ -233,6 +233,9 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     for axis, name in ((2, "cranio-caudal"), (0, "left-right"), (1, "antero-posterior")):
         if sac_idx[:, axis].min() == 0 or sac_idx[:, axis].max() == bones.sacrum.shape[axis] - 1:
             partial.append(f"the sacrum is cut by the field of view ({name})")
+    if not bones.L5.any() and sac_idx[:, 2].max() < bones.sacrum.shape[2] - 1 and "sacrum" not in ext:
+        partial.append("no L5 was separated above the sacrum: if L5 is in the field of view, it may be "
+                       "labelled as sacrum")
     if bones_only:
         out = np.zeros(canon.shape, dtype=np.uint8)
         inside = out[box]
