@@ -151,11 +151,16 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     full = rough.labels.resample_onto(ct, interpolator="nearest").array
     full[full == lt.value("sacrum")] = 0
     full[lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]] = fine.labels.array
-    labels = ct.with_array(full)
-    report = dict(fine.report)
-    report["notes"] = [f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
-                       "segmented at full resolution in a "
-                       f"{' x '.join(str(int(u - l)) for l, u in zip(lower, upper))} voxel crop", *report["notes"]]
+    return _moved(fine, ct.with_array(full),
+                  f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
+                  "segmented at full resolution in a "
+                  f"{' x '.join(str(int(u - l)) for l, u in zip(lower, upper))} voxel crop")
+
+
+def _moved(seg: Segmentation, labels: Volume, note: str) -> Segmentation:
+    """``seg``'s report for ``labels`` (its result put on another grid): ``note`` first, sizes recounted."""
+    report = dict(seg.report)
+    report["notes"] = [note, *report["notes"]]
     report["structures"] = {name: {**entry, "quality": report["structures"][name]["quality"]}
                             for name, entry in structure_table(labels).items()}
     return Segmentation(labels=labels, report=report)
@@ -168,13 +173,9 @@ def _segment_on_work_grid(ct: Volume, *, sacrum_mask: Volume | None,
     external = {name: ct.with_array(mask.astype(np.uint8)).resample_onto(work, interpolator="nearest").array > 0
                 for name, mask in (external_labels or {}).items()}
     coarse = segment(work, sacrum_mask=sacrum_mask, external_labels=external or None)
-    labels = coarse.labels.resample_onto(ct, interpolator="nearest")
-    report = dict(coarse.report)
-    report["notes"] = [f"segmented on a {' x '.join(f'{v:g}' for v in work.spacing)} mm grid (finer CTs are "
-                       "resampled for segmentation; the labels are on the CT's own grid)", *report["notes"]]
-    report["structures"] = {name: {**entry, "quality": report["structures"][name]["quality"]}
-                            for name, entry in structure_table(labels).items()}
-    return Segmentation(labels=labels, report=report)
+    return _moved(coarse, coarse.labels.resample_onto(ct, interpolator="nearest"),
+                  f"segmented on a {' x '.join(f'{v:g}' for v in work.spacing)} mm grid (finer CTs are "
+                  "resampled for segmentation; the labels are on the CT's own grid)")
 
 
 def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,

@@ -142,12 +142,30 @@ def test_fracture_line_found_on_its_side_and_none_invented_on_the_other():
 def test_fine_ct_is_segmented_on_the_work_grid_and_labelled_on_its_own(monkeypatch):
     from segmentation import pipeline
 
-    phantom = make_phantom(PhantomParams(seed=4, spacing=(1.25,) * 3, fracture="left"))
-    monkeypatch.setattr(pipeline, "WORK_BELOW_MM", 1.3)        # as if 1.25 mm were finer than needed
-    monkeypatch.setattr(pipeline, "WORK_SPACING_MM", 2.0)
+    phantom = make_phantom(PhantomParams(seed=4, spacing=(1.0,) * 3, fracture="left"))
+    monkeypatch.setattr(pipeline, "WORK_BELOW_MM", 1.1)        # as if 1 mm were finer than needed:
+    monkeypatch.setattr(pipeline, "WORK_SPACING_MM", 2.0)      # 2 x 2 x 2 voxel blocks are averaged
     seg = segment(phantom.ct)
     assert seg.report["notes"][0].startswith("segmented on a 2 x 2 x 2 mm grid"), seg.report["notes"]
     assert seg.labels.same_geometry(phantom.ct)
     figures = compare(seg.labels, phantom.labels)
     assert figures["dice_sacral_bone"] >= 0.93 and figures["foramina_S1_S3_detected"] == 6, figures
     assert seg.report["structures"]["canal"]["voxels"] == int(lt.mask(seg.labels, "canal").sum())
+
+
+def test_block_averaged_downsampling_keeps_world_positions_and_mass():
+    from segmentation.pipeline import _downsample
+
+    array = np.zeros((40, 40, 40), dtype=np.float32)
+    array[10:14, 20:24, 5:9] = 1000.0
+    fine = Volume(array, spacing=(0.5, 0.5, 0.5), origin=(3.0, -7.0, 11.0),
+                  direction=np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    coarse = _downsample(fine, np.array([1.0, 1.0, 1.0]))
+    assert np.allclose(coarse.spacing, 1.0) and np.allclose(coarse.direction, fine.direction)
+
+    def centre(volume: Volume) -> np.ndarray:
+        inside = volume.array > 0
+        return (volume.index_to_world(np.argwhere(inside)) * volume.array[inside][:, None]).sum(0) / volume.array[inside].sum()
+
+    assert np.allclose(centre(coarse), centre(fine), atol=1e-6)
+    assert coarse.array.sum() * 8 == pytest.approx(array.sum())      # 2 x 2 x 2 blocks averaged, nothing lost
