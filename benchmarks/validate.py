@@ -114,8 +114,8 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         meets = sum((v <= target) if key.endswith("_mm") else (v >= target) for v in values)
         lines.append(f"| {key} | {'<=' if key.endswith('_mm') else '>='} {target} | {np.median(values):.3f} | "
                      f"{meets}/{len(values)} |")
-    clean = [f["fracture_false_ml"] for (params, _, _, _, _), f in zip(rows, [r[1] for r in rows])
-             if "error" not in f and params.fracture == "none"]
+    clean = [figures["fracture_false_ml"] for params, figures, *_ in rows
+             if "error" not in figures and params.fracture == "none"]
     if clean:
         lines.append(f"| fracture labelled in fracture-free cases (ml) | 0 | {np.median(clean):.3f} | "
                      f"{sum(v == 0 for v in clean)}/{len(clean)} |")
