@@ -18,6 +18,7 @@ from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
 from segmentation.lumens import find_canal, find_foramina
 from segmentation.parts import FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions
 from segmentation.separation import Bones, split_bones
+from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
 from trajplan.errors import NoSacrumError
 from trajplan.io.atomic import write_json
@@ -128,12 +129,12 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     coarse = np.maximum(ct.spacing, LOCATE_SPACING_MM)
     if (sacrum_mask is not None or external_labels or np.prod(ct.shape) < LOCATE_ABOVE_VOXELS
             or np.prod(ct.spacing / coarse) > 1 / 3):
-        return _segment_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels)
+        return _segment_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels, last_resort=True)
     try:
         rough = _segment_grid(ct.resample(coarse, fill=float(ct.array.min())), bones_only=True)
     except NoSacrumError:
         log.info("coarse pass found no sacrum: segmenting the whole CT at full resolution")
-        return _segment_grid(ct)
+        return _segment_grid(ct, last_resort=True)
     sacral = np.argwhere(lt.mask(rough.labels, "sacrum"))
     corners = rough.labels.index_to_world(np.array([[a, b, c] for a in (sacral[:, 0].min(), sacral[:, 0].max())
                                                     for b in (sacral[:, 1].min(), sacral[:, 1].max())
@@ -147,7 +148,7 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
         fine = _segment_grid(ct.crop(tuple(lower), tuple(upper)), midline_x_mm=rough.report["midline_x_mm"])
     except NoSacrumError:
         log.info("no sacrum in the crop around the located one: segmenting the whole CT at full resolution")
-        return _segment_grid(ct)
+        return _segment_grid(ct, last_resort=True)
     full = rough.labels.resample_onto(ct, interpolator="nearest").array
     full[full == lt.value("sacrum")] = 0
     full[lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]] = fine.labels.array
@@ -180,13 +181,14 @@ def _segment_on_work_grid(ct: Volume, *, sacrum_mask: Volume | None,
 
 def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
                   external_labels: dict[str, np.ndarray] | None = None, bones_only: bool = False,
-                  midline_x_mm: float | None = None) -> Segmentation:
+                  midline_x_mm: float | None = None, last_resort: bool = False) -> Segmentation:
     """Label the sacrum and its critical parts in a CT (HU), all at the CT's own resolution (see :func:`segment`).
 
     With ``bones_only`` only the separated bones are labelled (``sacrum`` and NEIGHBOURS), and the
     report holds the notes and ``midline_x_mm``: what the coarse locating pass needs. The body's
     left-right midline (LPS x, mm) is measured on this CT unless ``midline_x_mm`` gives it (a crop
-    of a larger CT keeps the midline of the whole body).
+    of a larger CT keeps the midline of the whole body). When this is the ``last_resort`` and the
+    shell-fill bone split finds no sacrum, the random-walk split (:mod:`segmentation.walker`) is tried.
     """
     from segmentation.external import mask_on_grid
 
@@ -221,7 +223,17 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     if "sacrum" in ext:
         bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
     else:
-        bones = split_bones(smooth, solid, spacing, midline_i * spacing[0])
+        try:
+            bones = split_bones(smooth, solid, spacing, midline_i * spacing[0])
+        except NoSacrumError as shells:
+            if not last_resort:
+                raise
+            try:
+                bones = split_bones_by_walker(hu, spacing, midline_i)
+                solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right   # its dim bone too
+            except NoSacrumError as walk:
+                log.info("the random-walk bone split found no sacrum either: %s", walk)
+                raise shells from None
     notes.extend(bones.notes)
     if bones.sacrum.sum() * canon.voxel_volume_ml < MIN_SACRUM_ML:
         raise NoSacrumError(f"no sacrum in the field of view: the sacral candidate holds only "

@@ -114,16 +114,32 @@ def test_no_sacrum_in_upper_abdomen(shared_ct):
         segment(ct)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: on the 3 mm real CT the sacrum is not recognised "
-                                       "(it stays fused with the ilia when seeded); see issue notes")
 def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     ct = read_ct(shared_ct / "ts_example_ct.nii.gz")
     seg = segment(ct)
+    assert any(note.startswith("bones separated by random walks") for note in seg.report["notes"])
     sacral = lt.sacral_bone(seg.labels)
     assert sacral.sum() * ct.voxel_volume_ml > 50
-    for name in ("hip_left", "hip_right", "vertebrae_L5", "femur_left", "femur_right"):
-        mask = read_volume_file(shared_ct / "ts_example_masks" / f"{name}.nii.gz").array > 0.5
+    masks = {name: read_volume_file(shared_ct / "ts_example_masks" / f"{name}.nii.gz").array > 0.5
+             for name in ("hip_left", "hip_right", "vertebrae_L5", "femur_left", "femur_right")}
+    for name, mask in masks.items():
         assert (mask & sacral).sum() <= 0.02 * sacral.sum(), name
+    for side in ("left", "right"):      # the ilia beside it are the reference hips
+        assert dice(lt.mask(seg.labels, f"ilium_{side}"), masks[f"hip_{side}"]) >= 0.7, side
+    assert dice(lt.mask(seg.labels, "L5"), masks["vertebrae_L5"]) >= 0.6
+
+
+def test_random_walk_split_finds_a_dim_sacrum_between_the_ilia():
+    from segmentation.walker import split_bones_by_walker
+
+    phantom = make_phantom(PhantomParams(seed=5, spacing=(3.0,) * 3, osteoporosis=0.8))
+    ct, _ = phantom.ct.to_canonical()
+    truth, _ = phantom.labels.to_canonical()
+    midline = np.argwhere(lt.mask(truth.array, "canal"))[:, 0].mean()
+    bones = split_bones_by_walker(ct.array, ct.spacing, midline)
+    assert dice(bones.sacrum, lt.sacral_bone(truth.array)) >= 0.65
+    for side in ("left", "right"):
+        assert dice(getattr(bones, f"ilium_{side}"), lt.mask(truth.array, f"ilium_{side}")) >= 0.85, side
 
 
 def test_fracture_line_found_on_its_side_and_none_invented_on_the_other():
