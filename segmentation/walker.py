@@ -7,19 +7,20 @@ ilium beside the sacroiliac joint is different: a thick bone closed all round by
 cortex. This split uses that (canonical axes L, P, S; lengths in mm):
 
 1. bright bone: hysteresis 120/250 HU, holes up to 25 cm² filled in each axial slice;
-2. seeds: on each side, the largest piece at least 30 mm from the midline after a 4.5 mm
-   erosion (an ilium); the largest bright piece within 6 mm of the midline (the spine);
+2. seeds: on each side, the pieces at least 30 mm from the midline after a 4.5 mm erosion
+   (an ilium); the largest bright piece within 6 mm of the midline (the spine);
 3. a random walk over the bright bone gives each voxel to the ilia or the spine. It keeps
    the spine off the ilia, but gives the ala shells to the ilia;
 4. the core of each ilium (opened by 4.5 mm in each axial slice: the thick bone at the
-   joint) bounds the sacrum: bone medial to it in its own row is sacral, bone lateral to it
-   iliac, as is bone within 6 mm of the walk's ilium where no core is in the row;
-5. bone now also counts dim trabecular bone (CT smoothed at 3 mm above 75 HU); the spine is
-   the piece of it that holds the spine seed once the ilia are taken out;
+   joint) bounds the sacrum: in rows (same y, z) that cross the spine, bone medial to it is
+   sacral; bone lateral to it and bone within 6 mm of the walk's ilium elsewhere are iliac;
+5. bone now also counts dim trabecular bone (CT smoothed at 3 mm above 75 HU, less one voxel
+   at its edge); the spine is its piece that holds the spine seed once the ilia are out;
 6. the vertebral bodies on the mid-sagittal slab (filled bone above 120 HU, at least
    3 cm², in the front of the spine) are S1 (the lowest), L5 and L4; a second random walk
-   over the spine splits it into sacrum (S1, all below, and the spine beside the ilia),
-   L5, and the spine above.
+   over the spine splits it into sacrum (S1, all below, and the spine beside the ilia) and
+   the rest, a third splits L5 from L4 and above (with no L4 body found, the whole spine above
+   the sacrum is L5).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from trajplan.volume import Volume
 GRID_MM = 3.0
 BRIGHT_HU = (120.0, 250.0)
 SLICE_HOLE_MM2 = 2500.0
+REGION_HOLE_MM2 = 300.0
 SEED_EROSION_MM = 4.5
 LATERAL_MM = 30.0
 SPINE_BAND_MM = 6.0
@@ -110,22 +112,20 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     bright = _fill_slices(apply_hysteresis_threshold(smooth, *BRIGHT_HU), SLICE_HOLE_MM2, spacing)
     x = (np.arange(hu.shape[0]) - midline_i)[:, None, None] * spacing[0]
     labels, count = ndimage.label(ndimage.binary_erosion(bright, structure=ball(SEED_EROSION_MM, spacing)))
-    sizes = ndimage.sum_labels(labels > 0, labels, index=np.arange(1, count + 1))
     centres = ndimage.center_of_mass(labels > 0, labels, index=np.arange(1, count + 1))
     markers = np.where(bright, 0, -1).astype(np.int32)
     for value, sign in ((2, 1.0), (3, -1.0)):
-        lateral = [(size, i) for i, (size, c) in enumerate(zip(sizes, centres), start=1)
-                   if sign * (c[0] - midline_i) * spacing[0] >= LATERAL_MM]
+        lateral = [i for i, c in enumerate(centres, start=1) if sign * (c[0] - midline_i) * spacing[0] >= LATERAL_MM]
         if not lateral:
             raise NoSacrumError("no ilium on the " + ("left" if sign > 0 else "right"))
-        markers[np.isin(labels, [i for _, i in lateral])] = value
+        markers[np.isin(labels, lateral)] = value
     spine_seed = _largest(bright & (np.abs(x) < SPINE_BAND_MM) & (markers == 0))
     if not spine_seed.any():
         raise NoSacrumError("no bone on the midline")
     markers[spine_seed] = 1
     walked = _walk(smooth, markers)
 
-    region = _fill_slices(bright | ndimage.binary_erosion(dim), 300.0, spacing)
+    region = _fill_slices(bright | ndimage.binary_erosion(dim), REGION_HOLE_MM2, spacing)
     spine_rows = (walked == 1).any(axis=0)[None]           # (y, z) rows that cross the spine
     ilia = {}
     taken = np.zeros(hu.shape, dtype=bool)
@@ -138,11 +138,6 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
         near = ndimage.binary_dilation((walked == value) | core, structure=ball(ILIUM_REACH_MM, spacing))
         ilium = core | (region & side & in_row & (sign * x >= medial)) | ((walked == value) & ~in_row)
         ilium |= region & side & near & ~(in_row & spine_rows & (sign * x < medial))
-        # Nothing sacral lies beyond the joint: bone further out than the core's medial face
-        # anywhere in its slice (a wing the walk did not reach) is iliac too.
-        joint = np.where(in_row, medial, -np.inf).max(axis=1, keepdims=True)
-        joint = np.where(np.isfinite(joint), joint, np.max(medial[in_row], initial=np.inf))
-        ilium |= region & side & (sign * x > joint)
         ilia[value] = ilium
         taken |= ilium
     free_labels, _ = ndimage.label(region & ~taken)

@@ -129,10 +129,11 @@ def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     assert dice(lt.mask(seg.labels, "L5"), masks["vertebrae_L5"]) >= 0.6
 
 
-def test_random_walk_split_finds_a_dim_sacrum_between_the_ilia():
+@pytest.mark.parametrize("seed, spacing, osteoporosis", [(1, 2.0, 0.6), (5, 3.0, 0.8)])
+def test_random_walk_split_finds_a_dim_sacrum_between_the_ilia(seed, spacing, osteoporosis):
     from segmentation.walker import split_bones_by_walker
 
-    phantom = make_phantom(PhantomParams(seed=5, spacing=(3.0,) * 3, osteoporosis=0.8))
+    phantom = make_phantom(PhantomParams(seed=seed, spacing=(spacing,) * 3, osteoporosis=osteoporosis))
     ct, _ = phantom.ct.to_canonical()
     truth, _ = phantom.labels.to_canonical()
     midline = np.argwhere(lt.mask(truth.array, "canal"))[:, 0].mean()
