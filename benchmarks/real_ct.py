@@ -47,13 +47,8 @@ def _panels(canon_ct: np.ndarray, canon_labels: np.ndarray, refs: dict[str, np.n
         index[axis] = centre[axis]
         take = tuple(index)
         # Canonical x runs to the patient's left, y to the back, z up: patient right on the image left,
-        # anterior up (axial) or on the left (sagittal), superior up.
-        if axis == 2:
-            orient = lambda a: a.T                     # noqa: E731  rows y, columns x
-        elif axis == 1:
-            orient = lambda a: a.T[::-1]               # noqa: E731  rows z (flipped), columns x
-        else:
-            orient = lambda a: a.T[::-1]               # noqa: E731  rows z (flipped), columns y
+        # anterior up (axial) or on the left (sagittal), superior up (coronal, sagittal).
+        orient = (lambda a: a.T) if axis == 2 else (lambda a: a.T[::-1])  # noqa: E731
         yield (f"{title} (slice {centre[axis] + box[axis].start})", orient(canon_ct[take]), orient(canon_labels[take]),
                {k: orient(v[take]) for k, v in refs.items()})
 

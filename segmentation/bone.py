@@ -29,15 +29,18 @@ def smooth_hu(hu: np.ndarray, spacing: np.ndarray, sigma_mm: float = 0.7) -> np.
     return ndimage.gaussian_filter(hu.astype(np.float32), sigma=sigma_mm / np.asarray(spacing))
 
 
+def largest_piece(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    """The largest connected piece of ``mask`` (face connectivity unless ``structure`` says otherwise)."""
+    labels, count = ndimage.label(mask, structure=structure)
+    if count <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
 def body_mask(hu: np.ndarray) -> np.ndarray:
     """The patient's body: the largest connected region above -400 HU, holes filled."""
-    body = hu > BODY_HU
-    labels, count = ndimage.label(body)
-    if count == 0:
-        return body
-    sizes = ndimage.sum_labels(body, labels, index=np.arange(1, count + 1))
-    body = labels == (1 + int(np.argmax(sizes)))
-    return ndimage.binary_fill_holes(body)
+    return ndimage.binary_fill_holes(largest_piece(hu > BODY_HU))
 
 
 CORTEX_THRESHOLDS_HU = (250.0, 200.0, 160.0, 130.0)

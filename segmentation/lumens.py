@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball
+from segmentation.bone import ball, largest_piece
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
@@ -76,15 +76,7 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
         front = fronts[max(z - window, 0): z + window + 1]
         if np.isfinite(front).any():
             canal[:, :, z] &= (y >= np.nanmedian(front) - 0.5)[None, :]
-    return _largest(canal)
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if count <= 1:
-        return mask
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    return labels == 1 + int(np.argmax(sizes))
+    return largest_piece(canal, np.ones((3, 3, 3)))
 
 
 def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,

@@ -32,7 +32,7 @@ from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import random_walker
 
-from segmentation.bone import ball
+from segmentation.bone import ball, largest_piece
 from segmentation.separation import MAX_SACRUM_WIDTH_MM, MIN_SACRUM_WIDTH_MM, Bones
 from trajplan.errors import NoSacrumError
 from trajplan.volume import Volume
@@ -53,14 +53,6 @@ MIN_BODY_MM2 = 300.0
 BODY_FRONT_MM = 36.0
 BETA = 500.0
 MIN_ILIUM_ML = 30.0
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    return labels == 1 + int(np.argmax(sizes))
 
 
 def _fill_slices(mask: np.ndarray, max_mm2: float, spacing: np.ndarray) -> np.ndarray:
@@ -119,7 +111,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
         if not lateral:
             raise NoSacrumError("no ilium on the " + ("left" if sign > 0 else "right"))
         markers[np.isin(labels, lateral)] = value
-    spine_seed = _largest(bright & (np.abs(x) < SPINE_BAND_MM) & (markers == 0))
+    spine_seed = largest_piece(bright & (np.abs(x) < SPINE_BAND_MM) & (markers == 0))
     if not spine_seed.any():
         raise NoSacrumError("no bone on the midline")
     markers[spine_seed] = 1
@@ -131,7 +123,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     taken = np.zeros(hu.shape, dtype=bool)
     for value, sign in ((2, 1.0), (3, -1.0)):
         side = sign * x > 0
-        core = _largest(ndimage.binary_opening(walked == value, structure=ball(CORE_OPENING_MM, spacing[:2])[:, :, None]))
+        core = largest_piece(ndimage.binary_opening(walked == value, structure=ball(CORE_OPENING_MM, spacing[:2])[:, :, None]))
         distance = np.where(core, sign * x, np.inf)
         medial = distance.min(axis=0)[None]                  # the core's medial face in each (y, z) row
         in_row = np.isfinite(medial)
