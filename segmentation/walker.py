@@ -32,7 +32,7 @@ from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import random_walker
 
-from segmentation.bone import ball, largest_piece
+from segmentation.bone import ball, largest_piece, smooth_hu
 from segmentation.separation import MAX_SACRUM_WIDTH_MM, MIN_SACRUM_WIDTH_MM, Bones
 from trajplan.errors import NoSacrumError
 from trajplan.volume import Volume
@@ -99,8 +99,8 @@ def _bodies(smooth: np.ndarray, spine: np.ndarray, spacing: np.ndarray, mid: int
 
 def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict[str, np.ndarray]:
     """Sacrum, ilia, L5 on a coarse grid (see the module docstring); raises NoSacrumError."""
-    smooth = ndimage.gaussian_filter(hu, 0.7 / spacing)
-    dim = ndimage.gaussian_filter(hu, DIM_SMOOTH_MM / spacing) > DIM_BONE_HU
+    smooth = smooth_hu(hu, spacing)
+    dim = smooth_hu(hu, spacing, DIM_SMOOTH_MM) > DIM_BONE_HU
     bright = _fill_slices(apply_hysteresis_threshold(smooth, *BRIGHT_HU), SLICE_HOLE_MM2, spacing)
     x = (np.arange(hu.shape[0]) - midline_i)[:, None, None] * spacing[0]
     labels, count = ndimage.label(ndimage.binary_erosion(bright, structure=ball(SEED_EROSION_MM, spacing)))
