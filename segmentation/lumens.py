@@ -10,9 +10,10 @@ of the hole in front of that line and beside the midline are foramina.
 
 Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
 envelope that connect to the canal, in pieces that reach out beyond the canal's side
-wall; grouped by height into levels per side, named S1..S4 from the top, and each
-grown by FORAMEN_GROW_MM inside the envelope (the smoothed bright walls pull the
-threshold edge into the lumen).
+wall (the pieces that do not are the canal's own corners, given back to it); grouped
+by height into levels per side, named S1..S4 from the top, and each grown by
+FORAMEN_GROW_MM inside the envelope (the smoothed bright walls pull the threshold edge
+into the lumen).
 """
 
 from __future__ import annotations
@@ -80,8 +81,12 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
 
 
 def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                  midline_i: float, dark_hu: float) -> tuple[dict[str, list[np.ndarray]], float]:
+                  midline_i: float, dark_hu: float) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
     """Foramen channels per side, each a list of masks ordered from the top (S1) down.
+
+    Dark pieces joined to the canal that reach less than MIN_REACH_MM beyond its side wall are
+    the canal's own corners (where its width limit cut it, its wider upper opening): they are
+    returned apart, as ``canal_corners``.
 
     When a level comes out larger than MAX_LEVEL_ML (dark osteoporotic bone or a fracture
     line joined the channel), the search is repeated with the threshold halved, down to
@@ -96,6 +101,8 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     -------
     foramina : dict
         ``"left"`` / ``"right"`` -> masks, top level first.
+    canal_corners : array
+        Lumen beside ``canal`` that belongs to it.
     lumen_hu : float
         The threshold finally used (``dark_hu`` or lower).
     """
@@ -103,15 +110,15 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
                                       border_value=0)
     envelope = ndimage.binary_fill_holes(envelope)
     while True:
-        found = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
+        found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
         largest = max((m.sum() for masks in found.values() for m in masks), default=0)
         if largest * np.prod(spacing) / 1000.0 <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
-            return found, dark_hu
+            return found, corners, dark_hu
         dark_hu /= 2
 
 
 def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                    midline_i: float, dark_hu: float) -> dict[str, list[np.ndarray]]:
+                    midline_i: float, dark_hu: float) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
     """:func:`find_foramina` at one lumen threshold, inside the closed sacral ``envelope``."""
     dark = (smooth < dark_hu) & envelope & ~canal
     touching = ndimage.binary_dilation(canal, structure=np.ones((3, 3, 3))) & ~canal
@@ -119,7 +126,9 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     connected = np.unique(labels[touching & dark])
     channels = np.isin(labels, connected[connected > 0])
     x = np.arange(smooth.shape[0])[:, None, None]
-    channels &= _reaching_out(channels, canal, spacing, midline_i)
+    reaching = _reaching_out(channels, canal, spacing, midline_i)
+    corners = channels & ~reaching
+    channels &= reaching
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | channels
     out: dict[str, list[np.ndarray]] = {}
@@ -129,7 +138,7 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
             grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
             claimed |= grown
             out[side].append(grown)
-    return out
+    return out, corners
 
 
 def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
@@ -139,10 +148,14 @@ def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, 
     left over by the canal's width limit does not reach out.
     """
     offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
-    wall = np.where(canal.any(axis=1), offset[:, None], 0.0).max(axis=0)        # per slice, mm
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count:
         return channels
+    wall = np.where(canal.any(axis=1), offset[:, None], 0.0).max(axis=0)        # per slice, mm
+    # Above and below the canal the wall of its nearest slice holds: a dark pocket beside the
+    # canal's end (its upper opening, the disc) reaches no further out than the canal does.
+    walled = np.flatnonzero(canal.any(axis=(0, 1)))
+    wall = np.interp(np.arange(canal.shape[2]), walled, wall[walled])
     reach = np.broadcast_to((offset[:, None] - wall[None, :])[:, None, :], channels.shape)
     farthest = ndimage.maximum(reach, pieces, index=np.arange(1, count + 1))
     return np.concatenate([[False], np.asarray(farthest) >= MIN_REACH_MM])[pieces]

@@ -270,7 +270,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     canal = find_canal(sac, spacing, midline_r)
     if canal.any():
         midline_r = float(np.argwhere(canal)[:, 0].mean())
-    foramina, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)
+    foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)
+    canal = canal | canal_corners
     if lumen_hu < dark_hu:
         partial.append(f"the trabecular bone is nearly as dark as the foramina: they were searched below "
                        f"{lumen_hu:.0f} HU instead of {dark_hu:.0f} HU and may be incomplete")
