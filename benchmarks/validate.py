@@ -94,16 +94,17 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         "",
         "## Segmentation against phantom ground truth",
         "",
-        "| seed | spacing | osteoporosis | fracture | lesion | " + " | ".join(keys) + " | S1-S3 foramina found | seconds |",
-        "| " + " | ".join(["---"] * (len(keys) + 7)) + " |",
+        "| seed | spacing | osteoporosis | fracture | lesion | " + " | ".join(keys) + " | S1-S3 foramina found | foramina named as in truth | seconds |",
+        "| " + " | ".join(["---"] * (len(keys) + 8)) + " |",
     ]
     for params, figures, seg_s, _, _ in rows:
         cells = [params.seed, params.spacing[0], params.osteoporosis, params.fracture, params.lesion]
         if "error" in figures:
-            cells += [figures["error"]] + [""] * (len(keys) - 1) + ["", f"{seg_s:.1f}"]
+            cells += [figures["error"]] + [""] * (len(keys) - 1) + ["", "", f"{seg_s:.1f}"]
         else:
             cells += [_fmt(figures.get(k, "-")) for k in keys]
-            cells += [f"{figures['foramina_S1_S3_detected']}/6", f"{seg_s:.1f}"]
+            cells += [f"{figures['foramina_S1_S3_detected']}/6",
+                      f"{figures['foramina_named']}/{figures['foramina_levels']}", f"{seg_s:.1f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ok = [f for _, f, _, _, _ in rows if "error" not in f]
     lines += ["", "| figure | target | median | cases meeting it |", "| --- | --- | --- | --- |"]
@@ -119,6 +120,8 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
     if clean:
         lines.append(f"| fracture labelled in fracture-free cases (ml) | 0 | {np.median(clean):.3f} | "
                      f"{sum(v == 0 for v in clean)}/{len(clean)} |")
+    named, levels = sum(f["foramina_named"] for f in ok), sum(f["foramina_levels"] for f in ok)
+    lines.append(f"| foramen levels named as in truth | all | | {named} of {levels} |")
     lines.append(f"| segmentation refused (no sacrum) | 0 | | {len(rows) - len(ok)} of {len(rows)} |")
     lines += [
         "",

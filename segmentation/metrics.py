@@ -31,7 +31,9 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> np.n
 def compare(result: Volume, reference: Volume) -> dict[str, float]:
     """The validation figures of a segmentation against ground truth on the same grid.
 
-    ``fracture_false_ml`` is the labelled fracture farther than FALSE_FRACTURE_MM from any true one.
+    ``fracture_false_ml`` is the labelled fracture farther than FALSE_FRACTURE_MM from any true one;
+    ``foramina_named`` counts the true foramen levels (of ``foramina_levels``) whose found voxels
+    mostly carry the level's own name (S1 found as S1, not as S2).
     """
     r, g = result.array, reference.array
     out = {
@@ -46,6 +48,15 @@ def compare(result: Volume, reference: Volume) -> dict[str, float]:
             truth = lt.mask(g, f"foramen_{level}_{side}")
             detected += bool((truth & lt.mask(r, *lt.FORAMINA)).any())
     out["foramina_S1_S3_detected"] = detected
+    foramen_values = [lt.value(name) for name in lt.FORAMINA]
+    named = present = 0
+    for name in lt.FORAMINA:       # a true foramen level is named right when most of it found carries its name
+        found = r[lt.mask(g, name)]
+        if found.size:
+            present += 1
+            found = found[np.isin(found, foramen_values)]
+            named += bool(found.size) and lt.name(int(np.bincount(found).argmax())) == name
+    out["foramina_named"], out["foramina_levels"] = named, present
     d = surface_distances(lt.mask(r, "anterior_cortex"), lt.mask(g, "anterior_cortex"), result.spacing)
     out["cortex_msd_mm"] = float(d.mean())
     out["cortex_hd95_mm"] = float(np.percentile(d, 95))
