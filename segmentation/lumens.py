@@ -165,8 +165,12 @@ def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -
     """Group one side's channel fragments into foramen levels by height, top (S1) first.
 
     Fragments are taken largest first; one within LEVEL_GAP_MM of a level's height joins
-    it, another of at least MIN_LEVEL_ML starts a new level while there are fewer than
-    ``max_levels`` (smaller ones are dropped).
+    it, another of at least MIN_LEVEL_ML starts a new level (smaller ones are dropped).
+    While there are more than ``max_levels``, two neighbouring levels merge: those for which
+    the gap between their height ranges (plus one voxel) times the smaller one's size is
+    least. Small fragments close to a level join it, and a tall S1 foramen whose dorsal part
+    lies well above its anterior part stays one level, however far apart the centres of its
+    two fragments.
     """
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count:
@@ -174,20 +178,30 @@ def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -
     sizes = ndimage.sum_labels(channels, pieces, index=np.arange(1, count + 1))
     heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
     heights = heights * spacing[2]
-    levels: list[tuple[float, float, list[int]]] = []        # (height, weight, piece ids)
+    spans = [(box[2].start * spacing[2], (box[2].stop - 1) * spacing[2]) for box in ndimage.find_objects(pieces)]
+    levels: list[tuple[float, float, list[int], float, float]] = []     # height, weight, piece ids, z range
     least = MIN_LEVEL_ML * 1000.0 / float(np.prod(spacing))
     for i in np.argsort(-sizes):
         if sizes[i] < 2:
             continue
-        near = [k for k, (h, _, _) in enumerate(levels) if abs(h - heights[i]) <= LEVEL_GAP_MM]
+        near = [k for k, level in enumerate(levels) if abs(level[0] - heights[i]) <= LEVEL_GAP_MM]
         if not near and sizes[i] < least:
             continue                                           # a crumb (e.g. a canal corner) is no foramen
-        if not near and len(levels) >= max_levels:
-            near = [int(np.argmin([abs(h - heights[i]) for h, _, _ in levels]))]
+        piece = (heights[i], sizes[i], [i + 1], *spans[i])
         if near:
-            h, w, ids = levels[near[0]]
-            levels[near[0]] = ((h * w + heights[i] * sizes[i]) / (w + sizes[i]), w + sizes[i], ids + [i + 1])
+            levels[near[0]] = _merged(levels[near[0]], piece)
         else:
-            levels.append((heights[i], sizes[i], [i + 1]))
+            levels.append(piece)
     levels.sort(key=lambda lv: -lv[0])
-    return [np.isin(pieces, ids) for _, _, ids in levels]
+    while len(levels) > max_levels:
+        costs = [(max(upper[3] - lower[4], 0.0) + spacing[2]) * min(upper[1], lower[1])
+                 for upper, lower in zip(levels[:-1], levels[1:])]
+        k = int(np.argmin(costs))
+        levels[k:k + 2] = [_merged(levels[k], levels[k + 1])]
+    return [np.isin(pieces, ids) for _, _, ids, _, _ in levels]
+
+
+def _merged(a: tuple, b: tuple) -> tuple:
+    """Two levels (height, weight, piece ids, lowest z, highest z) as one."""
+    weight = a[1] + b[1]
+    return ((a[0] * a[1] + b[0] * b[1]) / weight, weight, a[2] + b[2], min(a[3], b[3]), max(a[4], b[4]))

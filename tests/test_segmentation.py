@@ -42,6 +42,7 @@ def test_agreement_with_ground_truth(result):
     assert figures["dice_canal"] >= 0.84, figures          # 0.851 and 0.890 (canal corners kept)
     assert figures["dice_foramina"] >= 0.7, figures        # 0.723 and 0.731
     assert figures["foramina_S1_S3_detected"] == 6, figures
+    assert figures["foramina_named"] == figures["foramina_levels"] == 8, figures
     assert figures["cortex_msd_mm"] <= 1.6 and figures["cortex_hd95_mm"] <= 5.0, figures
     assert figures["fracture_recall"] >= 0.25, figures      # 0.30 on the 2 mm osteoporotic case
     assert figures["fracture_false_ml"] <= 1.0, figures
@@ -200,3 +201,24 @@ def test_dark_pocket_above_the_canal_is_no_foramen_but_a_channel_beside_it_is():
     kept = _reaching_out(channels, canal, spacing, 20.0)
     assert kept[:, :, 10:12].sum() == channels[:, :, 10:12].sum()
     assert not kept[:, :, 22:25].any()
+
+
+def test_tall_s1_foramen_in_fragments_is_one_level():
+    from segmentation.lumens import _levels
+
+    channels = np.zeros((20, 40, 140), dtype=bool)
+    blocks = {"S1 anterior": (slice(2, 9), slice(5, 16), slice(101, 118)),
+              "S1 dorsal": (slice(2, 7), slice(25, 31), slice(119, 126)),     # 13 mm above, 2 mm apart
+              "S1 crumb": (slice(2, 5), slice(25, 29), slice(134, 136)),      # 24 voxels, 9 mm above that
+              "S2": (slice(2, 9), slice(5, 16), slice(83, 96)),
+              "S3": (slice(2, 9), slice(5, 16), slice(66, 73)),
+              "S4": (slice(2, 7), slice(5, 10), slice(51, 54))}
+    for box in blocks.values():
+        channels[box] = True
+    levels = _levels(channels, np.array([1.0, 1.0, 1.0]))
+    assert len(levels) == 4
+    for level, names in zip(levels, (("S1 anterior", "S1 dorsal", "S1 crumb"), ("S2",), ("S3",), ("S4",))):
+        expected = np.zeros_like(channels)
+        for name in names:
+            expected[blocks[name]] = True
+        assert np.array_equal(level, expected), names
