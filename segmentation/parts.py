@@ -46,12 +46,39 @@ def alae(bone: np.ndarray, foramina: dict[str, list[np.ndarray]], spacing: np.nd
     return out
 
 
-def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+AXIS_SMOOTH_MM = 10.0                    # the canal's course is smoothed over this height
+END_FACE_COS = 0.6                       # a surface whose normal is within 53 degrees of the axis is an end face
+
+
+def sacral_axis(canal: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Unit vector (y, z) up the sacral canal at each height, shape (nz, 2).
+
+    The canal's centre (posterior position y, mm) is smoothed over AXIS_SMOOTH_MM of
+    height and differentiated; above and below the canal its end directions hold.
+    Without a canal the axis is vertical.
+    """
+    nz = canal.shape[2]
+    heights = np.flatnonzero(canal.any(axis=(0, 1)))
+    if len(heights) < 3:
+        return np.tile([0.0, 1.0], (nz, 1))
+    centre_y = np.array([np.argwhere(canal[:, :, z])[:, 1].mean() for z in heights]) * spacing[1]
+    z_mm = heights * spacing[2]
+    centre_y = ndimage.gaussian_filter1d(np.interp(np.arange(heights[0], heights[-1] + 1) * spacing[2], z_mm,
+                                                   centre_y), AXIS_SMOOTH_MM / spacing[2], mode="nearest")
+    slope = np.gradient(centre_y, spacing[2])                # mm of y per mm of height
+    slope = np.interp(np.arange(nz), np.arange(heights[0], heights[-1] + 1), slope)
+    up = np.stack([slope, np.ones(nz)], axis=1)
+    return up / np.linalg.norm(up, axis=1, keepdims=True)
+
+
+def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray, up: np.ndarray) -> np.ndarray:
     """Band of bone within 2 mm of the pelvic (anterior) surface of the sacral envelope.
 
     The pelvic surface is what a ray from the front (along +y) meets first in each
-    left-right x height column, where the surface does not face upwards (the S1
-    endplate and the tops of the alae are not pelvic surface).
+    left-right x height column, where the surface does not face along the sacral axis
+    ``up`` ((y, z) unit vector per height, :func:`sacral_axis`): the S1 endplate, the
+    tops of the alae and the apex's face to the coccyx are not pelvic surface, however
+    far the sacrum is tilted.
     """
     first = np.argmax(envelope, axis=1)                                     # (x, z)
     hit = envelope.any(axis=1)
@@ -60,11 +87,11 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray)
     smooth = ndimage.gaussian_filter(envelope.astype(np.float32), sigma=1.5 / np.asarray(spacing))
     grad = np.stack(np.gradient(smooth), axis=0) / np.asarray(spacing)[:, None, None, None]
     norm = np.maximum(np.linalg.norm(grad, axis=0), 1e-6)
-    upward = (-grad[2] / norm) > 0.6
+    along = -(grad[1] * up[None, None, :, 0] + grad[2] * up[None, None, :, 1]) / norm    # outward normal . up
     surface = np.zeros_like(envelope)
     xs, zs = np.nonzero(hit)
     surface[xs, first[xs, zs], zs] = True
-    surface &= ~upward
+    surface &= np.abs(along) <= END_FACE_COS
     reach = hit[:, None, :] & (depth >= 0) & (depth < CORTEX_BAND_MM + 0.5 * float(spacing[1]))
     keep_column = np.zeros_like(hit)
     keep_column[xs, zs] = surface[xs, first[xs, zs], zs]

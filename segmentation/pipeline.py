@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
 from segmentation.lumens import find_canal, find_foramina
-from segmentation.parts import FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions
+from segmentation.parts import (FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions,
+                                sacral_axis)
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
@@ -282,7 +283,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     bone = sac & ~lumen
     ala = alae(bone, foramina, spacing, midline_r)
     envelope = ndimage.binary_fill_holes(bone | lumen)
-    cortex = anterior_cortex(envelope, bone, spacing)
+    cortex = anterior_cortex(envelope, bone, spacing, sacral_axis(canal, spacing))
     foramina = _with_openings(foramina, envelope | sol, spacing)
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)

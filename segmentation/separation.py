@@ -121,6 +121,27 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
     return None
 
 
+def _split_off_L5(seeds: np.ndarray, depth: float, spacing: np.ndarray,
+                  midline_mm: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Sacral and L5 seeds from a deeper erosion, when erosion by ``depth`` left L5 joined to the sacrum.
+
+    A thin or narrow L5-S1 disc (or bright bridging across it) keeps L5 in the sacral
+    piece at the first depth that names the sacrum and both ilia. Eroding deeper breaks
+    the bridge: the first deeper depth that still names a sacrum with both ilia and shows
+    a central piece above it no wider than a lumbar body (an upper sacral segment split
+    off would carry the alae) gives (sacral seed, L5 seed, that depth); otherwise None.
+    """
+    for deeper in (d for d in EROSION_STEPS_MM if d > depth):
+        eroded = ndimage.binary_erosion(seeds, structure=ball(deeper, spacing))
+        labels, pieces = _pieces(eroded, spacing)
+        named = _name_pieces(pieces, midline_mm, labels, spacing, reach_mm=2 * deeper + JOINT_MM)
+        if named is None:
+            return None
+        if "L5" in named and named["L5"].width < MIN_SACRUM_WIDTH_MM:
+            return labels == named["sacrum"].label, labels == named["L5"].label, deeper
+    return None
+
+
 # (cortex threshold HU, closing radius mm), tried in this order: the first that shows a
 # plausible sacrum wins. Without a closing the joints stay open; thin osteoporotic cortex
 # needs a lower threshold or a closing to enclose its trabecular bone.
@@ -171,6 +192,15 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     for value, name in enumerate(order, start=1):
         if name in named:
             markers[labels == named[name].label] = value
+    deeper = None if "L5" in named else _split_off_L5(seeds, depth, spacing, midline_mm)
+    if deeper is not None:
+        # L5 was joined to the sacral seed: the deeper seeds of both split it at its narrowest
+        # neck (a watershed on the distance to its surface, as the bones are split below).
+        sacral_seed, l5_seed, depth_l5 = deeper
+        joined = markers == 1
+        depth_in = ndimage.distance_transform_edt(joined, sampling=spacing)
+        split = watershed(-depth_in, sacral_seed + 2 * l5_seed.astype(np.int32), mask=joined)
+        markers[split == 2] = order.index("L5") + 1
     other = len(order) + 1
     known = {p.label for p in named.values()}
     sacrum = named["sacrum"]
@@ -191,7 +221,10 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     masks = {name: grown == value for value, name in enumerate(order, start=1)}
     notes = [f"bones seeded from cortex > {threshold:g} HU"
              + (f" closed by {close_mm:g} mm" if close_mm else "") + f", eroded {depth:g} mm"]
-    for name in ("L5", "coccyx"):
-        if name not in named:
-            notes.append(f"no {name} found")
+    if deeper is not None:
+        notes.append(f"L5 and the sacrum seeded apart by eroding {depth_l5:g} mm")
+    elif "L5" not in named:
+        notes.append("no L5 found")
+    if "coccyx" not in named:
+        notes.append("no coccyx found")
     return Bones(notes=tuple(notes), **masks)
