@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
 from segmentation.lumens import find_canal, find_foramina
+from segmentation.metrics import dice
 from segmentation.parts import (FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions,
                                 sacral_axis)
 from segmentation.separation import Bones, split_bones
@@ -40,6 +41,7 @@ WORK_SPACING_MM = 1.0                # this spacing (per axis, at least the CT's
 FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
 FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
+CROP_AGREEMENT = 0.88                # least Dice of the crop's sacrum with the located one
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,19 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     lower = np.floor(index.min(axis=0) - pad).astype(int)
     upper = np.ceil(index.max(axis=0) + pad + 1).astype(int)
     lower, upper = np.clip(lower, 0, ct.shape), np.clip(upper, 0, ct.shape)
+    crop = ct.crop(tuple(lower), tuple(upper))
     try:
-        fine = _segment_grid(ct.crop(tuple(lower), tuple(upper)), midline_x_mm=rough.report["midline_x_mm"])
+        fine = _segment_grid(crop, midline_x_mm=rough.report["midline_x_mm"])
     except NoSacrumError:
         log.info("no sacrum in the crop around the located one: segmenting the whole CT at full resolution")
+        return _segment_grid(ct, last_resort=True)
+    located = lt.mask(rough.labels.resample_onto(crop, interpolator="nearest").array, "sacrum")
+    agreement = dice(lt.sacral_bone(fine.labels.array), located)
+    if agreement < CROP_AGREEMENT:
+        # The crop cuts the ilia open, and a bone split that needs them closed can fail there
+        # in ways that still name a sacrum (one that takes in the ilia).
+        log.info("the sacrum found in the crop differs from the located one (Dice %.2f): segmenting the whole "
+                 "CT at full resolution", agreement)
         return _segment_grid(ct, last_resort=True)
     full = rough.labels.resample_onto(ct, interpolator="nearest").array
     full[full == lt.value("sacrum")] = 0

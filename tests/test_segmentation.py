@@ -96,6 +96,23 @@ def test_L5_joined_to_a_tilted_sacrum_is_split_off_and_the_cortex_stops_at_the_e
     assert figures["foramina_named"] == figures["foramina_levels"] == 8, figures
 
 
+def test_crop_whose_split_takes_in_the_ilia_falls_back_to_the_whole_ct(monkeypatch):
+    # The crop around the located sacrum cuts this phantom's ilia open at two faces; the split
+    # in the crop then names a sacrum that takes in parts of both ilia (Dice 0.75 with the
+    # located one), and the whole CT is segmented instead.
+    from segmentation import pipeline
+
+    phantom = make_phantom(PhantomParams(seed=115, spacing=(1.25,) * 3, lesion="left", osteoporosis=0.54,
+                                         position="prone"))
+    monkeypatch.setattr(pipeline, "LOCATE_ABOVE_VOXELS", 0)
+    seg = segment(phantom.ct)
+    assert not seg.report["notes"][0].startswith("sacrum located"), seg.report["notes"]
+    assert dice(lt.sacral_bone(seg.labels), lt.sacral_bone(phantom.labels)) >= 0.97
+    for side in ("left", "right"):
+        assert (lt.sacral_bone(seg.labels) & lt.mask(phantom.labels, f"ilium_{side}")).sum() \
+            <= 0.01 * lt.sacral_bone(seg.labels).sum(), side
+
+
 def test_written_files(result, tmp_path):
     phantom, seg = result
     written = write_segmentation(seg, tmp_path)
