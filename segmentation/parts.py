@@ -72,7 +72,7 @@ def sacral_axis(canal: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 
 def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Band of bone within 2 mm of the pelvic (anterior) surface of the sacral envelope.
+    """Band of bone CORTEX_BAND_MM deep (the whole number of voxels nearest it) on the pelvic surface.
 
     The pelvic surface is what a ray from the front (along +y) meets first in each
     left-right x height column, where the surface does not face along the sacral axis
@@ -83,7 +83,8 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
     first = np.argmax(envelope, axis=1)                                     # (x, z)
     hit = envelope.any(axis=1)
     y = np.arange(envelope.shape[1])[None, :, None]
-    depth = (y - first[:, None, :]) * spacing[1]
+    depth = y - first[:, None, :]                                           # voxels behind the surface
+    layers = max(int(round(CORTEX_BAND_MM / spacing[1])), 1)                # the whole voxels nearest the band
     smooth = ndimage.gaussian_filter(envelope.astype(np.float32), sigma=1.5 / np.asarray(spacing))
     grad = np.stack(np.gradient(smooth), axis=0) / np.asarray(spacing)[:, None, None, None]
     norm = np.maximum(np.linalg.norm(grad, axis=0), 1e-6)
@@ -92,7 +93,7 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
     xs, zs = np.nonzero(hit)
     surface[xs, first[xs, zs], zs] = True
     surface &= np.abs(along) <= END_FACE_COS
-    reach = hit[:, None, :] & (depth >= 0) & (depth < CORTEX_BAND_MM + 0.5 * float(spacing[1]))
+    reach = hit[:, None, :] & (depth >= 0) & (depth < layers)
     keep_column = np.zeros_like(hit)
     keep_column[xs, zs] = surface[xs, first[xs, zs], zs]
     return bone & reach & keep_column[:, None, :]
@@ -142,7 +143,8 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     robust spread of that contrast over the ala, kept within FRACTURE_THRESHOLD_HU), at
     least FRACTURE_INSET_MM inside the ala, the sheet is seeded; it is grown through the
     ala where the contrast exceeds FRACTURE_GROW x the threshold. Pieces shorter than
-    FRACTURE_MIN_HEIGHT_MM cranio-caudally are dropped.
+    FRACTURE_MIN_HEIGHT_MM cranio-caudally are dropped. The averaging widens the sheet, so
+    only its ridge (the contrast's maximum along x) and one voxel either side are kept.
     """
     out = np.zeros_like(ala_mask)
     if not ala_mask.any():
@@ -169,7 +171,9 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     for i, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is not None and (box[2].stop - box[2].start) * spacing[2] >= FRACTURE_MIN_HEIGHT_MM:
             out[box] |= labels[box] == i
-    return out
+    ridge = (contrast >= np.roll(contrast, 1, axis=0)) & (contrast >= np.roll(contrast, -1, axis=0))
+    ridge |= np.roll(ridge, 1, axis=0) | np.roll(ridge, -1, axis=0)
+    return out & ridge
 
 
 def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: np.ndarray,

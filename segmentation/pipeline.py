@@ -303,7 +303,11 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
     if lytic.any():
         beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
-    crack = fracture_lines(sm, (ala["left"] | ala["right"]) & ~cortex & ~beside, spacing)
+    # The line is sought behind the cortex and the voxel its partial volume darkens, then carried
+    # forward through that voxel up to the cortex (never into it: the cortex stays a critical label).
+    behind = np.roll(cortex, 1, axis=1) & ~cortex & (ala["left"] | ala["right"])
+    crack = fracture_lines(sm, (ala["left"] | ala["right"]) & ~cortex & ~behind & ~beside, spacing)
+    crack |= behind & np.roll(crack, -1, axis=1)
     lytic &= ~crack
 
     out = np.zeros(sm.shape, dtype=np.uint8)

@@ -38,12 +38,12 @@ def test_agreement_with_ground_truth(result):
     assert seg.labels.same_geometry(phantom.ct)
     figures = compare(seg.labels, phantom.labels)
     assert figures["dice_sacral_bone"] >= 0.95, figures
-    assert figures["dice_ala"] >= 0.72, figures
+    assert figures["dice_ala"] >= 0.77, figures            # 0.866 and 0.782 (0.849 and 0.760 with a 2-voxel cortex)
     assert figures["dice_canal"] >= 0.84, figures          # 0.851 and 0.890 (canal corners kept)
     assert figures["dice_foramina"] >= 0.7, figures        # 0.723 and 0.731
     assert figures["foramina_S1_S3_detected"] == 6, figures
     assert figures["foramina_named"] == figures["foramina_levels"] == 8, figures
-    assert figures["cortex_msd_mm"] <= 1.6 and figures["cortex_hd95_mm"] <= 5.0, figures
+    assert figures["cortex_msd_mm"] <= 0.8 and figures["cortex_hd95_mm"] <= 2.5, figures   # 0.52 and 2.0 mm (was 1.2, 3.5)
     assert figures["fracture_recall"] >= 0.25, figures      # 0.30 on the 2 mm osteoporotic case
     assert figures["fracture_false_ml"] <= 1.0, figures
     for side in ("left", "right"):       # the joint sheet, not the bone beside it, carries the joint label
