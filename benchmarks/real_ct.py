@@ -5,7 +5,8 @@ Usage: python benchmarks/real_ct.py [--ct ../shared/ct/ts_example_ct.nii.gz]
 
 Prints the segmentation time, the route and flags, the volume of each label found, and for
 each TotalSegmentator reference mask of a neighbour (hips, L5, L4, femurs) how much of the
-sacral bone lies inside it (ml and fraction of the sacral bone). Writes a picture of the
+sacral bone lies inside it (ml and fraction of the sacral bone), and the Dice of the ilia and
+L5 against the reference hips and L5. Writes a picture of the
 sacrum's axial, coronal and sagittal mid-slices with the labels outlined (the reference hip
 and L5 masks dashed), to be checked by eye.
 """
@@ -22,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segmentation.metrics import dice  # noqa: E402
 from segmentation.pipeline import segment  # noqa: E402
 from trajplan import labels as lt  # noqa: E402
 from trajplan.io.atomic import atomic_path  # noqa: E402
@@ -53,6 +55,28 @@ def _panels(canon_ct: np.ndarray, canon_labels: np.ndarray, refs: dict[str, np.n
                {k: orient(v[take]) for k, v in refs.items()})
 
 
+def measure(ct_path: str | Path, masks_dir: str | Path) -> dict:
+    """Segment the real CT and measure its sacral bone against the neighbours' reference masks.
+
+    Returns the CT, the segmentation, the seconds it took, the sacral bone (ml), the sacral bone
+    inside each reference mask in NEIGHBOURS (ml), the reference masks, and the Dice of the ilia
+    and L5 against the reference hips and L5.
+    """
+    ct = read_ct(ct_path)
+    start = time.perf_counter()
+    seg = segment(ct)
+    seconds = time.perf_counter() - start
+    sacral = lt.sacral_bone(seg.labels)
+    refs = {name: read_volume_file(Path(masks_dir) / f"{name}.nii.gz").array > 0.5 for name in NEIGHBOURS}
+    return {
+        "ct": ct, "seg": seg, "seconds": seconds, "refs": refs,
+        "sacral_ml": float(sacral.sum() * ct.voxel_volume_ml),
+        "inside_ml": {name: float((ref & sacral).sum() * ct.voxel_volume_ml) for name, ref in refs.items()},
+        "dice": {name: dice(lt.mask(seg.labels, name), refs[ref])
+                 for name, ref in (("ilium_left", "hip_left"), ("ilium_right", "hip_right"), ("L5", "vertebrae_L5"))},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ct", default="../shared/ct/ts_example_ct.nii.gz")
@@ -60,23 +84,19 @@ def main() -> None:
     parser.add_argument("--png", default="docs/real_ct_sacrum.png")
     args = parser.parse_args()
 
-    ct = read_ct(args.ct)
-    start = time.perf_counter()
-    seg = segment(ct)
-    print(f"segmented in {time.perf_counter() - start:.1f} s; partial: {seg.report['partial_reason']}")
+    found = measure(args.ct, args.masks)
+    ct, seg, refs = found["ct"], found["seg"], found["refs"]
+    print(f"segmented in {found['seconds']:.1f} s; partial: {seg.report['partial_reason']}")
     for note in seg.report["notes"]:
         print("  note:", note)
     for name, entry in seg.report["structures"].items():
         if entry["voxels"]:
             print(f"  {name:18s} {entry['volume_ml']:8.1f} ml")
-    sacral = lt.sacral_bone(seg.labels)
-    print(f"sacral bone {sacral.sum() * ct.voxel_volume_ml:.1f} ml")
-    refs = {}
-    for name in NEIGHBOURS:
-        ref = read_volume_file(Path(args.masks) / f"{name}.nii.gz")
-        refs[name] = ref.array > 0.5
-        inside = (refs[name] & sacral).sum()
-        print(f"  inside {name:13s} {inside * ct.voxel_volume_ml:6.2f} ml ({inside / sacral.sum():.1%} of the sacral bone)")
+    print(f"sacral bone {found['sacral_ml']:.1f} ml")
+    for name, ml in found["inside_ml"].items():
+        print(f"  inside {name:13s} {ml:6.2f} ml ({ml / found['sacral_ml']:.1%} of the sacral bone)")
+    for name, value in found["dice"].items():
+        print(f"  Dice {name} against the reference: {value:.2f}")
 
     canon_ct, reorder = ct.to_canonical()
     canon_labels = reorder.apply(seg.labels).array
