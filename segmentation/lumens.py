@@ -6,7 +6,9 @@ narrower than the canal); its width is taken as the running median over slices,
 which rejects the slices where the foramina widen the hole, and it ends in front
 where the hole ends on the midline (the back of the vertebral bodies; running
 median too): the foramina leave the canal laterally and run forward, so the parts
-of the hole in front of that line and beside the midline are foramina.
+of the hole in front of that line and beside the midline are foramina. At its open
+ends (the upper opening above the S1 body, the hiatus) the last full section is carried
+on while bone walls it in behind and on both sides.
 
 Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
 envelope that connect to the canal, in pieces that reach out beyond the canal's side
@@ -32,6 +34,7 @@ MIN_REACH_MM = 4.0
 MAX_LEVEL_ML = 4.0      # a foramen channel holds about 0.3-2 ml
 MIN_DARK_HU = 10.0
 FORAMEN_GROW_MM = 1.0   # smoothing against the bright walls shrinks a thresholded lumen by about this
+FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
 
 
 def _disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
@@ -205,3 +208,34 @@ def _merged(a: tuple, b: tuple) -> tuple:
     """Two levels (height, weight, piece ids, lowest z, highest z) as one."""
     weight = a[1] + b[1]
     return ((a[0] * a[1] + b[0] * b[1]) / weight, weight, a[2] + b[2], min(a[3], b[3]), max(a[4], b[4]))
+
+
+def carry_open_ends(canal: np.ndarray, bone: np.ndarray) -> np.ndarray:
+    """The canal carried on through its open ends, slice by slice, while bone walls it in.
+
+    At its upper opening (in front of the S1 lamina, above the body's endplate) and at the
+    hiatus the canal is not enclosed in an axial slice, so :func:`find_canal` loses it. From
+    the last slice at each end whose canal holds at least FULL_SECTION x the median section,
+    that section is carried to the next slice, less its bone and the voxels that have no bone
+    behind them (posterior) and on both sides (left and right) in that slice, until nothing is left.
+    """
+    out = canal.copy()
+    area = canal.sum(axis=(0, 1))
+    heights = np.flatnonzero(area)
+    if len(heights) < 3:
+        return out
+    full = np.flatnonzero(area >= FULL_SECTION * np.median(area[heights]))
+    for step, start in ((1, full[-1]), (-1, full[0])):
+        section = canal[:, :, start]
+        z = start + step
+        while 0 <= z < canal.shape[2]:
+            walls = bone[:, :, z]
+            behind = np.maximum.accumulate(walls[:, ::-1], axis=1)[:, ::-1]
+            on_one_side = np.maximum.accumulate(walls, axis=0)
+            on_other_side = np.maximum.accumulate(walls[::-1], axis=0)[::-1]
+            section = section & ~walls & behind & on_one_side & on_other_side
+            if not section.any():
+                break
+            out[:, :, z] |= section
+            z += step
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
-from segmentation.lumens import find_canal, find_foramina
+from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
 from segmentation.parts import (FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions,
                                 sacral_axis)
@@ -283,7 +283,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     if canal.any():
         midline_r = float(np.argwhere(canal)[:, 0].mean())
     foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)
-    canal = canal | canal_corners
+    canal = carry_open_ends(canal | canal_corners, sac & ~canal_corners)
     if lumen_hu < dark_hu:
         partial.append(f"the trabecular bone is nearly as dark as the foramina: they were searched below "
                        f"{lumen_hu:.0f} HU instead of {dark_hu:.0f} HU and may be incomplete")
