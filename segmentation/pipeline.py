@@ -147,23 +147,22 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     lower = np.floor(index.min(axis=0) - pad).astype(int)
     upper = np.ceil(index.max(axis=0) + pad + 1).astype(int)
     lower, upper = np.clip(lower, 0, ct.shape), np.clip(upper, 0, ct.shape)
-    crop = ct.crop(tuple(lower), tuple(upper))
     try:
-        fine = _segment_grid(crop, midline_x_mm=rough.report["midline_x_mm"])
+        fine = _segment_grid(ct.crop(tuple(lower), tuple(upper)), midline_x_mm=rough.report["midline_x_mm"])
     except NoSacrumError:
         log.info("no sacrum in the crop around the located one: segmenting the whole CT at full resolution")
         return _segment_grid(ct, last_resort=True)
-    located = lt.mask(rough.labels.resample_onto(crop, interpolator="nearest").array, "sacrum")
-    agreement = dice(lt.sacral_bone(fine.labels.array), located)
+    full = rough.labels.resample_onto(ct, interpolator="nearest").array
+    inside = tuple(slice(lo, up) for lo, up in zip(lower, upper))
+    agreement = dice(lt.sacral_bone(fine.labels.array), full[inside] == lt.value("sacrum"))
     if agreement < CROP_AGREEMENT:
         # The crop cuts the ilia open, and a bone split that needs them closed can fail there
         # in ways that still name a sacrum (one that takes in the ilia).
         log.info("the sacrum found in the crop differs from the located one (Dice %.2f): segmenting the whole "
                  "CT at full resolution", agreement)
         return _segment_grid(ct, last_resort=True)
-    full = rough.labels.resample_onto(ct, interpolator="nearest").array
     full[full == lt.value("sacrum")] = 0
-    full[lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]] = fine.labels.array
+    full[inside] = fine.labels.array
     return _moved(fine, ct.with_array(full),
                   f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
                   "segmented at full resolution in a "

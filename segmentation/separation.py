@@ -121,6 +121,14 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
     return None
 
 
+def _named_at(seeds: np.ndarray, depth: float, spacing: np.ndarray,
+              midline_mm: float) -> tuple[np.ndarray, list[_Piece], dict[str, _Piece] | None]:
+    """The pieces of ``seeds`` eroded by ``depth`` mm (labels, pieces) and the bones named among them."""
+    eroded = ndimage.binary_erosion(seeds, structure=ball(depth, spacing))
+    labels, pieces = _pieces(eroded, spacing)
+    return labels, pieces, _name_pieces(pieces, midline_mm, labels, spacing, reach_mm=2 * depth + JOINT_MM)
+
+
 def _split_off_L5(seeds: np.ndarray, depth: float, spacing: np.ndarray,
                   midline_mm: float) -> tuple[np.ndarray, np.ndarray, float] | None:
     """Sacral and L5 seeds from a deeper erosion, when erosion by ``depth`` left L5 joined to the sacrum.
@@ -132,9 +140,7 @@ def _split_off_L5(seeds: np.ndarray, depth: float, spacing: np.ndarray,
     off would carry the alae) gives (sacral seed, L5 seed, that depth); otherwise None.
     """
     for deeper in (d for d in EROSION_STEPS_MM if d > depth):
-        eroded = ndimage.binary_erosion(seeds, structure=ball(deeper, spacing))
-        labels, pieces = _pieces(eroded, spacing)
-        named = _name_pieces(pieces, midline_mm, labels, spacing, reach_mm=2 * deeper + JOINT_MM)
+        labels, _, named = _named_at(seeds, deeper, spacing, midline_mm)
         if named is None:
             return None
         if "L5" in named and named["L5"].width < MIN_SACRUM_WIDTH_MM:
@@ -172,9 +178,7 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
             cortex = ndimage.binary_closing(cortex, structure=ball(close_mm, spacing), border_value=0)
         seeds = ndimage.binary_fill_holes(cortex)
         for depth in EROSION_STEPS_MM:
-            eroded = ndimage.binary_erosion(seeds, structure=ball(depth, spacing))
-            labels, pieces = _pieces(eroded, spacing)
-            named = _name_pieces(pieces, midline_mm, labels, spacing, reach_mm=2 * depth + JOINT_MM)
+            labels, pieces, named = _named_at(seeds, depth, spacing, midline_mm)
             if named is not None:
                 found = (threshold, close_mm, depth, labels, pieces, named)
                 break
