@@ -242,6 +242,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
             try:
                 bones = split_bones_by_walker(hu, spacing, midline_i)
                 solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right   # its dim bone too
+                partial.append("the bones were split by the random-walk fallback (the cortical shells enclosed no "
+                               "sacrum): its borders with the ilia and L5 are less precise, check them on the images")
             except NoSacrumError as walk:
                 log.info("the random-walk bone split found no sacrum either: %s", walk)
                 raise shells from None

@@ -152,6 +152,7 @@ def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     ct = read_ct(shared_ct / "ts_example_ct.nii.gz")
     seg = segment(ct)
     assert any(note.startswith("bones separated by random walks") for note in seg.report["notes"])
+    assert "random-walk fallback" in seg.report["partial_reason"]
     sacral = lt.sacral_bone(seg.labels)
     assert sacral.sum() * ct.voxel_volume_ml > 50
     masks = {name: read_volume_file(shared_ct / "ts_example_masks" / f"{name}.nii.gz").array > 0.5
