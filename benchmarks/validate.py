@@ -100,11 +100,12 @@ def real_ct_lines() -> list[str]:
         + " | " + " | ".join(f"{v:.2f}" for v in found["dice"].values()) + " |",
         "",
     ]
+    options = PlanOptions()
     try:
-        plan = plan_needles(found["seg"].labels, PlanOptions(), ct=found["ct"])
+        plan = plan_needles(found["seg"].labels, options, ct=found["ct"])
         safe = [n for n in plan["needles"] if n["safe"]]
         lines.append(f"Planned on that segmentation with the default options (`trajplan plan`): {len(safe)} of "
-                     f"{PlanOptions().needles} needles safe ("
+                     f"{options.needles} needles safe ("
                      + (", ".join(f"{n['technique']} {n['side']}" for n in safe) or "none") + "). Warnings: "
                      + "; ".join(plan["warnings"]) + ".")
     except InputError as exc:
