@@ -24,6 +24,47 @@ def ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     return sum((g / max(h, 1)) ** 2 for g, h in zip(grids, half)) <= 1.0
 
 
+def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ...]:
+    """Index box of a non-empty ``mask``, widened by ``pad`` voxels per axis and clipped to the array."""
+    pad = np.broadcast_to(np.asarray(pad, dtype=int), (mask.ndim,))
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
+    return tuple(box)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled: :func:`scipy.ndimage.binary_fill_holes`, by labelling.
+
+    The background pieces (face connected) that touch no face of the array are holes. One
+    labelling pass gives the same result as scipy's flood from the border, several times faster.
+    """
+    pieces, count = ndimage.label(~mask)
+    if not count:
+        return mask.copy()
+    outside = np.zeros(count + 1, dtype=bool)
+    for axis in range(mask.ndim):
+        for end in (0, -1):
+            outside[np.take(pieces, end, axis=axis)] = True
+    outside[0] = False
+    return ~outside[pieces]
+
+
+def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Binary closing with the outside taken as empty, computed only on ``mask``'s box.
+
+    The same as ``ndimage.binary_closing(mask, structure, border_value=0)``: the box is
+    widened by the structure's reach, beyond which the dilation adds nothing.
+    """
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
+    box = bounding_box(mask, np.asarray(structure.shape) // 2 + 1)
+    out[box] = ndimage.binary_closing(mask[box], structure=structure, border_value=0)
+    return out
+
+
 def smooth_hu(hu: np.ndarray, spacing: np.ndarray, sigma_mm: float = 0.7) -> np.ndarray:
     """CT smoothed with a Gaussian of ``sigma_mm`` (float32)."""
     return ndimage.gaussian_filter(hu.astype(np.float32), sigma=sigma_mm / np.asarray(spacing))
@@ -40,7 +81,7 @@ def largest_piece(mask: np.ndarray, structure: np.ndarray | None = None) -> np.n
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
     """The patient's body: the largest connected region above -400 HU, holes filled."""
-    return ndimage.binary_fill_holes(largest_piece(hu > BODY_HU))
+    return fill_holes(largest_piece(hu > BODY_HU))
 
 
 CORTEX_THRESHOLDS_HU = (250.0, 200.0, 160.0, 130.0)
@@ -69,7 +110,7 @@ def solid_bone(smooth: np.ndarray, spacing: np.ndarray, *, close_mm: float = 2.0
     for threshold in CORTEX_THRESHOLDS_HU:
         cortex = smooth > threshold
         closed = ndimage.binary_closing(cortex, structure=structure, border_value=0)
-        solid = ndimage.binary_fill_holes(closed | cortex)
+        solid = fill_holes(closed | cortex)
         ratio = solid.sum() / max(int(cortex.sum()), 1)
         if ratio >= MIN_FILL_RATIO:
             return solid, threshold

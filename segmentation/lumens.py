@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, largest_piece
+from segmentation.bone import ball, closing, fill_holes, largest_piece
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
@@ -53,7 +53,7 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
         if not section.any():
             continue
         closed = ndimage.binary_closing(section, structure=disk, border_value=0)
-        holes = ndimage.binary_fill_holes(closed) & ~section
+        holes = fill_holes(closed) & ~section
         labels, count = ndimage.label(holes)
         if not count:
             continue
@@ -109,9 +109,7 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     lumen_hu : float
         The threshold finally used (``dark_hu`` or lower).
     """
-    envelope = ndimage.binary_closing(sacrum | canal, structure=ball(ENVELOPE_CLOSE_MM, spacing),
-                                      border_value=0)
-    envelope = ndimage.binary_fill_holes(envelope)
+    envelope = fill_holes(closing(sacrum | canal, ball(ENVELOPE_CLOSE_MM, spacing)))
     while True:
         found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
         largest = max((m.sum() for masks in found.values() for m in masks), default=0)

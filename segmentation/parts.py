@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from segmentation.bone import bounding_box
+
 CORTEX_BAND_MM = 2.0
 JOINT_REACH_MM = 4.0
 JOINT_HALF_WIDTH_MM = 1.5
@@ -99,6 +101,32 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
     return bone & reach & keep_column[:, None, :]
 
 
+def distances_where_both_near(a: np.ndarray, b: np.ndarray, spacing: np.ndarray,
+                              reach_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) to the nearest voxel of ``a`` and of ``b``, exact wherever both are within ``reach_mm``.
+
+    Only the box where both can be that near (each mask's box widened by the reach, the two
+    overlapped), widened again by the reach to hold the nearest voxels, is computed; elsewhere
+    the distances are ``inf``. Any distance up to ``reach_mm`` that either map shows is exact, so a
+    test ``d <= r`` with ``r <= reach_mm`` reads them as it would the full transforms.
+    """
+    d_a = np.full(a.shape, np.inf)
+    d_b = np.full(b.shape, np.inf)
+    if not a.any() or not b.any():
+        return d_a, d_b
+    pad = np.ceil(reach_mm / np.asarray(spacing)).astype(int) + 1
+    box_a, box_b = bounding_box(a, pad), bounding_box(b, pad)
+    lower = [max(p.start, q.start) for p, q in zip(box_a, box_b)]
+    upper = [min(p.stop, q.stop) for p, q in zip(box_a, box_b)]
+    if any(lo >= up for lo, up in zip(lower, upper)):
+        return d_a, d_b
+    box = tuple(slice(max(lo - w, 0), min(up + w, n)) for lo, up, w, n in zip(lower, upper, pad, a.shape))
+    for mask, out in ((a, d_a), (b, d_b)):
+        if mask[box].any():
+            out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+    return d_a, d_b
+
+
 def joints(sacrum: np.ndarray, ilium: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Sacroiliac joint: the sheet where the sacrum meets this ilium, and the gaps beside it.
 
@@ -108,11 +136,8 @@ def joints(sacrum: np.ndarray, ilium: np.ndarray, solid: np.ndarray, spacing: np
     either side of that border, plus the non-bone voxels within JOINT_REACH_MM of both
     bones (a joint space wide enough to stay open).
     """
-    if not ilium.any():
-        return np.zeros_like(sacrum)
-    d_sac = ndimage.distance_transform_edt(~sacrum, sampling=spacing)
-    d_il = ndimage.distance_transform_edt(~ilium, sampling=spacing)
     near = max(JOINT_HALF_WIDTH_MM, float(np.max(spacing)) + 0.01)     # at least the neighbouring voxel
+    d_sac, d_il = distances_where_both_near(sacrum, ilium, spacing, max(near, JOINT_REACH_MM))
     border = (sacrum | ilium) & (d_sac <= near) & (d_il <= near)
     return border | (~solid & (d_sac <= JOINT_REACH_MM) & (d_il <= JOINT_REACH_MM))
 
@@ -120,10 +145,7 @@ def joints(sacrum: np.ndarray, ilium: np.ndarray, solid: np.ndarray, spacing: np
 def disc(sacrum: np.ndarray, l5: np.ndarray, solid: np.ndarray, smooth: np.ndarray,
          spacing: np.ndarray, midline_i: float) -> np.ndarray:
     """L5-S1 disc: soft-tissue voxels between L5 and the sacrum, near the midline."""
-    if not l5.any():
-        return np.zeros_like(sacrum)
-    d_sac = ndimage.distance_transform_edt(~sacrum, sampling=spacing)
-    d_l5 = ndimage.distance_transform_edt(~l5, sampling=spacing)
+    d_sac, d_l5 = distances_where_both_near(sacrum, l5, spacing, DISC_REACH_MM)
     x = np.arange(sacrum.shape[0])[:, None, None]
     central = np.abs(x - midline_i) * spacing[0] < 30.0
     return (~solid & central & (d_sac <= DISC_REACH_MM) & (d_l5 <= DISC_REACH_MM)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, body_mask, smooth_hu, solid_bone
+from segmentation.bone import ball, body_mask, bounding_box, fill_holes, smooth_hu, solid_bone
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
 from segmentation.parts import (FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions,
@@ -50,15 +50,6 @@ class Segmentation:
 
     labels: Volume
     report: dict
-
-
-def _bbox(mask: np.ndarray, pad: np.ndarray) -> tuple[slice, slice, slice]:
-    """Index box of a non-empty mask, widened by ``pad`` voxels (no index array is built)."""
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
-    return tuple(box)  # type: ignore[return-value]
 
 
 def _downsample(ct: Volume, spacing: np.ndarray) -> Volume:
@@ -215,7 +206,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     body = body_mask(canon.array)
     if body.sum() * canon.voxel_volume_ml < 500:
         raise NoSacrumError("no sacrum in the field of view: no body (less than 0.5 l above -400 HU)")
-    box = _bbox(body, np.full(3, 2))
+    box = bounding_box(body, np.full(3, 2))
     hu = canon.array[box].astype(np.float32)
     ext = {k: v[box] for k, v in external.items()}
     metal = hu > METAL_HU
@@ -273,7 +264,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
 
     # Fine work in the sacral region only.
     pad = np.ceil(SACRAL_PAD_MM / spacing).astype(int)
-    roi = _bbox(bones.sacrum, pad)
+    roi = bounding_box(bones.sacrum, pad)
     sm, sac = smooth[roi], bones.sacrum[roi]
     sol = solid[roi]
     midline_r = midline_i - roi[0].start
@@ -294,7 +285,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
             lumen |= m
     bone = sac & ~lumen
     ala = alae(bone, foramina, spacing, midline_r)
-    envelope = ndimage.binary_fill_holes(bone | lumen)
+    envelope = fill_holes(bone | lumen)
     cortex = anterior_cortex(envelope, bone, spacing, sacral_axis(canal, spacing))
     foramina = _with_openings(foramina, envelope | sol, spacing)
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import expand_labels, watershed
 
-from segmentation.bone import ball
+from segmentation.bone import ball, fill_holes
 from trajplan.errors import NoSacrumError
 
 EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)
@@ -176,7 +176,7 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
         cortex = smooth > threshold
         if close_mm:
             cortex = ndimage.binary_closing(cortex, structure=ball(close_mm, spacing), border_value=0)
-        seeds = ndimage.binary_fill_holes(cortex)
+        seeds = fill_holes(cortex)
         for depth in EROSION_STEPS_MM:
             labels, pieces, named = _named_at(seeds, depth, spacing, midline_mm)
             if named is not None:

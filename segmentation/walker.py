@@ -32,7 +32,7 @@ from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import random_walker
 
-from segmentation.bone import ball, largest_piece, smooth_hu
+from segmentation.bone import ball, fill_holes, largest_piece, smooth_hu
 from segmentation.separation import MAX_SACRUM_WIDTH_MM, MIN_SACRUM_WIDTH_MM, Bones
 from trajplan.errors import NoSacrumError
 from trajplan.volume import Volume
@@ -82,7 +82,7 @@ def _bodies(smooth: np.ndarray, spine: np.ndarray, spacing: np.ndarray, mid: int
     half = max(int(round(0.5 * GRID_MM / spacing[0])), 1)
     slab = smooth[mid - half:mid + half + 1].mean(axis=0)
     spine_slab = spine[mid - half:mid + half + 1].any(axis=0)
-    blobs = ndimage.binary_opening(ndimage.binary_fill_holes(slab > BODY_HU))
+    blobs = ndimage.binary_opening(fill_holes(slab > BODY_HU))
     blobs &= ndimage.binary_dilation(spine_slab)
     labels, count = ndimage.label(blobs)
     bodies = []
