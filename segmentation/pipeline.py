@@ -222,6 +222,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
         midline_i = float((np.arange(len(column)) * column).sum() / column.sum())
     else:
         midline_i = float(canon.world_to_index(np.array([[midline_x_mm, 0.0, 0.0]]))[0, 0]) - box[0].start
+    walked = False
     if "sacrum" in ext:
         bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
     else:
@@ -232,6 +233,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
                 raise
             try:
                 bones = split_bones_by_walker(hu, spacing, midline_i)
+                walked = True
                 solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right   # its dim bone too
                 partial.append("the bones were split by the random-walk fallback (the cortical shells enclosed no "
                                "sacrum): its borders with the ilia and L5 are less precise, check them on the images")
@@ -271,7 +273,9 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
     trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
     dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
-    canal = find_canal(sac, spacing, midline_r)
+    # The random walk's bone has every axial hole filled, the canal's too; its lumen is taken
+    # out again for the canal search (the sacrum keeps its dark trabecular bone).
+    canal = find_canal(sac & ~(sm < dark_hu) if walked else sac, spacing, midline_r)
     if canal.any():
         midline_r = float(np.argwhere(canal)[:, 0].mean())
     foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)
