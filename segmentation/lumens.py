@@ -134,16 +134,37 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     reaching = _reaching_out(channels, canal, spacing, midline_i)
     corners = channels & ~reaching
     channels &= reaching
+    # The channel voxels right beside the canal (left or right of it) are left out when the
+    # channels are grouped into levels: where the canal's width limit falls a voxel short of
+    # its wall, they form a strip up the canal's side that would join one foramen to the next.
+    # Each then goes to a level it touches; the rest are the canal's.
+    rim = channels & ndimage.binary_dilation(canal, structure=np.ones((3, 1, 1), dtype=bool))
     grow = ball(FORAMEN_GROW_MM, spacing)
-    claimed = canal | channels
+    claimed = canal | (channels & ~rim)
     out: dict[str, list[np.ndarray]] = {}
+    hiatus = _below_canal(channels & ~rim, canal)
+    claimed |= hiatus
     for side, sign in (("left", 1.0), ("right", -1.0)):
         out[side] = []
-        for level in _levels(channels & (sign * (x - midline_i) > 0), spacing):
+        for level in _levels(channels & ~rim & ~hiatus & (sign * (x - midline_i) > 0), spacing):
+            level = level | (rim & ndimage.binary_dilation(level, structure=np.ones((3, 3, 3))) & ~claimed)
             grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
             claimed |= grown
             out[side].append(grown)
-    return out, corners
+    return out, corners | hiatus | (rim & ~claimed)
+
+
+def _below_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """The channel pieces centred below the canal's lowest slice: its hiatus, not a foramen.
+
+    The hiatus is open behind, so it is not found as the canal; the S4 foramina lie above it.
+    """
+    pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
+    if not count or not canal.any():
+        return np.zeros_like(channels)
+    lowest = np.flatnonzero(canal.any(axis=(0, 1)))[0]
+    heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
+    return np.concatenate([[False], heights < lowest])[pieces]
 
 
 def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
