@@ -39,8 +39,8 @@ def test_agreement_with_ground_truth(result):
     figures = compare(seg.labels, phantom.labels)
     assert figures["dice_sacral_bone"] >= 0.95, figures
     assert figures["dice_ala"] >= 0.77, figures            # 0.866 and 0.782 (0.849 and 0.760 with a 2-voxel cortex)
-    assert figures["dice_canal"] >= 0.86, figures          # 0.899 and 0.871 (0.890 and 0.851 with its ends open)
-    assert figures["dice_foramina"] >= 0.7, figures        # 0.723 and 0.731
+    assert figures["dice_canal"] >= 0.89, figures          # 0.922 and 0.900 (0.899 and 0.871 with a median width limit)
+    assert figures["dice_foramina"] >= 0.74, figures       # 0.754 and 0.771 (0.723 and 0.731)
     assert figures["foramina_S1_S3_detected"] == 6, figures
     assert figures["foramina_named"] == figures["foramina_levels"] == 8, figures
     assert figures["cortex_msd_mm"] <= 0.8 and figures["cortex_hd95_mm"] <= 2.5, figures   # 0.52 and 2.0 mm (was 1.2, 3.5)
@@ -113,6 +113,32 @@ def test_crop_whose_split_takes_in_the_ilia_falls_back_to_the_whole_ct(monkeypat
             <= 0.01 * lt.sacral_bone(seg.labels).sum(), side
 
 
+def test_canal_keeps_to_its_width_where_the_foramina_crowd_low_down():
+    # Low in the sacrum the foramina join the canal's axial hole in most slices; a running
+    # median of the hole's width then let the canal swallow the S3 foramina's dorsal branches
+    # (45 % of each S3 labelled canal, canal Dice 0.84, foramina 0.51).
+    phantom = make_phantom(PhantomParams(seed=108, spacing=(1.5,) * 3, fracture="left", osteoporosis=0.69))
+    seg = segment(phantom.ct)
+    figures = compare(seg.labels, phantom.labels)
+    assert figures["dice_canal"] >= 0.87, figures           # 0.893
+    assert figures["dice_foramina"] >= 0.7, figures         # 0.755
+    for side in ("left", "right"):
+        s3 = lt.mask(phantom.labels, f"foramen_S3_{side}")
+        assert (s3 & lt.mask(seg.labels, "canal")).sum() <= 0.1 * s3.sum(), side          # 4 %
+
+
+def test_foramen_levels_are_not_joined_along_the_canal_nor_taken_from_its_hiatus():
+    # With the canal's width limit a voxel short of its wall, a strip up its side joined S2 to
+    # S3; the hiatus below the canal (open behind) was taken for S4 and the names moved up.
+    phantom = make_phantom(PhantomParams(seed=308, spacing=(2.0,) * 3, fracture="left", osteoporosis=0.52,
+                                         variation=1.1))
+    seg = segment(phantom.ct)
+    figures = compare(seg.labels, phantom.labels)
+    assert figures["foramina_named"] == figures["foramina_levels"] == 8, figures     # 4 of 8 before
+    canal_as_foramen = lt.mask(phantom.labels, "canal") & lt.mask(seg.labels, *lt.FORAMINA)
+    assert canal_as_foramen.sum() * phantom.labels.voxel_volume_ml <= 0.3             # 0.15 ml (0.6 before)
+
+
 def test_written_files(result, tmp_path):
     phantom, seg = result
     written = write_segmentation(seg, tmp_path)
@@ -162,6 +188,10 @@ def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     for side in ("left", "right"):      # the ilia beside it are the reference hips
         assert dice(lt.mask(seg.labels, f"ilium_{side}"), masks[f"hip_{side}"]) >= 0.7, side
     assert dice(lt.mask(seg.labels, "L5"), masks["vertebrae_L5"]) >= 0.6
+    # The walker fills the canal in with its bone; taken out again, the S1-S2 canal is the canal
+    # (7.0 ml; 1.8 ml before, when it was labelled foramen S1).
+    canal = lt.mask(seg.labels, "canal")
+    assert canal.sum() * ct.voxel_volume_ml >= 4.0
 
 
 @pytest.mark.parametrize("seed, spacing, osteoporosis", [(1, 2.0, 0.6), (5, 3.0, 0.8)])
