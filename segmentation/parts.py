@@ -9,6 +9,7 @@ from scipy import ndimage
 from segmentation.bone import bounding_box
 
 CORTEX_BAND_MM = 2.0
+ALA_BEYOND_FORAMEN_MM = 2.0              # the ala begins this far lateral to a foramen's lumen
 JOINT_REACH_MM = 4.0
 JOINT_HALF_WIDTH_MM = 1.5
 DISC_REACH_MM = 12.0
@@ -23,11 +24,15 @@ FRACTURE_MIN_HEIGHT_MM = 15.0
 
 
 def alae(bone: np.ndarray, foramina: dict[str, list[np.ndarray]], spacing: np.ndarray,
-         midline_i: float) -> dict[str, np.ndarray]:
+         midline_i: float, beyond_mm: float = ALA_BEYOND_FORAMEN_MM) -> dict[str, np.ndarray]:
     """Sacral bone lateral to the line through the lateral margins of the foramina, per side.
 
-    The margin of each found foramen (its most lateral voxel) is interpolated over
-    height between the foramina and held constant above the first and below the last.
+    The margin of each found foramen is ``beyond_mm`` (ALA_BEYOND_FORAMEN_MM) lateral to its most lateral
+    lumen voxel: the line through the rims of the foramina's openings runs lateral to the
+    channels' last dark voxels (by 2-2.5 mm on the phantoms, whatever the voxel size), and
+    starting the ala there keeps the needle targets it offers off the foramina. The margins
+    are interpolated over height between the foramina and held constant above the first and
+    below the last.
     """
     x = np.arange(bone.shape[0])
     out = {}
@@ -35,7 +40,8 @@ def alae(bone: np.ndarray, foramina: dict[str, list[np.ndarray]], spacing: np.nd
         levels = []
         for mask in foramina.get(side, []):
             idx = np.argwhere(mask)
-            levels.append((idx[:, 2].mean(), np.max(sign * (idx[:, 0] - midline_i))))
+            lateral = np.max(sign * (idx[:, 0] - midline_i)) + beyond_mm / spacing[0]
+            levels.append((idx[:, 2].mean(), lateral))
         if not levels:
             bone_idx = np.argwhere(bone)
             width = np.max(np.abs(bone_idx[:, 0] - midline_i))

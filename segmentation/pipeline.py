@@ -289,6 +289,10 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
             lumen |= m
     bone = sac & ~lumen
     ala = alae(bone, foramina, spacing, midline_r)
+    # A fracture line is sought from the foramina's lumen outwards (the ala label starts a little
+    # further out, and a line runs on through that strip).
+    lateral = alae(bone, foramina, spacing, midline_r, beyond_mm=0.0)
+    lateral = lateral["left"] | lateral["right"]
     envelope = fill_holes(bone | lumen)
     cortex = anterior_cortex(envelope, bone, spacing, sacral_axis(canal, spacing))
     foramina = _with_openings(foramina, envelope | sol, spacing)
@@ -301,8 +305,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
         beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
     # The line is sought behind the cortex and the voxel its partial volume darkens, then carried
     # forward through that voxel up to the cortex (never into it: the cortex stays a critical label).
-    behind = np.roll(cortex, 1, axis=1) & ~cortex & (ala["left"] | ala["right"])
-    crack = fracture_lines(sm, (ala["left"] | ala["right"]) & ~cortex & ~behind & ~beside, spacing)
+    behind = np.roll(cortex, 1, axis=1) & ~cortex & lateral
+    crack = fracture_lines(sm, lateral & ~cortex & ~behind & ~beside, spacing)
     crack |= behind & np.roll(crack, -1, axis=1)
     lytic &= ~crack
 
