@@ -2,8 +2,9 @@
 
 Canal: in each axial slice it is the hole on the midline that the sacral bone
 encloses once the foramen openings are closed (a 2-D closing wider than a foramen,
-narrower than the canal); its width is taken as the running median over slices,
-which rejects the slices where the foramina widen the hole, and it ends in front
+narrower than the canal); its width is an opening of the per-slice width profile
+(the largest minimum over the windows of slices that hold a slice), which takes off
+the slices where the foramina widen the hole however many there are, and it ends in front
 where the hole ends on the midline (the back of the vertebral bodies; running
 median too): the foramina leave the canal laterally and run forward, so the parts
 of the hole in front of that line and beside the midline are foramina. At its open
@@ -12,8 +13,9 @@ on while bone walls it in behind and on both sides.
 
 Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
 envelope that connect to the canal, in pieces that reach out beyond the canal's side
-wall (the pieces that do not are the canal's own corners, given back to it); grouped
-by height into levels per side, named S1..S4 from the top, and each grown by
+wall (the pieces that do not are the canal's own corners, given back to it, as are
+the pieces beyond the canal's ends); grouped by height into levels per side (without
+the voxels right beside the canal, which would join one level to the next), named S1..S4 from the top, and each grown by
 FORAMEN_GROW_MM inside the envelope (the smoothed bright walls pull the threshold edge
 into the lumen).
 """
@@ -142,29 +144,31 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | (channels & ~rim)
     out: dict[str, list[np.ndarray]] = {}
-    hiatus = _below_canal(channels & ~rim, canal)
-    claimed |= hiatus
+    ends = _beyond_canal(channels & ~rim, canal)
+    claimed |= ends
     for side, sign in (("left", 1.0), ("right", -1.0)):
         out[side] = []
-        for level in _levels(channels & ~rim & ~hiatus & (sign * (x - midline_i) > 0), spacing):
+        for level in _levels(channels & ~rim & ~ends & (sign * (x - midline_i) > 0), spacing):
             level = level | (rim & ndimage.binary_dilation(level, structure=np.ones((3, 3, 3))) & ~claimed)
             grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
             claimed |= grown
             out[side].append(grown)
-    return out, corners | hiatus | (rim & ~claimed)
+    return out, corners | ends | (rim & ~claimed)
 
 
-def _below_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
-    """The channel pieces centred below the canal's lowest slice: its hiatus, not a foramen.
+def _beyond_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """The channel pieces centred below the canal's lowest slice or above its highest: its ends.
 
-    The hiatus is open behind, so it is not found as the canal; the S4 foramina lie above it.
+    The hiatus is open behind and the upper opening in front of the S1 lamina is not closed all
+    round, so neither is found as the canal; the S4 foramina lie above the one, the S1 foramina
+    below the other.
     """
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count or not canal.any():
         return np.zeros_like(channels)
-    lowest = np.flatnonzero(canal.any(axis=(0, 1)))[0]
+    slices = np.flatnonzero(canal.any(axis=(0, 1)))
     heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
-    return np.concatenate([[False], heights < lowest])[pieces]
+    return np.concatenate([[False], (heights < slices[0]) | (heights > slices[-1])])[pieces]
 
 
 def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
