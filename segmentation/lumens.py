@@ -141,11 +141,10 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     # its wall, they form a strip up the canal's side that would join one foramen to the next.
     # Each then goes to a level it touches; the rest are the canal's.
     rim = channels & ndimage.binary_dilation(canal, structure=np.ones((3, 1, 1), dtype=bool))
+    ends = _beyond_canal(channels & ~rim, canal)
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | (channels & ~rim)
     out: dict[str, list[np.ndarray]] = {}
-    ends = _beyond_canal(channels & ~rim, canal)
-    claimed |= ends
     for side, sign in (("left", 1.0), ("right", -1.0)):
         out[side] = []
         for level in _levels(channels & ~rim & ~ends & (sign * (x - midline_i) > 0), spacing):
