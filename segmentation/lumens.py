@@ -14,7 +14,7 @@ on while bone walls it in behind and on both sides.
 Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
 envelope that connect to the canal, in pieces that reach out beyond the canal's side
 wall (the pieces that do not are the canal's own corners, given back to it, as are
-the pieces beyond the canal's ends); grouped by height into levels per side (without
+the pieces below the canal: its hiatus); grouped by height into levels per side (without
 the voxels right beside the canal, which would join one level to the next), named S1..S4 from the top, and each grown by
 FORAMEN_GROW_MM inside the envelope (the smoothed bright walls pull the threshold edge
 into the lumen).
@@ -141,33 +141,33 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     # its wall, they form a strip up the canal's side that would join one foramen to the next.
     # Each then goes to a level it touches; the rest are the canal's.
     rim = channels & ndimage.binary_dilation(canal, structure=np.ones((3, 1, 1), dtype=bool))
-    ends = _beyond_canal(channels & ~rim, canal)
+    hiatus = _below_canal(channels & ~rim, canal)
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | (channels & ~rim)
     out: dict[str, list[np.ndarray]] = {}
     for side, sign in (("left", 1.0), ("right", -1.0)):
         out[side] = []
-        for level in _levels(channels & ~rim & ~ends & (sign * (x - midline_i) > 0), spacing):
+        for level in _levels(channels & ~rim & ~hiatus & (sign * (x - midline_i) > 0), spacing):
             level = level | (rim & ndimage.binary_dilation(level, structure=np.ones((3, 3, 3))) & ~claimed)
             grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
             claimed |= grown
             out[side].append(grown)
-    return out, corners | ends | (rim & ~claimed)
+    return out, corners | hiatus | (rim & ~claimed)
 
 
-def _beyond_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
-    """The channel pieces centred below the canal's lowest slice or above its highest: its ends.
+def _below_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """The channel pieces centred below the canal's lowest slice: its hiatus, not a foramen.
 
-    The hiatus is open behind and the upper opening in front of the S1 lamina is not closed all
-    round, so neither is found as the canal; the S4 foramina lie above the one, the S1 foramina
-    below the other.
+    The hiatus is open behind, so it is not found as the canal; the S4 foramina lie above it.
+    (The canal's upper end is no such guide: its upper opening is not closed all round either,
+    so the canal found can stop below the centre of the S1 foramina.)
     """
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count or not canal.any():
         return np.zeros_like(channels)
-    slices = np.flatnonzero(canal.any(axis=(0, 1)))
+    lowest = np.flatnonzero(canal.any(axis=(0, 1)))[0]
     heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
-    return np.concatenate([[False], (heights < slices[0]) | (heights > slices[-1])])[pieces]
+    return np.concatenate([[False], heights < lowest])[pieces]
 
 
 def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
