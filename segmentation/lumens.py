@@ -3,8 +3,8 @@
 Canal: in each axial slice it is the hole on the midline that the sacral bone
 encloses once the foramen openings are closed (a 2-D closing wider than a foramen,
 narrower than the canal); its width is an opening of the per-slice width profile
-(the largest minimum over the windows of slices that hold a slice), which takes off
-the slices where the foramina widen the hole however many there are, and it ends in front
+(the largest minimum over the windows of slices that hold a slice), which takes off the
+slices where the foramina widen the hole however many there are, and it ends in front
 where the hole ends on the midline (the back of the vertebral bodies; running
 median too): the foramina leave the canal laterally and run forward, so the parts
 of the hole in front of that line and beside the midline are foramina. At its open
@@ -14,10 +14,10 @@ on while bone walls it in behind and on both sides.
 Foramina: the dark voxels (below half the trabecular HU) inside the closed sacral
 envelope that connect to the canal, in pieces that reach out beyond the canal's side
 wall (the pieces that do not are the canal's own corners, given back to it, as are
-the pieces below the canal: its hiatus); grouped by height into levels per side (without
-the voxels right beside the canal, which would join one level to the next), named S1..S4 from the top, and each grown by
-FORAMEN_GROW_MM inside the envelope (the smoothed bright walls pull the threshold edge
-into the lumen).
+the pieces below the canal: its hiatus); grouped by height into levels per side
+(without the voxels right beside the canal, which would join one level to the next),
+named S1..S4 from the top, and each grown by FORAMEN_GROW_MM inside the envelope (the
+smoothed bright walls pull the threshold edge into the lumen).
 """
 
 from __future__ import annotations
