@@ -34,21 +34,24 @@ def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ..
     return tuple(box)
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
+def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> np.ndarray:
     """``mask`` with its holes filled: :func:`scipy.ndimage.binary_fill_holes`, by labelling.
 
     The background pieces (face connected) that touch no face of the array are holes. One
     labelling pass gives the same result as scipy's flood from the border, several times faster.
+    With ``max_voxels`` only the holes of at most that many voxels are filled.
     """
     pieces, count = ndimage.label(~mask)
     if not count:
         return mask.copy()
-    outside = np.zeros(count + 1, dtype=bool)
+    hole = np.ones(count + 1, dtype=bool)
     for axis in range(mask.ndim):
         for end in (0, -1):
-            outside[np.take(pieces, end, axis=axis)] = True
-    outside[0] = False
-    return ~outside[pieces]
+            hole[np.take(pieces, end, axis=axis)] = False
+    if max_voxels is not None:
+        hole &= np.bincount(pieces.reshape(-1), minlength=count + 1) <= max_voxels
+    hole[0] = True
+    return hole[pieces]
 
 
 def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -65,7 +68,10 @@ def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth_hu(hu: np.ndarray, spacing: np.ndarray, sigma_mm: float = 0.7) -> np.ndarray:
+SMOOTH_MM = 0.7
+
+
+def smooth_hu(hu: np.ndarray, spacing: np.ndarray, sigma_mm: float = SMOOTH_MM) -> np.ndarray:
     """CT smoothed with a Gaussian of ``sigma_mm`` (float32)."""
     return ndimage.gaussian_filter(hu.astype(np.float32), sigma=sigma_mm / np.asarray(spacing))
 
