@@ -42,6 +42,7 @@ FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from t
 FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 CROP_AGREEMENT = 0.88                # least Dice of the crop's sacrum with the located one
+LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes (see below)
 
 
 @dataclass(frozen=True)
@@ -222,25 +223,25 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
         midline_i = float((np.arange(len(column)) * column).sum() / column.sum())
     else:
         midline_i = float(canon.world_to_index(np.array([[midline_x_mm, 0.0, 0.0]]))[0, 0]) - box[0].start
-    walked = False
     if "sacrum" in ext:
         bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
     else:
         try:
-            bones = split_bones(smooth, solid, spacing, midline_i * spacing[0])
+            bones = split_bones(smooth, solid, spacing, midline_i * spacing[0], dim_cortex=last_resort)
         except NoSacrumError as shells:
             if not last_resort:
                 raise
             try:
                 bones = split_bones_by_walker(hu, spacing, midline_i)
-                walked = True
-                solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right   # its dim bone too
-                partial.append("the bones were split by the random-walk fallback (the cortical shells enclosed no "
-                               "sacrum): its borders with the ilia and L5 are less precise, check them on the images")
             except NoSacrumError as walk:
                 log.info("the random-walk bone split found no sacrum either: %s", walk)
                 raise shells from None
     notes.extend(bones.notes)
+    if bones.caveat:
+        partial.append(bones.caveat)
+    enclosed = solid                     # the bone the cortex encloses: the split may fill in more
+    if bones.lumens_filled:              # the bones were split from enclosed volumes: their dim bone is solid too
+        solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right
     if bones.sacrum.sum() * canon.voxel_volume_ml < MIN_SACRUM_ML:
         raise NoSacrumError(f"no sacrum in the field of view: the sacral candidate holds only "
                             f"{bones.sacrum.sum() * canon.voxel_volume_ml:.0f} ml of bone")
@@ -273,9 +274,15 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
     trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
     dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
-    # The random walk's bone has every axial hole filled, the canal's too; its lumen is taken
-    # out again for the canal search (the sacrum keeps its dark trabecular bone).
-    canal = find_canal(sac & ~(sm < dark_hu) if walked else sac, spacing, midline_r)
+    # Bones split from enclosed volumes (the random walk's, a dim cortex's compartments) have
+    # the canal filled in. The dark voxels they filled in beyond the bone the cortex encloses,
+    # in lumps at least 2 x LUMEN_OPENING_MM thick (not the speckle of dark trabecular bone),
+    # are taken out again for the canal search.
+    if bones.lumens_filled:
+        filled_dark = ndimage.binary_opening(~enclosed[roi] & (sm < dark_hu), structure=ball(LUMEN_OPENING_MM, spacing))
+        canal = find_canal(sac & ~filled_dark, spacing, midline_r)
+    else:
+        canal = find_canal(sac, spacing, midline_r)
     if canal.any():
         midline_r = float(np.argwhere(canal)[:, 0].mean())
     foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)

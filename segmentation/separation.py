@@ -7,6 +7,10 @@ ilium on each side; L5 the central bone just above it; the coccyx a small centra
 bone below it; the ilia the large lateral bones beside it), and grown back into
 the solid bone by a watershed on the distance to its surface, so the borders fall
 at the narrow necks: the sacroiliac joints, the L5-S1 disc, the sacrococcygeal joint.
+
+Bone whose trabecular bone is as dark as muscle has a cortex too dim to enclose it at
+any threshold; there the trabecular compartments between the cortical walls are the
+pieces that are eroded and named (see :func:`_walls`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import expand_labels, watershed
 
-from segmentation.bone import ball, fill_holes
+from segmentation.bone import SMOOTH_MM, ball, closing, fill_holes
 from trajplan.errors import NoSacrumError
 
 EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)
@@ -39,6 +43,8 @@ class Bones:
     L5: np.ndarray
     coccyx: np.ndarray
     notes: tuple[str, ...]
+    lumens_filled: bool = False      # the sacrum holds its canal and foramina (split from enclosed volumes)
+    caveat: str = ""                 # why the split is less reliable than usual (flags the result partial)
 
 
 @dataclass(frozen=True)
@@ -155,8 +161,108 @@ SOLID_SETTINGS = ((250.0, 0.0), (200.0, 0.0), (150.0, 0.0), (200.0, 1.0), (150.0
                   (200.0, 2.0), (150.0, 2.0))
 
 
-def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midline_mm: float) -> Bones:
+# Osteoporotic bone whose trabecular bone is as dark as muscle (see _walls).
+COMPARTMENT_CORTEX_HU = 100.0
+COMPARTMENT_CLOSE_MM = 3.0
+WALL_SIGMA_MM = 1.0
+WALL_HU = 150.0
+SURFACE_MM = 1.5
+MISSED_THICK_MM = 2.0
+MISSED_FRACTION = 0.5
+SPECKLE_MM3 = 100.0
+DIM_CORTEX_CAVEAT = ("the cortex is too dim to enclose the trabecular bone (as dark as muscle): the bones were "
+                     "split by their trabecular compartments, and the canal and foramina, as dark as that bone, "
+                     "may be incomplete: check them on the images")
+
+
+@dataclass(frozen=True)
+class _Named:
+    """Seeds whose eroded pieces named the bones, and how to grow them back."""
+
+    seeds: np.ndarray
+    grow_into: np.ndarray     # the solid bone the named pieces are grown into
+    how: str
+    dim: bool                 # seeded from a dim cortex's trabecular compartments
+    depth: float
+    labels: np.ndarray
+    pieces: list[_Piece]
+    named: dict[str, _Piece]
+
+
+def _enclosed(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The volume a dim cortex encloses: above COMPARTMENT_CORTEX_HU, closed by COMPARTMENT_CLOSE_MM, filled."""
+    return fill_holes(closing(smooth > COMPARTMENT_CORTEX_HU, ball(COMPARTMENT_CLOSE_MM, spacing)))
+
+
+def _walls(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The cortical walls between the trabecular compartments of bone under a dim cortex.
+
+    Where trabecular bone is as dark as muscle only the cortex marks bone, and a shell
+    thinner than a voxel is too dim and broken to be filled at the thresholds of
+    SOLID_SETTINGS. A lower threshold (COMPARTMENT_CORTEX_HU) closed by COMPARTMENT_CLOSE_MM
+    encloses every bone (:func:`_enclosed`), but bridges the joints between them too.
+    The bones' trabecular compartments are still apart: a joint runs between two cortical
+    walls, above WALL_HU once smoothed to WALL_SIGMA_MM. The enclosed voxels off the walls,
+    less a SURFACE_MM layer at the enclosure's surface (the dim partial volume outside the
+    cortex), seed the bones, which are grown back into :func:`_filled_in`.
+    """
+    extra = np.sqrt(WALL_SIGMA_MM ** 2 - SMOOTH_MM ** 2) / np.asarray(spacing)
+    return ndimage.gaussian_filter(smooth, sigma=extra) > WALL_HU
+
+
+def _first_named(candidates, spacing: np.ndarray, midline_mm: float) -> _Named | None:
+    """The first of ``candidates`` ((seeds, grow_into, how, dim), tried in order) whose pieces,
+    eroded by one of EROSION_STEPS_MM (shallowest first), name the bones."""
+    for seeds, grow_into, how, dim in candidates:
+        for depth in EROSION_STEPS_MM:
+            labels, pieces, named = _named_at(seeds, depth, spacing, midline_mm)
+            if named is not None:
+                return _Named(seeds, grow_into, how, dim, depth, labels, pieces, named)
+    return None
+
+
+def _shell_candidates(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray):
+    """The filled cortical shells at each of SOLID_SETTINGS, as candidates for :func:`_first_named`."""
+    for threshold, close_mm in SOLID_SETTINGS:
+        cortex = smooth > threshold
+        if close_mm:
+            cortex = ndimage.binary_closing(cortex, structure=ball(close_mm, spacing), border_value=0)
+        yield (fill_holes(cortex), solid,
+               f"bones seeded from cortex > {threshold:g} HU" + (f" closed by {close_mm:g} mm" if close_mm else ""), False)
+
+
+def _missed(enclosed: np.ndarray, held: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The parts of ``enclosed`` that ``held`` misses, thicker than 2 x MISSED_THICK_MM (trabecular
+    bone under a cortex too dim for ``held``, and the canal; not the joints a closing bridged)."""
+    return ndimage.binary_opening(enclosed & ~held, structure=ball(MISSED_THICK_MM, spacing))
+
+
+def _filled_in(enclosed: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The solid bone of a dim cortex: ``solid`` with the thick parts of ``enclosed`` it missed, and
+    the holes of at most SPECKLE_MM3 left between them (dark trabecular speckle, not lumens)."""
+    return fill_holes(solid | _missed(enclosed, solid, spacing), int(SPECKLE_MM3 / np.prod(spacing)))
+
+
+def _misses_the_sacrum(bones: Bones, enclosed: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> bool:
+    """Whether the bones grown from the shells missed much of the sacrum: the parts of ``enclosed``
+    that neither they nor the solid bone hold (:func:`_missed`), and that touch the sacrum, hold
+    more than MISSED_FRACTION of its volume."""
+    held = solid | bones.sacrum | bones.ilium_left | bones.ilium_right | bones.L5 | bones.coccyx
+    missed = _missed(enclosed, held, spacing)
+    pieces, _ = ndimage.label(missed)
+    touching = np.unique(pieces[ndimage.binary_dilation(bones.sacrum) & missed])
+    return np.isin(pieces, touching[touching > 0]).sum() > MISSED_FRACTION * bones.sacrum.sum()
+
+
+def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
+                dim_cortex: bool = False) -> Bones:
     """Name and separate the bones of the sacral region (canonical axes L, P, S).
+
+    The cortical shells are filled at each of SOLID_SETTINGS in turn, and eroded deeper
+    and deeper until the bones are named. With ``dim_cortex``, when none names them, or
+    only the deepest erosion does (the filled shells bridge the joints deeply), or the bones
+    grown from them miss much of the sacrum (:func:`_misses_the_sacrum`), the trabecular
+    compartments of a dim cortex are tried (:func:`_walls`), and win if they name the bones.
 
     Parameters
     ----------
@@ -164,39 +270,45 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
         Smoothed CT (HU); bones are seeded from its cortical shell.
     solid : array
         The solid bone (cracks sealed) that the named bones are grown into.
+    dim_cortex : bool
+        Whether to try the compartments of a dim cortex (a fallback: a CT cropped to the
+        sacral region cuts the ilia open, and is better segmented whole).
 
     Raises
     ------
     NoSacrumError
-        When no setting shows a wide central bone with an ilium on each side.
+        When no seeds tried show a wide central bone with an ilium on each side.
     """
     spacing = np.asarray(spacing, dtype=float)
-    found = None
-    for threshold, close_mm in SOLID_SETTINGS:
-        cortex = smooth > threshold
-        if close_mm:
-            cortex = ndimage.binary_closing(cortex, structure=ball(close_mm, spacing), border_value=0)
-        seeds = fill_holes(cortex)
-        for depth in EROSION_STEPS_MM:
-            labels, pieces, named = _named_at(seeds, depth, spacing, midline_mm)
-            if named is not None:
-                found = (threshold, close_mm, depth, labels, pieces, named)
-                break
-        if found is not None:
-            break
-    if found is None:
+    found = _first_named(_shell_candidates(smooth, solid, spacing), spacing, midline_mm)
+    bones = None if found is None else _grown(found, smooth, spacing, midline_mm)
+    if dim_cortex:
+        enclosed = _enclosed(smooth, spacing)
+        if bones is None or found.depth >= EROSION_STEPS_MM[-1] or _misses_the_sacrum(bones, enclosed, solid, spacing):
+            inner = ndimage.binary_erosion(enclosed, structure=ball(SURFACE_MM, spacing))
+            how = f"bones seeded from their trabecular compartments between walls > {WALL_HU:g} HU"
+            dim = _first_named([(inner & ~_walls(smooth, spacing), _filled_in(enclosed, solid, spacing), how, True)],
+                               spacing, midline_mm)
+            if dim is not None:
+                bones = _grown(dim, smooth, spacing, midline_mm)
+    if bones is None:
         _, pieces = _pieces(solid, spacing)
         widest = max((p.width for p in pieces), default=0.0)
         raise NoSacrumError(
             f"no sacrum in the field of view: found {len(pieces)} bone pieces (widest {widest:.0f} mm) "
             "but no wide bone on the midline with an ilium on each side")
-    threshold, close_mm, depth, labels, pieces, named = found
+    return bones
+
+
+def _grown(found: _Named, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float) -> Bones:
+    """The bones named in ``found``, grown back into its solid bone."""
+    named, labels, depth, solid = found.named, found.labels, found.depth, found.grow_into
     order = ("sacrum", "ilium_left", "ilium_right", "L5", "coccyx")
     markers = np.zeros(solid.shape, dtype=np.int32)
     for value, name in enumerate(order, start=1):
         if name in named:
             markers[labels == named[name].label] = value
-    deeper = None if "L5" in named else _split_off_L5(seeds, depth, spacing, midline_mm)
+    deeper = None if "L5" in named else _split_off_L5(found.seeds, depth, spacing, midline_mm)
     if deeper is not None:
         # L5 was joined to the sacral seed: the deeper seeds of both split it at its narrowest
         # neck (a watershed on the distance to its surface, as the bones are split below).
@@ -208,13 +320,16 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     other = len(order) + 1
     known = {p.label for p in named.values()}
     sacrum = named["sacrum"]
-    for piece in pieces:
+    for piece in found.pieces:
         if piece.label in known:
             continue
-        # An ala fragment cut off by a fracture line lies beside the sacral seed, within its height.
+        # An ala fragment cut off by a fracture line lies beside the sacral seed, within its height;
+        # a piece on the midline that reaches up to L5's seed is the L5-S1 disc.
+        disc = ("L5" in named and piece.lo[0] < midline_mm < piece.hi[0]
+                and piece.hi[2] >= named["L5"].lo[2] - 2 * depth)
         beside = (piece.lo[0] >= sacrum.lo[0] - FRAGMENT_REACH_MM and piece.hi[0] <= sacrum.hi[0] + FRAGMENT_REACH_MM
                   and piece.lo[2] >= sacrum.lo[2] - 5.0 and piece.hi[2] <= sacrum.hi[2] + 5.0
-                  and piece.volume_ml < 0.5 * sacrum.volume_ml)
+                  and piece.volume_ml < 0.5 * sacrum.volume_ml and not disc)
         markers[labels == piece.label] = 1 if beside else other
     # Grow each seed back by the depth it was eroded (borders midway across the gaps between
     # bones), then let a watershed through bright bone first give the rest (thin parts that the
@@ -223,12 +338,11 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     grown = expand_labels(markers, distance=reach, spacing=spacing) * (solid | (markers > 0))
     grown = watershed(-np.clip(smooth, -200.0, 1500.0), grown, mask=solid | (markers > 0))
     masks = {name: grown == value for value, name in enumerate(order, start=1)}
-    notes = [f"bones seeded from cortex > {threshold:g} HU"
-             + (f" closed by {close_mm:g} mm" if close_mm else "") + f", eroded {depth:g} mm"]
+    notes = [f"{found.how}, eroded {depth:g} mm"]
     if deeper is not None:
         notes.append(f"L5 and the sacrum seeded apart by eroding {depth_l5:g} mm")
     elif "L5" not in named:
         notes.append("no L5 found")
     if "coccyx" not in named:
         notes.append("no coccyx found")
-    return Bones(notes=tuple(notes), **masks)
+    return Bones(notes=tuple(notes), lumens_filled=found.dim, caveat=DIM_CORTEX_CAVEAT if found.dim else "", **masks)

@@ -200,6 +200,8 @@ def split_bones_by_walker(hu: np.ndarray, spacing: np.ndarray, midline_i: float)
         labels[masks[name]] = value
     back = coarse.with_array(labels).resample_onto(fine, interpolator="nearest").array
     return Bones(sacrum=back == 1, ilium_left=back == 2, ilium_right=back == 3, L5=back == 4,
-                 coccyx=np.zeros(back.shape, dtype=bool),
+                 coccyx=np.zeros(back.shape, dtype=bool), lumens_filled=True,
                  notes=(f"bones separated by random walks on a {' x '.join(f'{g:g}' for g in grid)} mm grid "
-                        "(the cortical shells enclosed no sacrum)",))
+                        "(the cortical shells enclosed no sacrum)",),
+                 caveat="the bones were split by the random-walk fallback (the cortical shells enclosed no sacrum): "
+                        "its borders with the ilia and L5 are less precise, check them on the images")
