@@ -31,6 +31,7 @@ SHORTLIST = 80           # exactly measured per technique and side
 ROBUST_SHORTLIST = 12    # Monte Carlo per technique and side
 ALTERNATIVES = 5         # reported per technique and side
 MARGINAL_PENALTY = 0.5   # a marginal needle is chosen only when it adds this much more coverage
+LONG_AXIS_FORAMINA = ("S1", "S2", "S3")     # a long-axis path is planned only where these are labelled
 TECHNIQUE_NAMES = {"short": ("short_axis",), "long": ("long_axis",), "both": TECHNIQUES}
 SIDES = {"left": ("left",), "right": ("right",), "both": ("left", "right")}
 COMPARED_TECHNIQUES = {"short_axis": {"short_axis"}, "long_axis": {"long_axis"},
@@ -77,7 +78,19 @@ def _pretty(structure: str) -> str:
 
 def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: Volume | None,
               seed: int) -> tuple[list[dict], str | None, Targets]:
-    """Ranked measured needles of one technique and side, and why none is safe (if so)."""
+    """Ranked measured needles of one technique and side, and why none is safe (if so).
+
+    Raises
+    ------
+    InputError
+        For a long-axis path on a side where a foramen of LONG_AXIS_FORAMINA is not labelled:
+        the path runs beside the foramina, so one not found could lie on it.
+    """
+    if technique == "long_axis":
+        missing = [level for level in LONG_AXIS_FORAMINA if maps.tree(f"foramen_{level}_{side}") is None]
+        if missing:
+            raise InputError(f"no long-axis path planned on the {side}: foramen {', '.join(missing)} is not labelled "
+                             f"on that side, and the long axis runs beside the foramina")
     radius = radius_mm(options.gauge)
     targets = find_targets(maps, marks, side)
     entries, tips, normals = candidate_pairs(maps, marks, targets, technique, side, radius_mm=radius, seed=seed)
