@@ -202,3 +202,14 @@ def test_dicom_series_reads_back_to_the_same_voxels(tmp_path):
     assert np.array_equal(back.array, ph.ct.array)
     first = sorted(Path(written["dicom"]).iterdir())[0]
     assert pydicom.dcmread(first).PatientPosition == "HFP"
+
+
+def test_cohort_draws_osteoporosis_in_the_range_asked_and_keeps_the_default_cohort():
+    from sample_ct.cohort import cohort
+
+    default = [p.osteoporosis for p in cohort(6, 100, vary_anatomy=False)]
+    assert default == [0.83, 0.6, 0.29, 0.04, 0.97, 0.6]          # the validation's cohort, unchanged
+    severe = [p.osteoporosis for p in cohort(20, 500, osteoporosis=(0.9, 1.0))]
+    assert min(severe) >= 0.9 and max(severe) <= 1.0 and len(set(severe)) > 5
+    with pytest.raises(InputError, match="osteoporosis range"):
+        cohort(4, 1, osteoporosis=(0.8, 1.2))
