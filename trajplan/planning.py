@@ -89,8 +89,9 @@ def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: 
     if technique == "long_axis":
         missing = [level for level in LONG_AXIS_FORAMINA if maps.tree(f"foramen_{level}_{side}") is None]
         if missing:
-            raise InputError(f"no long-axis path planned on the {side}: foramen {', '.join(missing)} is not labelled "
-                             f"on that side, and the long axis runs beside the foramina")
+            which = f"foramen {missing[0]} is" if len(missing) == 1 else f"foramina {', '.join(missing)} are"
+            raise InputError(f"no long-axis path planned on the {side}: {which} not labelled on that side, "
+                             "and the long axis runs beside the foramina")
     radius = radius_mm(options.gauge)
     targets = find_targets(maps, marks, side)
     entries, tips, normals = candidate_pairs(maps, marks, targets, technique, side, radius_mm=radius, seed=seed)
