@@ -305,7 +305,8 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     Raises
     ------
     InputError
-        No sacral bone in the labels, a side without ala (when one side is asked for).
+        No sacral bone in the labels; a technique and side that cannot be planned (no ala, no
+        dorsal surface, a foramen missing for the long axis) when that pair alone is asked for.
     NoSafePathError
         No candidate meets the margins (the message names the closest call).
     """
@@ -323,8 +324,8 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
                 found, why, targets = _plan_one(maps, marks, technique, side, options, ct,
                                                 seed=options.seed * 10 + s_i * 2 + t_i)
             except InputError as exc:
-                if options.side != "both":
-                    raise
+                if len(SIDES[options.side]) == 1 and len(TECHNIQUE_NAMES[options.technique]) == 1:
+                    raise                  # the one technique and side asked for cannot be planned
                 failures.append(str(exc))
                 continue
             target_sets[side] = targets
