@@ -156,3 +156,6 @@ def test_no_long_axis_path_beside_a_foramen_that_is_not_labelled():
     assert any("foramen S3 is not labelled on that side" in w for w in plan["warnings"]), plan["warnings"]
     with pytest.raises(InputError, match="no long-axis path planned on the left"):
         plan_needles(phantom.labels.with_array(labels), PlanOptions(technique="long", side="left", mc_samples=20))
+    left = plan_needles(phantom.labels.with_array(labels), PlanOptions(side="left", mc_samples=20))
+    assert {(n["technique"], n["side"]) for n in left["needles"]} == {("short_axis", "left")}
+    assert any("no long-axis path planned on the left" in w for w in left["warnings"]), left["warnings"]
