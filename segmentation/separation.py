@@ -180,9 +180,7 @@ class _Named:
     """Seeds whose eroded pieces named the bones, and how to grow them back."""
 
     seeds: np.ndarray
-    grow_into: np.ndarray     # the solid bone the named pieces are grown into
     how: str
-    dim: bool                 # seeded from a dim cortex's trabecular compartments
     depth: float
     labels: np.ndarray
     pieces: list[_Piece]
@@ -211,24 +209,24 @@ def _walls(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 
 def _first_named(candidates, spacing: np.ndarray, midline_mm: float) -> _Named | None:
-    """The first of ``candidates`` ((seeds, grow_into, how, dim), tried in order) whose pieces,
+    """The first of ``candidates`` ((seeds, how they were made), tried in order) whose pieces,
     eroded by one of EROSION_STEPS_MM (shallowest first), name the bones."""
-    for seeds, grow_into, how, dim in candidates:
+    for seeds, how in candidates:
         for depth in EROSION_STEPS_MM:
             labels, pieces, named = _named_at(seeds, depth, spacing, midline_mm)
             if named is not None:
-                return _Named(seeds, grow_into, how, dim, depth, labels, pieces, named)
+                return _Named(seeds, how, depth, labels, pieces, named)
     return None
 
 
-def _shell_candidates(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray):
+def _shell_candidates(smooth: np.ndarray, spacing: np.ndarray):
     """The filled cortical shells at each of SOLID_SETTINGS, as candidates for :func:`_first_named`."""
     for threshold, close_mm in SOLID_SETTINGS:
         cortex = smooth > threshold
         if close_mm:
             cortex = ndimage.binary_closing(cortex, structure=ball(close_mm, spacing), border_value=0)
-        yield (fill_holes(cortex), solid,
-               f"bones seeded from cortex > {threshold:g} HU" + (f" closed by {close_mm:g} mm" if close_mm else ""), False)
+        yield fill_holes(cortex), f"bones seeded from cortex > {threshold:g} HU" + (
+            f" closed by {close_mm:g} mm" if close_mm else "")
 
 
 def _missed(enclosed: np.ndarray, held: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -280,17 +278,16 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
         When no seeds tried show a wide central bone with an ilium on each side.
     """
     spacing = np.asarray(spacing, dtype=float)
-    found = _first_named(_shell_candidates(smooth, solid, spacing), spacing, midline_mm)
-    bones = None if found is None else _grown(found, smooth, spacing, midline_mm)
+    found = _first_named(_shell_candidates(smooth, spacing), spacing, midline_mm)
+    bones = None if found is None else _grown(found, solid, smooth, spacing, midline_mm)
     if dim_cortex:
         enclosed = _enclosed(smooth, spacing)
         if bones is None or found.depth >= EROSION_STEPS_MM[-1] or _misses_the_sacrum(bones, enclosed, solid, spacing):
             inner = ndimage.binary_erosion(enclosed, structure=ball(SURFACE_MM, spacing))
             how = f"bones seeded from their trabecular compartments between walls > {WALL_HU:g} HU"
-            dim = _first_named([(inner & ~_walls(smooth, spacing), _filled_in(enclosed, solid, spacing), how, True)],
-                               spacing, midline_mm)
+            dim = _first_named([(inner & ~_walls(smooth, spacing), how)], spacing, midline_mm)
             if dim is not None:
-                bones = _grown(dim, smooth, spacing, midline_mm)
+                bones = _grown(dim, _filled_in(enclosed, solid, spacing), smooth, spacing, midline_mm, dim_cortex=True)
     if bones is None:
         _, pieces = _pieces(solid, spacing)
         widest = max((p.width for p in pieces), default=0.0)
@@ -300,9 +297,11 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     return bones
 
 
-def _grown(found: _Named, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float) -> Bones:
-    """The bones named in ``found``, grown back into its solid bone."""
-    named, labels, depth, solid = found.named, found.labels, found.depth, found.grow_into
+def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
+           dim_cortex: bool = False) -> Bones:
+    """The bones named in ``found``, grown back into ``solid`` (``dim_cortex``: seeded from a dim
+    cortex's trabecular compartments, whose solid bone holds the lumens)."""
+    named, labels, depth = found.named, found.labels, found.depth
     order = ("sacrum", "ilium_left", "ilium_right", "L5", "coccyx")
     markers = np.zeros(solid.shape, dtype=np.int32)
     for value, name in enumerate(order, start=1):
@@ -345,4 +344,5 @@ def _grown(found: _Named, smooth: np.ndarray, spacing: np.ndarray, midline_mm: f
         notes.append("no L5 found")
     if "coccyx" not in named:
         notes.append("no coccyx found")
-    return Bones(notes=tuple(notes), lumens_filled=found.dim, caveat=DIM_CORTEX_CAVEAT if found.dim else "", **masks)
+    return Bones(notes=tuple(notes), lumens_filled=dim_cortex, caveat=DIM_CORTEX_CAVEAT if dim_cortex else "",
+                 **masks)
