@@ -239,7 +239,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     notes.extend(bones.notes)
     if bones.caveat:
         partial.append(bones.caveat)
-    enclosed = solid                     # the bone the cortex encloses: the split may fill in more
+    cortex_solid = solid                 # the bone the cortex encloses: the split may fill in more
     if bones.lumens_filled:              # the bones were split from enclosed volumes: their dim bone is solid too
         solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right
     if bones.sacrum.sum() * canon.voxel_volume_ml < MIN_SACRUM_ML:
@@ -279,7 +279,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     # in lumps at least 2 x LUMEN_OPENING_MM thick (not the speckle of dark trabecular bone),
     # are taken out again for the canal search.
     if bones.lumens_filled:
-        filled_dark = ndimage.binary_opening(~enclosed[roi] & (sm < dark_hu), structure=ball(LUMEN_OPENING_MM, spacing))
+        filled_dark = ndimage.binary_opening(~cortex_solid[roi] & (sm < dark_hu),
+                                             structure=ball(LUMEN_OPENING_MM, spacing))
         canal = find_canal(sac & ~filled_dark, spacing, midline_r)
     else:
         canal = find_canal(sac, spacing, midline_r)
@@ -298,8 +299,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     ala = alae(bone, foramina, spacing, midline_r)
     # A fracture line is sought from the foramina's lumen outwards (the ala label starts a little
     # further out, and a line runs on through that strip).
-    lateral = alae(bone, foramina, spacing, midline_r, beyond_mm=0.0)
-    lateral = lateral["left"] | lateral["right"]
+    lateral_halves = alae(bone, foramina, spacing, midline_r, beyond_mm=0.0)
+    lateral = lateral_halves["left"] | lateral_halves["right"]
     envelope = fill_holes(bone | lumen)
     cortex = anterior_cortex(envelope, bone, spacing, sacral_axis(canal, spacing))
     foramina = _with_openings(foramina, envelope | sol, spacing)
