@@ -17,7 +17,8 @@ wall (the pieces that do not are the canal's own corners, given back to it, as a
 the pieces below the canal: its hiatus); grouped by height into levels per side
 (without the voxels right beside the canal, which would join one level to the next),
 named S1..S4 from the top, and each grown by FORAMEN_GROW_MM inside the envelope (the
-smoothed bright walls pull the threshold edge into the lumen).
+smoothed bright walls pull the threshold edge into the lumen). A level that stops short of
+the dorsal surface takes the dorsal branch that a search on a less smoothed CT finds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, closing, fill_holes, largest_piece
+from segmentation.bone import ball, closing, fill_holes, largest_piece, smooth_hu
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
@@ -36,6 +37,8 @@ MIN_REACH_MM = 4.0
 MAX_LEVEL_ML = 4.0      # a foramen channel holds about 0.3-2 ml
 MIN_DARK_HU = 10.0
 FORAMEN_GROW_MM = 1.0   # smoothing against the bright walls shrinks a thresholded lumen by about this
+DORSAL_GAP_MM = 3.0     # a foramen ending this far (plus a voxel) inside the dorsal surface has lost its dorsal branch
+SHARP_SMOOTH_MM = 0.5   # the CT for narrow channels is smoothed this little (segmentation.bone.SMOOTH_MM: 0.7)
 FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
 
 
@@ -90,7 +93,8 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
 
 
 def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                  midline_i: float, dark_hu: float) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
+                  midline_i: float, dark_hu: float,
+                  hu: np.ndarray | None = None) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
     """Foramen channels per side, each a list of masks ordered from the top (S1) down.
 
     Dark pieces joined to the canal that reach less than MIN_REACH_MM beyond its side wall are
@@ -101,10 +105,24 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     line joined the channel), the search is repeated with the threshold halved, down to
     MIN_DARK_HU.
 
+    Every foramen opens on the dorsal surface, but a narrow channel between bright walls (the
+    dorsal branch of a small S4 foramen) is a dark line one or two voxels wide that the
+    smoothing of ``smooth`` lifts above the threshold. When ``hu`` is given and a level stops
+    more than DORSAL_GAP_MM short of the dorsal surface, the search is repeated on ``hu``
+    smoothed by only SHARP_SMOOTH_MM, at the same threshold, and the level takes the channels
+    found there that it overlaps (see :func:`_extension`), unless a level of
+    that search is larger than MAX_LEVEL_ML (trabecular speckle, which ``smooth`` evens out,
+    joined the channels). Only such levels change: elsewhere the sharper search would widen
+    the channels that FORAMEN_GROW_MM already sizes.
+
     Parameters
     ----------
+    smooth : array
+        The CT smoothed (HU).
     dark_hu : float
         Lumen threshold (below it a voxel can be a lumen): about half the trabecular HU.
+    hu : array, optional
+        The CT itself (HU, unsmoothed), for that sharper search.
 
     Returns
     -------
@@ -118,10 +136,75 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     envelope = fill_holes(closing(sacrum | canal, ball(ENVELOPE_CLOSE_MM, spacing)))
     while True:
         found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
-        largest = max((m.sum() for masks in found.values() for m in masks), default=0)
-        if largest * np.prod(spacing) / 1000.0 <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
-            return found, corners, dark_hu
+        if _largest_ml(found, spacing) <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
+            break
         dark_hu /= 2
+    if hu is None or _largest_ml(found, spacing) > MAX_LEVEL_ML or not canal.any():
+        return found, corners, dark_hu
+    gap = ndimage.distance_transform_edt(~_dorsal_outside(envelope, canal, spacing, midline_i), sampling=spacing)
+    short = {side: [gap[m].min() > DORSAL_GAP_MM + spacing.max() for m in masks] for side, masks in found.items()}
+    if not any(any(flags) for flags in short.values()):
+        return found, corners, dark_hu
+    sharp = smooth_hu(hu, spacing, SHARP_SMOOTH_MM)
+    sharp_found, _ = _foramina_below(sharp, envelope, canal, spacing, midline_i, dark_hu)
+    if _largest_ml(sharp_found, spacing) > MAX_LEVEL_ML:
+        return found, corners, dark_hu
+    out: dict[str, list[np.ndarray]] = {}
+    claimed = np.zeros_like(canal)
+    for side, masks in found.items():
+        out[side] = []
+        for level, flag in zip(masks, short[side]):
+            if flag:
+                level = level | (_extension(level, masks, sharp_found[side], spacing) & ~claimed)
+            claimed |= level
+            out[side].append(level)
+    return out, corners & ~claimed, dark_hu
+
+
+def _dorsal_outside(envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
+    """Outside the sacral ``envelope``, behind the canal's back wall and MIN_REACH_MM beyond its side
+    wall in each axial slice (slices without canal take the nearest ones'): where the foramina
+    open dorsally, lateral to the canal (not its hiatus)."""
+    heights = np.flatnonzero(canal.any(axis=(0, 1)))
+    back = np.array([np.flatnonzero(canal[:, :, z].any(axis=0)).max() for z in heights], dtype=float)
+    back = np.interp(np.arange(canal.shape[2]), heights, back)
+    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
+    wall = np.array([offset[canal[:, :, z].any(axis=1)].max() for z in heights])
+    wall = np.interp(np.arange(canal.shape[2]), heights, wall)
+    behind = np.arange(canal.shape[1])[None, :, None] > back[None, None, :]
+    beside = offset[:, None, None] >= wall[None, None, :] + MIN_REACH_MM
+    return ~envelope & behind & beside
+
+
+def _extension(level: np.ndarray, levels: list[np.ndarray], sharp_levels: list[np.ndarray],
+               spacing: np.ndarray) -> np.ndarray:
+    """The channel that the sharp search found beyond ``level`` (its lost dorsal branch).
+
+    That is: of the sharp search's level that overlaps ``level`` most, the pieces that ``level``
+    overlaps (not the speckle its height grouping took in, nor a channel of the next level
+    that a dark bridge joins), less the other ``levels``' voxels; and of those, the parts more
+    than FORAMEN_GROW_MM plus a voxel away from ``level`` with what joins them to it (the
+    sharp search's edge along ``level`` itself only widens it).
+    """
+    overlaps = [int((level & m).sum()) for m in sharp_levels]
+    if not overlaps or max(overlaps) == 0:
+        return np.zeros_like(level)
+    pieces, _ = ndimage.label(sharp_levels[int(np.argmax(overlaps))], structure=np.ones((3, 3, 3)))
+    hit = np.unique(pieces[level])
+    taken = np.zeros_like(level)
+    for other in levels:
+        if other is not level:
+            taken |= other
+    beyond = np.isin(pieces, hit[hit > 0]) & ~taken & ~level
+    reach = FORAMEN_GROW_MM + spacing.max()
+    far = beyond & (ndimage.distance_transform_edt(~level, sampling=spacing) > reach)
+    return beyond & (ndimage.distance_transform_edt(~far, sampling=spacing) <= reach)
+
+
+def _largest_ml(found: dict[str, list[np.ndarray]], spacing: np.ndarray) -> float:
+    """The volume (ml) of the largest foramen level in ``found``."""
+    largest = max((m.sum() for masks in found.values() for m in masks), default=0)
+    return float(largest * np.prod(spacing) / 1000.0)
 
 
 def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,

@@ -286,7 +286,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
         canal = find_canal(sac, spacing, midline_r)
     if canal.any():
         midline_r = float(np.argwhere(canal)[:, 0].mean())
-    foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu)
+    foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu, hu=hu[roi])
     canal = carry_open_ends(canal | canal_corners, sac & ~canal_corners)
     if lumen_hu < dark_hu:
         partial.append(f"the trabecular bone is nearly as dark as the foramina: they were searched below "

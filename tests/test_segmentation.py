@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from sample_ct.phantom import PhantomParams, make_phantom
 from segmentation.metrics import compare, dice
@@ -334,3 +335,37 @@ def test_canal_carried_through_an_open_end_only_while_bone_walls_it_in():
     assert carried[:, :, :13].sum() == canal.sum() + 3 * 16          # the section through the U
     assert not carried[:, :, 13:].any()
     assert not (carried & bone).any()
+
+
+def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_one():
+    from sample_ct.anatomy import segment_distance
+    from segmentation.bone import smooth_hu
+    from segmentation.lumens import find_foramina
+
+    # A block of bone (150 HU, 1 mm cortex of 500 HU) round a canal along z; on the left a
+    # foramen runs forward from the canal (radius 2.5 mm) and, from its recess, a dorsal branch
+    # (radius 1.2 mm: a dark line three voxels wide between bright walls) back to the dorsal surface.
+    spacing = np.array([1.0, 1.0, 1.0])
+    shape = (61, 50, 40)
+    points = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
+    sacrum = np.zeros(shape, dtype=bool)
+    sacrum[5:56, 10:41, 3:37] = True
+    canal = (np.abs(points[..., 0] - 30) <= 4) & (np.abs(points[..., 1] - 26) <= 4) & sacrum
+    anterior = segment_distance(points, np.array([34.0, 24.0, 20.0]), np.array([46.0, 8.0, 20.0])) <= 2.5
+    dorsal = segment_distance(points, np.array([39.0, 18.0, 20.0]), np.array([39.0, 43.0, 20.0])) <= 1.2
+    lumen = (canal | anterior | dorsal) & sacrum
+    depth = ndimage.distance_transform_edt(sacrum & ~lumen)
+    hu = np.where(sacrum, 150.0, 40.0)
+    hu[(depth > 0) & (depth <= 1.0)] = 500.0
+    hu[lumen] = 10.0
+    hu = ndimage.gaussian_filter(hu, 0.42)                              # a 1 mm FWHM scanner blur
+    smooth = smooth_hu(hu, spacing)
+    branch = dorsal & sacrum & (points[..., 1] > 30)                    # behind the canal
+    assert (smooth[branch] > 75.0).any()                                # broken up at half the trabecular HU
+
+    found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 75.0)
+    assert len(found["left"]) == 1 and not found["left"][0][branch].any()
+    found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 75.0, hu=hu)
+    assert len(found["left"]) == 1 and found["left"][0][branch].all()
+    assert found["right"] == []
+
