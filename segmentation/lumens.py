@@ -30,7 +30,8 @@ from segmentation.bone import ball, closing, fill_holes, largest_piece, smooth_h
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
-ENVELOPE_CLOSE_MM = 5.0
+CANAL_CLOSE_MM = 5.0     # each axial slice of the sacrum is closed by this to find the canal's hole
+ENVELOPE_CLOSE_MM = 7.0
 LEVEL_GAP_MM = 8.0
 MIN_LEVEL_ML = 0.02
 MIN_REACH_MM = 4.0
@@ -49,7 +50,7 @@ def _disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
 def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
     """The sacral canal (canonical axes), from axial holes of the sacrum near the midline."""
     canal = np.zeros_like(sacrum)
-    disk = _disk(ENVELOPE_CLOSE_MM, spacing)
+    disk = _disk(CANAL_CLOSE_MM, spacing)
     half_widths = np.full(sacrum.shape[2], np.nan)
     fronts = np.full(sacrum.shape[2], np.nan)      # the hole's most anterior row on the midline
     x = np.arange(sacrum.shape[0])
@@ -224,7 +225,7 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     # its wall, they form a strip up the canal's side that would join one foramen to the next.
     # Each then goes to a level it touches; the rest are the canal's.
     rim = channels & ndimage.binary_dilation(canal, structure=np.ones((3, 1, 1), dtype=bool))
-    hiatus = _below_canal(channels & ~rim, canal)
+    hiatus = _below_canal(channels & ~rim, canal, spacing, midline_i)
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | (channels & ~rim)
     out: dict[str, list[np.ndarray]] = {}
@@ -238,10 +239,12 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     return out, corners | hiatus | (rim & ~claimed)
 
 
-def _below_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
-    """The channel pieces centred below the canal's lowest slice: its hiatus, not a foramen.
+def _below_canal(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
+    """The channel voxels of the pieces centred below the canal's lowest slice that lie within
+    MIN_REACH_MM beyond its side wall there: its hiatus, not a foramen.
 
-    The hiatus is open behind, so it is not found as the canal; the S4 foramina lie above it.
+    The hiatus is open behind, so it is not found as the canal; the S4 foramina lie above it,
+    and where a piece joins them to it, its voxels further out are theirs.
     (The canal's upper end is no such guide: its upper opening is not closed all round either,
     so the canal found can stop below the centre of the S1 foramina.)
     """
@@ -250,7 +253,10 @@ def _below_canal(channels: np.ndarray, canal: np.ndarray) -> np.ndarray:
         return np.zeros_like(channels)
     lowest = np.flatnonzero(canal.any(axis=(0, 1)))[0]
     heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
-    return np.concatenate([[False], heights < lowest])[pieces]
+    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
+    wall = offset[canal[:, :, lowest].any(axis=1)].max()
+    central = (offset <= wall + MIN_REACH_MM)[:, None, None]
+    return np.concatenate([[False], heights < lowest])[pieces] & central
 
 
 def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
