@@ -129,7 +129,7 @@ def _fmt(value) -> str:
 
 
 def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
-    keys = [*TARGETS, "fracture_false_ml"]
+    keys = [*TARGETS, "fracture_false_ml", "dice_lesion"]
     low, high = args.osteoporosis
     default = (low, high) == (0.0, 1.0) and not args.vary_anatomy
     command = f"--cases {args.cases} --seed {args.seed}" + ("" if (low, high) == (0.0, 1.0) else
@@ -171,6 +171,9 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
     if clean:
         lines.append(f"| fracture labelled in fracture-free cases (ml) | 0 | {np.median(clean):.3f} | "
                      f"{sum(v == 0 for v in clean)}/{len(clean)} |")
+    lesion = [f["dice_lesion"] for f in ok if "dice_lesion" in f]
+    if lesion:
+        lines.append(f"| dice_lesion (no project target) | | {np.median(lesion):.3f} | {len(lesion)} cases |")
     named, levels = sum(f["foramina_named"] for f in ok), sum(f["foramina_levels"] for f in ok)
     lines.append(f"| foramen levels named as in truth | all | | {named} of {levels} |")
     lines.append(f"| segmentation refused (no sacrum) | 0 | | {len(rows) - len(ok)} of {len(rows)} |")

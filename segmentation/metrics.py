@@ -32,6 +32,7 @@ def compare(result: Volume, reference: Volume) -> dict[str, float]:
     """The validation figures of a segmentation against ground truth on the same grid.
 
     ``fracture_false_ml`` is the labelled fracture farther than FALSE_FRACTURE_MM from any true one;
+    ``dice_lesion`` is given where the truth holds a lesion;
     ``foramina_named`` counts the true foramen levels (of ``foramina_levels``) whose found voxels
     mostly carry the level's own name (S1 found as S1, not as S2).
     """
@@ -64,6 +65,8 @@ def compare(result: Volume, reference: Volume) -> dict[str, float]:
     if truth.any():
         near = ndimage.binary_dilation(found, iterations=1)
         out["fracture_recall"] = float((truth & near).sum() / truth.sum())
+    if lt.mask(g, "lesion").any():
+        out["dice_lesion"] = dice(lt.mask(r, "lesion"), lt.mask(g, "lesion"))
     beyond = ndimage.distance_transform_edt(~truth, sampling=result.spacing) > FALSE_FRACTURE_MM if truth.any() \
         else np.ones_like(truth)
     out["fracture_false_ml"] = float((found & beyond).sum() * result.voxel_volume_ml)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import bounding_box
+from segmentation.bone import SMOOTH_MM, ball, bounding_box
 
 CORTEX_BAND_MM = 2.0
 ALA_BEYOND_FORAMEN_MM = 2.0              # the ala begins this far lateral to a foramen's lumen
@@ -21,6 +21,9 @@ FRACTURE_THRESHOLD_HU = (50.0, 100.0)    # the contrast threshold stays within t
 FRACTURE_GROW = 0.6
 FRACTURE_INSET_MM = 1.0
 FRACTURE_MIN_HEIGHT_MM = 15.0
+LESION_MIN_ML = 0.3
+LESION_SMOOTH_MM = 1.5                   # lesions are also sought on the CT averaged over this in the bone
+LESION_CORE_MM = 3.0                     # where a ball of this radius fits in the dark (no fracture sheet)
 
 
 def alae(bone: np.ndarray, foramina: dict[str, list[np.ndarray]], spacing: np.ndarray,
@@ -206,14 +209,29 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
 
 def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: np.ndarray,
             dark_hu: float) -> np.ndarray:
-    """Lytic lesions: compact dark regions (>= 0.3 ml) inside the sacral bone, off the lumens."""
-    dark = bone & ~lumens & (smooth < dark_hu)
-    dark = ndimage.binary_opening(dark, structure=np.ones((3, 3, 3)))
-    labels, count = ndimage.label(dark)
-    out = np.zeros_like(dark)
+    """Lytic lesions: compact dark regions (>= LESION_MIN_ML) inside the sacral bone, off the lumens.
+
+    The voxels below ``dark_hu`` in ``smooth`` that an opening by a 3-voxel cube keeps (thin
+    cracks do not survive it). A lesion keeps the trabecular texture of the bone it replaced, so
+    on a coarse scan its dark voxels are speckled and the opening can take it all: the same is
+    done on ``smooth`` averaged within the bone over LESION_SMOOTH_MM, and what that finds is
+    grown by LESION_SMOOTH_MM through the dark voxels (the averaging pulls its rim in).
+    """
+    inside = bone & ~lumens
+    dark = inside & (smooth < dark_hu)
+    cube = np.ones((3, 3, 3), dtype=bool)
+    weight = inside.astype(np.float32)
+    sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - SMOOTH_MM ** 2, 0.0)) / np.asarray(spacing)
+    averaged = ndimage.gaussian_filter(smooth * weight, sigma) / np.maximum(ndimage.gaussian_filter(weight, sigma), 1e-3)
+    found = ndimage.binary_opening(inside & (averaged < dark_hu), structure=ball(LESION_CORE_MM, spacing))
+    grow = max(int(round(LESION_SMOOTH_MM / float(np.min(spacing)))), 1)
+    found = ndimage.binary_opening(dark, structure=cube) | (
+        ndimage.binary_dilation(found, structure=cube, iterations=grow) & (found | dark))
+    labels, count = ndimage.label(found)
+    out = np.zeros_like(found)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     for i in range(1, count + 1):
         piece = labels == i
-        if piece.sum() * voxel_ml >= 0.3:
-            out |= ndimage.binary_dilation(piece) & bone & ~lumens
+        if piece.sum() * voxel_ml >= LESION_MIN_ML:
+            out |= ndimage.binary_dilation(piece) & inside
     return out
