@@ -208,25 +208,35 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
 
 
 def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: np.ndarray,
-            dark_hu: float) -> np.ndarray:
+            dark_hu: float, *, averaged: bool = True) -> np.ndarray:
     """Lytic lesions: compact dark regions (>= LESION_MIN_ML) inside the sacral bone, off the lumens.
 
     The voxels below ``dark_hu`` in ``smooth`` that an opening by a 3-voxel cube keeps (thin
     cracks do not survive it). A lesion keeps the trabecular texture of the bone it replaced, so
-    on a coarse scan its dark voxels are speckled and the opening can take it all: the same is
-    done on ``smooth`` averaged within the bone over LESION_SMOOTH_MM, and what that finds is
-    grown by LESION_SMOOTH_MM through the dark voxels (the averaging pulls its rim in).
+    on a coarse scan its dark voxels are speckled and the opening can take it all: with
+    ``averaged``, the same is done on ``smooth`` averaged within the bone over LESION_SMOOTH_MM
+    where a ball of LESION_CORE_MM fits (no fracture sheet), and what that finds is grown by
+    LESION_SMOOTH_MM through the dark voxels (the averaging pulls its rim in). In bone nearly as
+    dark as a lesion (``averaged=False``) the averaging turns the trabecular texture into dark
+    blobs of a lesion's size.
     """
     inside = bone & ~lumens
     dark = inside & (smooth < dark_hu)
     cube = np.ones((3, 3, 3), dtype=bool)
+    if not averaged:
+        return _lesion_pieces(ndimage.binary_opening(dark, structure=cube), inside, spacing)
     weight = inside.astype(np.float32)
     sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - SMOOTH_MM ** 2, 0.0)) / np.asarray(spacing)
-    averaged = ndimage.gaussian_filter(smooth * weight, sigma) / np.maximum(ndimage.gaussian_filter(weight, sigma), 1e-3)
-    found = ndimage.binary_opening(inside & (averaged < dark_hu), structure=ball(LESION_CORE_MM, spacing))
+    mean = ndimage.gaussian_filter(smooth * weight, sigma) / np.maximum(ndimage.gaussian_filter(weight, sigma), 1e-3)
+    found = ndimage.binary_opening(inside & (mean < dark_hu), structure=ball(LESION_CORE_MM, spacing))
     grow = max(int(round(LESION_SMOOTH_MM / float(np.min(spacing)))), 1)
     found = ndimage.binary_opening(dark, structure=cube) | (
         ndimage.binary_dilation(found, structure=cube, iterations=grow) & (found | dark))
+    return _lesion_pieces(found, inside, spacing)
+
+
+def _lesion_pieces(found: np.ndarray, inside: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The pieces of ``found`` of at least LESION_MIN_ML, each dilated by a voxel within ``inside``."""
     labels, count = ndimage.label(found)
     out = np.zeros_like(found)
     voxel_ml = float(np.prod(spacing)) / 1000.0

@@ -307,7 +307,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
              for side, sign in (("left", 1), ("right", -1))}
-    lytic = lesions(sm, bone, lumen, spacing, dark_hu)     # thin cracks do not survive its opening
+    # Bones split from enclosed volumes are dim: lesions are not sought on the averaged CT there.
+    lytic = lesions(sm, bone, lumen, spacing, dark_hu, averaged=not bones.lumens_filled)
     beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
     if lytic.any():
         beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
