@@ -30,8 +30,7 @@ from segmentation.bone import ball, closing, fill_holes, largest_piece, smooth_h
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
-CANAL_CLOSE_MM = 5.0     # each axial slice of the sacrum is closed by this to find the canal's hole
-ENVELOPE_CLOSE_MM = 7.0
+ENVELOPE_CLOSE_MM = 5.0
 LEVEL_GAP_MM = 8.0
 MIN_LEVEL_ML = 0.02
 MIN_REACH_MM = 4.0
@@ -50,7 +49,7 @@ def _disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
 def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
     """The sacral canal (canonical axes), from axial holes of the sacrum near the midline."""
     canal = np.zeros_like(sacrum)
-    disk = _disk(CANAL_CLOSE_MM, spacing)
+    disk = _disk(ENVELOPE_CLOSE_MM, spacing)
     half_widths = np.full(sacrum.shape[2], np.nan)
     fronts = np.full(sacrum.shape[2], np.nan)      # the hole's most anterior row on the midline
     x = np.arange(sacrum.shape[0])
