@@ -169,8 +169,7 @@ def _dorsal_outside(envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray
     back = np.array([np.flatnonzero(canal[:, :, z].any(axis=0)).max() for z in heights], dtype=float)
     back = np.interp(np.arange(canal.shape[2]), heights, back)
     offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
-    wall = np.array([offset[canal[:, :, z].any(axis=1)].max() for z in heights])
-    wall = np.interp(np.arange(canal.shape[2]), heights, wall)
+    wall = _side_wall_mm(canal, offset)
     behind = np.arange(canal.shape[1])[None, :, None] > back[None, None, :]
     beside = offset[:, None, None] >= wall[None, None, :] + MIN_REACH_MM
     return ~envelope & behind & beside
@@ -253,9 +252,16 @@ def _below_canal(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, m
     lowest = np.flatnonzero(canal.any(axis=(0, 1)))[0]
     heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
     offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
-    wall = offset[canal[:, :, lowest].any(axis=1)].max()
-    central = (offset <= wall + MIN_REACH_MM)[:, None, None]
+    central = (offset <= _side_wall_mm(canal, offset)[lowest] + MIN_REACH_MM)[:, None, None]
     return np.concatenate([[False], heights < lowest])[pieces] & central
+
+
+def _side_wall_mm(canal: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Per axial slice, the canal's farthest ``offset`` (mm from the midline, per x); slices
+    without canal take the value interpolated from the nearest ones (held beyond its ends)."""
+    wall = np.where(canal.any(axis=1), offset[:, None], 0.0).max(axis=0)
+    walled = np.flatnonzero(canal.any(axis=(0, 1)))
+    return np.interp(np.arange(canal.shape[2]), walled, wall[walled])
 
 
 def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
@@ -268,11 +274,9 @@ def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, 
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count:
         return channels
-    wall = np.where(canal.any(axis=1), offset[:, None], 0.0).max(axis=0)        # per slice, mm
     # Above and below the canal the wall of its nearest slice holds: a dark pocket beside the
     # canal's end (its upper opening, the disc) reaches no further out than the canal does.
-    walled = np.flatnonzero(canal.any(axis=(0, 1)))
-    wall = np.interp(np.arange(canal.shape[2]), walled, wall[walled])
+    wall = _side_wall_mm(canal, offset)
     reach = np.broadcast_to((offset[:, None] - wall[None, :])[:, None, :], channels.shape)
     farthest = ndimage.maximum(reach, pieces, index=np.arange(1, count + 1))
     return np.concatenate([[False], np.asarray(farthest) >= MIN_REACH_MM])[pieces]
