@@ -180,10 +180,8 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     out = np.zeros_like(ala_mask)
     if not ala_mask.any():
         return out
-    weight = ala_mask.astype(np.float32)
     sigma = (FRACTURE_ACROSS_MM / spacing[0], FRACTURE_SHEET_MM / spacing[1], FRACTURE_SHEET_MM / spacing[2])
-    cover = ndimage.gaussian_filter(weight, sigma)
-    mean = ndimage.gaussian_filter(smooth * weight, sigma) / np.maximum(cover, 1e-3)
+    mean, cover = _mean_within(smooth, ala_mask, sigma)
     shift = max(int(round(FRACTURE_SIDE_MM / spacing[0])), 1)
     left, right = np.roll(mean, shift, axis=0), np.roll(mean, -shift, axis=0)
     contrast = np.maximum(mean - np.maximum(left, right), np.minimum(left, right) - mean)
@@ -223,16 +221,23 @@ def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: n
     inside = bone & ~lumens
     dark = inside & (smooth < dark_hu)
     cube = np.ones((3, 3, 3), dtype=bool)
+    opened = ndimage.binary_opening(dark, structure=cube)
     if not averaged:
-        return _lesion_pieces(ndimage.binary_opening(dark, structure=cube), inside, spacing)
-    weight = inside.astype(np.float32)
+        return _lesion_pieces(opened, inside, spacing)
     sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - SMOOTH_MM ** 2, 0.0)) / np.asarray(spacing)
-    mean = ndimage.gaussian_filter(smooth * weight, sigma) / np.maximum(ndimage.gaussian_filter(weight, sigma), 1e-3)
+    mean, _ = _mean_within(smooth, inside, sigma)
     found = ndimage.binary_opening(inside & (mean < dark_hu), structure=ball(LESION_CORE_MM, spacing))
     grow = max(int(round(LESION_SMOOTH_MM / float(np.min(spacing)))), 1)
-    found = ndimage.binary_opening(dark, structure=cube) | (
-        ndimage.binary_dilation(found, structure=cube, iterations=grow) & (found | dark))
+    found = opened | (ndimage.binary_dilation(found, structure=cube, iterations=grow) & (found | dark))
     return _lesion_pieces(found, inside, spacing)
+
+
+def _mean_within(values: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian average (``sigma`` in voxels) of ``values`` over ``mask`` voxels only, and the
+    mask's own smoothed cover (the weight behind each average)."""
+    weight = mask.astype(np.float32)
+    cover = ndimage.gaussian_filter(weight, sigma)
+    return ndimage.gaussian_filter(values * weight, sigma) / np.maximum(cover, 1e-3), cover
 
 
 def _lesion_pieces(found: np.ndarray, inside: np.ndarray, spacing: np.ndarray) -> np.ndarray:
