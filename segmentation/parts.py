@@ -173,8 +173,12 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     Where it stands out from both by more than the threshold (FRACTURE_NOISE_K x the
     robust spread of that contrast over the ala, kept within FRACTURE_THRESHOLD_HU), at
     least FRACTURE_INSET_MM inside the ala, the sheet is seeded; it is grown through the
-    ala where the contrast exceeds FRACTURE_GROW x the threshold. Pieces shorter than
-    FRACTURE_MIN_HEIGHT_MM cranio-caudally are dropped. The averaging widens the sheet, so
+    ala where the contrast exceeds FRACTURE_GROW x the threshold. Near the ala's edge (the
+    SI joint, the foramina), where only one side lies in the ala, the line is followed
+    where the average is lowest (or highest) across it and differs from that side by as
+    much: a slope towards the edge is no line. A piece is kept only if a connected part of it
+    compared on both sides spans FRACTURE_MIN_HEIGHT_MM cranio-caudally (one-sided growth
+    does not join short pieces into a tall one). The averaging widens the sheet, so
     only its ridge (the contrast's maximum along x) and one voxel either side are kept.
     """
     out = np.zeros_like(ala_mask)
@@ -185,7 +189,13 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     shift = max(int(round(FRACTURE_SIDE_MM / spacing[0])), 1)
     left, right = np.roll(mean, shift, axis=0), np.roll(mean, -shift, axis=0)
     contrast = np.maximum(mean - np.maximum(left, right), np.minimum(left, right) - mean)
-    measurable = (ala_mask & (np.roll(cover, shift, axis=0) > 0.3) & (np.roll(cover, -shift, axis=0) > 0.3))
+    has_left, has_right = np.roll(cover, shift, axis=0) > 0.3, np.roll(cover, -shift, axis=0) > 0.3
+    measurable = ala_mask & has_left & has_right
+    one_sided = ala_mask & (has_left ^ has_right)        # near the ala's edge: one side to compare with
+    side = np.where(has_left, left, right)
+    before, after = np.roll(mean, 1, axis=0), np.roll(mean, -1, axis=0)
+    lowest, highest = (mean <= before) & (mean <= after), (mean >= before) & (mean >= after)
+    contrast = np.where(one_sided, np.where(lowest, side - mean, np.where(highest, mean - side, 0.0)), contrast)
     inset = max(int(round(FRACTURE_INSET_MM / float(np.min(spacing)))), 1)
     inner = measurable & ndimage.binary_erosion(ala_mask, structure=np.ones((3, 3, 3)), iterations=inset)
     if not inner.any():
@@ -194,12 +204,15 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     spread = 1.4826 * float(np.median(np.abs(values - np.median(values))))
     threshold = float(np.clip(FRACTURE_NOISE_K * spread, *FRACTURE_THRESHOLD_HU))
     seeds = inner & (contrast > threshold)
-    sheet = ndimage.binary_propagation(seeds, mask=measurable & (contrast > FRACTURE_GROW * threshold),
+    sheet = ndimage.binary_propagation(seeds, mask=(measurable | one_sided) & (contrast > FRACTURE_GROW * threshold),
                                        structure=np.ones((3, 3, 3)))
-    labels, _ = ndimage.label(sheet, structure=np.ones((3, 3, 3)))
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+    # A piece is kept when a part of it compared on both sides is tall enough on its own.
+    tall = np.zeros_like(sheet)
+    cores, _ = ndimage.label(sheet & measurable, structure=np.ones((3, 3, 3)))
+    for i, box in enumerate(ndimage.find_objects(cores), start=1):
         if box is not None and (box[2].stop - box[2].start) * spacing[2] >= FRACTURE_MIN_HEIGHT_MM:
-            out[box] |= labels[box] == i
+            tall[box] |= cores[box] == i
+    out = ndimage.binary_propagation(tall, mask=sheet, structure=np.ones((3, 3, 3)))
     ridge = (contrast >= np.roll(contrast, 1, axis=0)) & (contrast >= np.roll(contrast, -1, axis=0))
     ridge |= np.roll(ridge, 1, axis=0) | np.roll(ridge, -1, axis=0)
     return out & ridge

@@ -246,13 +246,38 @@ def test_fracture_line_found_on_its_side_and_none_invented_on_the_other():
     figures = compare(seg.labels, phantom.labels)
     assert figures["fracture_recall"] >= 0.7, figures
     assert figures["fracture_false_ml"] <= 0.7, figures
-    # a line as thin as the crack, not the band its averaging spreads over (1.43x; 1.67x unthinned)
-    assert lt.mask(seg.labels, "fracture").sum() <= 1.5 * lt.mask(phantom.labels, "fracture").sum()
+    # a line as thin as the crack, not the band its averaging spreads over: voxels labelled per
+    # true voxel recalled 1.94 (2.27 unthinned)
+    recalled = figures["fracture_recall"] * lt.mask(phantom.labels, "fracture").sum()
+    assert lt.mask(seg.labels, "fracture").sum() <= 2.1 * recalled
     canon, _ = seg.labels.to_canonical()
     truth, _ = phantom.labels.to_canonical()
     midline = np.argwhere(lt.mask(truth.array, "canal"))[:, 0].mean()
     left_of_midline = np.arange(canon.shape[0])[:, None, None] > midline    # canonical x runs to the left
     assert not (lt.mask(canon.array, "fracture") & left_of_midline).any()
+
+
+def test_fracture_line_is_followed_to_the_edge_of_the_ala_where_one_side_is_left_to_compare():
+    from segmentation.parts import FRACTURE_SIDE_MM, fracture_lines
+
+    # A block of textured trabecular bone (150 HU, 25 HU texture) that narrows downwards, like
+    # the ala towards the SI joint, and a dark crack that runs straight down to 2.5 mm from its edge.
+    spacing = np.array([1.0, 1.0, 1.0])
+    shape = (64, 36, 56)
+    x, y, z = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    edge = 38.5 + 0.4 * (z - 3.0)
+    ala = (x >= 5) & (x < edge) & (y >= 3) & (y < 33) & (z >= 3) & (z < 53)
+    crack = ala & (np.abs(x - 36.0) <= 0.75)
+    texture = ndimage.gaussian_filter(np.random.default_rng(0).normal(0.0, 1.0, shape), 1.0)
+    hu = np.where(crack, 0.0, 150.0 + 25.0 * texture / texture.std())
+    hu = ndimage.gaussian_filter(np.where(ala, hu, 40.0), 0.42)        # a 1 mm FWHM scanner blur
+
+    found = fracture_lines(hu, ala, spacing)
+    near_edge = crack & (edge - x < FRACTURE_SIDE_MM)                   # the bone beyond is out of reach
+    within_a_voxel = ndimage.binary_dilation(found, iterations=1)
+    assert (near_edge & within_a_voxel).sum() >= 0.95 * near_edge.sum()     # 0.66 when not followed
+    assert (crack & within_a_voxel).sum() >= 0.95 * crack.sum()
+    assert not (found & (ndimage.distance_transform_edt(~crack) > 3.0)).any()
 
 
 def test_fine_ct_is_segmented_on_the_work_grid_and_labelled_on_its_own(monkeypatch):
