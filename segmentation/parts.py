@@ -22,6 +22,7 @@ FRACTURE_GROW = 0.6
 FRACTURE_INSET_MM = 1.0
 FRACTURE_MIN_HEIGHT_MM = 15.0
 LESION_MIN_ML = 0.3
+LESION_MIN_TRABECULAR_HU = 100.0          # darker trabecular bone's texture alone looks like lesions
 LESION_SMOOTH_MM = 1.5                   # lesions are also sought on the CT averaged over this in the bone
 LESION_CORE_MM = 3.0                     # where a ball of this radius fits in the dark (no fracture sheet)
 
@@ -219,24 +220,21 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
 
 
 def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: np.ndarray,
-            dark_hu: float, *, averaged: bool = True) -> np.ndarray:
+            dark_hu: float) -> np.ndarray:
     """Lytic lesions: compact dark regions (>= LESION_MIN_ML) inside the sacral bone, off the lumens.
 
     The voxels below ``dark_hu`` in ``smooth`` that an opening by a 3-voxel cube keeps (thin
     cracks do not survive it). A lesion keeps the trabecular texture of the bone it replaced, so
-    on a coarse scan its dark voxels are speckled and the opening can take it all: with
-    ``averaged``, the same is done on ``smooth`` averaged within the bone over LESION_SMOOTH_MM
-    where a ball of LESION_CORE_MM fits (no fracture sheet), and what that finds is grown by
-    LESION_SMOOTH_MM through the dark voxels (the averaging pulls its rim in). In bone nearly as
-    dark as a lesion (``averaged=False``) the averaging turns the trabecular texture into dark
-    blobs of a lesion's size.
+    on a coarse scan its dark voxels are speckled and the opening can take it all: the same is
+    done on ``smooth`` averaged within the bone over LESION_SMOOTH_MM where a ball of
+    LESION_CORE_MM fits (no fracture sheet), and what that finds is grown by LESION_SMOOTH_MM
+    through the dark voxels (the averaging pulls its rim in). Not for trabecular bone darker
+    than LESION_MIN_TRABECULAR_HU: its texture alone gives dark blobs of a lesion's size.
     """
     inside = bone & ~lumens
     dark = inside & (smooth < dark_hu)
     cube = np.ones((3, 3, 3), dtype=bool)
     opened = ndimage.binary_opening(dark, structure=cube)
-    if not averaged:
-        return _lesion_pieces(opened, inside, spacing)
     sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - SMOOTH_MM ** 2, 0.0)) / np.asarray(spacing)
     mean, _ = _mean_within(smooth, inside, sigma)
     found = ndimage.binary_opening(inside & (mean < dark_hu), structure=ball(LESION_CORE_MM, spacing))

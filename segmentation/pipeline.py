@@ -17,8 +17,8 @@ from scipy import ndimage
 from segmentation.bone import ball, body_mask, bounding_box, fill_holes, smooth_hu, solid_bone
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
-from segmentation.parts import (FRACTURE_SIDE_MM, alae, anterior_cortex, disc, fracture_lines, joints, lesions,
-                                sacral_axis)
+from segmentation.parts import (FRACTURE_SIDE_MM, LESION_MIN_TRABECULAR_HU, alae, anterior_cortex, disc,
+                                fracture_lines, joints, lesions, sacral_axis)
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
@@ -307,8 +307,12 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
              for side, sign in (("left", 1), ("right", -1))}
-    # Bones split from enclosed volumes are dim: lesions are not sought on the averaged CT there.
-    lytic = lesions(sm, bone, lumen, spacing, dark_hu, averaged=not bones.lumens_filled)
+    if trabecular < LESION_MIN_TRABECULAR_HU:
+        lytic = np.zeros_like(bone)
+        partial.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
+                       f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
+    else:
+        lytic = lesions(sm, bone, lumen, spacing, dark_hu)
     beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
     if lytic.any():
         beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM

@@ -226,6 +226,15 @@ def test_sacrum_missed_by_a_dim_shell_is_taken_from_its_compartments():
     assert (lt.mask(seg.labels, "lesion") & away).sum() * phantom.ct.voxel_volume_ml < 0.1
 
 
+def test_no_lesion_is_read_into_the_texture_of_bone_as_dark_as_a_lesion():
+    # Trabecular bone of 50 HU (osteoporosis 1.0) with its texture: its dark voxels gave 9.8 ml of
+    # "lesion" in this phantom, which has none.
+    phantom = make_phantom(PhantomParams(seed=116, spacing=(1.0,) * 3, fracture="left", osteoporosis=1.0))
+    seg = segment(phantom.ct)
+    assert not lt.mask(seg.labels, "lesion").any()
+    assert "lytic lesions were not sought" in seg.report["partial_reason"], seg.report["partial_reason"]
+
+
 @pytest.mark.parametrize("seed, spacing, osteoporosis", [(1, 2.0, 0.6), (5, 3.0, 0.8)])
 def test_random_walk_split_finds_a_dim_sacrum_between_the_ilia(seed, spacing, osteoporosis):
     from segmentation.walker import split_bones_by_walker
