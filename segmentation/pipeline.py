@@ -410,6 +410,8 @@ def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str],
     for name in ("fracture", "lesion", "coccyx", "presacral_vessels"):
         if not structures[name]["voxels"]:
             structures[name]["quality"] = "none seen"
+    if trabecular_hu < LESION_MIN_TRABECULAR_HU:
+        structures["lesion"]["quality"] = f"not sought: the trabecular bone is below {LESION_MIN_TRABECULAR_HU:.0f} HU"
     if not structures["canal"]["voxels"]:
         partial.append("no sacral canal found")
     return {

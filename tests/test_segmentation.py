@@ -233,6 +233,7 @@ def test_no_lesion_is_read_into_the_texture_of_bone_as_dark_as_a_lesion():
     seg = segment(phantom.ct)
     assert not lt.mask(seg.labels, "lesion").any()
     assert "lytic lesions were not sought" in seg.report["partial_reason"], seg.report["partial_reason"]
+    assert seg.report["structures"]["lesion"]["quality"].startswith("not sought")
 
 
 @pytest.mark.parametrize("seed, spacing, osteoporosis", [(1, 2.0, 0.6), (5, 3.0, 0.8)])
