@@ -309,7 +309,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
              for side, sign in (("left", 1), ("right", -1))}
     if trabecular < LESION_MIN_TRABECULAR_HU:
         lytic = np.zeros_like(bone)
-        partial.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
+        notes.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
                        f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
     else:
         lytic = lesions(sm, bone, lumen, spacing, dark_hu)

@@ -57,6 +57,19 @@ def test_plan_writes_the_demo_files_and_json_summary(phantom_dir, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_plan_on_bone_too_dark_for_the_lesion_search_warns_that_none_was_sought(tmp_path):
+    proc = run("phantom", "-o", str(tmp_path / "ph"), "--seed", "2", "--spacing", "2", "--osteoporosis", "0.85",
+               "--fracture", "left")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "plan"
+    proc = run("plan", str(tmp_path / "ph" / "ct.nii.gz"), "-o", str(out), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "segmentation.json").read_text())
+    assert report["trabecular_hu"] < 100 and report["structures"]["lesion"]["quality"].startswith("not sought")
+    warnings = json.loads((out / "plan.json").read_text())["warnings"]
+    assert any(w.startswith("lytic lesions not sought") for w in warnings), warnings
+
+
 @pytest.mark.parametrize("make_input, words", [
     (lambda d: d / "missing.nii.gz", ["no such file"]),
     (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", ["unsupported"]),

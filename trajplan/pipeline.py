@@ -189,6 +189,9 @@ def run_plan(
         plan.setdefault("warnings", []).append(
             f"segmentation is partial: {seg_report.get('partial_reason', 'see segmentation.json')}"
         )
+    lesion_quality = seg_report.get("structures", {}).get("lesion", {}).get("quality", "")
+    if lesion_quality.startswith("not sought"):
+        plan.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
     with timer.stage("writing plan"):
         plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
         write_plan(plan, out_dir)
