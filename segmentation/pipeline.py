@@ -310,7 +310,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     if trabecular < LESION_MIN_TRABECULAR_HU:
         lytic = np.zeros_like(bone)
         notes.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
-                       f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
+                     f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
     else:
         lytic = lesions(sm, bone, lumen, spacing, dark_hu)
     beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
