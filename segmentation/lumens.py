@@ -18,15 +18,17 @@ the pieces below the canal: its hiatus); grouped by height into levels per side
 (without the voxels right beside the canal, which would join one level to the next),
 named S1..S4 from the top, and each grown by FORAMEN_GROW_MM inside the envelope (the
 smoothed bright walls pull the threshold edge into the lumen). A level that stops short of
-the dorsal surface takes the dorsal branch that a search on a less smoothed CT finds.
+the dorsal surface takes the dorsal branch that a search on a less smoothed CT finds or, in
+dim bone whose speckle that search joins, the branch traced as the path of least contrast.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.graph import MCP_Geometric
 
-from segmentation.bone import ball, closing, fill_holes, largest_piece, smooth_hu
+from segmentation.bone import ball, bounding_box, closing, fill_holes, largest_piece, smooth_hu
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
@@ -39,6 +41,8 @@ MIN_DARK_HU = 10.0
 FORAMEN_GROW_MM = 1.0   # smoothing against the bright walls shrinks a thresholded lumen by about this
 DORSAL_GAP_MM = 3.0     # a foramen ending this far (plus a voxel) inside the dorsal surface has lost its dorsal branch
 SHARP_SMOOTH_MM = 0.5   # the CT for narrow channels is smoothed this little (segmentation.bone.SMOOTH_MM: 0.7)
+TRACE_PAD_MM = 5.0      # the traced dorsal branch stays within the level's height (and lateral) range plus this
+TRACE_FLOOR = 0.01      # the least cost of a millimetre of traced path (a lumen voxel's)
 FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
 
 
@@ -107,12 +111,15 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
 
     Every foramen opens on the dorsal surface, but a narrow channel between bright walls (the
     dorsal branch of a small S4 foramen) is a dark line one or two voxels wide that the
-    smoothing of ``smooth`` lifts above the threshold. When ``hu`` is given and a level stops
-    more than DORSAL_GAP_MM short of the dorsal surface, the search is repeated on ``hu``
-    smoothed by only SHARP_SMOOTH_MM, at the same threshold, and the level takes the channels
-    found there that it overlaps (see :func:`_extension`), unless a level of
-    that search is larger than MAX_LEVEL_ML (trabecular speckle, which ``smooth`` evens out,
-    joined the channels). Only such levels change: elsewhere the sharper search would widen
+    smoothing of ``smooth`` lifts above the threshold, and in dim bone the branch is barely
+    darker than the bone. When ``hu`` is given and a level's channel (its part MIN_REACH_MM
+    beyond the canal's side wall) stops more than DORSAL_GAP_MM plus a voxel short of the
+    dorsal surface, the search is repeated on ``hu`` smoothed by only SHARP_SMOOTH_MM, at the
+    same threshold, and the level takes the channels found there that it overlaps (see
+    :func:`_extension`). Where a level of that search is larger than MAX_LEVEL_ML (trabecular
+    speckle of dim bone, which ``smooth`` evens out, joined the channels), the level takes
+    instead the branch traced from it to the dorsal surface as the darkest way out (see
+    :func:`_traced_branch`). Only such levels change: elsewhere the sharper search would widen
     the channels that FORAMEN_GROW_MM already sizes.
 
     Parameters
@@ -134,6 +141,7 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         The threshold finally used (``dark_hu`` or lower).
     """
     envelope = fill_holes(closing(sacrum | canal, ball(ENVELOPE_CLOSE_MM, spacing)))
+    bone_hu = 2.0 * dark_hu                     # the trabecular bone's HU, before any halving
     while True:
         found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
         if _largest_ml(found, spacing) <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
@@ -141,24 +149,98 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         dark_hu /= 2
     if hu is None or _largest_ml(found, spacing) > MAX_LEVEL_ML or not canal.any():
         return found, corners, dark_hu
-    gap = ndimage.distance_transform_edt(~_dorsal_outside(envelope, canal, spacing, midline_i), sampling=spacing)
-    short = {side: [gap[m].min() > DORSAL_GAP_MM + spacing.max() for m in masks] for side, masks in found.items()}
-    if not any(any(flags) for flags in short.values()):
+    outside = _dorsal_outside(envelope, canal, spacing, midline_i)
+    gap = ndimage.distance_transform_edt(~outside, sampling=spacing)
+    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
+    beyond = offset[:, None, None] >= _side_wall_mm(canal, offset)[None, None, :] + MIN_REACH_MM
+    reach = DORSAL_GAP_MM + spacing.max()
+
+    def short(level: np.ndarray) -> bool:
+        # The channel's own gap: not the strip up the canal's side wall that a level takes in,
+        # which can reach the dorsal surface at the hiatus.
+        channel = level & beyond
+        return bool(gap[channel if channel.any() else level].min() > reach)
+
+    if not any(short(m) for masks in found.values() for m in masks):
         return found, corners, dark_hu
     sharp = smooth_hu(hu, spacing, SHARP_SMOOTH_MM)
     sharp_found, _ = _foramina_below(sharp, envelope, canal, spacing, midline_i, dark_hu)
-    if _largest_ml(sharp_found, spacing) > MAX_LEVEL_ML:
-        return found, corners, dark_hu
-    out: dict[str, list[np.ndarray]] = {}
+    sharp_ok = _largest_ml(sharp_found, spacing) <= MAX_LEVEL_ML
     claimed = np.zeros_like(canal)
+    for masks in found.values():
+        for level in masks:
+            claimed |= level
+    out: dict[str, list[np.ndarray]] = {}
     for side, masks in found.items():
         out[side] = []
-        for level, flag in zip(masks, short[side]):
-            if flag:
-                level = level | (_extension(level, masks, sharp_found[side], spacing) & ~claimed)
-            claimed |= level
+        for level in masks:
+            if short(level):
+                if sharp_ok:
+                    added = _extension(level, masks, sharp_found[side], spacing) & ~claimed
+                else:
+                    added = _traced_branch(level, level & beyond, claimed | canal | corners, smooth,
+                                           envelope, outside, spacing, bone_hu)
+                level = level | added
+                claimed |= added
             out[side].append(level)
     return out, corners & ~claimed, dark_hu
+
+
+def _traced_branch(level: np.ndarray, channel: np.ndarray, taken: np.ndarray, smooth: np.ndarray,
+                   envelope: np.ndarray, outside: np.ndarray, spacing: np.ndarray, bone_hu: float) -> np.ndarray:
+    """The dorsal branch of a foramen ``level`` that no threshold found, traced as the darkest way out.
+
+    Every sacral foramen opens on the dorsal surface, so the branch is there even where it is
+    barely darker than the bone around it (dim osteoporotic bone, whose speckle the sharper
+    search joins). The path of least cost from the level's ``channel`` (its part beyond the
+    canal's side wall) to the dorsal ``outside`` is taken, within the channel's height and
+    lateral range plus TRACE_PAD_MM, where a millimetre costs ``((HU - lumen HU) / (bone_hu -
+    lumen HU)) ** 2`` (the lumen HU is the level's median; TRACE_FLOOR at least, and in the
+    level): a path sums the contrast along its whole length, which no voxel's threshold can,
+    and it leaves the bone where the dorsal cortex is open. The path's part outside the level,
+    widened to the level's own radius (the largest distance from its voxels to its edge, less
+    the half voxel by which that overstates it; at least a voxel: a dorsal foramen is no wider
+    than its channel), inside ``envelope`` and not in ``taken`` (the canal, the levels), is the
+    branch. Nothing is returned when the level is not darker than ``bone_hu`` by MIN_DARK_HU,
+    when no way out is found, or when that part is shorter than DORSAL_GAP_MM (the level's
+    lumen beside the channel already reaches the surface there).
+    """
+    nothing = np.zeros_like(level)
+    lumen_hu = float(np.median(smooth[level]))
+    if bone_hu - lumen_hu < MIN_DARK_HU:
+        return nothing
+    core = channel if channel.any() else level
+    zs = np.flatnonzero(core.any(axis=(0, 1)))
+    xs = np.flatnonzero(core.any(axis=(1, 2)))
+    pad = np.ceil(TRACE_PAD_MM / spacing).astype(int)
+    box = (slice(max(xs[0] - pad[0], 0), xs[-1] + pad[0] + 1), slice(None),
+           slice(max(zs[0] - pad[2], 0), zs[-1] + pad[2] + 1))
+    inside, start, exits = envelope[box], level[box], outside[box]
+    mouth = exits & ndimage.binary_dilation(inside, structure=np.ones((3, 3, 3)))
+    if not mouth.any():
+        return nothing
+    contrast = np.clip(smooth[box] - lumen_hu, 0.0, None) / (bone_hu - lumen_hu)
+    cost = np.maximum(contrast ** 2, TRACE_FLOOR)
+    cost[start | mouth] = TRACE_FLOOR
+    cost[(~inside & ~mouth) | (taken[box] & ~start)] = np.inf
+    router = MCP_Geometric(cost, sampling=tuple(spacing))
+    costs, _ = router.find_costs(np.argwhere(core[box]), np.argwhere(mouth), find_all_ends=False)
+    ends = np.where(mouth, costs, np.inf)
+    if not np.isfinite(ends).any():
+        return nothing
+    trace = np.asarray(router.traceback(np.unravel_index(int(np.argmin(ends)), ends.shape)))
+    new = ~start[tuple(trace.T)] & inside[tuple(trace.T)]          # the path's steps out of the level
+    steps = np.linalg.norm(np.diff(trace, axis=0) * spacing, axis=1)
+    if steps[new[1:]].sum() < DORSAL_GAP_MM:          # the level's own lumen (not its channel) reaches out
+        return nothing
+    path = np.zeros_like(start)
+    path[tuple(trace[new].T)] = True
+    inscribed = float(ndimage.distance_transform_edt(np.pad(level[bounding_box(level)], 1),
+                                                     sampling=spacing).max())
+    radius = max(inscribed - 0.5 * float(spacing.max()), float(spacing.max()))
+    branch = nothing.copy()
+    branch[box] = (ndimage.distance_transform_edt(~path, sampling=spacing) <= radius) & inside & ~start
+    return branch & ~taken
 
 
 def _dorsal_outside(envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:

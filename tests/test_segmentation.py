@@ -408,6 +408,44 @@ def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_on
     assert found["right"] == []
 
 
+def test_dorsal_branch_barely_darker_than_dim_bone_is_traced_to_its_opening():
+    from sample_ct.anatomy import segment_distance
+    from segmentation.lumens import find_foramina
+
+    # Dim bone (60 HU) round a canal along z, in a 1 mm cortex of 400 HU; on the left a foramen
+    # runs forward from the canal (10 HU, radius 2.5 mm) and a dorsal branch (radius 1.5 mm) back
+    # from its recess through an opening in the dorsal cortex. The branch is 40 HU (the partial
+    # volume of a narrow channel in dark bone): above the lumen threshold, half the bone's HU.
+    # The bone's speckle (60 HU noise) is evened out on the smoothed CT but, on the sharper one,
+    # joins into dark pieces larger than any foramen (10-11 ml), so that search is of no use here.
+    spacing = np.array([1.0, 1.0, 1.0])
+    shape = (61, 50, 40)
+    points = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
+    sacrum = np.zeros(shape, dtype=bool)
+    sacrum[5:56, 10:41, 3:37] = True
+    canal = (np.abs(points[..., 0] - 30) <= 4) & (np.abs(points[..., 1] - 26) <= 4) & sacrum
+    anterior = segment_distance(points, np.array([34.0, 24.0, 20.0]), np.array([46.0, 8.0, 20.0])) <= 2.5
+    axis = np.array([38.0, 22.0, 20.0]), np.array([41.0, 43.0, 20.0])
+    dorsal = segment_distance(points, *axis) <= 1.5
+    hu = np.where(sacrum, 60.0, 40.0)
+    hu[sacrum & (ndimage.distance_transform_edt(sacrum) <= 1.0)] = 400.0
+    hu[dorsal & sacrum] = 40.0
+    hu[(canal | anterior) & sacrum] = 10.0
+    hu = ndimage.gaussian_filter(hu, 0.42) + np.random.default_rng(3).normal(0.0, 60.0, shape)
+    smooth = ndimage.gaussian_filter(hu, 1.0)
+    branch = dorsal & sacrum & ~anterior & (points[..., 1] > 30)         # behind the canal
+
+    found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 30.0)
+    assert len(found["left"]) == 1 and found["left"][0][branch].mean() < 0.2      # no threshold finds it
+    before = found["left"][0]
+    found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 30.0, hu=hu)
+    assert len(found["left"]) == 1 and found["right"] == []
+    level = found["left"][0]
+    assert level[branch].mean() >= 0.8                                  # 0.86
+    off_axis = segment_distance(points[level & ~before], *axis)          # the traced branch, as wide as
+    assert np.median(off_axis) <= 3.0 and (off_axis <= 4.0).mean() >= 0.65   # the level (2.3 mm): 2.7, 0.71
+
+
 def test_foramina_joined_to_the_hiatus_keep_their_part_beside_it():
     from segmentation.lumens import _below_canal
 
