@@ -37,17 +37,25 @@ TARGETS = {"dice_sacral_bone": 0.95, "dice_ala": 0.90, "dice_canal": 0.85, "dice
            "cortex_msd_mm": 1.0, "cortex_hd95_mm": 2.0, "fracture_recall": 0.8}
 
 
-def plan_check(labels, truth, ct) -> tuple[str, int, int]:
-    """(status, safe needles checked, violations found) of a plan on ``labels`` re-checked on ``truth``."""
+def plan_check(labels, truth, ct) -> tuple[str, int, int, str]:
+    """(status, safe needles checked, violations found, what they were) of a plan on ``labels``
+    re-checked on ``truth``; the last says how many of the violating needles the plan called
+    marginal and which structures they came too close to."""
     margins = resolve_margins()
     try:
         plan = plan_needles(labels, PlanOptions(needles=3, mc_samples=100), ct=ct)
     except InputError as exc:
-        return f"no plan: {str(exc)[:60]}", 0, 0
+        return f"no plan: {str(exc)[:60]}", 0, 0, ""
     safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
-    bad = sum(1 for n in safe if recheck(n, truth, margins))
+    bad = [(n, recheck(n, truth, margins)) for n in safe]
+    bad = [(n, found) for n, found in bad if found]
     sides = {(n["technique"], n["side"]) for n in plan["alternatives"] if n["safe"]}
-    return f"{len(sides)} technique-sides", len(safe), bad
+    what = ""
+    if bad:
+        marginal = sum(n["verdict"] == "marginal" for n, _ in bad)
+        structures = sorted({name for _, found in bad for name in found})
+        what = f"{marginal} marginal; {', '.join(structures)}"
+    return f"{len(sides)} technique-sides", len(safe), len(bad), what
 
 
 def main() -> None:
@@ -73,12 +81,13 @@ def main() -> None:
         except InputError as exc:
             figures, seg_labels = {"error": str(exc)[:70]}, None
         seg_s = time.perf_counter() - t0
-        gt_status, gt_safe, gt_bad = plan_check(phantom.labels, phantom.labels, phantom.ct)
+        gt_status, gt_safe, gt_bad, gt_what = plan_check(phantom.labels, phantom.labels, phantom.ct)
         if seg_labels is not None:
-            sg_status, sg_safe, sg_bad = plan_check(seg_labels, phantom.labels, phantom.ct)
+            sg_status, sg_safe, sg_bad, sg_what = plan_check(seg_labels, phantom.labels, phantom.ct)
         else:
-            sg_status, sg_safe, sg_bad = "no segmentation", 0, 0
-        rows.append((params, figures, seg_s, (gt_status, gt_safe, gt_bad), (sg_status, sg_safe, sg_bad)))
+            sg_status, sg_safe, sg_bad, sg_what = "no segmentation", 0, 0, ""
+        rows.append((params, figures, seg_s, (gt_status, gt_safe, gt_bad, gt_what),
+                     (sg_status, sg_safe, sg_bad, sg_what)))
         print(params.seed, params.spacing[0], params.osteoporosis, params.fracture, params.lesion,
               {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()},
               gt_safe, gt_bad, sg_safe, sg_bad, flush=True)
@@ -183,23 +192,31 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         "",
         "`trajplan.verify` samples each needle's outer surface every 0.2 mm (16 points around) and measures "
         "its exact distance to the ground-truth voxels of every critical structure as cubes. A violation is "
-        "a safe needle that comes closer than its margin.",
+        "a safe needle that comes closer than its margin; after the count, how many of those the plan called "
+        "marginal (a clearance within 1 mm of its margin, or a breach probability above 5 %) and the "
+        "structures they came too close to.",
         "",
         "| seed | planned on ground truth: result | safe needles | violations | planned on segmentation: result | safe needles | violations | segmentation flagged partial |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def count(check: tuple) -> str:
+        return f"{check[2]} ({check[3]})" if check[2] else "0"
+
     for params, figures, _, gt, sg in rows:
         flag = figures.get("flagged", "(refused)")
-        lines.append(f"| {params.seed} | {gt[0]} | {gt[1]} | {gt[2]} | {sg[0]} | {sg[1]} | {sg[2]} | {flag} |")
+        lines.append(f"| {params.seed} | {gt[0]} | {gt[1]} | {count(gt)} | {sg[0]} | {sg[1]} | {count(sg)} | {flag} |")
     gt_total = sum(r[3][1] for r in rows)
     gt_bad = sum(r[3][2] for r in rows)
     sg_total = sum(r[4][1] for r in rows)
     sg_bad = sum(r[4][2] for r in rows)
+    sg_marginal = sum(int(r[4][3].split()[0]) for r in rows if r[4][2])
     lines += [
         "",
         f"On ground truth: {gt_total - gt_bad} of {gt_total} safe needles confirmed safe. "
-        f"On the segmentation: {sg_total - sg_bad} of {sg_total} confirmed safe against the ground truth "
-        "(where the segmentation misses part of a structure, a needle it calls safe can be unsafe: check "
+        f"On the segmentation: {sg_total - sg_bad} of {sg_total} confirmed safe against the ground truth"
+        + (f"; the plan called {sg_marginal} of the other {sg_bad} marginal" if sg_bad else "")
+        + " (where the segmentation misses part of a structure, a needle it calls safe can be unsafe: check "
         "every plan on the images).",
         "",
         *real_ct_lines(),
