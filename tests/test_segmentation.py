@@ -375,21 +375,30 @@ def test_canal_carried_through_an_open_end_only_while_bone_walls_it_in():
     assert not (carried & bone).any()
 
 
-def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_one():
+def _block_with_a_foramen() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(voxel centres in mm, sacrum, canal, anterior channel) of a 1 mm block of bone round a canal
+    along z; on the left a foramen runs forward from the canal (radius 2.5 mm)."""
     from sample_ct.anatomy import segment_distance
-    from segmentation.bone import smooth_hu
-    from segmentation.lumens import find_foramina
 
-    # A block of bone (150 HU, 1 mm cortex of 500 HU) round a canal along z; on the left a
-    # foramen runs forward from the canal (radius 2.5 mm) and, from its recess, a dorsal branch
-    # (radius 1.2 mm: a dark line three voxels wide between bright walls) back to the dorsal surface.
-    spacing = np.array([1.0, 1.0, 1.0])
     shape = (61, 50, 40)
     points = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
     sacrum = np.zeros(shape, dtype=bool)
     sacrum[5:56, 10:41, 3:37] = True
     canal = (np.abs(points[..., 0] - 30) <= 4) & (np.abs(points[..., 1] - 26) <= 4) & sacrum
     anterior = segment_distance(points, np.array([34.0, 24.0, 20.0]), np.array([46.0, 8.0, 20.0])) <= 2.5
+    return points, sacrum, canal, anterior
+
+
+def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_one():
+    from sample_ct.anatomy import segment_distance
+    from segmentation.bone import smooth_hu
+    from segmentation.lumens import find_foramina
+
+    # The block's bone is 150 HU in a 1 mm cortex of 500 HU; from the foramen's recess a dorsal
+    # branch (radius 1.2 mm: a dark line three voxels wide between bright walls) runs back to the
+    # dorsal surface.
+    spacing = np.array([1.0, 1.0, 1.0])
+    points, sacrum, canal, anterior = _block_with_a_foramen()
     dorsal = segment_distance(points, np.array([39.0, 18.0, 20.0]), np.array([39.0, 43.0, 20.0])) <= 1.2
     lumen = (canal | anterior | dorsal) & sacrum
     depth = ndimage.distance_transform_edt(sacrum & ~lumen)
@@ -412,26 +421,21 @@ def test_dorsal_branch_barely_darker_than_dim_bone_is_traced_to_its_opening():
     from sample_ct.anatomy import segment_distance
     from segmentation.lumens import find_foramina
 
-    # Dim bone (60 HU) round a canal along z, in a 1 mm cortex of 400 HU; on the left a foramen
-    # runs forward from the canal (10 HU, radius 2.5 mm) and a dorsal branch (radius 1.5 mm) back
-    # from its recess through an opening in the dorsal cortex. The branch is 40 HU (the partial
-    # volume of a narrow channel in dark bone): above the lumen threshold, half the bone's HU.
-    # The bone's speckle (60 HU noise) is evened out on the smoothed CT but, on the sharper one,
-    # joins into dark pieces larger than any foramen (10-11 ml), so that search is of no use here.
+    # The block's bone is dim (60 HU) in a 1 mm cortex of 400 HU; the canal and the foramen are
+    # 10 HU, and a dorsal branch (radius 1.5 mm) runs back from the recess through an opening in
+    # the dorsal cortex. The branch is 40 HU (the partial volume of a narrow channel in dark bone):
+    # above the lumen threshold, half the bone's HU. The bone's speckle (60 HU noise) is evened out
+    # on the smoothed CT but, on the sharper one, joins into dark pieces larger than any foramen
+    # (10-11 ml), so that search is of no use here.
     spacing = np.array([1.0, 1.0, 1.0])
-    shape = (61, 50, 40)
-    points = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
-    sacrum = np.zeros(shape, dtype=bool)
-    sacrum[5:56, 10:41, 3:37] = True
-    canal = (np.abs(points[..., 0] - 30) <= 4) & (np.abs(points[..., 1] - 26) <= 4) & sacrum
-    anterior = segment_distance(points, np.array([34.0, 24.0, 20.0]), np.array([46.0, 8.0, 20.0])) <= 2.5
+    points, sacrum, canal, anterior = _block_with_a_foramen()
     axis = np.array([38.0, 22.0, 20.0]), np.array([41.0, 43.0, 20.0])
     dorsal = segment_distance(points, *axis) <= 1.5
     hu = np.where(sacrum, 60.0, 40.0)
     hu[sacrum & (ndimage.distance_transform_edt(sacrum) <= 1.0)] = 400.0
     hu[dorsal & sacrum] = 40.0
     hu[(canal | anterior) & sacrum] = 10.0
-    hu = ndimage.gaussian_filter(hu, 0.42) + np.random.default_rng(3).normal(0.0, 60.0, shape)
+    hu = ndimage.gaussian_filter(hu, 0.42) + np.random.default_rng(3).normal(0.0, 60.0, sacrum.shape)
     smooth = ndimage.gaussian_filter(hu, 1.0)
     branch = dorsal & sacrum & ~anterior & (points[..., 1] > 30)         # behind the canal
 
