@@ -41,7 +41,7 @@ MIN_DARK_HU = 10.0
 FORAMEN_GROW_MM = 1.0   # smoothing against the bright walls shrinks a thresholded lumen by about this
 DORSAL_GAP_MM = 3.0     # a foramen ending this far (plus a voxel) inside the dorsal surface has lost its dorsal branch
 SHARP_SMOOTH_MM = 0.5   # the CT for narrow channels is smoothed this little (segmentation.bone.SMOOTH_MM: 0.7)
-TRACE_PAD_MM = 5.0      # the traced dorsal branch stays within the level's height (and lateral) range plus this
+TRACE_PAD_MM = 5.0      # the traced dorsal branch stays within its channel's height and lateral range plus this
 TRACE_FLOOR = 0.01      # the least cost of a millimetre of traced path (a lumen voxel's)
 FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
 
