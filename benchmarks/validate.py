@@ -37,25 +37,20 @@ TARGETS = {"dice_sacral_bone": 0.95, "dice_ala": 0.90, "dice_canal": 0.85, "dice
            "cortex_msd_mm": 1.0, "cortex_hd95_mm": 2.0, "fracture_recall": 0.8}
 
 
-def plan_check(labels, truth, ct) -> tuple[str, int, int, str]:
-    """(status, safe needles checked, violations found, what they were) of a plan on ``labels``
-    re-checked on ``truth``; the last says how many of the violating needles the plan called
-    marginal and which structures they came too close to."""
+def plan_check(labels, truth, ct) -> tuple[str, int, int, int, str]:
+    """(status, safe needles checked, violations found, how many of those the plan called
+    marginal, the structures they came too close to) of a plan on ``labels`` re-checked on ``truth``."""
     margins = resolve_margins()
     try:
         plan = plan_needles(labels, PlanOptions(needles=3, mc_samples=100), ct=ct)
     except InputError as exc:
-        return f"no plan: {str(exc)[:60]}", 0, 0, ""
+        return f"no plan: {str(exc)[:60]}", 0, 0, 0, ""
     safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
-    bad = [(n, recheck(n, truth, margins)) for n in safe]
-    bad = [(n, found) for n, found in bad if found]
+    bad = [(n, found) for n in safe if (found := recheck(n, truth, margins))]
     sides = {(n["technique"], n["side"]) for n in plan["alternatives"] if n["safe"]}
-    what = ""
-    if bad:
-        marginal = sum(n["verdict"] == "marginal" for n, _ in bad)
-        structures = sorted({name for _, found in bad for name in found})
-        what = f"{marginal} marginal; {', '.join(structures)}"
-    return f"{len(sides)} technique-sides", len(safe), len(bad), what
+    marginal = sum(n["verdict"] == "marginal" for n, _ in bad)
+    structures = ", ".join(sorted({name for _, found in bad for name in found}))
+    return f"{len(sides)} technique-sides", len(safe), len(bad), marginal, structures
 
 
 def main() -> None:
@@ -81,16 +76,15 @@ def main() -> None:
         except InputError as exc:
             figures, seg_labels = {"error": str(exc)[:70]}, None
         seg_s = time.perf_counter() - t0
-        gt_status, gt_safe, gt_bad, gt_what = plan_check(phantom.labels, phantom.labels, phantom.ct)
+        gt = plan_check(phantom.labels, phantom.labels, phantom.ct)
         if seg_labels is not None:
-            sg_status, sg_safe, sg_bad, sg_what = plan_check(seg_labels, phantom.labels, phantom.ct)
+            sg = plan_check(seg_labels, phantom.labels, phantom.ct)
         else:
-            sg_status, sg_safe, sg_bad, sg_what = "no segmentation", 0, 0, ""
-        rows.append((params, figures, seg_s, (gt_status, gt_safe, gt_bad, gt_what),
-                     (sg_status, sg_safe, sg_bad, sg_what)))
+            sg = ("no segmentation", 0, 0, 0, "")
+        rows.append((params, figures, seg_s, gt, sg))
         print(params.seed, params.spacing[0], params.osteoporosis, params.fracture, params.lesion,
               {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()},
-              gt_safe, gt_bad, sg_safe, sg_bad, flush=True)
+              gt[1], gt[2], sg[1], sg[2], flush=True)
     write_markdown(Path(args.out), rows, args, time.perf_counter() - start)
     print(f"wrote {args.out}", file=sys.stderr)
 
@@ -201,7 +195,7 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
     ]
 
     def count(check: tuple) -> str:
-        return f"{check[2]} ({check[3]})" if check[2] else "0"
+        return f"{check[2]} ({check[3]} marginal; {check[4]})" if check[2] else "0"
 
     for params, figures, _, gt, sg in rows:
         flag = figures.get("flagged", "(refused)")
@@ -210,7 +204,7 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
     gt_bad = sum(r[3][2] for r in rows)
     sg_total = sum(r[4][1] for r in rows)
     sg_bad = sum(r[4][2] for r in rows)
-    sg_marginal = sum(int(r[4][3].split()[0]) for r in rows if r[4][2])
+    sg_marginal = sum(r[4][3] for r in rows)
     lines += [
         "",
         f"On ground truth: {gt_total - gt_bad} of {gt_total} safe needles confirmed safe. "

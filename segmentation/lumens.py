@@ -161,7 +161,8 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         channel = level & beyond
         return bool(gap[channel if channel.any() else level].min() > reach)
 
-    if not any(short(m) for masks in found.values() for m in masks):
+    flags = {side: [short(m) for m in masks] for side, masks in found.items()}
+    if not any(any(f) for f in flags.values()):
         return found, corners, dark_hu
     sharp = smooth_hu(hu, spacing, SHARP_SMOOTH_MM)
     sharp_found, _ = _foramina_below(sharp, envelope, canal, spacing, midline_i, dark_hu)
@@ -173,8 +174,8 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     out: dict[str, list[np.ndarray]] = {}
     for side, masks in found.items():
         out[side] = []
-        for level in masks:
-            if short(level):
+        for level, flag in zip(masks, flags[side]):
+            if flag:
                 if sharp_ok:
                     added = _extension(level, masks, sharp_found[side], spacing) & ~claimed
                 else:
