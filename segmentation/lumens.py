@@ -38,6 +38,7 @@ MIN_LEVEL_ML = 0.02
 MIN_REACH_MM = 4.0
 MAX_LEVEL_ML = 4.0      # a foramen channel holds about 0.3-2 ml
 MIN_DARK_HU = 10.0
+FORAMEN_LEVELS = 4      # S1-S4 on each side
 FORAMEN_GROW_MM = 1.0   # smoothing against the bright walls shrinks a thresholded lumen by about this
 DORSAL_GAP_MM = 3.0     # a foramen ending this far (plus a voxel) inside the dorsal surface has lost its dorsal branch
 SHARP_SMOOTH_MM = 0.5   # the CT for narrow channels is smoothed this little (segmentation.bone.SMOOTH_MM: 0.7)
@@ -107,7 +108,9 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
 
     When a level comes out larger than MAX_LEVEL_ML (dark osteoporotic bone or a fracture
     line joined the channel), the search is repeated with the threshold halved, down to
-    MIN_DARK_HU.
+    MIN_DARK_HU. A level that the lower threshold loses altogether (a narrow channel that the
+    smoothing lifts above it) is searched again at the threshold that last found it no larger
+    than MAX_LEVEL_ML, on a side left with fewer than FORAMEN_LEVELS.
 
     Every foramen opens on the dorsal surface, but a narrow channel between bright walls (the
     dorsal branch of a small S4 foramen) is a dark line one or two voxels wide that the
@@ -138,16 +141,33 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     canal_corners : array
         Lumen beside ``canal`` that belongs to it.
     lumen_hu : float
-        The threshold finally used (``dark_hu`` or lower).
+        The lowest threshold used (``dark_hu`` or lower).
     """
     envelope = fill_holes(closing(sacrum | canal, ball(ENVELOPE_CLOSE_MM, spacing)))
     bone_hu = 2.0 * dark_hu                     # the trabecular bone's HU, before any halving
-    while True:
-        found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, dark_hu)
-        if _largest_ml(found, spacing) <= MAX_LEVEL_ML or dark_hu / 2 < MIN_DARK_HU:
-            break
+    threshold = np.full(smooth.shape, dark_hu, dtype=np.float32)
+    found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold)
+    higher: list[tuple[float, dict[str, list[np.ndarray]]]] = []
+    while _oversized(found, spacing) and dark_hu / 2 >= MIN_DARK_HU:
+        higher.append((dark_hu, found))
         dark_hu /= 2
-    if hu is None or _largest_ml(found, spacing) > MAX_LEVEL_ML or not canal.any():
+        threshold[:] = dark_hu
+        found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold)
+    # A level that a lower threshold lost altogether (a narrow S3 or S4 channel, which the
+    # smoothing lifts above it) is searched at the lowest threshold that found it no larger
+    # than MAX_LEVEL_ML, on a side left with fewer than FORAMEN_LEVELS.
+    for hu_then, found_then in reversed(higher):
+        restored = False
+        for side, masks in found_then.items():
+            if len(found[side]) >= FORAMEN_LEVELS:
+                continue
+            for level in masks:
+                if not _oversized({side: [level]}, spacing) and not any((level & m).any() for m in found[side]):
+                    threshold[level] = hu_then
+                    restored = True
+        if restored:
+            found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold)
+    if hu is None or _oversized(found, spacing) or not canal.any():
         return found, corners, dark_hu
     outside = _dorsal_outside(envelope, canal, spacing, midline_i)
     gap = ndimage.distance_transform_edt(~outside, sampling=spacing)
@@ -165,8 +185,8 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     if not any(any(f) for f in flags.values()):
         return found, corners, dark_hu
     sharp = smooth_hu(hu, spacing, SHARP_SMOOTH_MM)
-    sharp_found, _ = _foramina_below(sharp, envelope, canal, spacing, midline_i, dark_hu)
-    sharp_ok = _largest_ml(sharp_found, spacing) <= MAX_LEVEL_ML
+    sharp_found, _ = _foramina_below(sharp, envelope, canal, spacing, midline_i, threshold)
+    sharp_ok = not _oversized(sharp_found, spacing)
     claimed = np.zeros_like(canal)
     for masks in found.values():
         for level in masks:
@@ -283,15 +303,15 @@ def _extension(level: np.ndarray, levels: list[np.ndarray], sharp_levels: list[n
     return beyond & (ndimage.distance_transform_edt(~far, sampling=spacing) <= reach)
 
 
-def _largest_ml(found: dict[str, list[np.ndarray]], spacing: np.ndarray) -> float:
-    """The volume (ml) of the largest foramen level in ``found``."""
-    largest = max((m.sum() for masks in found.values() for m in masks), default=0)
-    return float(largest * np.prod(spacing) / 1000.0)
+def _oversized(found: dict[str, list[np.ndarray]], spacing: np.ndarray) -> list[np.ndarray]:
+    """The foramen levels in ``found`` larger than MAX_LEVEL_ML."""
+    largest = MAX_LEVEL_ML * 1000.0 / float(np.prod(spacing))
+    return [m for masks in found.values() for m in masks if m.sum() > largest]
 
 
 def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                    midline_i: float, dark_hu: float) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
-    """:func:`find_foramina` at one lumen threshold, inside the closed sacral ``envelope``."""
+                    midline_i: float, dark_hu: float | np.ndarray) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
+    """:func:`find_foramina` at one lumen threshold (HU, or per voxel), inside the closed sacral ``envelope``."""
     dark = (smooth < dark_hu) & envelope & ~canal
     touching = ndimage.binary_dilation(canal, structure=np.ones((3, 3, 3))) & ~canal
     labels, count = ndimage.label(dark, structure=np.ones((3, 3, 3)))
@@ -365,7 +385,7 @@ def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, 
     return np.concatenate([[False], np.asarray(farthest) >= MIN_REACH_MM])[pieces]
 
 
-def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = 4) -> list[np.ndarray]:
+def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = FORAMEN_LEVELS) -> list[np.ndarray]:
     """Group one side's channel fragments into foramen levels by height, top (S1) first.
 
     Fragments are taken largest first; one within LEVEL_GAP_MM of a level's height joins

@@ -42,7 +42,8 @@ FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from t
 FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 CROP_AGREEMENT = 0.88                # least Dice of the crop's sacrum with the located one
-LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes (see below)
+LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes: dark lumps this thick,
+CANAL_RUN_MM = 11.0                  # or dark runs this long head to foot (see below)
 
 
 @dataclass(frozen=True)
@@ -275,12 +276,16 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
     dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
     # Bones split from enclosed volumes (the random walk's, a dim cortex's compartments) have
-    # the canal filled in. The dark voxels they filled in beyond the bone the cortex encloses,
-    # in lumps at least 2 x LUMEN_OPENING_MM thick (not the speckle of dark trabecular bone),
-    # are taken out again for the canal search.
+    # the canal filled in. The dark voxels they filled in beyond the bone the cortex encloses
+    # are taken out again for the canal search where they form lumps at least 2 x
+    # LUMEN_OPENING_MM thick or run on head to foot for CANAL_RUN_MM (the speckle of dark
+    # trabecular bone does neither). The runs keep the lower canal where its dark core is too
+    # shallow for such lumps; the lumps keep the canal where it runs obliquely.
     if bones.lumens_filled:
-        filled_dark = ndimage.binary_opening(~cortex_solid[roi] & (sm < dark_hu),
-                                             structure=ball(LUMEN_OPENING_MM, spacing))
+        dark_fill = ~cortex_solid[roi] & (sm < dark_hu)
+        run = np.ones((1, 1, 2 * int(np.round(CANAL_RUN_MM / 2 / spacing[2])) + 1), dtype=bool)
+        filled_dark = (ndimage.binary_opening(dark_fill, structure=ball(LUMEN_OPENING_MM, spacing))
+                       | ndimage.binary_opening(dark_fill, structure=run))
         canal = find_canal(sac & ~filled_dark, spacing, midline_r)
     else:
         canal = find_canal(sac, spacing, midline_r)
@@ -295,6 +300,15 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     for masks in foramina.values():
         for m in masks:
             lumen |= m
+    canal_axis = sacral_axis(canal, spacing)
+    if bones.lumens_filled:
+        # The canal's rim, which partial volume with the bright wall lifts above the lumen
+        # threshold, up to the wall (as a hole of the cortex-enclosed bone has it); only now:
+        # before the foramen search it set the canal against thin walls that the search crossed.
+        # The axis is the core's: the rim is uneven, and shifted the anterior cortex.
+        rim = ndimage.binary_dilation(canal, structure=ndimage.generate_binary_structure(3, 1))
+        canal |= rim & sac & ~lumen & (sm < cortex_hu)
+        lumen |= canal
     bone = sac & ~lumen
     ala = alae(bone, foramina, spacing, midline_r)
     # A fracture line is sought from the foramina's lumen outwards (the ala label starts a little
@@ -302,7 +316,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     lateral_halves = alae(bone, foramina, spacing, midline_r, beyond_mm=0.0)
     lateral = lateral_halves["left"] | lateral_halves["right"]
     envelope = fill_holes(bone | lumen)
-    cortex = anterior_cortex(envelope, bone, spacing, sacral_axis(canal, spacing))
+    cortex = anterior_cortex(envelope, bone, spacing, canal_axis)
     foramina = _with_openings(foramina, envelope | sol, spacing)
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)

@@ -190,7 +190,7 @@ def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
         assert dice(lt.mask(seg.labels, f"ilium_{side}"), masks[f"hip_{side}"]) >= 0.7, side
     assert dice(lt.mask(seg.labels, "L5"), masks["vertebrae_L5"]) >= 0.6
     # The walker fills the canal in with its bone; taken out again, the S1-S2 canal is the canal
-    # (7.0 ml; 1.8 ml before, when it was labelled foramen S1).
+    # (8.7 ml with its rim, 7.0 ml without; 1.8 ml before, when it was labelled foramen S1).
     canal = lt.mask(seg.labels, "canal")
     assert canal.sum() * ct.voxel_volume_ml >= 4.0
 
@@ -203,7 +203,9 @@ def test_bone_as_dark_as_muscle_is_split_by_its_trabecular_compartments(seed, os
     seg = segment(phantom.ct)
     figures = compare(seg.labels, phantom.labels)
     assert figures["dice_sacral_bone"] >= 0.87, figures          # 0.898 and 0.891
-    assert figures["dice_canal"] >= 0.7, figures                 # 0.792 and 0.736
+    # The canal, filled in by the split, is taken out where its dark core runs on head to foot
+    # too, then with its rim: 0.837 and 0.853 (0.791 and 0.745 taken out in 3 mm lumps only).
+    assert figures["dice_canal"] >= 0.8, figures
     assert figures["foramina_S1_S3_detected"] == 6, figures
     sacral = lt.sacral_bone(seg.labels)
     for neighbour in ("ilium_left", "ilium_right", "L5"):
@@ -211,19 +213,37 @@ def test_bone_as_dark_as_muscle_is_split_by_its_trabecular_compartments(seed, os
     assert seg.report["partial"] and "trabecular compartments" in seg.report["partial_reason"]
 
 
-def test_sacrum_missed_by_a_dim_shell_is_taken_from_its_compartments():
-    # The shells name the bones here (cortex > 120 HU closed by 1 mm, eroded 10 mm), but the solid
-    # bone they are grown into missed much of the sacrum: ala 0.810, anterior cortex HD95 6.5 mm.
+@pytest.fixture(scope="module")
+def dim_shell():
+    """Validation phantom 107 (1.25 mm, osteoporosis 0.91: trabecular bone at 83 HU) and its segmentation."""
     phantom = make_phantom(PhantomParams(seed=107, spacing=(1.25,) * 3, lesion="right", osteoporosis=0.91,
                                          position="prone"))
     seg = segment(phantom.ct)
-    figures = compare(seg.labels, phantom.labels)
+    return phantom, seg, compare(seg.labels, phantom.labels)
+
+
+def test_sacrum_missed_by_a_dim_shell_is_taken_from_its_compartments(dim_shell):
+    # The shells name the bones here (cortex > 120 HU closed by 1 mm, eroded 10 mm), but the solid
+    # bone they are grown into missed much of the sacrum: ala 0.810, anterior cortex HD95 6.5 mm.
+    phantom, seg, figures = dim_shell
     assert any("trabecular compartments" in note for note in seg.report["notes"]), seg.report["notes"]
     assert figures["dice_sacral_bone"] >= 0.96 and figures["dice_ala"] >= 0.86, figures      # 0.970, 0.884
-    assert figures["dice_canal"] >= 0.85 and figures["cortex_hd95_mm"] <= 5.0, figures       # 0.889, 4.7 mm
+    assert figures["dice_canal"] >= 0.89 and figures["cortex_hd95_mm"] <= 5.0, figures       # 0.914, 4.7 mm
     # Averaged over 1.5 mm, this dim bone's texture showed 1.8 ml of lesion away from the true one.
     away = ndimage.distance_transform_edt(~lt.mask(phantom.labels, "lesion"), sampling=phantom.ct.spacing) > 5.0
     assert (lt.mask(seg.labels, "lesion") & away).sum() * phantom.ct.voxel_volume_ml < 0.1
+
+
+def test_narrow_foramina_lost_at_the_lowered_threshold_are_searched_at_the_one_that_kept_them(dim_shell):
+    # The S1 levels join this dark bone below 41 HU and below 21 HU (22-33 ml), so the search ends
+    # at 10 HU, where smoothing has lifted the narrow S3 and S4 channels out of reach: all four
+    # were missing (S1-S3 found 4 of 6, Dice 0.684).
+    phantom, seg, figures = dim_shell
+    assert seg.report["partial"] and "searched below 10 HU" in seg.report["partial_reason"]
+    assert figures["foramina_named"] == 8 and figures["foramina_S1_S3_detected"] == 6, figures
+    for name in ("foramen_S3_left", "foramen_S3_right", "foramen_S4_left", "foramen_S4_right"):
+        assert dice(lt.mask(seg.labels, name), lt.mask(phantom.labels, name)) >= 0.5, name
+    assert figures["dice_foramina"] >= 0.73, figures                   # 0.767
 
 
 def test_no_lesion_is_read_into_the_texture_of_bone_as_dark_as_a_lesion():
