@@ -148,7 +148,7 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     threshold = np.full(smooth.shape, dark_hu, dtype=np.float32)
     found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold)
     higher: list[tuple[float, dict[str, list[np.ndarray]]]] = []
-    while _oversized(found, spacing) and dark_hu / 2 >= MIN_DARK_HU:
+    while _any_too_large(found, spacing) and dark_hu / 2 >= MIN_DARK_HU:
         higher.append((dark_hu, found))
         dark_hu /= 2
         threshold[:] = dark_hu
@@ -162,12 +162,12 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
             if len(found[side]) >= FORAMEN_LEVELS:
                 continue
             for level in masks:
-                if not _oversized({side: [level]}, spacing) and not any((level & m).any() for m in found[side]):
+                if not _too_large(level, spacing) and not any((level & m).any() for m in found[side]):
                     threshold[level] = hu_then
                     restored = True
         if restored:
             found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold)
-    if hu is None or _oversized(found, spacing) or not canal.any():
+    if hu is None or _any_too_large(found, spacing) or not canal.any():
         return found, corners, dark_hu
     outside = _dorsal_outside(envelope, canal, spacing, midline_i)
     gap = ndimage.distance_transform_edt(~outside, sampling=spacing)
@@ -186,7 +186,7 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         return found, corners, dark_hu
     sharp = smooth_hu(hu, spacing, SHARP_SMOOTH_MM)
     sharp_found, _ = _foramina_below(sharp, envelope, canal, spacing, midline_i, threshold)
-    sharp_ok = not _oversized(sharp_found, spacing)
+    sharp_ok = not _any_too_large(sharp_found, spacing)
     claimed = np.zeros_like(canal)
     for masks in found.values():
         for level in masks:
@@ -303,10 +303,14 @@ def _extension(level: np.ndarray, levels: list[np.ndarray], sharp_levels: list[n
     return beyond & (ndimage.distance_transform_edt(~far, sampling=spacing) <= reach)
 
 
-def _oversized(found: dict[str, list[np.ndarray]], spacing: np.ndarray) -> list[np.ndarray]:
-    """The foramen levels in ``found`` larger than MAX_LEVEL_ML."""
-    largest = MAX_LEVEL_ML * 1000.0 / float(np.prod(spacing))
-    return [m for masks in found.values() for m in masks if m.sum() > largest]
+def _too_large(level: np.ndarray, spacing: np.ndarray) -> bool:
+    """Whether a foramen level is larger than MAX_LEVEL_ML."""
+    return bool(level.sum() > MAX_LEVEL_ML * 1000.0 / float(np.prod(spacing)))
+
+
+def _any_too_large(found: dict[str, list[np.ndarray]], spacing: np.ndarray) -> bool:
+    """Whether any foramen level in ``found`` is larger than MAX_LEVEL_ML."""
+    return any(_too_large(m, spacing) for masks in found.values() for m in masks)
 
 
 def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
