@@ -169,10 +169,9 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
             found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold)
     if hu is None or _any_too_large(found, spacing) or not canal.any():
         return found, corners, dark_hu
-    outside = _dorsal_outside(envelope, canal, spacing, midline_i)
+    beyond = _beyond_side_wall(canal, spacing, midline_i)
+    outside = _dorsal_outside(envelope, canal, beyond)
     gap = ndimage.distance_transform_edt(~outside, sampling=spacing)
-    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
-    beyond = offset[:, None, None] >= _side_wall_mm(canal, offset)[None, None, :] + MIN_REACH_MM
     reach = DORSAL_GAP_MM + spacing.max()
 
     def short(level: np.ndarray) -> bool:
@@ -264,18 +263,22 @@ def _traced_branch(level: np.ndarray, channel: np.ndarray, taken: np.ndarray, sm
     return branch & ~taken
 
 
-def _dorsal_outside(envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
-    """Outside the sacral ``envelope``, behind the canal's back wall and MIN_REACH_MM beyond its side
-    wall in each axial slice (slices without canal take the nearest ones'): where the foramina
-    open dorsally, lateral to the canal (not its hiatus)."""
+def _beyond_side_wall(canal: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.ndarray:
+    """Whether a voxel lies MIN_REACH_MM or more beyond the canal's side wall in its axial slice
+    (slices without canal take the nearest ones'), per x and slice: shape (nx, 1, nz)."""
+    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
+    return offset[:, None, None] >= _side_wall_mm(canal, offset)[None, None, :] + MIN_REACH_MM
+
+
+def _dorsal_outside(envelope: np.ndarray, canal: np.ndarray, beyond: np.ndarray) -> np.ndarray:
+    """Outside the sacral ``envelope``, behind the canal's back wall and ``beyond`` its side wall
+    (:func:`_beyond_side_wall`) in each axial slice (slices without canal take the nearest
+    ones'): where the foramina open dorsally, lateral to the canal (not its hiatus)."""
     heights = np.flatnonzero(canal.any(axis=(0, 1)))
     back = np.array([np.flatnonzero(canal[:, :, z].any(axis=0)).max() for z in heights], dtype=float)
     back = np.interp(np.arange(canal.shape[2]), heights, back)
-    offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
-    wall = _side_wall_mm(canal, offset)
     behind = np.arange(canal.shape[1])[None, :, None] > back[None, None, :]
-    beside = offset[:, None, None] >= wall[None, None, :] + MIN_REACH_MM
-    return ~envelope & behind & beside
+    return ~envelope & behind & beyond
 
 
 def _extension(level: np.ndarray, levels: list[np.ndarray], sharp_levels: list[np.ndarray],
