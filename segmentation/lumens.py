@@ -198,8 +198,13 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
                 if sharp_ok:
                     added = _extension(level, masks, sharp_found[side], spacing) & ~claimed
                 else:
+                    # The level's lumen HU from its voxels under the threshold that found it:
+                    # its growth by FORAMEN_GROW_MM takes in the bright walls' partial volume,
+                    # which in a narrow channel is most of it.
+                    core = level & (smooth < threshold)
+                    lumen_hu = float(np.median(smooth[core if core.any() else level]))
                     added = _traced_branch(level, level & beyond, claimed | canal | corners, smooth,
-                                           envelope, outside, spacing, bone_hu)
+                                           envelope, outside, spacing, lumen_hu, bone_hu)
                 level = level | added
                 claimed |= added
             out[side].append(level)
@@ -207,26 +212,26 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
 
 
 def _traced_branch(level: np.ndarray, channel: np.ndarray, taken: np.ndarray, smooth: np.ndarray,
-                   envelope: np.ndarray, outside: np.ndarray, spacing: np.ndarray, bone_hu: float) -> np.ndarray:
+                   envelope: np.ndarray, outside: np.ndarray, spacing: np.ndarray, lumen_hu: float,
+                   bone_hu: float) -> np.ndarray:
     """The dorsal branch of a foramen ``level`` that no threshold found, traced as the darkest way out.
 
     Every sacral foramen opens on the dorsal surface, so the branch is there even where it is
     barely darker than the bone around it (dim osteoporotic bone, whose speckle the sharper
     search joins). The path of least cost from the level's ``channel`` (its part beyond the
     canal's side wall) to the dorsal ``outside`` is taken, within the channel's height and
-    lateral range plus TRACE_PAD_MM, where a millimetre costs ``((HU - lumen HU) / (bone_hu -
-    lumen HU)) ** 2`` (the lumen HU is the level's median; TRACE_FLOOR at least, and in the
-    level): a path sums the contrast along its whole length, which no voxel's threshold can,
-    and it leaves the bone where the dorsal cortex is open. The path's part outside the level,
+    lateral range plus TRACE_PAD_MM, where a millimetre costs ``((HU - lumen_hu) / (bone_hu -
+    lumen_hu)) ** 2`` (TRACE_FLOOR at least, and in the level): a path sums the contrast along
+    its whole length, which no voxel's threshold can, and it leaves the bone where the dorsal
+    cortex is open. The path's part outside the level,
     widened to the level's own radius (the largest distance from its voxels to its edge, less
     the half voxel by which that overstates it; at least a voxel: a dorsal foramen is no wider
     than its channel), inside ``envelope`` and not in ``taken`` (the canal, the levels), is the
-    branch. Nothing is returned when the level is not darker than ``bone_hu`` by MIN_DARK_HU,
+    branch. Nothing is returned when ``lumen_hu`` is not darker than ``bone_hu`` by MIN_DARK_HU,
     when no way out is found, or when that part is shorter than DORSAL_GAP_MM (the level's
     lumen beside the channel already reaches the surface there).
     """
     nothing = np.zeros_like(level)
-    lumen_hu = float(np.median(smooth[level]))
     if bone_hu - lumen_hu < MIN_DARK_HU:
         return nothing
     core = channel if channel.any() else level

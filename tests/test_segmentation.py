@@ -245,7 +245,22 @@ def test_narrow_foramina_lost_at_the_lowered_threshold_are_searched_at_the_one_t
     assert figures["foramina_named"] == 8 and figures["foramina_S1_S3_detected"] == 6, figures
     for name in ("foramen_S3_left", "foramen_S3_right", "foramen_S4_left", "foramen_S4_right"):
         assert dice(lt.mask(seg.labels, name), lt.mask(phantom.labels, name)) >= 0.5, name
-    assert figures["dice_foramina"] >= 0.73, figures                   # 0.767
+    assert figures["dice_foramina"] >= 0.73, figures                   # 0.773
+
+
+def test_dorsal_branch_of_a_narrow_foramen_in_dim_bone_is_traced_to_the_surface(dim_shell):
+    # The S4 levels, found at 41 HU and grown by a voxel, stopped 4-5 mm inside the dorsal
+    # surface: the branch was not traced, because the level's median (75-81 HU, mostly its grown
+    # rim) was within 10 HU of the bone. Two long-axis needles called safe passed the right
+    # dorsal opening at 2.1 and 2.7 mm (margin 3 mm). The lumen's HU is now its core's (16-22 HU).
+    phantom, seg, _ = dim_shell
+    for side in ("left", "right"):
+        name = f"foramen_S4_{side}"
+        truth, found = lt.mask(phantom.labels, name), lt.mask(seg.labels, name)
+        posterior_mm = [volume.index_to_world(np.argwhere(mask).astype(float))[:, 1].max()
+                        for volume, mask in ((phantom.labels, truth), (seg.labels, found))]
+        assert posterior_mm[1] >= posterior_mm[0] - 1.25, (name, posterior_mm)  # 25.6 and 25.6 (20.6 before)
+        assert dice(found, truth) >= 0.76, name                                # 0.796, 0.800 (0.713 before)
 
 
 def test_no_lesion_is_read_into_the_texture_of_bone_as_dark_as_a_lesion():
