@@ -454,6 +454,36 @@ def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_on
     assert found["right"] == []
 
 
+def test_dorsal_branch_narrowing_in_its_last_millimetres_is_found_to_the_surface():
+    from sample_ct.anatomy import segment_distance
+    from segmentation.bone import smooth_hu
+    from segmentation.lumens import find_foramina
+
+    # As above, but the dorsal branch is wide (radius 2 mm) up to 4 mm inside the dorsal surface
+    # (y = 40) and narrow (radius 1.2 mm) through those last 4 mm, which the smoothing lifts above
+    # the threshold: the level found stops there, 4 mm short (held-out phantom 507's S4 level
+    # stopped 2.8 mm short, and long-axis needles called safe passed its opening at 1.8-2.6 mm).
+    # A level more than 3 mm plus a voxel short was searched on the sharper CT; now 1.5 mm.
+    spacing = np.array([1.0, 1.0, 1.0])
+    points, sacrum, canal, anterior = _block_with_a_foramen()
+    axis_distance = segment_distance(points, np.array([39.0, 18.0, 20.0]), np.array([39.0, 43.0, 20.0]))
+    last = points[..., 1] > 36.5
+    wide, narrow = (axis_distance <= 2.0) & ~last, (axis_distance <= 1.2) & last
+    lumen = (canal | anterior | wide | narrow) & sacrum
+    depth = ndimage.distance_transform_edt(sacrum & ~lumen)
+    hu = np.where(sacrum, 150.0, 40.0)
+    hu[(depth > 0) & (depth <= 1.0)] = 500.0
+    hu[lumen] = 10.0
+    hu = ndimage.gaussian_filter(hu, 0.42)
+    smooth = smooth_hu(hu, spacing)
+
+    found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 75.0)
+    assert len(found["left"]) == 1 and found["left"][0][narrow & sacrum].mean() < 0.1     # 0.05
+    found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 75.0, hu=hu)
+    assert len(found["left"]) == 1 and found["right"] == []
+    assert found["left"][0][narrow & sacrum].all()                     # 0.05 when 3 mm short was enough
+
+
 def test_dorsal_branch_barely_darker_than_dim_bone_is_traced_to_its_opening():
     from sample_ct.anatomy import segment_distance
     from segmentation.lumens import find_foramina
