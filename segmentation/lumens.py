@@ -223,13 +223,13 @@ def _traced_branch(level: np.ndarray, channel: np.ndarray, taken: np.ndarray, sm
     lateral range plus TRACE_PAD_MM, where a millimetre costs ``((HU - lumen_hu) / (bone_hu -
     lumen_hu)) ** 2`` (TRACE_FLOOR at least, and in the level): a path sums the contrast along
     its whole length, which no voxel's threshold can, and it leaves the bone where the dorsal
-    cortex is open. The path's part outside the level,
-    widened to the level's own radius (the largest distance from its voxels to its edge, less
-    the half voxel by which that overstates it; at least a voxel: a dorsal foramen is no wider
-    than its channel), inside ``envelope`` and not in ``taken`` (the canal, the levels), is the
-    branch. Nothing is returned when ``lumen_hu`` is not darker than ``bone_hu`` by MIN_DARK_HU,
-    when no way out is found, or when that part is shorter than DORSAL_GAP_MM (the level's
-    lumen beside the channel already reaches the surface there).
+    cortex is open. The path's part outside the level, widened to the level's own radius (the
+    largest distance from its voxels to its edge, less the half voxel by which that overstates
+    it; at least a voxel: a dorsal foramen is no wider than its channel), inside ``envelope``
+    and not in ``taken`` (the canal, the levels), is the branch. Nothing is returned when
+    ``lumen_hu`` (the level's lumen) is not darker than ``bone_hu`` by MIN_DARK_HU, when no way
+    out is found, or when that part is shorter than DORSAL_GAP_MM (the level's lumen beside the
+    channel already reaches the surface there).
     """
     nothing = np.zeros_like(level)
     if bone_hu - lumen_hu < MIN_DARK_HU:
