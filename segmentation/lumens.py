@@ -44,6 +44,8 @@ DORSAL_GAP_MM = 1.5     # a foramen ending this far (plus a voxel) inside the do
 SHARP_SMOOTH_MM = 0.5   # the CT for narrow channels is smoothed this little (segmentation.bone.SMOOTH_MM: 0.7)
 TRACE_PAD_MM = 5.0      # the traced dorsal branch stays within its channel's height and lateral range plus this
 TRACE_FLOOR = 0.01      # the least cost of a millimetre of traced path (a lumen voxel's)
+CHANNEL_CONNECTIVITY = ndimage.generate_binary_structure(3, 2)   # faces and edges, not corners:
+#   the dark speckle of trabecular bone percolates through corners at ~10 % of its voxels
 FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
 
 
@@ -326,7 +328,7 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     """:func:`find_foramina` at one lumen threshold (HU, or per voxel), inside the closed sacral ``envelope``."""
     dark = (smooth < dark_hu) & envelope & ~canal
     touching = ndimage.binary_dilation(canal, structure=np.ones((3, 3, 3))) & ~canal
-    labels, count = ndimage.label(dark, structure=np.ones((3, 3, 3)))
+    labels, count = ndimage.label(dark, structure=CHANNEL_CONNECTIVITY)
     connected = np.unique(labels[touching & dark])
     channels = np.isin(labels, connected[connected > 0])
     x = np.arange(smooth.shape[0])[:, None, None]
@@ -341,12 +343,17 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     hiatus = _below_canal(channels & ~rim, canal, spacing, midline_i)
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | (channels & ~rim)
+    # A foramen opens on the bone's surface; a level that comes no nearer to it than a voxel is
+    # dark bone round the canal (trabecular speckle of the S1 body), which would take a name.
+    surface = ndimage.distance_transform_edt(envelope, sampling=spacing) <= spacing.max()
     out: dict[str, list[np.ndarray]] = {}
     for side, sign in (("left", 1.0), ("right", -1.0)):
         out[side] = []
         for level in _levels(channels & ~rim & ~hiatus & (sign * (x - midline_i) > 0), spacing):
             level = level | (rim & ndimage.binary_dilation(level, structure=np.ones((3, 3, 3))) & ~claimed)
             grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
+            if not (grown & surface).any():
+                continue
             claimed |= grown
             out[side].append(grown)
     return out, corners | hiatus | (rim & ~claimed)
