@@ -439,6 +439,16 @@ def _block_with_a_foramen() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return points, sacrum, canal, anterior
 
 
+def _dense_block_hu(sacrum: np.ndarray, lumen: np.ndarray) -> np.ndarray:
+    """HU of a 1 mm block: bone of 150 HU in a 1 mm cortex of 500 HU round every surface (the
+    lumens' too), lumens of 10 HU, soft tissue of 40 HU, under a 1 mm FWHM scanner blur."""
+    depth = ndimage.distance_transform_edt(sacrum & ~lumen)
+    hu = np.where(sacrum, 150.0, 40.0)
+    hu[(depth > 0) & (depth <= 1.0)] = 500.0
+    hu[lumen] = 10.0
+    return ndimage.gaussian_filter(hu, 0.42)
+
+
 def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_one():
     from sample_ct.anatomy import segment_distance
     from segmentation.bone import smooth_hu
@@ -450,12 +460,7 @@ def test_dorsal_branch_too_narrow_for_the_smoothed_ct_is_found_on_the_sharper_on
     spacing = np.array([1.0, 1.0, 1.0])
     points, sacrum, canal, anterior = _block_with_a_foramen()
     dorsal = segment_distance(points, np.array([39.0, 18.0, 20.0]), np.array([39.0, 43.0, 20.0])) <= 1.2
-    lumen = (canal | anterior | dorsal) & sacrum
-    depth = ndimage.distance_transform_edt(sacrum & ~lumen)
-    hu = np.where(sacrum, 150.0, 40.0)
-    hu[(depth > 0) & (depth <= 1.0)] = 500.0
-    hu[lumen] = 10.0
-    hu = ndimage.gaussian_filter(hu, 0.42)                              # a 1 mm FWHM scanner blur
+    hu = _dense_block_hu(sacrum, (canal | anterior | dorsal) & sacrum)
     smooth = smooth_hu(hu, spacing)
     branch = dorsal & sacrum & (points[..., 1] > 30)                    # behind the canal
     assert (smooth[branch] > 75.0).any()                                # broken up at half the trabecular HU
@@ -482,12 +487,7 @@ def test_dorsal_branch_narrowing_in_its_last_millimetres_is_found_to_the_surface
     axis_distance = segment_distance(points, np.array([39.0, 18.0, 20.0]), np.array([39.0, 43.0, 20.0]))
     last = points[..., 1] > 36.5
     wide, narrow = (axis_distance <= 2.0) & ~last, (axis_distance <= 1.2) & last
-    lumen = (canal | anterior | wide | narrow) & sacrum
-    depth = ndimage.distance_transform_edt(sacrum & ~lumen)
-    hu = np.where(sacrum, 150.0, 40.0)
-    hu[(depth > 0) & (depth <= 1.0)] = 500.0
-    hu[lumen] = 10.0
-    hu = ndimage.gaussian_filter(hu, 0.42)
+    hu = _dense_block_hu(sacrum, (canal | anterior | wide | narrow) & sacrum)
     smooth = smooth_hu(hu, spacing)
 
     found, _, _ = find_foramina(smooth, sacrum, canal, spacing, 30.0, 75.0)
