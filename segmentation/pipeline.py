@@ -19,6 +19,7 @@ from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
 from segmentation.parts import (FRACTURE_SIDE_MM, LESION_MIN_TRABECULAR_HU, alae, anterior_cortex, disc,
                                 fracture_lines, joints, lesions, sacral_axis)
+from segmentation.rims import partial_volume_rims
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
@@ -103,7 +104,9 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     segmented at LOCATE_SPACING_MM to find the sacrum; the full resolution work then runs
     on the CT cropped around it (LOCATE_PAD_MM), and only the neighbouring bones beyond
     the crop (ilia, L5, coccyx) come from the coarse pass. If either pass finds no
-    sacrum, the whole CT is segmented at full resolution.
+    sacrum, the whole CT is segmented at full resolution. Last, on the CT's own grid, the
+    canal, the foramina and the sacral bone's outer surface are settled where partial volume
+    with the cortex puts them (:mod:`segmentation.rims`).
 
     Parameters
     ----------
@@ -120,6 +123,12 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     NoSacrumError
         When no sacrum is in the field of view (the message says what was found).
     """
+    return _with_rims(_segment_resolved(ct, sacrum_mask=sacrum_mask, external_labels=external_labels), ct)
+
+
+def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
+                      external_labels: dict[str, np.ndarray] | None) -> Segmentation:
+    """:func:`segment` before the partial-volume rims: on the work grid, located and cropped as its CT needs."""
     if np.any(ct.spacing < WORK_BELOW_MM):
         return _segment_on_work_grid(ct, sacrum_mask=sacrum_mask, external_labels=external_labels)
     coarse = np.maximum(ct.spacing, LOCATE_SPACING_MM)
@@ -162,10 +171,28 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
                   f"{' x '.join(str(int(u - l)) for l, u in zip(lower, upper))} voxel crop")
 
 
-def _moved(seg: Segmentation, labels: Volume, note: str) -> Segmentation:
-    """``seg``'s report for ``labels`` (its result put on another grid): ``note`` first, sizes recounted."""
+def _with_rims(seg: Segmentation, ct: Volume) -> Segmentation:
+    """``seg`` with the partial-volume rims of the canal, the foramina and the sacral bone's outer
+    surface (not of a sacrum from a given mask) settled on the CT's own grid
+    (:func:`segmentation.rims.partial_volume_rims`), noted in the report when any voxel changed."""
+    labels = partial_volume_rims(seg.labels.array, ct.array, ct.spacing, seg.report["trabecular_hu"],
+                                 surface=seg.report["source"] == "ct")
+    changed = labels != seg.labels.array
+    if not changed.any():
+        return seg
+    lumens = np.isin(labels[changed], [lt.value(name) for name in ("canal", *lt.FORAMINA)])
+    ml = ct.voxel_volume_ml
+    return _moved(seg, ct.with_array(labels),
+                  f"partial-volume rims settled at half way to the cortex: {lumens.sum() * ml:.1f} ml of bone "
+                  f"beside the canal and foramina given to them, {(~lumens).sum() * ml:.1f} ml on the sacral "
+                  "bone's outer surface to the soft tissue", last=True)
+
+
+def _moved(seg: Segmentation, labels: Volume, note: str, *, last: bool = False) -> Segmentation:
+    """``seg``'s report for ``labels`` (its result put on another grid, or changed): ``note`` first
+    (or ``last``), sizes recounted."""
     report = dict(seg.report)
-    report["notes"] = [note, *report["notes"]]
+    report["notes"] = [*report["notes"], note] if last else [note, *report["notes"]]
     report["structures"] = {name: {**entry, "quality": report["structures"][name]["quality"]}
                             for name, entry in structure_table(labels).items()}
     return Segmentation(labels=labels, report=report)
@@ -177,7 +204,7 @@ def _segment_on_work_grid(ct: Volume, *, sacrum_mask: Volume | None,
     work = _downsample(ct, np.maximum(ct.spacing, WORK_SPACING_MM))
     external = {name: ct.with_array(mask.astype(np.uint8)).resample_onto(work, interpolator="nearest").array > 0
                 for name, mask in (external_labels or {}).items()}
-    coarse = segment(work, sacrum_mask=sacrum_mask, external_labels=external or None)
+    coarse = _segment_resolved(work, sacrum_mask=sacrum_mask, external_labels=external or None)
     return _moved(coarse, coarse.labels.resample_onto(ct, interpolator="nearest"),
                   f"segmented on a {' x '.join(f'{v:g}' for v in work.spacing)} mm grid (finer CTs are "
                   "resampled for segmentation; the labels are on the CT's own grid)")
