@@ -122,8 +122,8 @@ def test_canal_keeps_to_its_width_where_the_foramina_crowd_low_down():
     phantom = make_phantom(PhantomParams(seed=108, spacing=(1.5,) * 3, fracture="left", osteoporosis=0.69))
     seg = segment(phantom.ct)
     figures = compare(seg.labels, phantom.labels)
-    assert figures["dice_canal"] >= 0.87, figures           # 0.893
-    assert figures["dice_foramina"] >= 0.7, figures         # 0.755
+    assert figures["dice_canal"] >= 0.87, figures           # 0.900
+    assert figures["dice_foramina"] >= 0.7, figures         # 0.758
     for side in ("left", "right"):
         s3 = lt.mask(phantom.labels, f"foramen_S3_{side}")
         assert (s3 & lt.mask(seg.labels, "canal")).sum() <= 0.1 * s3.sum(), side          # 4 %
@@ -229,8 +229,8 @@ def test_sacrum_missed_by_a_dim_shell_is_taken_from_its_compartments(dim_shell):
     # bone they are grown into missed much of the sacrum: ala 0.810, anterior cortex HD95 6.5 mm.
     phantom, seg, figures = dim_shell
     assert any("trabecular compartments" in note for note in seg.report["notes"]), seg.report["notes"]
-    assert figures["dice_sacral_bone"] >= 0.96 and figures["dice_ala"] >= 0.86, figures      # 0.974, 0.885
-    assert figures["dice_canal"] >= 0.89 and figures["cortex_hd95_mm"] <= 5.0, figures       # 0.914, 4.7 mm
+    assert figures["dice_sacral_bone"] >= 0.96 and figures["dice_ala"] >= 0.86, figures      # 0.985, 0.890
+    assert figures["dice_canal"] >= 0.89 and figures["cortex_hd95_mm"] <= 5.0, figures       # 0.925, 4.0 mm
     # Averaged over 1.5 mm, this dim bone's texture showed 1.8 ml of lesion away from the true one.
     away = ndimage.distance_transform_edt(~lt.mask(phantom.labels, "lesion"), sampling=phantom.ct.spacing) > 5.0
     assert (lt.mask(seg.labels, "lesion") & away).sum() * phantom.ct.voxel_volume_ml < 0.1
@@ -261,7 +261,16 @@ def test_dorsal_branch_of_a_narrow_foramen_in_dim_bone_is_traced_to_the_surface(
         posterior_mm = [volume.index_to_world(np.argwhere(mask).astype(float))[:, 1].max()
                         for volume, mask in ((phantom.labels, truth), (seg.labels, found))]
         assert posterior_mm[1] >= posterior_mm[0] - 1.25, (name, posterior_mm)  # 25.6 and 25.6 (20.6 before)
-        assert dice(found, truth) >= 0.76, name                                # 0.796, 0.800 (0.713 before)
+        assert dice(found, truth) >= 0.76, name           # 0.892, 0.903 (0.796, 0.800 without the rims; 0.713)
+
+
+def test_lumens_and_bone_surface_are_settled_half_way_to_the_cortex(dim_shell):
+    # Found below thresholds well under the trabecular bone, the canal and foramina were a voxel
+    # narrow, and the bone, found by a cortex threshold below half the cortex's HU, a voxel thick.
+    phantom, seg, figures = dim_shell
+    assert seg.report["notes"][-1].startswith("partial-volume rims settled"), seg.report["notes"]
+    assert figures["dice_canal"] >= 0.92 and figures["dice_foramina"] >= 0.82, figures    # 0.925, 0.846 (0.914, 0.773)
+    assert figures["dice_sacral_bone"] >= 0.98, figures                                  # 0.985 (0.974)
 
 
 def test_foramina_are_not_joined_through_the_corners_of_dark_trabecular_voxels():
