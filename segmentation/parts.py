@@ -9,6 +9,8 @@ from scipy import ndimage
 from segmentation.bone import SMOOTH_MM, ball, bounding_box
 
 CORTEX_BAND_MM = 2.0
+CORTEX_CONTRAST_HU = 50.0                # a cortex is this much brighter than the bone behind it,
+BEHIND_CORTEX_MM = (3.0, 10.0)           # measured this far behind the anterior cortex band
 ALA_BEYOND_FORAMEN_MM = 2.0              # the ala begins this far lateral to a foramen's lumen
 JOINT_REACH_MM = 4.0
 JOINT_HALF_WIDTH_MM = 1.5
@@ -109,6 +111,29 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
     keep_column = np.zeros_like(hit)
     keep_column[xs, zs] = surface[xs, first[xs, zs], zs]
     return bone & reach & keep_column[:, None, :]
+
+
+def uncorticated_fraction(cortex: np.ndarray, bone: np.ndarray, smooth: np.ndarray, spacing: np.ndarray) -> float:
+    """The fraction of the anterior ``cortex`` band's columns (along y) that show no cortex.
+
+    A column shows none where the band's brightest voxel is less than CORTEX_CONTRAST_HU above
+    the mean of the ``bone`` BEHIND_CORTEX_MM behind the band: what is joined to the sacrum
+    there is as bright as bone but has no cortex of its own (contrast-filled bowel). Columns
+    with no bone that deep are not counted; 0 when none is left. Only meaningful where the
+    voxels resolve a cortex (see ``pipeline.CORTEX_RESOLVED_MM``).
+    """
+    y = np.arange(cortex.shape[1])[None, :, None]
+    band = cortex.any(axis=1)                                               # (x, z)
+    brightest = np.where(cortex, smooth, -np.inf).max(axis=1)
+    back = np.where(cortex, y, -1).max(axis=1)                              # the band's deepest row
+    behind_mm = (y - back[:, None, :]) * spacing[1]
+    behind = bone & (behind_mm > BEHIND_CORTEX_MM[0]) & (behind_mm <= BEHIND_CORTEX_MM[1]) & band[:, None, :]
+    count = behind.sum(axis=1)
+    counted = band & (count > 0)
+    if not counted.any():
+        return 0.0
+    mean_behind = np.where(behind, smooth, 0.0).sum(axis=1)[counted] / count[counted]
+    return float(np.mean(brightest[counted] - mean_behind < CORTEX_CONTRAST_HU))
 
 
 def distances_where_both_near(a: np.ndarray, b: np.ndarray, spacing: np.ndarray,

@@ -18,7 +18,7 @@ from segmentation.bone import ball, body_mask, bounding_box, fill_holes, smooth_
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
 from segmentation.parts import (FRACTURE_SIDE_MM, LESION_MIN_TRABECULAR_HU, alae, anterior_cortex, disc,
-                                fracture_lines, joints, lesions, sacral_axis)
+                                fracture_lines, joints, lesions, sacral_axis, uncorticated_fraction)
 from segmentation.rims import partial_volume_rims
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
@@ -45,6 +45,8 @@ NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 CROP_AGREEMENT = 0.88                # least Dice of the crop's sacrum with the located one
 LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes: dark lumps this thick,
 CANAL_RUN_MM = 11.0                  # or dark runs this long head to foot (see below)
+MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cortex is flagged (a bright organ joined)
+CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,11 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     lateral = lateral_halves["left"] | lateral_halves["right"]
     envelope = fill_holes(bone | lumen)
     cortex = anterior_cortex(envelope, bone, spacing, canal_axis)
+    uncorticated = uncorticated_fraction(cortex, bone, sm, spacing) if spacing[1] <= CORTEX_RESOLVED_MM else 0.0
+    if uncorticated > MAX_UNCORTICATED:
+        partial.append(f"{uncorticated:.0%} of the sacrum's pelvic surface shows no cortex brighter than the bone "
+                       "behind it: something as bright as bone without a cortex of its own (contrast-filled bowel?) "
+                       "may be joined to the sacrum there: check its anterior border on the images")
     foramina = _with_openings(foramina, envelope | sol, spacing)
     side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
