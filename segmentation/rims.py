@@ -99,18 +99,18 @@ def _rim(dark: np.ndarray, hu: np.ndarray, bone: np.ndarray, steps: np.ndarray,
             if not reach:
                 continue
             from_dark = np.zeros(len(touching), dtype=bool)
-            before, ok = _moved(touching, axis, -sign, dark.shape)
+            before, ok = _stepped(touching, axis, -sign, dark.shape)
             from_dark[ok] = dark[tuple(before[ok].T)]
             wall = np.full(len(touching), -np.inf, dtype=np.float32)
             for step in range(1, reach + 1):
-                beyond, ok = _moved(touching, axis, sign * step, dark.shape)
+                beyond, ok = _stepped(touching, axis, sign * step, dark.shape)
                 wall[ok] = np.maximum(wall[ok], hu[tuple(beyond[ok].T)])
             take |= from_dark & (wall >= least_wall) & (touching_hu < 0.5 * (dark_hu + wall))
     rim[tuple(touching[take].T)] = True
     return rim
 
 
-def _moved(points: np.ndarray, axis: int, by: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _stepped(points: np.ndarray, axis: int, by: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``points`` (n x 3 indices) moved ``by`` voxels along ``axis``, and which are still inside ``shape``."""
     moved = points.copy()
     moved[:, axis] += by
@@ -119,5 +119,5 @@ def _moved(points: np.ndarray, axis: int, by: int, shape: tuple[int, ...]) -> tu
 
 def _inside(points: np.ndarray, axis: int, by: int, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Index arrays of ``points`` moved ``by`` along ``axis``, those outside ``shape`` left out."""
-    moved, ok = _moved(points, axis, by, shape)
+    moved, ok = _stepped(points, axis, by, shape)
     return tuple(moved[ok].T)
