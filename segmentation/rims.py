@@ -6,7 +6,7 @@ the cortex's HU, both on a smoothed CT. Where a bright cortex borders a lumen or
 tissue around the bone, the voxels that partial volume lifts part of the way from the dark
 side to the cortex stay on the bone's side of those thresholds: at 1 mm or finer the canal
 and foramina came out about a voxel narrower all round than they are, and the sacral bone a
-voxel thicker (a foramen of 6 mm by 1.2 mm). The edge between a dark region and the cortex
+voxel thicker. The edge between a dark region and the cortex
 is where the CT stands half way between them (the half maximum of a blurred step), so each
 dark region takes the bone voxels that touch it through a face when, along that face's axis,
 a wall lies within RIM_REACH_MM beyond the voxel and the voxel is darker than half way from
@@ -83,21 +83,19 @@ def _rim(dark: np.ndarray, hu: np.ndarray, bone: np.ndarray, steps: np.ndarray,
     """The ``bone`` voxels face-adjacent to ``dark`` that are darker than half way from it to a
     wall up to ``steps`` voxels beyond them (per axis), on the far side from ``dark``."""
     rim = np.zeros_like(bone)
-    touching = np.argwhere(bone & ndimage.binary_dilation(dark, _FACES))
-    if not len(touching):
+    touching_mask = bone & ndimage.binary_dilation(dark, _FACES)
+    if not touching_mask.any():
         return rim
+    touching = np.argwhere(touching_mask)
     touching_hu = hu[tuple(touching.T)]
-    beside = np.zeros(dark.shape, dtype=bool)      # the dark voxels next to the bone: their median
-    for axis in range(3):
-        for sign in (1, -1):
-            beside[_inside(touching, axis, sign, dark.shape)] = True
-    dark_hu = float(np.median(hu[beside & dark]))
+    beside = dark & ndimage.binary_dilation(touching_mask, _FACES)      # the dark voxels next to the bone
+    dark_hu = float(np.median(hu[beside]))
     least_wall = dark_hu + RIM_WALL_CONTRAST * max(trabecular_hu - dark_hu, 1.0)
     take = np.zeros(len(touching), dtype=bool)
     for axis, reach in enumerate(steps):
+        if not reach:
+            continue
         for sign in (1, -1):
-            if not reach:
-                continue
             from_dark = np.zeros(len(touching), dtype=bool)
             before, ok = _stepped(touching, axis, -sign, dark.shape)
             from_dark[ok] = dark[tuple(before[ok].T)]
@@ -115,9 +113,3 @@ def _stepped(points: np.ndarray, axis: int, by: int, shape: tuple[int, ...]) -> 
     moved = points.copy()
     moved[:, axis] += by
     return moved, (moved[:, axis] >= 0) & (moved[:, axis] < shape[axis])
-
-
-def _inside(points: np.ndarray, axis: int, by: int, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Index arrays of ``points`` moved ``by`` along ``axis``, those outside ``shape`` left out."""
-    moved, ok = _stepped(points, axis, by, shape)
-    return tuple(moved[ok].T)
