@@ -1,0 +1,126 @@
+"""Whole CTs made from bone-only CTs, and their degraded versions, for validation on real bone.
+
+Some public real CTs keep the values inside bone masks only (every other voxel 0): the
+real sacra of ``../shared/ct/real_bone/`` are such. :func:`with_soft_tissue` fills the rest
+as a scan has it (soft tissue in a body ellipse, air outside), and :func:`degraded` makes the
+harder scans the planner must also read: coarser voxels (block averaged, as a scanner's
+partial volume), trabecular bone darkened to severe osteoporosis, and noise. Nothing here
+reads a file: the caller gives the arrays; no data ships with the package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from trajplan.volume import Volume
+
+SOFT_TISSUE_HU = 35.0
+SOFT_TISSUE_SD_HU = 12.0
+AIR_HU = -1000.0
+BODY_MARGIN_MM = 40.0       # the body ellipse reaches this far beyond the bones (left-right, front-back)
+CORTEX_DEPTH_MM = 2.0       # bone within this of the bone's surface is cortex, deeper is trabecular
+
+
+def with_soft_tissue(ct: Volume, bone: np.ndarray, *, seed: int = 0) -> Volume:
+    """A bone-only CT with soft tissue (SOFT_TISSUE_HU, sd SOFT_TISSUE_SD_HU) around the bones.
+
+    The body is an elliptic cylinder along the scan's cranio-caudal axis, BODY_MARGIN_MM
+    beyond the bones' extent left-right and front-back; air (AIR_HU) is outside it.
+
+    Parameters
+    ----------
+    ct : Volume
+        The bone-only CT (HU inside the bones, anything outside).
+    bone : np.ndarray
+        Boolean mask on ``ct``'s grid of the voxels whose values are real.
+    seed : int
+        Seed of the soft tissue's noise.
+    """
+    if bone.shape != ct.shape or not bone.any():
+        raise ValueError("the bone mask must be non-empty and on the CT's grid")
+    canon, reorder = ct.to_canonical()
+    canon_bone = reorder.apply(ct.with_array(bone.astype(np.uint8))).array > 0
+    hit = np.argwhere(canon_bone)
+    centre = (hit.min(axis=0) + hit.max(axis=0)) / 2.0
+    half_mm = (hit.max(axis=0) - hit.min(axis=0)) / 2.0 * canon.spacing + BODY_MARGIN_MM
+    x, y = np.ogrid[:canon.shape[0], :canon.shape[1]]
+    inside = (((x - centre[0]) * canon.spacing[0] / half_mm[0]) ** 2
+              + ((y - centre[1]) * canon.spacing[1] / half_mm[1]) ** 2) <= 1.0
+    rng = np.random.default_rng(seed)
+    filled = np.where(inside[:, :, None],
+                      rng.normal(SOFT_TISSUE_HU, SOFT_TISSUE_SD_HU, canon.shape).astype(np.float32),
+                      np.float32(AIR_HU))
+    filled[canon_bone] = canon.array[canon_bone]
+    return ct.with_array(reorder.undo(canon.with_array(filled)).array)
+
+
+def darkened_trabecular(ct: Volume, bone: np.ndarray, trabecular_hu: float) -> Volume:
+    """``ct`` with the trabecular bone (deeper than CORTEX_DEPTH_MM in ``bone``) darkened.
+
+    Each trabecular voxel keeps its contrast to soft tissue in proportion, scaled so that
+    the median trabecular voxel comes to ``trabecular_hu`` (severe osteoporosis: about
+    100 HU or less); the cortex keeps its values.
+    """
+    depth = ndimage.distance_transform_edt(bone, sampling=ct.spacing)
+    trabecular = depth > CORTEX_DEPTH_MM
+    median = float(np.median(ct.array[trabecular]))
+    scale = max(trabecular_hu - SOFT_TISSUE_HU, 0.0) / max(median - SOFT_TISSUE_HU, 1.0)
+    out = ct.array.astype(np.float32, copy=True)
+    out[trabecular] = SOFT_TISSUE_HU + (out[trabecular] - SOFT_TISSUE_HU) * scale
+    return ct.with_array(out)
+
+
+def block_averaged(ct: Volume, spacing_mm: float) -> Volume:
+    """``ct`` on an isotropic ``spacing_mm`` grid, each new voxel the mean of the old ones it covers
+    (a scan's partial volume), placed on the exact grid by linear interpolation."""
+    block = np.maximum(np.floor(spacing_mm / ct.spacing + 1e-6).astype(int), 1)
+    shape = np.asarray(ct.shape) // block
+    trimmed = ct.array[:shape[0] * block[0], :shape[1] * block[1], :shape[2] * block[2]].astype(np.float32)
+    mean = trimmed.reshape(shape[0], block[0], shape[1], block[1], shape[2], block[2]).mean(axis=(1, 3, 5))
+    origin = ct.index_to_world(((block - 1) / 2.0)[None])[0]
+    averaged = Volume(mean, spacing=ct.spacing * block, origin=origin, direction=ct.direction)
+    return averaged.resample(np.full(3, float(spacing_mm)), fill=float(ct.array.min()))
+
+
+def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
+             trabecular_hu: float | None = None, noise_sd_hu: float = 0.0, seed: int = 0) -> Volume:
+    """A harder scan of the same patient: darkened trabecular bone, coarser voxels, then noise.
+
+    Parameters
+    ----------
+    ct : Volume
+        A whole CT (:func:`with_soft_tissue`).
+    bone : np.ndarray
+        The bone mask on ``ct``'s grid (for the trabecular darkening).
+    spacing_mm : float, optional
+        Isotropic voxel size of the result (block averaged); the CT's own grid if None.
+    trabecular_hu : float, optional
+        Median trabecular HU after darkening (:func:`darkened_trabecular`); unchanged if None.
+    noise_sd_hu : float
+        Standard deviation of Gaussian noise added last (HU).
+    seed : int
+        Seed of the noise.
+    """
+    if trabecular_hu is not None:
+        ct = darkened_trabecular(ct, bone, trabecular_hu)
+    if spacing_mm is not None:
+        ct = block_averaged(ct, spacing_mm)
+    if noise_sd_hu > 0:
+        rng = np.random.default_rng(seed)
+        ct = ct.with_array(ct.array + rng.normal(0.0, noise_sd_hu, ct.shape).astype(np.float32))
+    return ct
+
+
+def reference_on(reference: Volume, spacing_mm: float) -> Volume:
+    """A label map on the grid of :func:`block_averaged` at ``spacing_mm``: each label where it
+    covers more than half of the new voxel, background elsewhere."""
+    out = None
+    for value in np.unique(reference.array):
+        if value == 0:
+            continue
+        share = block_averaged(reference.with_array((reference.array == value).astype(np.float32)), spacing_mm)
+        if out is None:
+            out = np.zeros(share.shape, dtype=np.uint8)
+        out[share.array > 0.5] = value
+    return share.with_array(out)
