@@ -10,9 +10,12 @@ reads a file: the caller gives the arrays; no data ships with the package.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
+from trajplan.io.files import read_volume_file
 from trajplan.volume import Volume
 
 SOFT_TISSUE_HU = 35.0
@@ -124,3 +127,28 @@ def reference_on(reference: Volume, spacing_mm: float) -> Volume:
             out = np.zeros(share.shape, dtype=np.uint8)
         out[share.array > 0.5] = value
     return share.with_array(out)
+
+
+SCANS = {                                         # how a real case is scanned again, by name
+    "own": {},                                    # its own spacing
+    "2mm": {"spacing_mm": 2.0, "noise_sd_hu": 15.0},
+    "3mm": {"spacing_mm": 3.0, "noise_sd_hu": 15.0},
+    "osteo": {"trabecular_hu": 90.0, "noise_sd_hu": 10.0},   # severe osteoporosis at its own spacing
+}
+
+
+def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volume, Volume]:
+    """(whole CT, reference labels on its grid) of a bone-only case ``NNN_ct.nii.gz`` with its
+    ``NNN_ref.nii.gz`` in ``directory`` (label 0 outside the bones), scanned as ``SCANS[scan]``."""
+    directory = Path(directory)
+    ct = read_volume_file(directory / f"{case}_ct.nii.gz")
+    ref = read_volume_file(directory / f"{case}_ref.nii.gz")
+    bone = ref.array > 0
+    seed = int.from_bytes(case.encode(), "little") % 2**32
+    ct = with_soft_tissue(ct.with_array(ct.array.astype(np.float32)), bone, seed=seed)
+    settings = SCANS[scan]
+    if settings:
+        ct = degraded(ct, bone, seed=seed, **settings)
+        if "spacing_mm" in settings:
+            ref = reference_on(ref, settings["spacing_mm"])
+    return ct, ref

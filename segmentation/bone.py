@@ -56,6 +56,43 @@ def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> np.ndarray:
     return hole[pieces]
 
 
+def fill_slice_holes(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``mask`` with the holes of each of its 2-D slices across ``axis`` filled (all slices at once).
+
+    The background is labelled with in-slice face connectivity; a piece is a hole unless it
+    touches the slice's edge (a face of the array other than the two across ``axis``).
+    """
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    centre = [1, 1, 1]
+    for other in range(3):
+        if other != axis:
+            for step in (0, 2):
+                index = list(centre)
+                index[other] = step
+                structure[tuple(index)] = True
+    structure[1, 1, 1] = True
+    pieces, count = ndimage.label(~mask, structure=structure)
+    hole = np.ones(count + 1, dtype=bool)
+    for other in range(3):
+        if other != axis:
+            for end in (0, -1):
+                hole[np.take(pieces, end, axis=other)] = False
+    hole[0] = True
+    return hole[pieces]
+
+
+def enclosed_in_slices(mask: np.ndarray, votes: int = 2) -> np.ndarray:
+    """Voxels that ``mask`` encloses in at least ``votes`` of the three slice orientations.
+
+    A bone whose cortex has gaps (thin osteoporotic cortex, the foramina opening into dark
+    fatty marrow) encloses little in 3-D, since a fill leaks through any gap; but its
+    marrow is enclosed in most 2-D sections through it. A channel (the canal, a foramen)
+    is enclosed only in the sections across it, one orientation of three.
+    """
+    count = sum(fill_slice_holes(mask, axis).astype(np.uint8) for axis in range(3))
+    return count >= votes
+
+
 def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     """Binary closing with the outside taken as empty, computed only on ``mask``'s box.
 

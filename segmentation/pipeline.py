@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, body_mask, bounding_box, fill_holes, smooth_hu, solid_bone
+from segmentation.bone import (ball, body_mask, bounding_box, closing, enclosed_in_slices, fill_holes, smooth_hu,
+                              solid_bone)
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
 from segmentation.parts import (FRACTURE_SIDE_MM, LESION_MIN_TRABECULAR_HU, alae, anterior_cortex, disc,
@@ -46,6 +47,8 @@ CROP_AGREEMENT = 0.88                # least Dice of the crop's sacrum with the 
 LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes: dark lumps this thick,
 CANAL_RUN_MM = 11.0                  # or dark runs this long head to foot (see below)
 MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cortex is flagged (a bright organ joined)
+ENCLOSURE_HU = 110.0                 # bone also counts what this threshold, closed by ENCLOSURE_CLOSE_MM,
+ENCLOSURE_CLOSE_MM = 2.0             # encloses in two of the three slice orientations
 CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
 
 
@@ -247,6 +250,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     smooth = smooth_hu(hu, spacing)
     solid, cortex_hu = solid_bone(smooth, spacing)
     notes.append(f"bone enclosed by cortex > {cortex_hu:g} HU")
+    # Dark fatty marrow behind a broken cortex (real alae): enclosed in most 2-D sections.
+    solid |= enclosed_in_slices(closing(smooth > ENCLOSURE_HU, ball(ENCLOSURE_CLOSE_MM, spacing)))
     body_c = body[box]
     if midline_x_mm is None:
         column = body_c.sum(axis=(1, 2))

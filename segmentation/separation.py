@@ -31,6 +31,8 @@ MAX_SACRUM_WIDTH_MM = 135.0
 CENTRAL_MM = 30.0
 FRAGMENT_REACH_MM = 25.0
 JOINT_MM = 12.0
+MAX_COCCYX_WIDTH_MM = 45.0       # a real coccyx is at most about 35 mm wide at its base
+MAX_COCCYX_FRACTION = 0.15       # and a few ml against a sacrum of 150-300 ml
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,19 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     return bones
 
 
+def _implausible_coccyx(coccyx: np.ndarray, sacrum: np.ndarray, spacing: np.ndarray) -> str:
+    """Why the bone grown from a coccyx seed cannot be a coccyx (wider than MAX_COCCYX_WIDTH_MM
+    or more than MAX_COCCYX_FRACTION of the sacrum's volume: it took the lower sacrum), or ''."""
+    if not coccyx.any():
+        return ""
+    xs = np.flatnonzero(coccyx.any(axis=(1, 2)))
+    width = float(xs[-1] - xs[0] + 1) * spacing[0]
+    fraction = coccyx.sum() / max(int(sacrum.sum()), 1)
+    if width > MAX_COCCYX_WIDTH_MM or fraction > MAX_COCCYX_FRACTION:
+        return f"{width:.0f} mm wide and {fraction:.0%} of the sacrum's volume"
+    return ""
+
+
 def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
            dim_cortex: bool = False) -> Bones:
     """The bones named in ``found``, grown back into ``solid`` (``dim_cortex``: seeded from a dim
@@ -338,6 +353,11 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
     grown = watershed(-np.clip(smooth, -200.0, 1500.0), grown, mask=solid | (markers > 0))
     masks = {name: grown == value for value, name in enumerate(order, start=1)}
     notes = [f"{found.how}, eroded {depth:g} mm"]
+    too_large = _implausible_coccyx(masks["coccyx"], masks["sacrum"], spacing)
+    if too_large:
+        masks["sacrum"] = masks["sacrum"] | masks["coccyx"]
+        masks["coccyx"] = np.zeros_like(masks["coccyx"])
+        notes.append(f"the bone below the sacral seed grew {too_large}: too large for a coccyx, taken as sacrum")
     if deeper is not None:
         notes.append(f"L5 and the sacrum seeded apart by eroding {depth_l5:g} mm")
     elif "L5" not in named:
