@@ -15,7 +15,8 @@ trabecular bone can be 100 HU or less: the trabecular HU is the larger of the me
 on the path (past the entry cortex) and the median of the labelled trabecular bone
 near the path. The soft-tissue threshold is 35 % of the way from water-like soft tissue
 (20 HU) to that trabecular HU, and at least two robust standard deviations of the
-path's own HU below it; where that leaves it under 40 HU (dark or very heterogeneous
+bone's texture below it (measured in that labelled bone, so that a gap on the path
+does not widen it; on the path itself when the labels give none); where that leaves it under 40 HU (dark or very heterogeneous
 bone) the image cannot tell bone from a gap by HU, and only the cortical walls are
 sought. Fracture lines and lesions that the labels give as the target are dark by
 nature: they, a voxel around them, and a bright rim beside them are left out.
@@ -66,9 +67,10 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def reference_trabecular_hu(ct: Volume, crop: Volume, points: np.ndarray) -> float | None:
-    """Median CT HU of the labelled trabecular bone (sacrum, alae; at least REFERENCE_DEPTH_MM
-    inside it along each axis) in the box of ``points`` +- 10 mm.
+def reference_trabecular(ct: Volume, crop: Volume, points: np.ndarray) -> tuple[float, float] | None:
+    """Median and robust spread (1.4826 x median absolute deviation) of the CT HU of the labelled
+    trabecular bone (sacrum, alae; at least REFERENCE_DEPTH_MM inside it along each axis) in the
+    box of ``points`` +- 10 mm.
 
     ``crop`` is a label map on the CT's grid (or a crop of it). None when the box holds none.
     """
@@ -85,7 +87,8 @@ def reference_trabecular_hu(ct: Volume, crop: Volume, points: np.ndarray) -> flo
         return None
     idx = idx[::max(len(idx) // REFERENCE_VOXELS, 1)]
     hu = sample_ct(ct, crop.index_to_world(idx + lo))
-    return float(np.median(hu))
+    median = float(np.median(hu))
+    return median, 1.4826 * float(np.median(np.abs(hu - median)))
 
 
 def _near(run: tuple[int, int], others: list[tuple[int, int]], window: float) -> bool:
@@ -94,7 +97,7 @@ def _near(run: tuple[int, int], others: list[tuple[int, int]], window: float) ->
 
 
 def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
-                  reference_hu: float | None, voxel_mm: float) -> dict:
+                  reference: tuple[float, float] | None, voxel_mm: float) -> dict:
     """What the CT profile along one needle says, entry (index 0) to tip.
 
     Parameters
@@ -107,8 +110,9 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
         Per sample, True where the labels put a target that is dark by nature (fracture
         line, lytic lesion, and one voxel around them): such samples never count as soft
         tissue and are left out of the path's trabecular median.
-    reference_hu : float or None
-        Median HU of the labelled trabecular bone near the path (None if unknown).
+    reference : (float, float) or None
+        Median HU and robust spread of the labelled trabecular bone near the path
+        (:func:`reference_trabecular`; None if unknown: the path's own samples give both).
     voxel_mm : float
         The CT's largest voxel size: the entry cortex zone is at least two voxels long, and
         where no soft run can be sought (low contrast) a bright run within one voxel of the
@@ -127,9 +131,11 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
     start = min(int(np.ceil(max(ENTRY_ZONE_MM, 2.0 * voxel_mm) / step)), max(len(smooth) - 2, 0))
     inner = smooth[start:][~expected_dark[start:]]
     trabecular = float(np.median(inner)) if len(inner) else float(np.median(smooth))
-    if reference_hu is not None:
-        trabecular = max(trabecular, float(reference_hu))
-    spread = 1.4826 * float(np.median(np.abs(inner - np.median(inner)))) if len(inner) else 0.0
+    if reference is not None:
+        trabecular = max(trabecular, reference[0])
+        spread = reference[1]
+    else:
+        spread = 1.4826 * float(np.median(np.abs(inner - np.median(inner)))) if len(inner) else 0.0
     cortex_hu = max(trabecular + CORTEX_ABOVE_TRABECULAR_HU, CORTEX_MIN_HU)
     soft_hu = min(SOFT_TISSUE_HU + SOFT_FRACTION * (trabecular - SOFT_TISSUE_HU), trabecular - SPREADS * spread)
     if soft_hu < SOFT_TISSUE_HU + MIN_SOFT_MARGIN_HU:
@@ -177,5 +183,5 @@ def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: flo
     if expected.any():                     # and their partial volume, one voxel either side
         expected = ndimage.binary_dilation(expected, iterations=int(np.ceil(voxel_mm / max(step_mm, 1e-6))))
     return guard_profile(sample_ct(ct, axis_pts), step_mm, expected,
-                         reference_hu=reference_trabecular_hu(ct, crop, axis_pts),
+                         reference=reference_trabecular(ct, crop, axis_pts),
                          voxel_mm=voxel_mm)
