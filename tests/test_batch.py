@@ -134,3 +134,21 @@ def test_manifest_with_per_case_options(archive, tmp_path):
     assert row["status"] == "done"
     plan = json.loads((out / row["case_id"] / "plan.json").read_text())
     assert {n["side"] for n in plan["needles"]} == {"left"}
+
+
+def test_a_case_without_a_safe_path_is_done_with_its_outcome(tmp_path):
+    from dataclasses import replace
+
+    from sample_ct.phantom import PhantomParams, make_phantom, write_phantom
+
+    write_phantom(make_phantom(PhantomParams(seed=0, spacing=(2.5,) * 3, fracture="left")), tmp_path / "c")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("path,labels,side\nc/ct.nii.gz,c/labels.nii.gz,left\n")
+    out = tmp_path / "out"
+    impossible = replace(PLAN, margins_mm={"canal": 25, "foramen": 25}, mc_samples=20)
+    result = run_batch(BatchOptions(input=manifest, output=out, plan=impossible, report=False))
+    assert result["done"] == 1 and result["failed"] == 0
+    (row,) = read_summary(out)
+    assert row["status"] == "done" and row["outcome"] == "no_safe_path" and row["safe_needles"] == "0"
+    plan = json.loads((out / row["case_id"] / "plan.json").read_text())
+    assert plan["outcome"] == "no_safe_path" and any(w.startswith("no safe") for w in plan["warnings"])

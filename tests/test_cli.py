@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -95,3 +96,22 @@ def test_bad_arguments_exit_2(phantom_dir, tmp_path):
     assert_clean_error(run("plan", ct, "-o", str(tmp_path), "--technique", "oblique"), "technique")
     assert_clean_error(run("evaluate", ct, "--entry", "1,2"), "entry")
     assert_clean_error(run("plan", ct, "-o", str(tmp_path), "--margins", "canal"), "margins")
+
+
+def test_no_safe_path_writes_the_plan_with_its_reasons_and_exits_3(phantom_dir, tmp_path):
+    out = tmp_path / "plan"
+    proc = run("plan", str(phantom_dir / "ct.nii.gz"), "--labels", str(phantom_dir / "labels.nii.gz"),
+               "-o", str(out), "--margins", "canal=25,foramen=25", "--side", "left", "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert "no safe needle path" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["outcome"] == "no_safe_path"
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["outcome"] == "no_safe_path" and plan["needles"] == []
+    blocked = [w for w in plan["warnings"] if w.startswith("no safe")]
+    assert len(blocked) == 2 and all("on the left" in w and "(margin 25 mm)" in w for w in blocked), blocked
+    assert {n["verdict"] for n in plan["alternatives"]} == {"unsafe"}
+    rows = (out / "plan.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(plan["alternatives"]) and all(",unsafe," in r for r in rows[1:])
+    report = (out / "report.html").read_text()
+    assert "No safe needle path" in report and report.index("No safe needle path") < report.index("Planned needles")
+    assert html.escape(blocked[0]) in report

@@ -11,7 +11,7 @@ from sample_ct.phantom import PhantomParams, make_phantom
 from trajplan import labels as lt
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
-from trajplan.planning import PlanOptions, plan_needles
+from trajplan.planning import PlanOptions, candidate_pool, plan_needles
 from trajplan.scoring import evaluate_path
 from trajplan.verify import distance_to_structure, needle_surface_points
 
@@ -127,8 +127,21 @@ def test_planted_unsafe_paths_are_flagged_with_their_reason(phantom):
 
 
 def test_impossible_margins_and_bad_requests(phantom):
+    impossible = PlanOptions(margins_mm={"canal": 25, "foramen": 25}, mc_samples=20)
     with pytest.raises(NoSafePathError, match="no safe"):
-        plan_needles(phantom.labels, PlanOptions(margins_mm={"canal": 25, "foramen": 25}, mc_samples=20))
+        candidate_pool(phantom.labels, impossible)         # compare's route: still an error
+    plan = plan_needles(phantom.labels, impossible)         # a plan: a result with its reasons
+    assert plan["outcome"] == "no_safe_path" and plan["needles"] == [] and plan["summary"]["needles"] == 0
+    for technique in ("short-axis", "long-axis"):
+        for side in ("left", "right"):
+            assert any(w.startswith(f"no safe {technique} path on the {side}: the closest keeps") and "(margin 25 mm)" in w
+                       for w in plan["warnings"]), plan["warnings"]
+    closest = plan["alternatives"]
+    assert {(n["technique"], n["side"]) for n in closest} == {(t, s) for t in ("short_axis", "long_axis")
+                                                              for s in ("left", "right")}
+    for n in closest:
+        assert not n["safe"] and n["verdict"] == "unsafe" and n["reasons"]
+        assert min(n["clearance_mm"][s] for s in n["reasons"] if s in n["clearance_mm"]) < 25
     no_left = phantom.labels.with_array(np.where(lt.mask(phantom.labels, "ala_left"), lt.value("sacrum"),
                                                  phantom.labels.array).astype(np.uint8))
     with pytest.raises(InputError, match="no ala on the left"):

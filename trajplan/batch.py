@@ -49,7 +49,7 @@ SUMMARY_COLUMNS = (
      "best_technique", "breach_probability"]
     + [f"min_clearance_{g}_mm" for g in DEFAULT_MARGINS_MM]
     + [f"time_{re.sub(r'[^a-z0-9]+', '_', s.lower())}_s" for s in STAGES]
-    + ["time_total_s", "input_sha256", "software_version"]
+    + ["time_total_s", "input_sha256", "software_version", "outcome"]
 )
 MANIFEST_OPTIONS = ("technique", "gauge", "needles", "side", "sacrum_mask", "labels", "series")
 
@@ -243,6 +243,7 @@ def _clear_outputs(folder: Path) -> None:
 def _summary_columns(summary: dict) -> dict:
     clear = summary.get("min_clearance_mm") or {}
     out = {
+        "outcome": summary.get("outcome"),
         "needles": summary.get("needles"),
         "safe_needles": summary.get("safe_needles"),
         "best_score": summary.get("best_score"),

@@ -1,7 +1,8 @@
 """The ``trajplan`` command line: argument parsing only; every command calls a library function.
 
 Exit codes: 0 done, 2 bad input or arguments (one clear line on stderr, no
-traceback), 1 internal error (traceback only with ``-v``).
+traceback), 1 internal error (traceback only with ``-v``), 3 plan written but no
+needle path is safe (``trajplan plan``; the warnings say what blocks each side).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from trajplan.errors import InputError
 
 log = logging.getLogger("trajplan")
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_SAFE_PATH = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -332,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2, default=str))
     elif not args.quiet:
         _print_result(args.command, result)
+    if result.get("outcome") == "no_safe_path":
+        print(f"trajplan {args.command}: no safe needle path; plan written with the closest candidates "
+              f"and the reasons in {result.get('output')}", file=sys.stderr)
+        return EXIT_NO_SAFE_PATH
     return EXIT_OK
 
 
@@ -352,3 +357,5 @@ def _print_result(command: str, result: dict) -> None:
     if command == "plan":
         print(f"  {result.get('safe_needles')} safe of {result.get('needles')} needles; "
               f"best: {result.get('best_technique')} (score {result.get('best_score')})")
+        for warning in result.get("warnings", []):
+            print(f"  warning: {warning}")

@@ -148,15 +148,15 @@ def run_plan(
     Returns
     -------
     dict
-        The plan summary: output folder, number of (safe) needles, best score,
+        The plan summary: output folder, outcome, number of (safe) needles, best score,
         minimum clearances of the best needle, timings per stage.
 
     Raises
     ------
     InputError
-        Bad input (unreadable CT, no sacrum, labels off the CT grid, bad options);
-        :class:`~trajplan.errors.NoSafePathError` when no path meets the margins.
-        No ``plan.json`` is written then.
+        Bad input (unreadable CT, no sacrum, labels off the CT grid, bad options); no
+        ``plan.json`` is written then. No safe path is not an error: the folder is written
+        with ``outcome`` ``no_safe_path`` (see :func:`trajplan.planning.plan_needles`).
     """
     from trajplan.planning import plan_needles
     from trajplan.plan_io import write_plan
@@ -213,12 +213,14 @@ def plan_summary(plan: dict, out_dir: Path, timer: StageTimer) -> dict:
     best = needles[0] if needles else {}
     return {
         "output": str(out_dir),
+        "outcome": plan.get("outcome", "planned"),
         "needles": len(needles),
         "safe_needles": sum(1 for n in needles if n.get("safe")),
         "best_score": best.get("score"),
         "best_technique": best.get("technique"),
         "min_clearance_mm": best.get("clearance_mm", {}),
         "breach_probability": best.get("breach_probability", {}).get("any"),
+        "warnings": plan.get("warnings", []),
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
     }
 

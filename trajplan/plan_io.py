@@ -78,18 +78,24 @@ def plan_rows(needles: list[dict]) -> list[dict]:
     return rows
 
 
+def listed_needles(plan: dict) -> list[dict]:
+    """The needles of ``plan.csv`` and ``plan.mrk.json``: the planned ones, or when no path is
+    safe (``outcome`` ``no_safe_path``) the best unsafe candidates, with their verdicts."""
+    return plan["alternatives"] if plan.get("outcome") == "no_safe_path" else plan["needles"]
+
+
 def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
     """Atomically write ``plan.json``, ``plan.csv`` and ``plan.mrk.json`` into ``out_dir``."""
     out = Path(out_dir)
     write_json(out / "plan.json", plan)
-    rows = plan_rows(plan["needles"])
+    rows = plan_rows(listed_needles(plan))
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     write_text(out / "plan.csv", buffer.getvalue())
-    write_json(out / "plan.mrk.json", slicer_markups(plan["needles"]))
+    write_json(out / "plan.mrk.json", slicer_markups(listed_needles(plan)))
     return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json"}
 
 

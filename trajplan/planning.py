@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 
 from trajplan import labels as lt
 from trajplan.candidates import TECHNIQUES, Targets, candidate_pairs, find_landmarks, find_targets
+from trajplan.ct_guard import REASON_TEXT
 from trajplan.distance import build_distance_maps
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.margins import CEMENT_SEGMENT_MM, COVERAGE_RADIUS_MM, WEIGHTS, resolve_margins
@@ -78,7 +79,10 @@ def _pretty(structure: str) -> str:
 
 def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: Volume | None,
               seed: int) -> tuple[list[dict], str | None, Targets]:
-    """Ranked measured needles of one technique and side, and why none is safe (if so).
+    """Measured needles of one technique and side with breach probabilities, and why none is safe.
+
+    The safe ones by ranking value; when none is safe, the closest unsafe ones (largest smallest
+    clearance above margin first, up to ALTERNATIVES) and the reason.
 
     Raises
     ------
@@ -117,10 +121,10 @@ def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: 
                              gauge=options.gauge, targets=targets, normal=normals[i], ct=ct)
                 for i in order[:SHORTLIST]]
     safe = sorted((n for n in measured if n["safe"]), key=lambda n: -n["score"])
+    closest = sorted(measured, key=lambda n: -_above_margin(n, maps.margins))[:ALTERNATIVES] if not safe else []
     why = None
     if not safe:
-        best = max(measured, key=lambda n: min((c - maps.margins[s] for s, c in n["clearance_mm"].items()),
-                                              default=0.0)) if measured else None
+        best = closest[0] if closest else None
         if best is None:
             why = f"no {technique.replace('_', '-')} path on the {side}"
         else:
@@ -129,14 +133,23 @@ def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: 
                    f"{max(worst[1], 0.0):.1f} mm from the {_pretty(worst[0])} (margin {maps.margins[worst[0]]:g} mm)")
             if not best["reasons"] or set(best["reasons"]) <= {"outside_bone", "tip_outside_bone"}:
                 why = f"no safe {technique.replace('_', '-')} path on the {side}: every candidate leaves the bone"
+            elif set(best["reasons"]) <= set(REASON_TEXT):
+                why = (f"no safe {technique.replace('_', '-')} path on the {side}: on the closest, "
+                       + " and ".join(REASON_TEXT[r] for r in best["reasons"]))
     robust = []
-    for k, needle in enumerate(safe[:ROBUST_SHORTLIST]):
+    for k, needle in enumerate(safe[:ROBUST_SHORTLIST] or closest):
         breach = breach_probability(maps, needle["entry_lps"], needle["tip_lps"], radius=radius,
                                     samples=options.mc_samples, entry_sigma_mm=options.entry_sigma_mm,
                                     angle_sigma_deg=options.angle_sigma_deg, seed=seed * 1000 + k)
         robust.append(apply_robustness(needle, breach))
-    robust.sort(key=lambda n: -n["rank_value"])
+    if safe:
+        robust.sort(key=lambda n: -n["rank_value"])
     return robust, why, targets
+
+
+def _above_margin(needle: dict, margins: dict[str, float]) -> float:
+    """The smallest clearance above its margin (mm) of a measured needle."""
+    return min((c - margins[s] for s, c in needle["clearance_mm"].items()), default=0.0)
 
 
 def _segment_distance(a0, a1, b0, b1) -> float:
@@ -292,6 +305,7 @@ class CandidatePool:
     targets: dict[str, Targets]    # by side
     failures: list[str]            # why a technique or side has no safe needle
     margins: dict[str, float]
+    closest: list[dict]            # per technique and side without a safe needle: its best unsafe ones
 
     @property
     def target_points(self) -> TargetPoints:
@@ -299,8 +313,12 @@ class CandidatePool:
         return TargetPoints.from_sides(self.targets)
 
 
-def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = None) -> CandidatePool:
+def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = None,
+                   require_safe: bool = True) -> CandidatePool:
     """Measure and rank candidate needles for every technique and side in ``options``.
+
+    ``needles`` holds the safe ones; ``closest`` the best unsafe ones (up to ALTERNATIVES) of
+    each technique and side that has no safe needle.
 
     Raises
     ------
@@ -308,7 +326,7 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
         No sacral bone in the labels; a technique and side that cannot be planned (no ala, no
         dorsal surface, a foramen missing for the long axis) when that pair alone is asked for.
     NoSafePathError
-        No candidate meets the margins (the message names the closest call).
+        With ``require_safe``: no candidate meets the margins (the message names the closest call).
     """
     if not lt.sacral_bone(labels).any():
         raise InputError("the label map holds no sacral bone (sacrum, ala, anterior_cortex): nothing to plan on")
@@ -316,6 +334,7 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     maps = build_distance_maps(labels, margins)
     marks = find_landmarks(maps)
     needles: list[dict] = []
+    closest: list[dict] = []
     failures: list[str] = []
     target_sets: dict[str, Targets] = {}
     for s_i, side in enumerate(SIDES[options.side]):
@@ -329,13 +348,13 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
                 failures.append(str(exc))
                 continue
             target_sets[side] = targets
-            needles.extend(found)
+            (closest if why else needles).extend(found)
             if why:
                 failures.append(why)
-    if not needles:
+    if not needles and (require_safe or not target_sets):
         raise NoSafePathError("; ".join(failures) or "no safe path")
     needles.sort(key=lambda n: -n["rank_value"])
-    return CandidatePool(needles, target_sets, failures, margins)
+    return CandidatePool(needles, target_sets, failures, margins, closest)
 
 
 def choose_needles(pool: CandidatePool, count: int, techniques: set[str], min_separation_mm: float) -> list[dict]:
@@ -347,24 +366,29 @@ def choose_needles(pool: CandidatePool, count: int, techniques: set[str], min_se
 def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = None) -> dict:
     """Plan needle paths on a label map (and optionally its CT, for skin depth).
 
+    No safe needle is a result, not an error: ``outcome`` is then ``"no_safe_path"``,
+    ``needles`` is empty, ``alternatives`` holds the best unsafe candidates of each technique
+    and side (verdict ``unsafe`` with their reasons) and ``warnings`` says what blocks each.
+
     Returns
     -------
     dict
-        ``schema``, ``schema_version``, ``parameters``, ``needles`` (best first),
-        ``alternatives``, ``comparison``, ``targets``, ``warnings``.
+        ``schema``, ``schema_version``, ``outcome`` (``planned`` | ``no_safe_path``),
+        ``parameters``, ``needles`` (best first), ``alternatives``, ``comparison``, ``targets``,
+        ``warnings``.
 
     Raises
     ------
     InputError
         No sacral bone in the labels, a side without ala, bad options.
     NoSafePathError
-        No candidate meets the margins (the message names the closest call).
+        Only when no technique and side could be planned at all (no target anywhere).
     """
-    pool = candidate_pool(labels, options, ct=ct)
+    pool = candidate_pool(labels, options, ct=ct, require_safe=False)
     targets = pool.target_points
     warnings = list(pool.failures)
     chosen = best_plan(pool.needles, options.needles, targets, options.min_separation_mm)
-    if len(chosen) < options.needles:
+    if chosen and len(chosen) < options.needles:
         warnings.append(f"only {len(chosen)} of {options.needles} needles fit safely "
                         f"at least {options.min_separation_mm:g} mm apart")
     comparison = {}
@@ -375,11 +399,12 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
     alternatives = []
     for technique in TECHNIQUES:
         for side in SIDES["both"]:
-            ranked = [n for n in pool.needles if n["technique"] == technique and n["side"] == side]
+            ranked = [n for n in pool.needles + pool.closest if n["technique"] == technique and n["side"] == side]
             alternatives.extend(dict(_public(n), rank=k) for k, n in enumerate(ranked[:ALTERNATIVES], start=1))
     return {
         "schema": "trajplan/plan",
         "schema_version": SCHEMA_VERSION,
+        "outcome": "planned" if chosen else "no_safe_path",
         "parameters": {
             **{k: v for k, v in asdict(options).items() if k not in ("margins_mm", "entry_sigma_mm",
                                                                      "angle_sigma_deg", "mc_samples", "seed")},

@@ -12,6 +12,7 @@ import html
 import json
 from pathlib import Path
 
+from trajplan.ct_guard import REASON_TEXT
 from trajplan.io.atomic import write_text
 from trajplan.plan_io import METRIC_COLUMNS
 
@@ -20,7 +21,7 @@ body{font-family:system-ui,Arial,sans-serif;margin:24px;color:#222;max-width:140
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}
 th{background:#eee}td.l{text-align:left}.safe{background:#d7f2dc}.marginal{background:#ffe9b3}.unsafe{background:#f7c6c6}
 .views{display:flex;flex-wrap:wrap;gap:12px}.views figure{margin:0}.views img{width:460px;border:1px solid #ccc}
-.warn{color:#8a4b00}code{background:#f4f4f4;padding:1px 3px}
+.warn{color:#8a4b00}.nosafe{border:2px solid #b00;background:#fbe4e4;padding:4px 12px;margin:12px 0}code{background:#f4f4f4;padding:1px 3px}
 """
 
 
@@ -49,7 +50,9 @@ def _needle_table(needles: list[dict]) -> str:
         row = "".join(f'<td class="l">{_esc(c)}</td>' if i in (1, 2, 5) else f"<td>{_esc(c)}</td>"
                       for i, c in enumerate(cells))
         rows.append(f'<tr class="{_esc(n["verdict"])}">{row}</tr>')
-    return "<table>" + "".join(rows) + "</table>"
+    said = sorted({r for n in needles for r in n["reasons"] if r in REASON_TEXT})
+    legend = "".join(f"<p><code>{_esc(r)}</code>: {_esc(REASON_TEXT[r])}.</p>" for r in said)
+    return "<table>" + "".join(rows) + "</table>" + legend
 
 
 def _sections(sections: dict[str, dict[str, Path]]) -> list[str]:
@@ -62,6 +65,17 @@ def _sections(sections: dict[str, dict[str, Path]]) -> list[str]:
     return out
 
 
+def _no_safe_path(plan: dict) -> list[str]:
+    """The banner of a plan without a safe needle: why nothing fits, and where the closest are."""
+    if plan.get("outcome") != "no_safe_path":
+        return []
+    reasons = "".join(f"<li>{_esc(w)}</li>" for w in plan.get("warnings", []))
+    return ["<div class='nosafe'><h2>No safe needle path</h2>",
+            f"<p>No candidate keeps every margin. What blocks each technique and side:</p><ul>{reasons}</ul>",
+            "<p>The closest candidates are listed under <a href='#alternatives'>Alternatives</a> "
+            "with their verdict (unsafe) and reasons; none of them is a plan.</p></div>"]
+
+
 def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
     """The report page for ``plan`` with its pictures (section -> {caption: PNG path})."""
     inp = plan.get("input", {})
@@ -71,6 +85,7 @@ def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>trajplan report</title>", f"<style>{STYLE}</style></head><body>",
         "<h1>Sacroplasty needle plan</h1>",
+        *_no_safe_path(plan),
         "<h2>Case</h2><table>",
         f"<tr><th>input checksum (SHA-256)</th><td class='l'><code>{_esc(inp.get('sha256'))}</code></td></tr>",
         f"<tr><th>format</th><td class='l'>{_esc(inp.get('format'))}</td></tr>",
@@ -89,7 +104,7 @@ def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
           f"<td>{_esc(v.get('max_breach_probability'))}</td></tr>" for k, v in plan.get("comparison", {}).items()],
         "</table>",
         *_sections(sections),
-        "<h2>Alternatives</h2>", _needle_table(plan.get("alternatives", [])),
+        "<h2 id='alternatives'>Alternatives</h2>", _needle_table(plan.get("alternatives", [])),
         "<h2>Parameters</h2>", f"<pre>{_esc(json.dumps(plan.get('parameters', {}), indent=1))}</pre>",
         f"<p>{_esc(plan.get('software', {}).get('name'))} {_esc(plan.get('software', {}).get('version'))}; "
         "coordinates are LPS millimetres.</p></body></html>",

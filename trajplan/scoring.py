@@ -15,6 +15,7 @@ import numpy as np
 
 from trajplan import labels as lt
 from trajplan.candidates import SIDE_SIGN, Landmarks, Targets, find_landmarks
+from trajplan.ct_guard import ct_guard
 from trajplan.distance import DistanceMaps, build_distance_maps
 from trajplan.errors import InputError
 from trajplan.margins import (
@@ -235,6 +236,8 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         reasons.append("outside_bone")
     if not in_bone[-1]:
         reasons.append("tip_outside_bone")
+    guard = ct_guard(ct, crop, axis_pts, step, label_at)
+    reasons.extend(guard.pop("reasons"))
 
     cortex = maps.tree("anterior_cortex")
     tip_to_cortex = (round(float(cortex.query(tip)[0] - maps.half_voxel_mm), 2) if cortex is not None else None)
@@ -278,6 +281,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         "reasons": reasons,
         "clearance_mm": clearance,
         "tip_to_anterior_cortex_mm": tip_to_cortex,
+        "ct_guard": guard,
         "metrics": metrics,
         "score": round(score_path(technique, clearance, maps.margins, metrics), 4),
     }

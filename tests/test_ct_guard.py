@@ -1,0 +1,78 @@
+"""The CT guard: the CT read along each needle contradicts labels that miss a gap, and stays
+silent on needles that truly stay in bone (normal and severely osteoporotic phantoms)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sample_ct.phantom import PhantomParams, make_phantom
+from trajplan import labels as lt
+from trajplan.ct_guard import guard_profile
+from trajplan.planning import PlanOptions, plan_needles
+from trajplan.scoring import evaluate_path
+
+STEP = 0.5
+
+
+def profile(*pieces: tuple[float, float], seed: int = 0, noise: float = 15.0) -> np.ndarray:
+    """A CT profile from (length mm, HU) pieces, with noise."""
+    hu = np.concatenate([np.full(int(round(mm / STEP)), value) for mm, value in pieces])
+    return hu + np.random.default_rng(seed).normal(0.0, noise, len(hu))
+
+
+def test_a_foramen_crossed_between_two_walls_is_seen_at_any_bone_density():
+    for trabecular in (250.0, 120.0):
+        hu = profile((1.5, 900), (10, trabecular), (1.5, 800), (6, 10), (1.5, 800), (10, trabecular))
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=None, voxel_mm=1.0)
+        assert got["reasons"] == ["ct_leaves_bone", "ct_crosses_cortex"], (trabecular, got)
+        assert 5.0 <= got["leaves_bone_mm"] <= 7.0 and got["walls_crossed"] == 2
+
+
+def test_trabecular_bone_alone_passes_even_when_dark_and_a_labelled_fracture_is_not_a_gap():
+    rng = np.random.default_rng(1)
+    for trabecular in (250.0, 100.0, 50.0):
+        hu = profile((1.5, 900), (40, trabecular), noise=0.0) + rng.normal(0, 40, 83)
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=None, voxel_mm=1.0)
+        assert got["reasons"] == [] and got["walls_crossed"] == 0, (trabecular, got)
+    hu = profile((1.5, 900), (15, 250), (5, 40), (5, 250))
+    fracture = np.zeros(len(hu), bool)
+    fracture[33:43] = True
+    assert guard_profile(hu, STEP, fracture, reference=None, voxel_mm=1.0)["reasons"] == []
+    assert guard_profile(hu, STEP, ~fracture & False, reference=None, voxel_mm=1.0)["reasons"] == ["ct_leaves_bone"]
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral"))
+
+
+def test_a_path_through_a_foramen_the_labels_missed_is_unsafe_by_the_ct(phantom):
+    foramen = phantom.info["landmarks"]["foramina"]["foramen_S2_left"]
+    lying = phantom.labels.array.copy()
+    lying[lying == lt.value("foramen_S2_left")] = lt.value("sacrum")        # labels: solid bone there
+    labels = phantom.labels.with_array(lying)
+    middle = (np.asarray(foramen["dorsal_lps"]) + np.asarray(foramen["anterior_lps"])) / 2
+    entry, tip = middle + [18.0, 0.0, 0.0], middle - [10.0, 0.0, 0.0]    # across it, ala to body
+    blind = evaluate_path(labels, entry, tip, mc_samples=20)
+    assert "foramen_S2_left" not in blind["reasons"] and blind["ct_guard"] == {"checked": False}
+    seen = evaluate_path(labels, entry, tip, ct=phantom.ct, mc_samples=20)
+    assert not seen["safe"] and seen["verdict"] == "unsafe"
+    assert "ct_leaves_bone" in seen["reasons"], seen["ct_guard"]
+    assert seen["ct_guard"]["leaves_bone_mm"] > 3.0 and seen["ct_guard"]["walls_crossed"] >= 1, seen["ct_guard"]
+
+
+@pytest.mark.parametrize("params", [
+    PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),
+    PhantomParams(seed=3, spacing=(2.0,) * 3, fracture="bilateral", osteoporosis=1.0),
+], ids=["normal", "severe_osteoporosis"])
+def test_needles_in_bone_on_ground_truth_are_not_marked(params):
+    """Every needle planned on ground truth stays in bone: with the CT the guard marks none."""
+    ph = make_phantom(params)
+    plan = plan_needles(ph.labels, PlanOptions(needles=2, mc_samples=20), ct=ph.ct)
+    needles = plan["needles"] + plan["alternatives"]
+    assert plan["outcome"] == "planned" and len(needles) >= 15
+    for n in needles:
+        assert n["ct_guard"]["checked"] and n["safe"], n
+        assert n["ct_guard"]["walls_crossed"] == 0
+        assert n["ct_guard"]["leaves_bone_mm"] is None or n["ct_guard"]["leaves_bone_mm"] <= 3.0

@@ -1,0 +1,187 @@
+"""The CT guard: read the CT itself along a needle, so that a plan does not rest on its labels alone.
+
+A needle planned on a label map is only as safe as the labels. This module samples
+the CT (trilinear) along the needle's axis from its bone entry to its tip and asks
+the image two questions that need no label:
+
+- does the axis **leave the bone**: a run of soft-tissue-like HU (the canal, a
+  foramen, the SI joint gap, outside the anterior cortex) longer than
+  ``MAX_SOFT_RUN_MM`` (3 mm) and 1.5 voxels;
+- does it **cross a cortical wall** after the entry: a bright run (cortex) beside a
+  dark run (the gap beyond the wall), i.e. the needle exits the bone or re-enters it.
+
+Every threshold is relative to the trabecular HU of the case, because osteoporotic
+trabecular bone can be 100 HU or less: the trabecular HU is the larger of the median
+on the path (past the entry cortex) and the median of the labelled trabecular bone
+near the path. The soft-tissue threshold is 35 % of the way from water-like soft tissue
+(20 HU) to that trabecular HU, and at least two robust standard deviations of the
+bone's texture below it (measured in that labelled bone, so that a gap on the path
+does not widen it; on the path itself when the labels give none); where that leaves it under 40 HU (dark or very heterogeneous
+bone) the image cannot tell bone from a gap by HU, and only the cortical walls are
+sought. Fracture lines and lesions that the labels give as the target are dark by
+nature: they, a voxel around them, and a bright rim beside them are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from trajplan import labels as lt
+from trajplan.volume import Volume
+
+SOFT_TISSUE_HU = 20.0            # water-like soft tissue (CSF, nerve, muscle, joint fluid): 0-60 HU
+SOFT_FRACTION = 0.35             # a sample is soft below soft + this x (trabecular - soft) ...
+SPREADS = 2.0                    # ... and below trabecular - this x the path's robust HU spread;
+MIN_SOFT_MARGIN_HU = 20.0        # a threshold under soft + this: soft runs are not sought
+CORTEX_ABOVE_TRABECULAR_HU = 300.0
+CORTEX_MIN_HU = 400.0            # a cortical wall is brighter than max(trabecular + 300, 400) HU
+MAX_SOFT_RUN_MM = 3.0            # a longer soft run after the entry (and longer than 1.5 voxels,
+SOFT_RUN_VOXELS = 1.5            # what one dark voxel of noise spans): the needle leaves the bone
+WALL_GAP_RUN_MM = 1.0            # the dark run beside a wall is at least this long ...
+WALL_GAP_WINDOW_MM = 3.0         # ... and starts or ends within this of the wall
+ENTRY_ZONE_MM = 3.0              # the entry cortex: at least this, and two voxels, past the entry
+SMOOTH_SIGMA_MM = 0.5
+REFERENCE_BOX_MM = 10.0          # labelled trabecular bone within this of the path's box
+REFERENCE_DEPTH_MM = 3.0         # ... at least this deep in it (the cortical shell is left out)
+REFERENCE_VOXELS = 20_000        # at most this many of them are read (evenly strided)
+EXPECTED_DARK = ("fracture", "lesion")   # targets that are dark in the image by nature
+TRABECULAR = ("sacrum", "ala_left", "ala_right")
+
+REASON_TEXT = {
+    "ct_leaves_bone": "the CT shows soft tissue on the path between the bone entry and the tip",
+    "ct_crosses_cortex": "the CT shows a cortical wall crossed after the bone entry",
+}
+
+
+def sample_ct(ct: Volume, points: np.ndarray) -> np.ndarray:
+    """Trilinear HU at world points ``(n, 3)`` (LPS mm); points outside take the nearest edge value."""
+    idx = ct.world_to_index(np.asarray(points, dtype=float))
+    return ndimage.map_coordinates(ct.array.astype(np.float32, copy=False), idx.T, order=1, mode="nearest")
+
+
+def runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True in a 1-D boolean array as (start, stop) index pairs (stop exclusive)."""
+    padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def reference_trabecular(ct: Volume, crop: Volume, points: np.ndarray) -> tuple[float, float] | None:
+    """Median and robust spread (1.4826 x median absolute deviation) of the CT HU of the labelled
+    trabecular bone (sacrum, alae; at least REFERENCE_DEPTH_MM inside it along each axis) in the
+    box of ``points`` +- 10 mm.
+
+    ``crop`` is a label map on the CT's grid (or a crop of it). None when the box holds none.
+    """
+    lo = np.floor(crop.world_to_index(points.min(axis=0) - REFERENCE_BOX_MM)).astype(int)
+    hi = np.ceil(crop.world_to_index(points.max(axis=0) + REFERENCE_BOX_MM)).astype(int)
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    lo, hi = np.clip(lo, 0, crop.shape), np.clip(hi + 1, 0, crop.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    depth = np.maximum(np.ceil(REFERENCE_DEPTH_MM / np.asarray(crop.spacing)).astype(int), 1)
+    trabecular = ndimage.minimum_filter(lt.mask(crop.array[box], *TRABECULAR), size=2 * depth + 1,
+                                        mode="constant", cval=False)
+    idx = np.argwhere(trabecular)
+    if not len(idx):
+        return None
+    idx = idx[::max(len(idx) // REFERENCE_VOXELS, 1)]
+    hu = sample_ct(ct, crop.index_to_world(idx + lo))
+    median = float(np.median(hu))
+    return median, 1.4826 * float(np.median(np.abs(hu - median)))
+
+
+def _near(run: tuple[int, int], others: list[tuple[int, int]], window: float) -> bool:
+    """Whether ``run`` lies within ``window`` samples of one of ``others`` (runs as (start, stop))."""
+    return any(a - run[1] <= window and run[0] - b <= window for a, b in others)
+
+
+def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
+                  reference: tuple[float, float] | None, voxel_mm: float) -> dict:
+    """What the CT profile along one needle says, entry (index 0) to tip.
+
+    Parameters
+    ----------
+    hu : np.ndarray
+        CT HU at axis samples ``step_mm`` apart, from the bone entry to the tip.
+    step_mm : float
+        Distance between samples (mm).
+    expected_dark : np.ndarray
+        Per sample, True where the labels put a target that is dark by nature (fracture
+        line, lytic lesion, and one voxel around them): such samples never count as soft
+        tissue and are left out of the path's trabecular median.
+    reference : (float, float) or None
+        Median HU and robust spread of the labelled trabecular bone near the path
+        (:func:`reference_trabecular`; None if unknown: the path's own samples give both).
+    voxel_mm : float
+        The CT's largest voxel size: the entry cortex zone is at least two voxels long, and
+        where no soft run can be sought (low contrast) a bright run within one voxel of the
+        tip is the cortex the tip stops short of, not a wall crossed.
+
+    Returns
+    -------
+    dict
+        ``checked`` (True), ``trabecular_hu``, ``cortex_hu`` and ``soft_hu`` (the thresholds;
+        ``soft_hu`` null when the contrast is too low), ``leaves_bone_mm`` (the longest soft
+        run after the entry zone, mm; null when not sought), ``walls_crossed`` and
+        ``reasons`` (``ct_leaves_bone``, ``ct_crosses_cortex``).
+    """
+    step = max(float(step_mm), 1e-6)
+    smooth = ndimage.gaussian_filter1d(np.asarray(hu, dtype=float), SMOOTH_SIGMA_MM / step, mode="nearest")
+    start = min(int(np.ceil(max(ENTRY_ZONE_MM, 2.0 * voxel_mm) / step)), max(len(smooth) - 2, 0))
+    inner = smooth[start:][~expected_dark[start:]]
+    trabecular = float(np.median(inner)) if len(inner) else float(np.median(smooth))
+    if reference is not None:
+        trabecular = max(trabecular, reference[0])
+        spread = reference[1]
+    else:
+        spread = 1.4826 * float(np.median(np.abs(inner - np.median(inner)))) if len(inner) else 0.0
+    cortex_hu = max(trabecular + CORTEX_ABOVE_TRABECULAR_HU, CORTEX_MIN_HU)
+    soft_hu = min(SOFT_TISSUE_HU + SOFT_FRACTION * (trabecular - SOFT_TISSUE_HU), trabecular - SPREADS * spread)
+    if soft_hu < SOFT_TISSUE_HU + MIN_SOFT_MARGIN_HU:
+        soft_hu = None                     # the bone's own texture reaches soft-tissue HU
+
+    window = WALL_GAP_WINDOW_MM / step
+    targets = runs(expected_dark)
+    bright_runs = [r for r in runs(smooth >= cortex_hu) if r[0] >= start and not _near(r, targets, window)]
+    leaves = None
+    if soft_hu is not None:
+        soft = (smooth < soft_hu) & ~expected_dark
+        soft[:start] = False
+        soft_runs = runs(soft)
+        leaves = round(max(((b - a) * step for a, b in soft_runs), default=0.0), 2)
+        gaps = [(a, b) for a, b in soft_runs if (b - a) * step >= WALL_GAP_RUN_MM]
+        walls = sum(1 for r in bright_runs if _near(r, gaps, window))
+    else:                                  # no gap is seen: a wall is a bright run short of the tip
+        walls = sum(1 for _, b in bright_runs if (len(smooth) - b) * step > voxel_mm)
+    reasons = []
+    if leaves is not None and leaves > max(MAX_SOFT_RUN_MM, SOFT_RUN_VOXELS * voxel_mm):
+        reasons.append("ct_leaves_bone")
+    if walls:
+        reasons.append("ct_crosses_cortex")
+    return {
+        "checked": True,
+        "trabecular_hu": round(trabecular, 1),
+        "cortex_hu": round(cortex_hu, 1),
+        "soft_hu": round(soft_hu, 1) if soft_hu is not None else None,
+        "leaves_bone_mm": leaves,
+        "walls_crossed": int(walls),
+        "reasons": reasons,
+    }
+
+
+def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: float,
+             label_at: np.ndarray) -> dict:
+    """The CT guard of one needle (``axis_pts``: entry to tip, ``label_at``: their labels).
+
+    Without a CT: ``{"checked": False, "reasons": []}``. See :func:`guard_profile`.
+    """
+    if ct is None:
+        return {"checked": False, "reasons": []}
+    voxel_mm = float(np.max(ct.spacing))
+    expected = np.isin(label_at, [lt.value(n) for n in EXPECTED_DARK])
+    if expected.any():                     # and their partial volume, one voxel either side
+        expected = ndimage.binary_dilation(expected, iterations=int(np.ceil(voxel_mm / max(step_mm, 1e-6))))
+    return guard_profile(sample_ct(ct, axis_pts), step_mm, expected,
+                         reference=reference_trabecular(ct, crop, axis_pts),
+                         voxel_mm=voxel_mm)
