@@ -89,13 +89,17 @@ def midline_x(sacrum: Sacrum) -> float:
     return 0.5 * (xs[0] + xs[-1]) * sacrum.spacing[0]
 
 
+def mid_sagittal(sacrum: Sacrum) -> np.ndarray:
+    """(j, k) mask of the bone within SLAB_MM of the mid-sagittal plane."""
+    xs = np.arange(sacrum.bone.shape[0]) * sacrum.spacing[0]
+    return sacrum.bone[np.abs(xs - midline_x(sacrum)) <= SLAB_MM].any(axis=0)
+
+
 def anterior_curve(sacrum: Sacrum) -> np.ndarray:
     """(y, z) mm of the anterior (pelvic) surface in the mid-sagittal slab, from the promontory down
     to the tip: per axial level the most anterior bone, below the most anterior point of the upper half."""
-    sx, sy, sz = sacrum.spacing
-    x0 = midline_x(sacrum)
-    xs = np.arange(sacrum.bone.shape[0]) * sx
-    sagittal = sacrum.bone[np.abs(xs - x0) <= SLAB_MM].any(axis=0)
+    _, sy, sz = sacrum.spacing
+    sagittal = mid_sagittal(sacrum)
     zs = np.flatnonzero(sagittal.any(axis=0))
     front = np.array([np.flatnonzero(sagittal[:, k])[0] * sy for k in zs])
     curve = np.column_stack([front, zs * sz])[::-1]          # top to bottom
@@ -129,9 +133,8 @@ def curve_measures(curve: np.ndarray) -> dict[str, float]:
 def s1_axis(sacrum: Sacrum, promontory: np.ndarray) -> np.ndarray:
     """Unit (y, z) normal of the S1 endplate, pointing up: normal to the line fitted to the top of the
     mid-sagittal slab's bone from the promontory to 25 mm behind it."""
-    sx, sy, sz = sacrum.spacing
-    xs = np.arange(sacrum.bone.shape[0]) * sx
-    sagittal = sacrum.bone[np.abs(xs - midline_x(sacrum)) <= SLAB_MM].any(axis=0)
+    _, sy, sz = sacrum.spacing
+    sagittal = mid_sagittal(sacrum)
     js = [j for j in range(sagittal.shape[0]) if 0 <= j * sy - promontory[0] <= 25.0 and sagittal[j].any()]
     tops = np.array([[j * sy, np.flatnonzero(sagittal[j])[-1] * sz] for j in js])
     along = _direction(tops)                      # towards the back
