@@ -54,9 +54,8 @@ class Sacrum:
     spacing: np.ndarray     # mm per axis
 
 
-def _canonical(volume: Volume) -> np.ndarray:
-    canon, _ = volume.to_canonical()
-    return canon.array
+def _canonical(volume: Volume) -> Volume:
+    return volume.to_canonical()[0]
 
 
 def _cropped(bone: np.ndarray, ct: np.ndarray, spacing: np.ndarray, margin_mm: float = 10.0) -> Sacrum:
@@ -69,17 +68,16 @@ def _cropped(bone: np.ndarray, ct: np.ndarray, spacing: np.ndarray, margin_mm: f
 
 def real_sacrum(case_dir: Path, case: str) -> Sacrum:
     """Sacrum (reference label 1) and CT of one real case."""
-    ref = read_volume_file(case_dir / f"{case}_ref.nii.gz")
-    ct = read_volume_file(case_dir / f"{case}_ct.nii.gz")
-    spacing = ref.to_canonical()[0].spacing
-    return _cropped(_canonical(ref) == 1, _canonical(ct), spacing)
+    ref = _canonical(read_volume_file(case_dir / f"{case}_ref.nii.gz"))
+    ct = _canonical(read_volume_file(case_dir / f"{case}_ct.nii.gz"))
+    return _cropped(ref.array == 1, ct.array, ref.spacing)
 
 
 def phantom_sacrum(params: PhantomParams) -> Sacrum:
     """Sacral bone (ground-truth labels) and CT of one phantom."""
     phantom = make_phantom(params)
-    spacing = phantom.labels.to_canonical()[0].spacing
-    return _cropped(lt.sacral_bone(_canonical(phantom.labels)), _canonical(phantom.ct), spacing)
+    labels = _canonical(phantom.labels)
+    return _cropped(lt.sacral_bone(labels.array), _canonical(phantom.ct).array, labels.spacing)
 
 
 # ------------------------------------------------------------------------ the sagittal midline
