@@ -1,0 +1,103 @@
+"""Output folders that are complete or absent: built beside their place, then renamed into it.
+
+A command writes into ``PARENT/.NAME.partial-<random>`` and the folder gets its name
+``PARENT/NAME`` by a rename once every file is in. A kill, a crash or a full disk
+therefore never leaves a folder at ``NAME`` that looks finished and is not; an earlier
+folder at ``NAME`` stays until the new one is whole, and is then replaced as a whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from trajplan.errors import InputError, OutputError
+from trajplan.io.atomic import current_umask
+from trajplan.io.faults import writing
+
+MARKERS = ("plan.json", "segmentation.json", "case.json")   # files that make a folder a trajplan output
+
+
+def check_replaceable(final: Path) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that is not a trajplan output.
+
+    Raises
+    ------
+    OutputError
+        When ``final`` is a file (nothing can be written there).
+    InputError
+        When ``final`` is a folder with other contents, which replacing would delete.
+    """
+    if final.exists() and not final.is_dir():
+        raise OutputError("it is a file, not a folder", final)
+    if final.is_dir() and any(final.iterdir()) and not any((final / m).is_file() for m in MARKERS):
+        raise InputError(f"{final}: a folder that is not empty and holds no trajplan output "
+                         f"({' or '.join(MARKERS)}); give a new or empty folder (nothing was changed)")
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; an existing ``target`` is moved aside first, then deleted.
+
+    ``target`` is absent only between two renames; it never holds a mix of old and new files.
+    """
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old)          # an empty folder may be replaced by rename
+    try:
+        os.rename(source, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``final``; rename it to ``final`` when the block ends well.
+
+    On any exception the temporary folder is removed and ``final`` is left as it was.
+
+    Raises
+    ------
+    OutputError
+        When the output cannot be written (see :mod:`trajplan.io.faults`), named in
+        ``final``; also when the temporary folder vanished during the block.
+    InputError
+        See :func:`check_replaceable`.
+    """
+    final = Path(final)
+    check_replaceable(final)
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        os.chmod(work, 0o777 & ~current_umask())
+    identity = _identity(work)
+    try:
+        yield work
+        if _identity(work) != identity:   # removed (and re-made by a writer) during the block
+            raise OutputError("the folder vanished", final)
+        with writing(final):
+            replace_folder(work, final)
+    except OutputError as exc:
+        named = exc.moved(work, final)
+        if named is exc:
+            raise
+        raise named from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``folder``, or None when it is gone."""
+    try:
+        stats = os.stat(folder)
+    except OSError:
+        return None
+    return stats.st_dev, stats.st_ino
