@@ -114,6 +114,12 @@ def test_output_path_that_is_a_file(ct, tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+def test_non_empty_folder_that_is_no_trajplan_output_is_refused_unchanged(ct):
+    before = sorted(p.name for p in ct.parent.iterdir())
+    one_line(run("segment", str(ct), "-o", str(ct.parent)), 2, str(ct.parent), "no trajplan output")
+    assert sorted(p.name for p in ct.parent.iterdir()) == before
+
+
 def test_folder_that_cannot_be_written(ct, tmp_path):
     if os.geteuid() == 0:   # root ignores permission bits; sysfs refuses new folders even to root
         out = Path("/sys/trajplan-test-output")
@@ -210,6 +216,20 @@ def test_two_batches_started_together_on_one_folder(archive, tmp_path):
         assert (out / row["case_id"] / "plan.json").is_file()
         assert json.loads((out / row["case_id"] / "case.json").read_text())["status"] == "done"
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+
+
+def test_batch_stops_cleanly_when_its_folder_vanishes(archive, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(trajplan("batch", str(archive), "-o", str(out), "--no-report", "--needles", "1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(p.name.startswith("case-") for p in
+                                             (out.iterdir() if out.is_dir() else [])):
+        time.sleep(0.1)                                         # the first case is done
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    _, stderr = proc.communicate(timeout=300)
+    one_line(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), EXIT_OUTPUT,
+             str(out), "vanished")
 
 
 def test_lock_of_a_killed_batch_is_taken_over(archive, tmp_path):

@@ -38,7 +38,7 @@ from trajplan.batch_lock import batch_lock
 from trajplan.errors import InputError, OutputError
 from trajplan.io.atomic import write_json, write_text
 from trajplan.io.faults import writing
-from trajplan.io.staged import replace_folder
+from trajplan.io.staged import folder_identity, replace_folder
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import is_volume_file
 from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
@@ -343,7 +343,8 @@ def _run_locked(options: BatchOptions, out_root: Path) -> tuple[dict[str, dict],
     Raises
     ------
     OutputError
-        When ``summary.csv`` cannot be written: the run stops; what finished is kept.
+        When ``summary.csv`` cannot be written, or ``out_root`` vanished: the run stops;
+        what finished is kept.
     """
     shutil.rmtree(out_root / PARTIAL_DIR, ignore_errors=True)   # left by a killed run: the lock is ours
     cases = collect_cases(options.input)
@@ -370,7 +371,10 @@ def _run_locked(options: BatchOptions, out_root: Path) -> tuple[dict[str, dict],
     write_summary(out_root, rows.values())
     log.info("%d cases, %d to run", len(cases), len(todo))
 
+    identity = folder_identity(out_root)
     for case, row in progress(_execute(todo, options, out_root), len(todo), "cases"):
+        if folder_identity(out_root) != identity:   # removed (and re-made by a case) while running
+            raise OutputError("the folder vanished", out_root)
         rows[case_folder_name(case, options.keep_names)] = row
         write_summary(out_root, rows.values())
     shutil.rmtree(out_root / PARTIAL_DIR, ignore_errors=True)

@@ -78,10 +78,10 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
         os.chmod(work, 0o777 & ~current_umask())
-    identity = _identity(work)
+    identity = folder_identity(work)
     try:
         yield work
-        if _identity(work) != identity:   # removed (and re-made by a writer) during the block
+        if folder_identity(work) != identity:   # removed (and re-made by a writer) during the block
             raise OutputError("the folder vanished", final)
         with writing(final):
             replace_folder(work, final)
@@ -94,8 +94,8 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _identity(folder: Path) -> tuple[int, int] | None:
-    """(device, inode) of ``folder``, or None when it is gone."""
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``folder``, or None when it is gone (a re-made folder differs)."""
     try:
         stats = os.stat(folder)
     except OSError:
