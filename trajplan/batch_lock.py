@@ -37,6 +37,14 @@ def _record(fd: int) -> dict:
         return {}
 
 
+def _holder(fd: int, wait_s: float = 1.0) -> dict:
+    """The record of the run holding the lock; waits briefly for a run that has just taken it."""
+    deadline = time.monotonic() + wait_s
+    while not (record := _record(fd)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return record
+
+
 def describe(record: dict) -> str:
     """``pid N on host H, started T`` of a holder record."""
     if not record:
@@ -66,7 +74,7 @@ def batch_lock(out_root: Path) -> Iterator[None]:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
             raise FolderInUseError(
-                f"{out_root}: another trajplan batch is writing this folder ({describe(_record(fd))}); "
+                f"{out_root}: another trajplan batch is writing this folder ({describe(_holder(fd))}); "
                 "wait for it to end, or give another -o"
             ) from None
         left = _record(fd)
