@@ -270,3 +270,29 @@ def test_batch_on_a_full_disk_fails_the_case_goes_on_and_resumes(archive, small_
     assert proc.returncode == 0, proc.stderr
     [row] = read_summary(out)
     assert row["status"] == "done" and (out / row["case_id"] / "plan.json").is_file()
+
+
+def test_without_file_locks_a_live_run_on_this_host_is_refused_and_a_dead_one_taken_over(tmp_path, monkeypatch,
+                                                                                          caplog):
+    import errno
+    import fcntl
+    import socket
+
+    from trajplan.batch_lock import LOCK_FILE, batch_lock
+    from trajplan.errors import FolderInUseError
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)             # as on NFS without a lock daemon
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    for pid, refused in ((os.getppid(), True), (int(dead.stdout), False)):
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": 0}))
+        if refused:
+            with pytest.raises(FolderInUseError, match=f"pid {pid} on host"), batch_lock(tmp_path):
+                pass
+        else:
+            with batch_lock(tmp_path):
+                assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+            assert f"taking over the lock of a batch that ended without releasing it (pid {pid}" in caplog.text

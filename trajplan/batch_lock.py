@@ -26,6 +26,7 @@ from trajplan.io.faults import writing
 log = logging.getLogger("trajplan")
 
 LOCK_FILE = ".trajplan-batch.lock"
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)   # flock unsupported (e.g. NFS without lockd)
 
 
 def _record(fd: int) -> dict:
@@ -43,6 +44,32 @@ def _holder(fd: int, wait_s: float = 1.0) -> dict:
     while not (record := _record(fd)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return record
+
+
+def _alive_here(record: dict) -> bool:
+    """True when ``record`` names a process that is running on this host."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # alive, run by another user
+        pass
+    return True
+
+
+def _try_flock(fd: int) -> bool | None:
+    """Take the lock: True; False when another process holds it; None when the file system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        if exc.errno in NO_LOCKS:
+            return None
+        raise
+    return True
 
 
 def describe(record: dict) -> str:
@@ -68,15 +95,16 @@ def batch_lock(out_root: Path) -> Iterator[None]:
     with writing(out_root, LOCK_FILE):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        locked = _try_flock(fd)
+        if locked is None:      # no file locks here: refuse only a run that is alive on this host
+            log.warning("%s: this file system has no file locks; make sure no other trajplan batch "
+                        "writes to this folder", out_root)
+        held_by_another = _alive_here(_record(fd)) if locked is None else not locked
+        if held_by_another:
             raise FolderInUseError(
                 f"{out_root}: another trajplan batch is writing this folder ({describe(_holder(fd))}); "
                 "wait for it to end, or give another -o"
-            ) from None
+            )
         left = _record(fd)
         if left:
             log.warning("%s: taking over the lock of a batch that ended without releasing it (%s)",
