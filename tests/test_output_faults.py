@@ -196,6 +196,15 @@ def test_sigkill_leaves_the_plan_folder_whole_or_absent(ct, tmp_path):
         else:                                          # only between the two renames of a replacement
             seen.append("absent")
     assert seen[0] == "earlier", seen
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5 * took)
+    proc.kill()
+    proc.wait()
+    partials = [name for name in leftovers(tmp_path) if ".partial-" in name]
+    assert partials, "a killed run leaves its partial folder"
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not set(partials) & set(leftovers(tmp_path))      # the next run at that path deleted them
 
 
 # ------------------------------------------------------------------ batch

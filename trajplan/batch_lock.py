@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trajplan.errors import FolderInUseError
 from trajplan.io.faults import writing
+from trajplan.io.process import pid_alive
 
 log = logging.getLogger("trajplan")
 
@@ -48,15 +49,8 @@ def _holder(fd: int, wait_s: float = 1.0) -> dict:
 
 def _alive_here(record: dict) -> bool:
     """True when ``record`` names a process that is running on this host."""
-    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
-        return False
-    try:
-        os.kill(record["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:     # alive, run by another user
-        pass
-    return True
+    pid = record.get("pid")
+    return record.get("host") == socket.gethostname() and isinstance(pid, int) and pid_alive(pid)
 
 
 def _try_flock(fd: int) -> bool | None:

@@ -1,15 +1,18 @@
 """Output folders that are complete or absent: built beside their place, then renamed into it.
 
-A command writes into ``PARENT/.NAME.partial-<random>`` and the folder gets its name
+A command writes into ``PARENT/.NAME.partial-<host>-<pid>-<random>`` and the folder gets its name
 ``PARENT/NAME`` by a rename once every file is in. A kill, a crash or a full disk
 therefore never leaves a folder at ``NAME`` that looks finished and is not; an earlier
 folder at ``NAME`` stays until the new one is whole, and is then replaced as a whole.
+The partial folder of a killed run is deleted by the next run at ``NAME`` on its host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 from trajplan.errors import InputError, OutputError
 from trajplan.io.atomic import current_umask
 from trajplan.io.faults import writing
+from trajplan.io.process import pid_alive, this_host
 
 MARKERS = ("plan.json", "segmentation.json", "case.json")   # files that make a folder a trajplan output
 
@@ -58,6 +62,15 @@ def replace_folder(source: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_dead_partials(final: Path) -> None:
+    """Delete the ``.NAME.partial-<host>-<pid>-*`` folders of ``final`` left by killed runs on this host."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.partial-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
+    for folder in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+        owner = pattern.match(folder.name)
+        if owner and owner["host"] == this_host() and not pid_alive(int(owner["pid"])):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_folder(final: str | Path) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``final``; rename it to ``final`` when the block ends well.
@@ -76,7 +89,9 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
     check_replaceable(final)
     with writing(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        remove_dead_partials(final)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{this_host()}-{os.getpid()}-",
+                                     dir=final.parent))
         os.chmod(work, 0o777 & ~current_umask())
     identity = folder_identity(work)
     try:
