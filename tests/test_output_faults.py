@@ -120,6 +120,21 @@ def test_non_empty_folder_that_is_no_trajplan_output_is_refused_unchanged(ct):
     assert sorted(p.name for p in ct.parent.iterdir()) == before
 
 
+def test_earlier_output_is_replaced_whole_and_a_link_to_it_kept(ct, tmp_path):
+    earlier = tmp_path / "seg"
+    earlier.mkdir()
+    (earlier / "segmentation.json").write_text("{}")
+    (earlier / "notes.txt").write_text("added by hand")
+    (tmp_path / "link").symlink_to(earlier)
+    proc = run("segment", str(ct), "-o", str(tmp_path / "link"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == earlier
+    assert {p.name for p in earlier.iterdir()} == {"labels.nii.gz", "labels.json", "sacrum.nii.gz",
+                                                   "segmentation.json"}
+    assert json.loads((earlier / "segmentation.json").read_text())
+    assert leftovers(tmp_path) == []
+
+
 def test_folder_that_cannot_be_written(ct, tmp_path):
     if os.geteuid() == 0:   # root ignores permission bits; sysfs refuses new folders even to root
         out = Path("/sys/trajplan-test-output")

@@ -86,6 +86,8 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
         See :func:`check_replaceable`.
     """
     final = Path(final)
+    if final.is_symlink():              # a link to the output folder: replace the folder, keep the link
+        final = final.resolve()
     check_replaceable(final)
     with writing(final):
         final.parent.mkdir(parents=True, exist_ok=True)
