@@ -32,9 +32,12 @@ LOW_SPACE_BYTES = 1 << 20   # less than this free after a failed write: the disk
 
 def probe_folder(folder: Path) -> str | None:
     """Why ``folder`` cannot be written now, or None when nothing is visibly wrong."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return "the folder vanished"
     if not folder.is_dir():
         return "the folder vanished"
-    stats = os.statvfs(folder)
     if stats.f_flag & os.ST_RDONLY:
         return "read-only file system"
     if stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES:
