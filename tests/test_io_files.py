@@ -64,3 +64,37 @@ def test_absurd_spacing_on_disk_is_refused(tmp_path):
     path = write_sitk(ct_like().array, tmp_path / "absurd.nii.gz", spacing=(2.0, 2.0, 25.0))
     with pytest.raises(InputError, match="spacing"):
         read_volume_file(path)
+
+
+def targeted_ct(shape=(110, 85, 30), spacing=(2.0, 2.0, 2.0), seed=0) -> np.ndarray:
+    """A 220 x 170 mm field inside the body: fat, muscle and bone with noise, no air (x, y, z)."""
+    rng = np.random.default_rng(seed)
+    arr = np.full(shape, -100.0, dtype=np.float32)                 # subcutaneous/pelvic fat
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    muscle = ((x - 55) / 48) ** 2 + ((y - 42) / 36) ** 2 < 1
+    bone = ((x - 55) / 30) ** 2 + ((y - 35) / 14) ** 2 < 1
+    arr[muscle] = 50.0
+    arr[bone] = rng.uniform(400.0, 1000.0, size=(int(bone.sum()), 1))
+    arr += rng.normal(0.0, 15.0, size=shape).astype(np.float32)
+    return arr
+
+
+def test_targeted_reconstruction_inside_the_body_is_a_ct(tmp_path):
+    arr = targeted_ct()
+    assert arr.min() > -200                                        # refused before: nothing below -200
+    path = write_volume_file(Volume(arr, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), np.eye(3)), tmp_path / "t.nii.gz")
+    assert np.allclose(read_ct(path).array, arr)
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng: np.where(rng.uniform(size=(30, 40, 40)) < 0.3, 0.0,            # background 0
+                         rng.uniform(50, 2000, size=(30, 40, 40))),
+    lambda rng: rng.normal(300.0, 200.0, size=(30, 40, 40)).clip(0, None),     # tissue, no negatives
+    lambda rng: rng.uniform(-400.0, 3000.0, size=(30, 40, 40)) + 1024.0 * 3,  # offset: above the CT range
+    lambda rng: np.where(rng.uniform(size=(30, 40, 40)) < 0.5, -1000.0, 800.0),  # air and bone only
+])
+def test_mr_like_and_other_non_hu_volumes_are_refused(tmp_path, make):
+    arr = make(np.random.default_rng(1)).astype(np.float32)
+    path = write_sitk(arr, tmp_path / "mr.nii.gz")
+    with pytest.raises(InputError, match="does not look like a CT in Hounsfield units"):
+        read_ct(path)

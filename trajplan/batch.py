@@ -5,12 +5,14 @@ Layout of the output folder::
     OUT/summary.csv          one row per case, rewritten atomically after every case
     OUT/<case_id>/           one finished case: plan folder + case.json (status, checksum, version)
     OUT/.partial/            cases being worked on; never counted as done, cleared on the next run
+    OUT/.trajplan-batch.lock one run per output folder (see :mod:`trajplan.batch_lock`)
 
-A case folder appears under its final name only by a rename after ``case.json`` is
-written, so killing the run at any moment (SIGKILL included) leaves nothing that a
-rerun would take as done. A rerun skips a case whose ``case.json`` says done for the
-same input checksum and software version, and redoes failed cases with
-``retry_failed``.
+A second run on the same folder refuses at once while the first one works. A case
+folder appears under its final name only by a rename after ``case.json`` is written,
+so killing the run at any moment (SIGKILL included) leaves nothing that a rerun would
+take as done. A rerun skips a case whose ``case.json`` says done for the
+same input checksum and software version, redoes failed cases with ``retry_failed``,
+and always redoes a case that failed only because its output could not be written.
 
 Parallelism is never home-made: one worker runs in this process; more use a
 ``dask.distributed.LocalCluster`` of processes (one CT in memory per worker), and
@@ -32,8 +34,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trajplan import __version__
-from trajplan.errors import InputError
+from trajplan.batch_lock import batch_lock
+from trajplan.errors import InputError, OutputError
 from trajplan.io.atomic import write_json, write_text
+from trajplan.io.faults import writing
+from trajplan.io.staged import folder_identity, replace_folder
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import is_volume_file
 from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
@@ -202,7 +207,9 @@ def run_case(case: Case, out_root: str | Path, plan_options: object, *, keep_nam
     """Plan one case into its own folder; return its summary row. Never raises for bad input.
 
     The case is built in ``OUT/.partial/`` and renamed into place only after its
-    ``case.json`` is written.
+    ``case.json`` is written. A case whose output cannot be written (full disk, ...)
+    fails with that reason and ``output_fault`` true, so that the next run redoes it;
+    when even its ``case.json`` cannot be written, nothing of it is left on disk.
     """
     from trajplan.pipeline import run_plan
     from trajplan.timing import StageTimer
@@ -210,7 +217,6 @@ def run_case(case: Case, out_root: str | Path, plan_options: object, *, keep_nam
     out_root = Path(out_root)
     final = out_root / case_folder_name(case, keep_names)
     work = out_root / PARTIAL_DIR / f"{final.name}.{uuid.uuid4().hex[:8]}"
-    work.mkdir(parents=True)
     timer = StageTimer(show_progress=False)
     start = time.perf_counter()
     row = {"case_id": case.case_id, "input": case.label, "input_sha256": case.sha256,
@@ -219,25 +225,25 @@ def run_case(case: Case, out_root: str | Path, plan_options: object, *, keep_nam
         options, kwargs = _plan_options_for(case, plan_options)
         summary = run_plan(case.path, work, options, report=report, timer=timer, **kwargs)
         row.update(status="done", error="", **_summary_columns(summary))
+    except OutputError as exc:
+        row.update(status="failed", error=str(exc.moved(work, final)), output_fault=True)
     except InputError as exc:
         row.update(status="failed", error=str(exc))
-        _clear_outputs(work)
     except Exception as exc:  # noqa: BLE001 - one case's bug must not stop the batch
         log.exception("case %s: internal error", case.case_id)
         row.update(status="failed", error=f"internal error: {type(exc).__name__}: {exc}")
-        _clear_outputs(work)
     row.update(_timing_columns(timer.seconds, time.perf_counter() - start))
-    write_json(work / CASE_FILE, row)
-    if final.exists():
-        shutil.rmtree(final)
-    work.rename(final)
+    try:
+        with writing(work):
+            work.mkdir(parents=True, exist_ok=True)
+        write_json(work / CASE_FILE, row)
+        with writing(final):
+            replace_folder(work, final)
+    except OutputError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if row["status"] == "done":
+            row.update(status="failed", error=str(exc.moved(work, final)), output_fault=True)
     return row
-
-
-def _clear_outputs(folder: Path) -> None:
-    """Remove whatever a failed case wrote, so a failed folder holds only its case.json."""
-    for child in folder.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def _summary_columns(summary: dict) -> dict:
@@ -289,6 +295,8 @@ def _previous(out_root: Path, case: Case, keep_names: bool) -> dict | None:
         return None
     if record.get("software_version") != __version__:
         return None
+    if record.get("output_fault"):   # failed only because its output could not be written: redo
+        return None
     return record
 
 
@@ -318,8 +326,27 @@ def run_batch(options: BatchOptions) -> dict:
     if options.workers < 1:
         raise InputError(f"--workers must be at least 1, got {options.workers}")
     out_root = Path(options.output)
-    out_root.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out_root / PARTIAL_DIR, ignore_errors=True)
+    if out_root.exists() and not out_root.is_dir():
+        raise OutputError("it is a file, not a folder", out_root)
+    with writing(out_root):
+        out_root.mkdir(parents=True, exist_ok=True)
+    with batch_lock(out_root):
+        rows, ran = _run_locked(options, out_root)
+    statuses = [r["status"] for r in rows.values()]
+    return {"output": str(out_root), "cases": len(rows), "ran": ran,
+            **{s: statuses.count(s) for s in ("done", "failed", "skipped")}}
+
+
+def _run_locked(options: BatchOptions, out_root: Path) -> tuple[dict[str, dict], int]:
+    """The batch proper, under the output folder's lock: rows by case folder, and cases run.
+
+    Raises
+    ------
+    OutputError
+        When ``summary.csv`` cannot be written, or ``out_root`` vanished: the run stops;
+        what finished is kept.
+    """
+    shutil.rmtree(out_root / PARTIAL_DIR, ignore_errors=True)   # left by a killed run: the lock is ours
     cases = collect_cases(options.input)
 
     rows: dict[str, dict] = {}
@@ -344,11 +371,12 @@ def run_batch(options: BatchOptions) -> dict:
     write_summary(out_root, rows.values())
     log.info("%d cases, %d to run", len(cases), len(todo))
 
+    identity = folder_identity(out_root)
     for case, row in progress(_execute(todo, options, out_root), len(todo), "cases"):
+        if folder_identity(out_root) != identity:   # removed (and re-made by a case) while running
+            raise OutputError("the folder vanished", out_root)
         rows[case_folder_name(case, options.keep_names)] = row
         write_summary(out_root, rows.values())
     shutil.rmtree(out_root / PARTIAL_DIR, ignore_errors=True)
 
-    statuses = [r["status"] for r in rows.values()]
-    return {"output": str(out_root), "cases": len(rows), "ran": len(todo),
-            **{s: statuses.count(s) for s in ("done", "failed", "skipped")}}
+    return rows, len(todo)

@@ -2,7 +2,9 @@
 
 Exit codes: 0 done, 2 bad input or arguments (one clear line on stderr, no
 traceback), 1 internal error (traceback only with ``-v``), 3 plan written but no
-needle path is safe (``trajplan plan``; the warnings say what blocks each side).
+needle path is safe (``trajplan plan``; the warnings say what blocks each side), 4 an
+output could not be written (full disk, read-only or forbidden folder, a file in the
+way, a vanished folder: one line naming the path and the cause).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from trajplan import __version__
-from trajplan.errors import InputError
+from trajplan.errors import InputError, OutputError
 
 log = logging.getLogger("trajplan")
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_SAFE_PATH = 0, 1, 2, 3
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_SAFE_PATH, EXIT_OUTPUT = 0, 1, 2, 3, 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"trajplan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except OutputError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"trajplan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
     except KeyboardInterrupt:
         print(f"trajplan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from trajplan.errors import InputError
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file, write_volume_file
 from trajplan.io.reader import read_ct
+from trajplan.io.staged import staged_folder
 from trajplan.timing import StageTimer
 from trajplan.volume import Volume
 
@@ -105,6 +106,9 @@ def run_segment(
 ) -> dict:
     """Segment a CT and write ``labels.nii.gz``, ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``.
 
+    ``out_dir`` is complete or absent: it is built beside its place and renamed into it
+    at the end (:func:`trajplan.io.staged.staged_folder`).
+
     Returns
     -------
     dict
@@ -112,12 +116,13 @@ def run_segment(
     """
     out_dir = Path(out_dir)
     timer = StageTimer()
-    with timer.stage("reading CT"):
-        ct = read_ct(ct_path, series_uid=series_uid)
-    labels, report = _segment_or_load(
-        ct, out_dir, timer, labels_path=None, sacrum_mask_path=sacrum_mask_path,
-        ts_labels_path=ts_labels_path,
-    )
+    with staged_folder(out_dir) as work:
+        with timer.stage("reading CT"):
+            ct = read_ct(ct_path, series_uid=series_uid)
+        labels, report = _segment_or_load(
+            ct, work, timer, labels_path=None, sacrum_mask_path=sacrum_mask_path,
+            ts_labels_path=ts_labels_path,
+        )
     return {
         "output": str(out_dir),
         "labels_present": lt.present(labels),
@@ -157,6 +162,10 @@ def run_plan(
         Bad input (unreadable CT, no sacrum, labels off the CT grid, bad options); no
         ``plan.json`` is written then. No safe path is not an error: the folder is written
         with ``outcome`` ``no_safe_path`` (see :func:`trajplan.planning.plan_needles`).
+    OutputError
+        When the folder cannot be written (full disk, read-only, permission, a file in
+        the way, a vanished folder). ``out_dir`` is complete or absent: it is built beside
+        its place and renamed into it at the end (:func:`trajplan.io.staged.staged_folder`).
     """
     from trajplan.planning import plan_needles
     from trajplan.plan_io import write_plan
@@ -166,44 +175,45 @@ def run_plan(
 
     out_dir = Path(out_dir)
     timer = timer or StageTimer()
-    with timer.stage("reading CT"):
-        ct = read_ct(ct_path, series_uid=series_uid)
-    labels, seg_report = _segment_or_load(
-        ct, out_dir, timer, labels_path=labels_path, sacrum_mask_path=sacrum_mask_path,
-        ts_labels_path=ts_labels_path,
-    )
-    with timer.stage("planning"):
-        plan = plan_needles(labels, options, ct=ct)
-    plan = {
-        "schema": plan.get("schema", "trajplan/plan"),
-        "schema_version": plan.get("schema_version", 1),
-        "software": {"name": "trajplan", "version": __version__},
-        "input": input_json(ct_path, ct),
-        **{k: v for k, v in plan.items() if k not in ("schema", "schema_version")},
-    }
-    plan["segmentation"] = {
-        "source": seg_report.get("source", "ct"),
-        "partial": bool(seg_report.get("partial", False)),
-    }
-    if seg_report.get("partial"):
-        plan.setdefault("warnings", []).append(
-            f"segmentation is partial: {seg_report.get('partial_reason', 'see segmentation.json')}"
+    with staged_folder(out_dir) as work:
+        with timer.stage("reading CT"):
+            ct = read_ct(ct_path, series_uid=series_uid)
+        labels, seg_report = _segment_or_load(
+            ct, work, timer, labels_path=labels_path, sacrum_mask_path=sacrum_mask_path,
+            ts_labels_path=ts_labels_path,
         )
-    lesion_quality = seg_report.get("structures", {}).get("lesion", {}).get("quality", "")
-    if lesion_quality.startswith("not sought"):
-        plan.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
-    with timer.stage("writing plan"):
-        plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
-        write_plan(plan, out_dir)
-        ct_roi = view_region(ct, labels, plan)
-        write_volume_file(ct_roi, out_dir / CT_ROI)
-    with timer.stage("rendering"):
-        if report:
-            from trajplan.report import write_report
+        with timer.stage("planning"):
+            plan = plan_needles(labels, options, ct=ct)
+        plan = {
+            "schema": plan.get("schema", "trajplan/plan"),
+            "schema_version": plan.get("schema_version", 1),
+            "software": {"name": "trajplan", "version": __version__},
+            "input": input_json(ct_path, ct),
+            **{k: v for k, v in plan.items() if k not in ("schema", "schema_version")},
+        }
+        plan["segmentation"] = {
+            "source": seg_report.get("source", "ct"),
+            "partial": bool(seg_report.get("partial", False)),
+        }
+        if seg_report.get("partial"):
+            plan.setdefault("warnings", []).append(
+                f"segmentation is partial: {seg_report.get('partial_reason', 'see segmentation.json')}"
+            )
+        lesion_quality = seg_report.get("structures", {}).get("lesion", {}).get("quality", "")
+        if lesion_quality.startswith("not sought"):
+            plan.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
+        with timer.stage("writing plan"):
+            plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
+            write_plan(plan, work)
+            ct_roi = view_region(ct, labels, plan)
+            write_volume_file(ct_roi, work / CT_ROI)
+        with timer.stage("rendering"):
+            if report:
+                from trajplan.report import write_report
 
-            write_report(out_dir, labels=labels, plan=plan, ct=ct_roi)
-        else:
-            render_scene_png(labels, plan, out_dir / "scene.png")
+                write_report(work, labels=labels, plan=plan, ct=ct_roi)
+            else:
+                render_scene_png(labels, plan, work / "scene.png")
     return plan_summary(plan, out_dir, timer)
 
 

@@ -12,6 +12,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from trajplan.errors import OutputError
+from trajplan.io.faults import write_cause, writing
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -20,22 +23,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary file keeps ``path``'s suffixes (so writers that pick a format from
     the extension, such as SimpleITK, still do). On any exception it is removed and
     ``path`` is left untouched.
+
+    Raises
+    ------
+    OutputError
+        When the file cannot be written (full disk, read-only or forbidden folder, a
+        file in the way, a vanished folder), naming the folder, the file and the cause.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
+    with writing(path.parent, path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp files are private; outputs follow the umask
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp files are private; outputs follow the umask
         os.replace(tmp, path)
+    except Exception as exc:
+        cause = write_cause(exc, path.parent)  # before the partial file is removed: a full disk is still full
+        tmp.unlink(missing_ok=True)
+        if cause is None:
+            raise
+        raise OutputError(cause, path.parent, path.name) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read without changing it for good)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

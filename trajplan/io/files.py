@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
+import os
 import struct
+import sys
+import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -105,5 +111,45 @@ def write_volume_file(volume: Volume, path: str | Path, *, compress: bool = True
     if array.dtype == np.float64:
         volume = volume.with_array(array.astype(np.float32))
     with atomic_path(path) as tmp:
-        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
+        if str(path).lower().endswith((".nii", ".nii.gz")):
+            with _native_stderr_unless_failed() as failed:
+                sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
+                failed[0] = _written_nifti_problem(tmp)
+            if failed[0]:
+                raise OSError(errno.EIO, f"written incomplete: {failed[0]}", str(tmp))
+        else:
+            sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
     return path
+
+
+@contextlib.contextmanager
+def _native_stderr_unless_failed() -> Iterator[list[str]]:
+    """Hold back what native code prints on stderr; pass it on unless the block sets ``failed[0]``.
+
+    SimpleITK's NIfTI writer prints ``** ERROR: NWAD ...`` (and raises nothing) when the
+    disk fills up; that failure is reported in one line by the caller instead.
+    """
+    failed = [""]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield failed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read()
+            if text and not failed[0]:
+                os.write(2, text)
+
+
+def _written_nifti_problem(path: Path) -> str:
+    """Why a NIfTI file just written is incomplete (it is read back once), or ``""``."""
+    try:
+        _check_nifti_data(path)
+    except InputError as exc:
+        return str(exc)
+    return ""
+

@@ -9,10 +9,10 @@ import numpy as np
 from trajplan.errors import InputError
 from trajplan.io.dicom import read_dicom_series
 from trajplan.io.files import VOLUME_SUFFIXES, is_volume_file, read_volume_file
+from trajplan.io.hounsfield import check_hounsfield
 from trajplan.volume import Volume
 
 MIN_EXTENT_MM = (50.0, 50.0, 20.0)   # left-right, antero-posterior, cranio-caudal
-LOWEST_CT_VALUE = -200.0              # every CT of a body holds fat or air below this
 
 
 def read_ct(path: str | Path, *, series_uid: str | None = None) -> Volume:
@@ -56,7 +56,9 @@ def check_ct(volume: Volume, source: str) -> None:
     ------
     InputError
         For NaN/inf voxels, a 2-D image, a volume too small to hold a sacrum,
-        a constant volume, or intensities that are not Hounsfield units.
+        a constant volume, or intensities that are not Hounsfield units (see
+        :func:`trajplan.io.hounsfield.check_hounsfield`; a DICOM series' Modality is
+        checked when it is read).
     """
     array = volume.array
     if min(volume.shape) < 2:
@@ -77,8 +79,4 @@ def check_ct(volume: Volume, source: str) -> None:
     low, high = float(sample.min()), float(sample.max())
     if low == high:
         raise InputError(f"{source}: constant volume (every voxel is {low:g}); no image to segment")
-    if low > LOWEST_CT_VALUE:
-        raise InputError(
-            f"{source}: values range {low:g}..{high:g} with nothing below {LOWEST_CT_VALUE:g} (no air "
-            "or fat): this does not look like a CT in Hounsfield units (MR?)"
-        )
+    check_hounsfield(sample, source)
