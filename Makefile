@@ -28,9 +28,10 @@ browser:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "note: chromium is not installed; the browser test of report.html will be skipped"
 
-## make validate: the long segmentation and planning validation over many phantoms
+## make validate: the long segmentation and planning validation over many phantoms, then on the real sacra of ../shared
 validate: $(STAMP)
 	$(PY) benchmarks/validate.py --out docs/validation.md
+	$(PY) benchmarks/validate_real.py --out docs/validation_real.md
 
 ## make bench: every benchmark, each printing its figures
 bench: $(STAMP)

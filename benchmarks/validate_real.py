@@ -13,7 +13,7 @@ For each: the sacral bone (sacrum + alae + anterior cortex + fracture + lesion) 
 reference sacrum (Dice, volume), how much of it lies in a reference ilium, the flags, the time,
 and the plan's needles called safe checked on the reference: a needle whose axis leaves the
 reference sacrum between its bone entry and its tip crossed a lumen, a joint or the cortex
-(:func:`leaves_reference`). The real data is read from ../shared and never written anywhere.
+(:func:`trajplan.verify.axis_outside_bone`). The real data is read from ../shared and never written anywhere.
 """
 
 from __future__ import annotations
@@ -33,37 +33,12 @@ from trajplan.errors import InputError
 from trajplan.io.atomic import atomic_path
 from trajplan.io.files import read_volume_file
 from trajplan.planning import PlanOptions, plan_needles
-from trajplan.volume import Volume
+from trajplan.verify import axis_outside_bone
 
 REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
 TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88}
 MAX_IN_ILIUM = 0.01
 END_TOLERANCE_MM = 1.5       # the needle's first and last this much may graze the reference surface
-STEP_MM = 0.5
-
-
-def leaves_reference(needle: dict, reference: Volume) -> tuple[float, bool]:
-    """(mm of the needle's axis outside the reference sacrum between bone entry and tip, less
-    END_TOLERANCE_MM at each end; whether the axis from the skin to the tip crosses a reference ilium)."""
-    entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
-    skin = np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float)
-    length = float(np.linalg.norm(tip - entry))
-
-    def values(start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-        count = max(int(np.linalg.norm(stop - start) / STEP_MM), 1) + 1
-        points = start + np.linspace(0.0, 1.0, count)[:, None] * (stop - start)
-        index = np.round(reference.world_to_index(points)).astype(int)
-        inside = np.all((index >= 0) & (index < reference.shape), axis=1)
-        out = np.zeros(len(points), dtype=reference.array.dtype)
-        out[inside] = reference.array[tuple(index[inside].T)]
-        return out
-
-    along = values(entry, tip)
-    distance = np.linspace(0.0, length, len(along))
-    core = (distance >= END_TOLERANCE_MM) & (distance <= length - END_TOLERANCE_MM)
-    outside_mm = float(np.count_nonzero(core & (along != 1)) * length / max(len(along) - 1, 1))
-    ilium = bool(np.isin(values(skin, tip), (2, 3)).any())
-    return outside_mm, ilium
 
 
 def measure(case: str, variant: str, *, plan: bool = True) -> dict:
@@ -91,7 +66,7 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
             row["plan"] = f"no plan: {str(exc)[:80]}"
             return row
         safe = [n for n in result["needles"] + result["alternatives"] if n["safe"]]
-        checks = [leaves_reference(n, ref) for n in safe]
+        checks = [axis_outside_bone(n, ref, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
         row.update(safe=len(safe), leaving=sum(mm > 0 for mm, _ in checks),
                    crossing_ilium=sum(ilium for _, ilium in checks), plan="planned")
     return row

@@ -81,16 +81,18 @@ def fill_slice_holes(mask: np.ndarray, axis: int) -> np.ndarray:
     return hole[pieces]
 
 
-def enclosed_in_slices(mask: np.ndarray, votes: int = 2) -> np.ndarray:
-    """Voxels that ``mask`` encloses in at least ``votes`` of the three slice orientations.
+def enclosed_in_slices(mask: np.ndarray) -> np.ndarray:
+    """Voxels that ``mask`` (canonical axes L, P, S) encloses in its sagittal sections and in its
+    axial or coronal ones.
 
-    A bone whose cortex has gaps (thin osteoporotic cortex, the foramina opening into dark
-    fatty marrow) encloses little in 3-D, since a fill leaks through any gap; but its
-    marrow is enclosed in most 2-D sections through it. A channel (the canal, a foramen)
-    is enclosed only in the sections across it, one orientation of three.
+    A bone whose cortex has gaps (thin osteoporotic cortex, foramina opening into dark fatty
+    marrow) encloses little in 3-D, since a fill leaks through any gap; but its marrow is
+    enclosed in most 2-D sections through it. The canal runs head to foot near the midline and
+    a foramen front to back: both run within the sagittal sections, open at their ends, so
+    neither is enclosed there (a coronal section cuts the curved canal, and the foramina, across).
     """
-    count = sum(fill_slice_holes(mask, axis).astype(np.uint8) for axis in range(3))
-    return count >= votes
+    sagittal = fill_slice_holes(mask, 0)
+    return sagittal & (fill_slice_holes(mask, 2) | fill_slice_holes(mask, 1))
 
 
 def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from segmentation.bone import SMOOTH_MM, ball, bounding_box
 CORTEX_BAND_MM = 2.0
 CORTEX_CONTRAST_HU = 50.0                # a cortex is this much brighter than the bone behind it,
 BEHIND_CORTEX_MM = (3.0, 10.0)           # measured this far behind the anterior cortex band
+BRIGHT_BEHIND_HU = 200.0                 # what lies behind an uncorticated surface of contrast-filled bowel
 ALA_BEYOND_FORAMEN_MM = 2.0              # the ala begins this far lateral to a foramen's lumen
 JOINT_REACH_MM = 4.0
 JOINT_HALF_WIDTH_MM = 1.5
@@ -117,8 +118,10 @@ def uncorticated_fraction(cortex: np.ndarray, bone: np.ndarray, smooth: np.ndarr
     """The fraction of the anterior ``cortex`` band's columns (along y) that show no cortex.
 
     A column shows none where the band's brightest voxel is less than CORTEX_CONTRAST_HU above
-    the mean of the ``bone`` BEHIND_CORTEX_MM behind the band: what is joined to the sacrum
-    there is as bright as bone but has no cortex of its own (contrast-filled bowel). Columns
+    the mean of the ``bone`` BEHIND_CORTEX_MM behind the band, and that mean is at least
+    BRIGHT_BEHIND_HU: what is joined to the sacrum there is as bright as dense bone but has no
+    cortex of its own (contrast-filled bowel). A thin cortex over dark osteoporotic bone is
+    dim but is no such thing (real sacra: 42-75 % of their columns without the second condition). Columns
     with no bone that deep are not counted; 0 when none is left. Only meaningful where the
     voxels resolve a cortex (see ``pipeline.CORTEX_RESOLVED_MM``).
     """
@@ -133,7 +136,7 @@ def uncorticated_fraction(cortex: np.ndarray, bone: np.ndarray, smooth: np.ndarr
     if not counted.any():
         return 0.0
     mean_behind = np.where(behind, smooth, 0.0).sum(axis=1)[counted] / count[counted]
-    return float(np.mean(brightest[counted] - mean_behind < CORTEX_CONTRAST_HU))
+    return float(np.mean((brightest[counted] - mean_behind < CORTEX_CONTRAST_HU) & (mean_behind >= BRIGHT_BEHIND_HU)))
 
 
 def distances_where_both_near(a: np.ndarray, b: np.ndarray, spacing: np.ndarray,

@@ -30,6 +30,7 @@ MIN_SACRUM_WIDTH_MM = 55.0
 MAX_SACRUM_WIDTH_MM = 135.0
 CENTRAL_MM = 30.0
 FRAGMENT_REACH_MM = 25.0
+FRAGMENT_BELOW_MM = 15.0     # an ala cut off by the foramina in dark marrow can reach this far below the sacral seed
 JOINT_MM = 12.0
 MAX_COCCYX_WIDTH_MM = 45.0       # a real coccyx is at most about 35 mm wide at its base
 MAX_COCCYX_FRACTION = 0.15       # and a few ml against a sacrum of 150-300 ml
@@ -63,20 +64,32 @@ class _Piece:
 
 
 def _pieces(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, list[_Piece]]:
+    """The face-connected pieces of ``mask`` (label array) and those of at least MIN_PIECE_ML.
+
+    Sizes and centres come from one bincount each over the labelled voxels, so a noisy mask
+    with many specks costs no more than a clean one.
+    """
     labels, count = ndimage.label(mask)
     pieces = []
     if count == 0:
         return labels, pieces
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    flat = labels.reshape(-1)
+    sizes = np.bincount(flat, minlength=count + 1)
+    kept = np.flatnonzero(sizes * voxel_ml >= MIN_PIECE_ML)
+    kept = kept[kept > 0]
+    if not len(kept):
+        return labels, pieces
+    index = np.nonzero(flat)[0]
+    coordinates = np.unravel_index(index, labels.shape)
+    sums = [np.bincount(flat[index], weights=c, minlength=count + 1) for c in coordinates]
     boxes = ndimage.find_objects(labels)
-    centres = ndimage.center_of_mass(mask, labels, index=np.arange(1, count + 1))
-    for i, (size, box, centre) in enumerate(zip(sizes, boxes, centres), start=1):
-        if size * voxel_ml < MIN_PIECE_ML:
-            continue
+    for i in kept:
+        box = boxes[i - 1]
+        centre = np.array([total[i] for total in sums]) / sizes[i]
         lo = np.array([b.start for b in box]) * spacing
         hi = np.array([b.stop - 1 for b in box]) * spacing
-        pieces.append(_Piece(i, size * voxel_ml, np.asarray(centre) * spacing, lo, hi))
+        pieces.append(_Piece(int(i), float(sizes[i] * voxel_ml), centre * spacing, lo, hi))
     return labels, pieces
 
 
@@ -342,7 +355,7 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
         disc = ("L5" in named and piece.lo[0] < midline_mm < piece.hi[0]
                 and piece.hi[2] >= named["L5"].lo[2] - 2 * depth)
         beside = (piece.lo[0] >= sacrum.lo[0] - FRAGMENT_REACH_MM and piece.hi[0] <= sacrum.hi[0] + FRAGMENT_REACH_MM
-                  and piece.lo[2] >= sacrum.lo[2] - 5.0 and piece.hi[2] <= sacrum.hi[2] + 5.0
+                  and piece.lo[2] >= sacrum.lo[2] - FRAGMENT_BELOW_MM and piece.hi[2] <= sacrum.hi[2] + 5.0
                   and piece.volume_ml < 0.5 * sacrum.volume_ml and not disc)
         markers[labels == piece.label] = 1 if beside else other
     # Grow each seed back by the depth it was eroded (borders midway across the gaps between

@@ -65,3 +65,33 @@ def recheck(needle: dict, labels: Volume, margins: dict[str, float]) -> dict[str
         if d < margin - 1e-6:
             violations[structure] = round(d, 2)
     return violations
+
+
+def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidden: tuple[int, ...] = (),
+                      end_tolerance_mm: float = 1.0, step_mm: float = 0.25) -> tuple[float, bool]:
+    """How a needle's axis sits in a reference bone mask (a solid bone whose lumens are holes).
+
+    Returns the length (mm) of the axis between the bone entry and the tip, less
+    ``end_tolerance_mm`` at each end, that lies outside the voxels valued ``bone``, and whether
+    the axis from the skin entry (the bone entry where there is none) to the tip meets a voxel
+    valued one of ``forbidden`` (for example the ilia). A needle whose axis leaves a solid
+    bone after entering it has crossed one of its holes (canal, foramen, joint gap) or its cortex.
+    """
+    entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
+    skin = np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float)
+
+    def values(start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = max(int(np.ceil(np.linalg.norm(stop - start) / step_mm)), 1) + 1
+        along = np.linspace(0.0, 1.0, count)
+        index = np.rint(reference.world_to_index(start + along[:, None] * (stop - start))).astype(int)
+        inside = np.all((index >= 0) & (index < reference.shape), axis=1)
+        out = np.zeros(count, dtype=reference.array.dtype)
+        out[inside] = reference.array[tuple(index[inside].T)]
+        return out, along * np.linalg.norm(stop - start)
+
+    found, distance = values(entry, tip)
+    length = float(distance[-1])
+    core = (distance >= end_tolerance_mm) & (distance <= length - end_tolerance_mm)
+    outside_mm = float(np.count_nonzero(core & (found != bone)) * length / max(len(found) - 1, 1))
+    crosses = bool(forbidden) and bool(np.isin(values(skin, tip)[0], forbidden).any())
+    return outside_mm, crosses
