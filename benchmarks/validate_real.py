@@ -87,6 +87,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(rows: list[dict]) -> str:
+    """One paragraph: the targets met, the needles that the reference contradicts, the unflagged failures."""
+    met = sum(r["dice"] >= TARGET_DICE[r["variant"]] for r in rows)
+    leak = sum(r["in_ilium"] <= MAX_IN_ILIUM for r in rows)
+    safe = sum(r["safe"] for r in rows)
+    bad = sum(max(r["leaving"], r["crossing_ilium"]) for r in rows)
+    silent = [f"{r['case']} {r['variant']}" for r in rows
+              if (r["dice"] < 0.5 or r["in_ilium"] > 0.2) and not r["partial"]]
+    return (f"Dice target met in {met} of {len(rows)} scans; at most {MAX_IN_ILIUM:.0%} of the sacral bone in a "
+            f"reference ilium in {leak} of {len(rows)}. Of {safe} needles called safe, {bad} leave the reference "
+            f"sacrum or cross an ilium. Results known to be wrong (Dice below 0.5 or over 20 % in an ilium) "
+            f"passed on without a flag: {', '.join(silent) or 'none'}. Seconds are wall time on 2 cores shared "
+            "with other jobs.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/validation_real.md")
@@ -104,7 +119,7 @@ def main() -> None:
                   f"in ilium {row['in_ilium']:.1%}, {row['seconds']:.0f} s, safe {row['safe']}, leaving {row['leaving']}, "
                   f"crossing ilium {row['crossing_ilium']}, {row['plan']}; partial: {row['partial'] or 'no'}", flush=True)
             rows.append(row)
-    text = (HEADER + "\n" + table(rows) + "\n")
+    text = HEADER + "\n" + table(rows) + "\n\n" + summary(rows) + "\n"
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(text)
     print("wrote", args.out)

@@ -50,3 +50,20 @@ def test_real_scan_is_not_flagged_for_what_is_not_there(real_001):
     assert "contrast-filled bowel" not in reason          # there is no bowel in this scan
     assert "no L5 was separated" not in reason            # nor L5: the bone-only source kept the pelvis alone
     assert any("L5 is not in the field of view" in note for note in seg.report["notes"])
+
+
+@pytest.mark.parametrize("case, scan", [("003", "2mm"), ("001", "3mm"), ("003", "3mm")])
+def test_a_sacrum_known_to_be_wrong_is_flagged(shared_ct, case, scan):
+    # A result that is half the sacrum, or mostly an ilium, is never passed on silently
+    # (003 at 2 mm: a 32 ml piece of the left ilium was named sacrum, unflagged).
+    folder = shared_ct / "real_bone"
+    if not (folder / f"{case}_ct.nii.gz").is_file():
+        pytest.skip(f"real bone data not found in {folder}")
+    ct, ref = real_case(folder, case, scan)
+    seg = segment(ct)
+    sacral = lt.sacral_bone(seg.labels)
+    truth = ref.array == 1
+    wrong = ((sacral & np.isin(ref.array, (2, 3))).sum() > 0.2 * sacral.sum()
+             or sacral.sum() < 0.5 * truth.sum())
+    if wrong:
+        assert seg.report["partial"] and "the sacrum found" in seg.report["partial_reason"], seg.report
