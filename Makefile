@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 ## make demo: make the sample case, plan on it, print where the outputs are
 demo: $(STAMP)
-	$(PY) -m trajplan phantom -o out/demo/case --seed 0 --fracture bilateral --position prone
-	$(PY) -m trajplan plan out/demo/case/ct.nii.gz -o out/demo
+	$(PY) -m trajplan phantom -o out/demo_case --seed 0 --fracture bilateral --position prone
+	$(PY) -m trajplan plan out/demo_case/ct.nii.gz -o out/demo
 	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png report.html (open out/demo/report.html in a browser)"
 
 ## make test: the test suite (small phantoms, coarse spacing)
