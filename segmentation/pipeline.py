@@ -87,7 +87,8 @@ def _downsample(ct: Volume, spacing: np.ndarray) -> Volume:
     return averaged.resample(spacing, fill=float(ct.array.min()))
 
 
-def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> np.ndarray | None:
+def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, *,
+                 decided: bool | None = None) -> np.ndarray | None:
     """The bone that ``solid`` misses where dark fatty marrow lies behind a broken cortex, or None.
 
     Real alae often hold marrow darker than soft tissue behind a thin cortex broken by the
@@ -97,14 +98,21 @@ def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> 
     of ENCLOSURE_HU closed by ENCLOSURE_CLOSE_MM). When the parts of that enclosure beyond
     ``solid`` thicker than 2 x MARROW_MM hold more than MARROW_FRACTION of ``solid`` (0.1-0.7 %
     on whole phantoms, whose cortex is whole; 1.1 % on a phantom cropped around its sacrum, which
-    cuts the ilia open), the enclosure beyond ``solid`` is returned. Not where the
+    cuts the ilia open; the demo phantom's crop 76 ml), the enclosure beyond ``solid`` is returned.
+    ``decided`` (True or False) skips the test: a crop of a larger CT is not tested, since cutting
+    the bones open changes what the sections enclose; the whole CT's located pass decides for it. Not where the
     bone deeper than MARROW_MM in ``solid`` is itself no brighter than ENCLOSURE_HU (dark pockets
     in bright bone are marrow; bone dim throughout is split by its trabecular compartments).
     """
-    interior = ndimage.distance_transform_edt(solid, sampling=spacing) > MARROW_MM
-    if not interior.any() or np.median(smooth[interior]) <= ENCLOSURE_HU:
-        return None      # bone dim throughout: the trabecular compartments of a dim cortex (separation.py)
+    if decided is False:
+        return None
+    if decided is None:
+        interior = ndimage.distance_transform_edt(solid, sampling=spacing) > MARROW_MM
+        if not interior.any() or np.median(smooth[interior]) <= ENCLOSURE_HU:
+            return None      # bone dim throughout: the trabecular compartments of a dim cortex (separation.py)
     enclosed = enclosed_in_slices(closing(smooth > ENCLOSURE_HU, ball(ENCLOSURE_CLOSE_MM, spacing))) & ~solid
+    if decided:
+        return enclosed
     thick = ndimage.binary_opening(enclosed, structure=ball(MARROW_MM, spacing))
     return enclosed if thick.sum() > MARROW_FRACTION * solid.sum() else None
 
@@ -211,7 +219,8 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
     upper = np.ceil(index.max(axis=0) + pad + 1).astype(int)
     lower, upper = np.clip(lower, 0, ct.shape), np.clip(upper, 0, ct.shape)
     try:
-        fine = _segment_grid(ct.crop(tuple(lower), tuple(upper)), midline_x_mm=rough.report["midline_x_mm"])
+        fine = _segment_grid(ct.crop(tuple(lower), tuple(upper)), midline_x_mm=rough.report["midline_x_mm"],
+                             dark_marrow=rough.report["dark_marrow"])
     except NoSacrumError:
         log.info("no sacrum in the crop around the located one: segmenting the whole CT at full resolution")
         return _segment_grid(ct, last_resort=True)
@@ -273,13 +282,15 @@ def _segment_on_work_grid(ct: Volume, *, sacrum_mask: Volume | None,
 
 def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
                   external_labels: dict[str, np.ndarray] | None = None, bones_only: bool = False,
-                  midline_x_mm: float | None = None, last_resort: bool = False) -> Segmentation:
+                  midline_x_mm: float | None = None, last_resort: bool = False,
+                  dark_marrow: bool | None = None) -> Segmentation:
     """Label the sacrum and its critical parts in a CT (HU), all at the CT's own resolution (see :func:`segment`).
 
     With ``bones_only`` only the separated bones are labelled (``sacrum`` and NEIGHBOURS), and the
-    report holds the notes and ``midline_x_mm``: what the coarse locating pass needs. The body's
-    left-right midline (LPS x, mm) is measured on this CT unless ``midline_x_mm`` gives it (a crop
-    of a larger CT keeps the midline of the whole body). When this is the ``last_resort`` and the
+    report holds the notes, ``midline_x_mm`` and ``dark_marrow``: what the coarse locating pass
+    needs. The body's left-right midline (LPS x, mm) is measured on this CT unless ``midline_x_mm``
+    gives it, and whether dark marrow is taken as bone (:func:`_dark_marrow`) is tested on it unless
+    ``dark_marrow`` says (a crop of a larger CT keeps what the whole body showed). When this is the ``last_resort`` and the
     shell-fill bone split finds no sacrum, the random-walk split (:mod:`segmentation.walker`) is tried.
     """
     from segmentation.external import mask_on_grid
@@ -306,7 +317,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     smooth = smooth_hu(hu, spacing)
     solid, cortex_hu = solid_bone(smooth, spacing)
     notes.append(f"bone enclosed by cortex > {cortex_hu:g} HU")
-    marrow = _dark_marrow(smooth, solid, spacing)
+    marrow = _dark_marrow(smooth, solid, spacing, decided=dark_marrow)
     if marrow is not None:
         solid |= marrow
         notes.append(f"{marrow.sum() * canon.voxel_volume_ml:.0f} ml of dark marrow that the cortex encloses in its "
@@ -361,7 +372,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
             inside[getattr(bones, name)] = lt.value(name)
         midline_x = float(canon.index_to_world(np.array([[midline_i + box[0].start, 0.0, 0.0]]))[0, 0])
         return Segmentation(labels=ct.with_array(reorder.undo(canon.with_array(out)).array),
-                            report={"notes": notes, "midline_x_mm": midline_x})
+                            report={"notes": notes, "midline_x_mm": midline_x, "dark_marrow": marrow is not None})
 
     # Fine work in the sacral region only.
     pad = np.ceil(SACRAL_PAD_MM / spacing).astype(int)
