@@ -48,14 +48,14 @@ LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed vo
 CANAL_RUN_MM = 11.0                  # or dark runs this long head to foot (see below)
 MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cortex is flagged (a bright organ joined)
 ENCLOSURE_HU = 110.0                 # dark marrow: what this threshold, closed by ENCLOSURE_CLOSE_MM, encloses
-ENCLOSURE_CLOSE_MM = 2.0             # in the bone's sections (see _dark_marrow)
-MARROW_MM = 2.0
+ENCLOSURE_CLOSE_MM = 2.0             # in the bone's sections, where its parts thicker than 2 x MARROW_MM
+MARROW_MM = 2.0                      # hold more than MARROW_FRACTION of the bone (see _dark_marrow)
+MARROW_FRACTION = 0.02
 ABOVE_SACRUM_MM = 40.0               # L5 lies within this above the sacrum's top,
 CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
-MARROW_FRACTION = 0.02
 CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
 
 
@@ -95,14 +95,14 @@ def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, *,
     foramina, so a 3-D fill of the cortex leaks out and leaves them hollow (real sacra at
     0.9 mm: 3-13 % of the solid bone missed in parts thicker than 4 mm, 6-15 % at 3 mm). Their
     marrow is still enclosed in the bone's 2-D sections (:func:`segmentation.bone.enclosed_in_slices`
-    of ENCLOSURE_HU closed by ENCLOSURE_CLOSE_MM). When the parts of that enclosure beyond
-    ``solid`` thicker than 2 x MARROW_MM hold more than MARROW_FRACTION of ``solid`` (0.1-0.7 %
-    on whole phantoms, whose cortex is whole; 1.1 % on a phantom cropped around its sacrum, which
-    cuts the ilia open; the demo phantom's crop 76 ml), the enclosure beyond ``solid`` is returned.
-    ``decided`` (True or False) skips the test: a crop of a larger CT is not tested, since cutting
-    the bones open changes what the sections enclose; the whole CT's located pass decides for it. Not where the
-    bone deeper than MARROW_MM in ``solid`` is itself no brighter than ENCLOSURE_HU (dark pockets
-    in bright bone are marrow; bone dim throughout is split by its trabecular compartments).
+    of ENCLOSURE_HU closed by ENCLOSURE_CLOSE_MM), and that enclosure beyond ``solid`` is returned:
+    - when ``decided`` is True; never when it is False (a crop of a larger CT: cutting the bones
+      open changes what the sections enclose, 76 ml on the demo phantom's crop, so the whole
+      CT's located pass decides for it);
+    - otherwise when its parts thicker than 2 x MARROW_MM hold more than MARROW_FRACTION of
+      ``solid`` (0.1-0.7 % on whole phantoms, whose cortex is whole), and the bone deeper than
+      MARROW_MM in ``solid`` is brighter than ENCLOSURE_HU (dark pockets in bright bone are
+      marrow; bone dim throughout is split by its trabecular compartments, separation.py).
     """
     if decided is False:
         return None
@@ -289,9 +289,10 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     With ``bones_only`` only the separated bones are labelled (``sacrum`` and NEIGHBOURS), and the
     report holds the notes, ``midline_x_mm`` and ``dark_marrow``: what the coarse locating pass
     needs. The body's left-right midline (LPS x, mm) is measured on this CT unless ``midline_x_mm``
-    gives it, and whether dark marrow is taken as bone (:func:`_dark_marrow`) is tested on it unless
-    ``dark_marrow`` says (a crop of a larger CT keeps what the whole body showed). When this is the ``last_resort`` and the
-    shell-fill bone split finds no sacrum, the random-walk split (:mod:`segmentation.walker`) is tried.
+    gives it, and whether dark marrow is taken as bone (:func:`_dark_marrow`) is tested on it
+    unless ``dark_marrow`` says (a crop of a larger CT keeps what the whole body showed). When this
+    is the ``last_resort`` and the shell-fill bone split finds no sacrum, the random-walk split
+    (:mod:`segmentation.walker`) is tried.
     """
     from segmentation.external import mask_on_grid
 
