@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from segmentation.pipeline import block_averaged
 from trajplan.io.files import read_volume_file
 from trajplan.volume import Volume
 
@@ -74,18 +75,6 @@ def darkened_trabecular(ct: Volume, bone: np.ndarray, trabecular_hu: float) -> V
     return ct.with_array(out)
 
 
-def block_averaged(ct: Volume, spacing_mm: float) -> Volume:
-    """``ct`` on an isotropic ``spacing_mm`` grid, each new voxel the mean of the old ones it covers
-    (a scan's partial volume), placed on the exact grid by linear interpolation."""
-    block = np.maximum(np.floor(spacing_mm / ct.spacing + 1e-6).astype(int), 1)
-    shape = np.asarray(ct.shape) // block
-    trimmed = ct.array[:shape[0] * block[0], :shape[1] * block[1], :shape[2] * block[2]].astype(np.float32)
-    mean = trimmed.reshape(shape[0], block[0], shape[1], block[1], shape[2], block[2]).mean(axis=(1, 3, 5))
-    origin = ct.index_to_world(((block - 1) / 2.0)[None])[0]
-    averaged = Volume(mean, spacing=ct.spacing * block, origin=origin, direction=ct.direction)
-    return averaged.resample(np.full(3, float(spacing_mm)), fill=float(ct.array.min()))
-
-
 def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
              trabecular_hu: float | None = None, noise_sd_hu: float = 0.0, seed: int = 0) -> Volume:
     """A harder scan of the same patient: darkened trabecular bone, coarser voxels, then noise.
@@ -108,7 +97,7 @@ def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
     if trabecular_hu is not None:
         ct = darkened_trabecular(ct, bone, trabecular_hu)
     if spacing_mm is not None:
-        ct = block_averaged(ct, spacing_mm)
+        ct = block_averaged(ct, np.full(3, float(spacing_mm)))
     if noise_sd_hu > 0:
         rng = np.random.default_rng(seed)
         ct = ct.with_array(ct.array + rng.normal(0.0, noise_sd_hu, ct.shape).astype(np.float32))
@@ -116,13 +105,14 @@ def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
 
 
 def reference_on(reference: Volume, spacing_mm: float) -> Volume:
-    """A label map on the grid of :func:`block_averaged` at ``spacing_mm``: each label where it
-    covers more than half of the new voxel, background elsewhere."""
+    """A label map on the grid of :func:`segmentation.pipeline.block_averaged` at ``spacing_mm``:
+    each label where it covers more than half of the new voxel, background elsewhere."""
     out = None
     for value in np.unique(reference.array):
         if value == 0:
             continue
-        share = block_averaged(reference.with_array((reference.array == value).astype(np.float32)), spacing_mm)
+        share = block_averaged(reference.with_array((reference.array == value).astype(np.float32)),
+                               np.full(3, float(spacing_mm)))
         if out is None:
             out = np.zeros(share.shape, dtype=np.uint8)
         out[share.array > 0.5] = value

@@ -67,7 +67,7 @@ class Segmentation:
     report: dict
 
 
-def _downsample(ct: Volume, spacing: np.ndarray) -> Volume:
+def block_averaged(ct: Volume, spacing: np.ndarray) -> Volume:
     """The CT on a coarser grid, each axis averaged over whole voxel blocks first where that fits.
 
     Where the new spacing holds two or more old voxels, the largest block that fits is
@@ -271,7 +271,7 @@ def _moved(seg: Segmentation, labels: Volume, note: str, *, last: bool = False) 
 def _segment_on_work_grid(ct: Volume, *, sacrum_mask: Volume | None,
                           external_labels: dict[str, np.ndarray] | None) -> Segmentation:
     """Segment a fine CT on a WORK_SPACING_MM grid, and bring the labels back to the CT's grid."""
-    work = _downsample(ct, np.maximum(ct.spacing, WORK_SPACING_MM))
+    work = block_averaged(ct, np.maximum(ct.spacing, WORK_SPACING_MM))
     external = {name: ct.with_array(mask.astype(np.uint8)).resample_onto(work, interpolator="nearest").array > 0
                 for name, mask in (external_labels or {}).items()}
     coarse = _segment_resolved(work, sacrum_mask=sacrum_mask, external_labels=external or None)

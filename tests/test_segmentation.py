@@ -413,13 +413,13 @@ def test_fine_ct_is_segmented_on_the_work_grid_and_labelled_on_its_own(monkeypat
 
 
 def test_block_averaged_downsampling_keeps_world_positions_and_mass():
-    from segmentation.pipeline import _downsample
+    from segmentation.pipeline import block_averaged
 
     array = np.zeros((40, 40, 40), dtype=np.float32)
     array[10:14, 20:24, 5:9] = 1000.0
     fine = Volume(array, spacing=(0.5, 0.5, 0.5), origin=(3.0, -7.0, 11.0),
                   direction=np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
-    coarse = _downsample(fine, np.array([1.0, 1.0, 1.0]))
+    coarse = block_averaged(fine, np.array([1.0, 1.0, 1.0]))
     assert np.allclose(coarse.spacing, 1.0) and np.allclose(coarse.direction, fine.direction)
 
     def centre(volume: Volume) -> np.ndarray:
