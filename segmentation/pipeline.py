@@ -33,6 +33,9 @@ log = logging.getLogger("trajplan")
 
 METAL_HU = 3000.0
 SACRAL_PAD_MM = 30.0
+DIM_BONE_HU = 110.0
+DIM_BONE_REACH_MM = 30.0
+DIM_BONE_MIN_SPACING_MM = 2.5     # finer grids resolve the cortex that encloses the dim bone
 MIN_SACRUM_ML = 30.0
 ILIUM_ASYMMETRY = 1.6
 LOCATE_ABOVE_VOXELS = 12_000_000     # larger CTs are searched at LOCATE_SPACING_MM first
@@ -115,6 +118,26 @@ def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, *,
         return enclosed
     thick = ndimage.binary_opening(enclosed, structure=ball(MARROW_MM, spacing))
     return enclosed if thick.sum() > MARROW_FRACTION * solid.sum() else None
+
+
+def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarray, lumen: np.ndarray,
+                   spacing: np.ndarray) -> np.ndarray:
+    """``sacrum`` grown through the bone brighter than DIM_BONE_HU that joins it, up to DIM_BONE_REACH_MM.
+
+    On a coarse grid (3 mm) the thin lower sacrum and the dim bone of the alae average below
+    every cortex threshold, so no shell encloses them and the bone split leaves them out (real
+    sacra at 3 mm: 20-35 % of the sacrum). They are still brighter than soft tissue, muscle and
+    the lumens' contents, and joined to the sacrum; the other bones (``neighbours``) bound them,
+    and what lies nearer to one of them than to the sacrum (an ilium's own dim bone) is left to it.
+    The lumens found in the sacrum (``lumen``) bound them too: the bright rim of a foramen is not bone.
+    """
+    dim = (smooth > DIM_BONE_HU) & ~neighbours & ~sacrum & ~lumen
+    if neighbours.any():
+        dim &= (ndimage.distance_transform_edt(~sacrum, sampling=spacing)
+                < ndimage.distance_transform_edt(~neighbours, sampling=spacing))
+    steps = int(np.ceil(DIM_BONE_REACH_MM / float(np.min(spacing))))
+    return ndimage.binary_dilation(sacrum, structure=ndimage.generate_binary_structure(3, 1),
+                                   iterations=steps, mask=dim | sacrum)
 
 
 def _implausible_sacrum(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> list[str]:
@@ -378,7 +401,9 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     # Fine work in the sacral region only.
     pad = np.ceil(SACRAL_PAD_MM / spacing).astype(int)
     roi = bounding_box(bones.sacrum, pad)
-    sm, sac = smooth[roi], bones.sacrum[roi]
+    sm = smooth[roi]
+    neighbours = bones.L5[roi] | bones.ilium_left[roi] | bones.ilium_right[roi] | bones.coccyx[roi]
+    sac = bones.sacrum[roi]
     sol = solid[roi]
     midline_r = midline_i - roi[0].start
     interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
@@ -418,6 +443,9 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
         rim = ndimage.binary_dilation(canal, structure=ndimage.generate_binary_structure(3, 1))
         canal |= rim & sac & ~lumen & (sm < cortex_hu)
         lumen |= canal
+    if "sacrum" not in ext and spacing.max() >= DIM_BONE_MIN_SPACING_MM:     # an external mask is taken as it is
+        sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
+        sol = sol | sac
     bone = sac & ~lumen
     ala = alae(bone, foramina, spacing, midline_r)
     # A fracture line is sought from the foramina's lumen outwards (the ala label starts a little
