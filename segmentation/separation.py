@@ -29,6 +29,7 @@ MIN_PIECE_ML = 0.5
 MIN_SACRUM_WIDTH_MM = 55.0
 MAX_SACRUM_WIDTH_MM = 135.0
 CENTRAL_MM = 30.0
+MAX_ANTERIOR_MM = 20.0       # the sacrum lies behind the ilia's centres; the pubic symphysis far in front
 FRAGMENT_REACH_MM = 25.0
 FRAGMENT_BELOW_MM = 15.0     # an ala cut off by the foramina in dark marrow can reach this far below the sacral seed
 JOINT_MM = 12.0
@@ -109,6 +110,11 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
                  spacing: np.ndarray | None = None, reach_mm: float = np.inf) -> dict[str, _Piece] | None:
     """Sacrum, ilia, L5, coccyx among the eroded pieces, or None if no sacrum is recognisable.
 
+    The sacrum is the lowest wide central piece with an ilium on each side whose centre is
+    no more than MAX_ANTERIOR_MM in front of both ilia's centres: the pubic symphysis of a
+    whole pelvis is wide, central and lower, but far in front of them (a real pelvis at 2 mm
+    had it named sacrum). A piece wider than a sacrum lower than the candidate (the sacrum
+    still fused with the ilia) means erode more, unless it is that far in front (the pubic arch).
     With ``labels`` the sacrum must come within ``reach_mm`` of both ilia (it meets them
     at the sacroiliac joints; a lumbar vertebra does not).
     """
@@ -117,15 +123,16 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
     wide = [p for p in central if MIN_SACRUM_WIDTH_MM <= p.width <= MAX_SACRUM_WIDTH_MM]
     merged = [p for p in central if p.width > MAX_SACRUM_WIDTH_MM]
     for sacrum in sorted(wide, key=lambda p: p.centre[2]):   # lowest first
-        if any(m.centre[2] < sacrum.centre[2] for m in merged):
-            return None   # the sacrum is still fused with the ilia below this piece: erode more
         beside = {}
         for side, sign in (("ilium_left", 1.0), ("ilium_right", -1.0)):
             cands = [p for p in lateral if sign * (p.centre[0] - midline_mm) > 0
                      and p.hi[2] >= sacrum.lo[2] and p.lo[2] <= sacrum.hi[2]]
             if cands:
                 beside[side] = max(cands, key=lambda p: p.volume_ml)
-        if len(beside) < 2:
+        front = min((p.centre[1] for p in beside.values()), default=-np.inf) - MAX_ANTERIOR_MM
+        if any(m.centre[2] < sacrum.centre[2] and m.centre[1] >= front for m in merged):
+            return None   # the sacrum is still fused with the ilia below this piece: erode more
+        if len(beside) < 2 or sacrum.centre[1] < front:
             continue
         if labels is not None and any(_gap_mm(labels, sacrum, ilium, spacing) > reach_mm
                                       for ilium in beside.values()):
