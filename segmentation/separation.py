@@ -35,6 +35,7 @@ FRAGMENT_BELOW_MM = 15.0     # an ala cut off by the foramina in dark marrow can
 JOINT_MM = 12.0
 MAX_COCCYX_WIDTH_MM = 45.0       # a real coccyx is at most about 35 mm wide at its base
 MAX_COCCYX_FRACTION = 0.15       # and a few ml against a sacrum of 150-300 ml
+MIN_L5_ML = 30.0                 # a whole L5 (body and arch) holds 50-90 ml
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
     The sacrum is the lowest wide central piece with an ilium on each side whose centre is
     no more than MAX_ANTERIOR_MM in front of both ilia's centres: the pubic symphysis of a
     whole pelvis is wide, central and lower, but far in front of them (a real pelvis at 2 mm
-    had it named sacrum). A piece wider than a sacrum lower than the candidate (the sacrum
+    had it named sacrum, and the coccyx is sought behind that line too). A piece wider than a sacrum lower than the candidate (the sacrum
     still fused with the ilia) means erode more, unless it is that far in front (the pubic arch).
     With ``labels`` the sacrum must come within ``reach_mm`` of both ilia (it meets them
     at the sacroiliac joints; a lumbar vertebra does not).
@@ -139,7 +140,7 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
             continue
         above = [p for p in central if p.centre[2] > sacrum.hi[2] - 5.0 and p is not sacrum]
         below = [p for p in central if p.centre[2] < sacrum.lo[2] + 10.0 and p is not sacrum
-                 and p.width < MIN_SACRUM_WIDTH_MM]
+                 and p.width < MIN_SACRUM_WIDTH_MM and p.centre[1] >= front]
         named = {"sacrum": sacrum, **beside}
         if above:
             named["L5"] = min(above, key=lambda p: p.centre[2])
@@ -332,6 +333,15 @@ def _implausible_coccyx(coccyx: np.ndarray, sacrum: np.ndarray, spacing: np.ndar
     return ""
 
 
+def _implausible_L5(l5: np.ndarray, spacing: np.ndarray) -> str:
+    """Why the bone grown from an L5 seed cannot be L5 (less than MIN_L5_ML, yet not cut by the top
+    of the field of view: a fragment of the upper sacrum split off by a fracture), or ''."""
+    if not l5.any() or l5[:, :, -1].any():
+        return ""
+    volume = float(l5.sum() * np.prod(spacing)) / 1000.0
+    return f"only {volume:.0f} ml and whole in the field of view" if volume < MIN_L5_ML else ""
+
+
 def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
            dim_cortex: bool = False) -> Bones:
     """The bones named in ``found``, grown back into ``solid`` (``dim_cortex``: seeded from a dim
@@ -378,6 +388,11 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
         masks["sacrum"] = masks["sacrum"] | masks["coccyx"]
         masks["coccyx"] = np.zeros_like(masks["coccyx"])
         notes.append(f"the bone below the sacral seed grew {too_large}: too large for a coccyx, taken as sacrum")
+    too_small = _implausible_L5(masks["L5"], spacing)
+    if too_small:
+        masks["sacrum"] = masks["sacrum"] | masks["L5"]
+        masks["L5"] = np.zeros_like(masks["L5"])
+        notes.append(f"the bone above the sacral seed grew {too_small}: too small for L5, taken as sacrum")
     if deeper is not None:
         notes.append(f"L5 and the sacrum seeded apart by eroding {depth_l5:g} mm")
     elif "L5" not in named:
