@@ -176,6 +176,12 @@ def cmd_render(args: argparse.Namespace) -> dict:
     return {"output": args.plan_dir, "files": {k: str(v) for k, v in written.items()}}
 
 
+def cmd_view(args: argparse.Namespace) -> dict:
+    from trajplan.viewer.server import run
+
+    return run(args.plan_dir, port=args.port, open_browser=not args.no_browser)
+
+
 def cmd_batch(args: argparse.Namespace) -> dict:
     from trajplan.batch import BatchOptions, run_batch
 
@@ -270,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan_dir", metavar="PLAN_DIR")
     p.add_argument("--window", choices=("bone", "soft"), default="bone",
                    help="CT slices in the bone (W 2000 / L 400) or soft-tissue (W 400 / L 40) window")
+
+    p = command("view", cmd_view, "open a plan folder in a local interactive viewer: edit needles, re-score, save",
+                "trajplan view case_plan --port 8765 --no-browser")
+    p.add_argument("plan_dir", metavar="PLAN_DIR")
+    p.add_argument("--port", type=int, default=0, metavar="N",
+                   help="port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--no-browser", action="store_true", help="print the address only, do not open a browser")
 
     p = command("batch", cmd_batch, "plan many archived scans, resumably, locally or on Dask",
                 "trajplan batch archive/ -o scores --workers 2")
