@@ -66,25 +66,27 @@ async function loadImages(view) {
     nv.addColormap(`trajplan_${verdict}`, { R: [rgb[0], rgb[0]], G: [rgb[1], rgb[1]], B: [rgb[2], rgb[2]],
                                              A: [255, 255], I: [0, 255] });
   }
+  // a needle is drawn whole on every slice (meshThicknessOn2D is Infinity by default), and in front of
+  // it: NiiVue depth-tests meshes against the 2D slice, which would hide the part of a needle behind
+  // the slice plane. drawMesh3D is NiiVue 0.69's internal mesh pass (is2D last).
+  const drawMesh = nv.drawMesh3D.bind(nv);
+  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) =>
+    drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
+  createNeedleMeshes();
   const volumes = [];
   if (view.files.ct) volumes.push({ url: `/files/${view.files.ct}`, name: view.files.ct, colormap: "gray",
                                     cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
   volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: 0.35 });
-  await nv.loadVolumes(volumes);
-  const labels = nv.volumes[nv.volumes.length - 1];
-  labels.setColormapLabel(labelColormap(view.labels));
+  // fetched and decoded in parallel, the label colours set before the GPU sees them: each refresh of an
+  // overlay resamples it onto the CT grid, the slowest step of loading
+  const images = await Promise.all(volumes.map((spec) => niivue.NVImage.loadFromUrl(spec)));
+  images[images.length - 1].setColormapLabel(labelColormap(view.labels));
+  for (const image of images) nv.addVolume(image);
   nv.setSliceType(nv.sliceTypeMultiplanar);
-  nv.setMeshThicknessOn2D(Infinity);   // a needle is drawn whole on every slice, not only where it crosses
-  // ... and in front of it: NiiVue depth-tests meshes against the 2D slice, which would hide the part of
-  // a needle behind the slice plane. drawMesh3D is NiiVue 0.69's internal mesh pass (is2D last).
-  const drawMesh = nv.drawMesh3D.bind(nv);
-  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) =>
-    drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
   nv.onLocationChange = (location) => {
     state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
     document.getElementById("cursor").textContent = `crosshair LPS ${state.cursor.map((v) => fmt(v)).join(", ")}`;
   };
-  nv.updateGLVolume();
   nv.createOnLocationChange();
 }
 
@@ -95,30 +97,39 @@ function setWindow(name) {
   for (const b of document.querySelectorAll("[data-window]")) b.classList.toggle("on", b.dataset.window === name);
 }
 
-function drawNeedles() {
-  for (const mesh of [...nv.meshes]) nv.removeMesh(mesh);
-  // one connectome per verdict: its colormap is the verdict's colour, its edges the needles
+// One connectome mesh per verdict (its colormap is the verdict's colour, its edges the needles), made once
+// before the volumes are loaded: adding or removing a NiiVue mesh re-uploads every volume to the GPU.
+const needleMeshes = {};
+
+function createNeedleMeshes() {
   for (const verdict of Object.keys(VERDICT_RGB)) {
-    const shown = state.needles.filter((n) => n.result && n.result.verdict === verdict);
-    if (!shown.length) continue;
-    const nodes = { names: [], prefilled: [], X: [], Y: [], Z: [], Color: [], Size: [] };
-    const count = shown.length * 2;
-    const edges = new Array(count * count).fill(0);
-    shown.forEach((needle, k) => {
-      for (const [part, point] of [["entry", needle.spec.entry_lps], ["tip", needle.spec.tip_lps]]) {
-        const [x, y, z] = ras(point);
-        nodes.names.push(`${state.needles.indexOf(needle) + 1} ${part}`);
-        nodes.X.push(x); nodes.Y.push(y); nodes.Z.push(z); nodes.Color.push(1);
-        nodes.Size.push(needle === state.selected ? 1.0 : 0.6);
-      }
-      edges[(2 * k) * count + 2 * k + 1] = NEEDLE_RADIUS[verdict];
+    const colormap = `trajplan_${verdict}`;
+    const mesh = nv.loadConnectomeAsMesh({
+      name: `needles ${verdict}`, nodeColormap: colormap, nodeColormapNegative: colormap, nodeMinColor: 1,
+      nodeMaxColor: 1, nodeScale: 3, edgeColormap: colormap, edgeColormapNegative: colormap, edgeMin: 1,
+      edgeMax: 1, edgeScale: 1, showLegend: false,
+      nodes: { names: ["none"], prefilled: [], X: [0], Y: [0], Z: [0], Color: [1], Size: [0.001] }, edges: [0],
     });
-    nv.addMesh(nv.loadConnectomeAsMesh({
-      name: `needles ${verdict}`, nodeColormap: `trajplan_${verdict}`, nodeColormapNegative: `trajplan_${verdict}`,
-      nodeMinColor: 1, nodeMaxColor: 1, nodeScale: 3, edgeColormap: `trajplan_${verdict}`,
-      edgeColormapNegative: `trajplan_${verdict}`, edgeMin: 1, edgeMax: 1, edgeScale: 1, showLegend: false,
-      nodes, edges,
-    }));
+    nv.addMesh(mesh);
+    needleMeshes[verdict] = mesh;
+  }
+}
+
+function drawNeedles() {
+  const anyPoint = state.needles.length ? ras(state.needles[0].spec.tip_lps) : nv.frac2mm([0.5, 0.5, 0.5]);
+  for (const [verdict, mesh] of Object.entries(needleMeshes)) {
+    const shown = state.needles.filter((n) => n.result && n.result.verdict === verdict);
+    const nodes = shown.flatMap((needle) => [["entry", needle.spec.entry_lps], ["tip", needle.spec.tip_lps]].map(
+      ([part, point]) => {
+        const [x, y, z] = ras(point);
+        return { name: `${state.needles.indexOf(needle) + 1} ${part}`, x, y, z, colorValue: 1,
+                 sizeValue: needle === state.selected ? 1.0 : 0.6 };
+      }));
+    // a mesh without a needle keeps one microscopic node (NiiVue needs a point for its extents)
+    mesh.nodes = nodes.length ? nodes : [{ name: "none", x: anyPoint[0], y: anyPoint[1], z: anyPoint[2],
+                                           colorValue: 1, sizeValue: 0.001 }];
+    mesh.edges = shown.map((_, k) => ({ first: 2 * k, second: 2 * k + 1, colorValue: NEEDLE_RADIUS[verdict] }));
+    mesh.updateMesh(nv.gl);
   }
   nv.drawScene();
 }
@@ -337,6 +348,8 @@ async function start() {
   document.getElementById("show-labels").addEventListener("change", (event) => {
     nv.setOpacity(nv.volumes.length - 1, event.target.checked ? 0.35 : 0);
   });
+  // ready once the first picture is on screen: after two frames the GPU has drawn it
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   document.body.dataset.ready = "1";
 }
 
