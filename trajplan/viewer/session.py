@@ -1,7 +1,8 @@
 """One viewer session: a plan folder loaded once, edited needles re-scored, the plan saved back.
 
 The label map, the CT around the sacrum (``ct_roi.nii.gz``) and ``plan.json`` are read
-once; the distance maps and landmarks are built once (:func:`trajplan.scoring.path_context`).
+once; the distance maps, landmarks, KD-trees and targets are built once
+(:func:`trajplan.scoring.path_context`).
 An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the code behind
 ``trajplan evaluate``, with the plan's margins and placement-error parameters.
 """
@@ -18,6 +19,7 @@ from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
 from trajplan.io.files import read_volume_file
+from trajplan.margins import CRITICAL_STRUCTURES
 from trajplan.plan_io import write_plan
 from trajplan.scoring import PathContext, evaluate_in_context, path_context
 from trajplan.views.render import CT_ROI
@@ -106,6 +108,10 @@ class ViewerSession:
         ct_path = self.plan_dir / CT_ROI
         self.ct: Volume | None = read_volume_file(ct_path) if ct_path.is_file() else None
         self.context: PathContext = path_context(self.labels, self.parameters.get("margins_mm"))
+        for structure in CRITICAL_STRUCTURES:  # the KD-trees too, so that the first edit is as quick as the rest
+            self.context.maps.tree(structure)
+        for side in ("left", "right"):
+            self.context.targets(side)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading
