@@ -133,7 +133,7 @@ def typed_edits(page, needle: dict) -> None:
         box.fill(f"{needle['tip_lps'][2] + (k % 2 + 1):g}")
         mark = time.perf_counter()
         box.press("Enter")
-        page.wait_for_function("document.querySelectorAll('tr.scoring').length === 0", timeout=30000)
+        page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
         times.append(time.perf_counter() - mark)
     print(f"edit typed in the page until the table shows the new verdict: {summary(times)}")
 

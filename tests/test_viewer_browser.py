@@ -85,7 +85,7 @@ def type_point(page, row: int, field: str, point) -> None:
         box = page.locator(f"tr[data-needle='{row}'] td.{field} input[data-axis='{axis}']")
         box.fill(f"{value:g}")
         box.press("Enter")
-        page.wait_for_function("document.querySelectorAll('tr.scoring').length === 0", timeout=30000)
+        page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
 
 
 def row_of(page, row: int) -> dict:

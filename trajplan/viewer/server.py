@@ -35,7 +35,7 @@ MAX_BODY_BYTES = 1 << 20
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".json": "application/json", ".csv": "text/csv",
                  ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
-CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval' blob:; worker-src 'self' blob:; "
+CSP = ("default-src 'self'; script-src 'self' blob:; worker-src 'self' blob:; "
        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self' data: blob:; "
        "font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
