@@ -143,8 +143,11 @@ class _Handler(BaseHTTPRequestHandler):
         return url.path
 
     def _read_json(self) -> object:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise InputError("bad Content-Length") from None
+        if not 0 <= length <= MAX_BODY_BYTES:
             raise InputError("request body too large")
         try:
             return json.loads(self.rfile.read(length) or b"null")
@@ -163,14 +166,15 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.wfile.write(body)
 
     def _send_json(self, data: object) -> None:
         self._send(HTTPStatus.OK, json.dumps(data, allow_nan=False).encode(), "application/json")
 
     def _send_error(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, json.dumps({"error": message}).encode(), "application/json")
+        """Answer an error and close the connection (a refused request's body is left unread)."""
+        self.close_connection = True
+        self._send(status, json.dumps({"error": message}).encode(), "application/json", {"Connection": "close"})
 
     def _send_file(self, path: Path | None, *, set_cookie: bool = False) -> None:
         if path is None:

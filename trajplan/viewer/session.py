@@ -112,7 +112,7 @@ class ViewerSession:
             self.context.maps.tree(structure)
         for side in ("left", "right"):
             self.context.targets(side)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
 
     # ------------------------------------------------------------------ reading
     def needles(self) -> list[dict]:
@@ -140,7 +140,7 @@ class ViewerSession:
             If entry and tip are less than 1 mm apart.
         """
         error = self.parameters.get("placement_error", {})
-        with self._lock:  # the distance maps cache KD-trees lazily
+        with self._lock:
             return evaluate_in_context(
                 self.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
                 ct=self.ct, mc_samples=int(error.get("samples", 300)), seed=int(error.get("seed", 0)),
@@ -165,10 +165,14 @@ class ViewerSession:
         OutputError
             When a file cannot be written.
         """
-        from trajplan.planning import TargetPoints, plan_summary
-
         if len(specs) > MAX_NEEDLES:
             raise InputError(f"at most {MAX_NEEDLES} needles can be saved, got {len(specs)}")
+        with self._lock:
+            return self._save(specs)
+
+    def _save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
+        from trajplan.planning import TargetPoints, plan_summary
+
         loaded = self.needles()
         needles = []
         for rank, spec in enumerate(specs, start=1):
