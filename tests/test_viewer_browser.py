@@ -19,7 +19,7 @@ import pytest
 from trajplan import labels as lt
 from trajplan.cli import main
 from trajplan.viewer.server import ViewerServer
-from trajplan.viewer.session import ViewerSession
+from trajplan.viewer.session import NeedleSpec, ViewerSession
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
@@ -127,6 +127,36 @@ def test_a_tip_moved_into_the_canal_is_unsafe_and_safe_again_when_moved_back(bro
     type_point(page, 0, "tip", planned["tip_lps"])
     row = row_of(page, 0)
     assert row["verdict"] in ("safe", "marginal") and row["reasons"] == ""
+    assert errors == []
+    page.close()
+
+
+def test_a_needle_end_dragged_in_a_view_follows_the_mouse_in_that_plane_and_is_rescored(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    tip = server.session.needles()[0]["tip_lps"]
+    x, y = page.evaluate("""(tip) => {
+        const hit = nv.frac2canvasPosWithTile(nv.mm2frac([-tip[0], -tip[1], tip[2]]), 1);  // coronal view
+        const canvas = document.getElementById('gl'), box = canvas.getBoundingClientRect();
+        const scale = box.width / canvas.width;
+        return [box.left + hit.pos[0] * scale, box.top + hit.pos[1] * scale];
+    }""", tip)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 9):
+        page.mouse.move(x + 4 * step, y + 2 * step)
+    page.mouse.up()
+    page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
+    moved = [float(page.locator(f"tr[data-needle='0'] td.tip input[data-axis='{a}']").input_value()) for a in range(3)]
+    assert moved[1] == tip[1]                      # the coronal view's depth (y) is kept
+    assert moved[0] > tip[0] + 5 and moved[2] < tip[2] - 2   # right on the screen = patient left (+x); down = -z
+    row = row_of(page, 0)
+    assert row["source"] == "edited"
+    expected = server.session.evaluate(NeedleSpec.from_json({**server.session.needles()[0], "tip_lps": moved}))
+    assert row["verdict"] == expected["verdict"] and row["reasons"] == ", ".join(expected["reasons"])
+    page.screenshot(path=str(SCREENSHOTS / "dragged_tip.png"))
+    page.click("#undo")
+    assert [float(page.locator(f"tr[data-needle='0'] td.tip input[data-axis='{a}']").input_value())
+            for a in range(3)] == tip
     assert errors == []
     page.close()
 

@@ -6,8 +6,11 @@ const WINDOWS = { bone: [-600, 1400], soft: [-160, 240] };        // W 2000 / L 
 const VERDICT_RGB = { safe: [51, 191, 77], marginal: [255, 179, 0], unsafe: [230, 26, 26] };
 const NEEDLE_RADIUS = { safe: 1.4, marginal: 1.5, unsafe: 1.6 };  // also the colour key of the mesh
 const SHOWN_STRUCTURES = 4;
+const GRAB_MM = 5;                                  // a press this close (in the view's plane) to an end grabs it
+const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
 
-const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0 };
+const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
+                pointerDown: false, drag: null };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -86,7 +89,11 @@ async function loadImages(view) {
   nv.onLocationChange = (location) => {
     state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
     document.getElementById("cursor").textContent = `crosshair LPS ${state.cursor.map((v) => fmt(v)).join(", ")}`;
+    if (state.pointerDown) dragTo(location.axCorSag);
   };
+  const canvas = document.getElementById("gl");
+  canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; }, true);
+  window.addEventListener("pointerup", finishDrag);
   nv.createOnLocationChange();
 }
 
@@ -260,6 +267,46 @@ async function edit(needle, change) {
     state.undo.pop();
     renderTable();
   }
+}
+
+// Dragging: a left press near a needle's entry or tip (in the plane of the view pressed) grabs that end;
+// NiiVue moves the crosshair with the mouse and the end moves as much in that plane (its depth is kept);
+// the needle is re-scored when the button is released.
+function dragTo(view) {
+  const axes = IN_PLANE[view];
+  if (!axes) return;
+  if (state.drag === null) state.drag = grab(axes) || false;   // the press itself: grab, or not for this press
+  if (!state.drag) return;
+  const { needle, field, before, pressed } = state.drag;
+  const point = [...before[field]];
+  for (const axis of state.drag.axes) point[axis] = Math.round((point[axis] + state.cursor[axis] - pressed[axis]) * 10) / 10;
+  needle.spec = { ...needle.spec, [field]: point };
+  drawNeedles();
+}
+
+function grab(axes) {
+  let best = null;
+  for (const needle of state.needles) {
+    for (const field of ["entry_lps", "tip_lps"]) {
+      const distance = Math.hypot(...axes.map((axis) => needle.spec[field][axis] - state.cursor[axis]));
+      if (distance < GRAB_MM && (!best || distance < best.distance)) {
+        best = { needle, field, axes, distance, before: needle.spec, pressed: [...state.cursor] };
+      }
+    }
+  }
+  if (best) state.selected = best.needle;
+  return best;
+}
+
+function finishDrag() {
+  const drag = state.drag;
+  state.pointerDown = false;
+  state.drag = null;
+  if (!drag) return;
+  const moved = drag.needle.spec[drag.field];
+  drag.needle.spec = drag.before;
+  if (moved.some((value, axis) => value !== drag.before[drag.field][axis])) edit(drag.needle, { [drag.field]: moved });
+  else { renderTable(); drawNeedles(); }   // a click on an end only selects the needle
 }
 
 async function addNeedle() {
