@@ -132,8 +132,11 @@ def test_saving_marks_edits_and_keeps_the_original_once(phantom_dir, tmp_path):
     assert not list(plan_dir.glob(".*.part*"))
 
 
-def test_view_command_refuses_a_folder_without_a_plan_and_stops_cleanly_on_ctrl_c(plan_dir, tmp_path):
+def test_view_command_refuses_a_folder_without_a_plan_or_a_bad_port_and_stops_cleanly_on_ctrl_c(plan_dir, tmp_path):
     assert main(["view", str(tmp_path), "--no-browser"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["view", str(plan_dir), "--port", "70000", "--no-browser"])
+    assert exit_.value.code == 2
     proc = subprocess.Popen([sys.executable, "-m", "trajplan", "view", str(plan_dir), "--no-browser"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

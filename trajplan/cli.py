@@ -57,6 +57,17 @@ def _spacing(text: str) -> tuple[float, float, float]:
     return (values[0], values[1], values[2])
 
 
+def _port(text: str) -> int:
+    """Parse a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {text!r}")
+    return port
+
+
 def _margins(text: str) -> dict[str, float]:
     """Parse ``NAME=MM[,NAME=MM...]`` safety margins."""
     out: dict[str, float] = {}
@@ -280,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("view", cmd_view, "open a plan folder in a local interactive viewer: edit needles, re-score, save",
                 "trajplan view case_plan --port 8765 --no-browser")
     p.add_argument("plan_dir", metavar="PLAN_DIR")
-    p.add_argument("--port", type=int, default=0, metavar="N",
+    p.add_argument("--port", type=_port, default=0, metavar="N",
                    help="port on 127.0.0.1 (default: any free port)")
     p.add_argument("--no-browser", action="store_true", help="print the address only, do not open a browser")
 
