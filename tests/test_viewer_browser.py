@@ -112,6 +112,10 @@ def test_the_page_shows_the_plan_without_errors_or_outside_requests(browser, ser
             assert shown == needle[f"{field}_lps"]
         breach = page.locator(f"tr[data-needle='{k}'] td.breach").inner_text()
         assert float(breach) == pytest.approx(needle["breach_probability"]["any"], abs=5e-4)
+    assert page.evaluate("[nv.volumes[0].cal_min, nv.volumes[0].cal_max]") == [-600, 1400]
+    page.click("[data-window='soft']")
+    assert page.evaluate("[nv.volumes[0].cal_min, nv.volumes[0].cal_max]") == [-160, 240]
+    assert errors == []
     page.close()
 
 

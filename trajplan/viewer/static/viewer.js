@@ -4,13 +4,12 @@
 
 const WINDOWS = { bone: [-600, 1400], soft: [-160, 240] };        // W 2000 / L 400, W 400 / L 40
 const VERDICT_RGB = { safe: [51, 191, 77], marginal: [255, 179, 0], unsafe: [230, 26, 26] };
-const NEEDLE_RADIUS = { safe: 1.4, marginal: 1.5, unsafe: 1.6 };  // also the colour key of the mesh
 const SHOWN_STRUCTURES = 4;
 const GRAB_MM = 5;                                  // a press this close (in the view's plane) to an end grabs it
 const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
-                pointerDown: false, drag: null };
+                pointerDown: false, drag: null, hasCt: false };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -98,7 +97,7 @@ async function loadImages(view) {
 }
 
 function setWindow(name) {
-  if (!nv || !document.getElementById("folder").dataset.ct) return;
+  if (!nv || !state.hasCt) return;
   [nv.volumes[0].cal_min, nv.volumes[0].cal_max] = WINDOWS[name];
   nv.updateGLVolume();
   for (const b of document.querySelectorAll("[data-window]")) b.classList.toggle("on", b.dataset.window === name);
@@ -135,7 +134,8 @@ function drawNeedles() {
     // a mesh without a needle keeps one microscopic node (NiiVue needs a point for its extents)
     mesh.nodes = nodes.length ? nodes : [{ name: "none", x: anyPoint[0], y: anyPoint[1], z: anyPoint[2],
                                            colorValue: 1, sizeValue: 0.001 }];
-    mesh.edges = shown.map((_, k) => ({ first: 2 * k, second: 2 * k + 1, colorValue: NEEDLE_RADIUS[verdict] }));
+    // an edge's value is its cylinder's radius (mm); its colour is the colormap's (edgeMin = edgeMax)
+    mesh.edges = shown.map((_, k) => ({ first: 2 * k, second: 2 * k + 1, colorValue: shown[k].result.diameter_mm / 2 }));
     mesh.updateMesh(nv.gl);
   }
   nv.drawScene();
@@ -378,7 +378,7 @@ async function start() {
   state.needles = view.needles.map(fromPlan);
   const folder = document.getElementById("folder");
   folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s)`;
-  folder.dataset.ct = view.files.ct ? "1" : "";
+  state.hasCt = Boolean(view.files.ct);
   renderTable();
   await loadImages(view);
   drawNeedles();
