@@ -17,6 +17,7 @@ import pytest
 
 from trajplan import labels as lt
 from trajplan.cli import main
+from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
 from trajplan.scoring import evaluate_path
 from trajplan.viewer.server import ViewerServer
@@ -75,6 +76,20 @@ def test_the_viewer_scores_an_edit_exactly_as_evaluate(plan_dir, served):
     same = {**spec, "tip_lps": planned["tip_lps"], "technique": planned["technique"]}
     status, data = request(served, "POST", "/api/evaluate", body=same)
     assert status == 200 and json.loads(data)["verdict"] in ("safe", "marginal")
+
+
+def test_with_the_whole_ct_an_edit_is_scored_as_trajplan_evaluate_scores_it(phantom_dir, plan_dir, capsys):
+    session = ViewerSession(plan_dir, phantom_dir / "ct.nii.gz")
+    assert session.view()["scored_on"] == "whole CT" and session.view()["files"]["ct"] == "ct_roi.nii.gz"
+    planned = session.needles()[0]
+    tip = canal_point(plan_dir)
+    capsys.readouterr()
+    assert main(["--json", "evaluate", str(phantom_dir / "ct.nii.gz"), "--labels", str(plan_dir / "labels.nii.gz"),
+                 "--entry=" + ",".join(map(str, planned["entry_lps"])), "--target=" + ",".join(map(str, tip))]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert session.evaluate(NeedleSpec.from_json({**planned, "tip_lps": tip, "technique": None})) == evaluated
+    with pytest.raises(InputError, match="not the CT this plan was made from"):
+        ViewerSession(plan_dir, phantom_dir / "labels.nii.gz")
 
 
 def test_bad_requests_are_refused_with_a_reason(served):

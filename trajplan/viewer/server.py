@@ -195,8 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("viewer: " + format, *args)
 
 
-def run(plan_dir: str | Path, *, port: int = 0, open_browser: bool = True) -> dict:
-    """Load ``plan_dir``, serve it on 127.0.0.1 until Ctrl-C, print the address first.
+def run(plan_dir: str | Path, *, port: int = 0, open_browser: bool = True, ct_path: str | Path | None = None,
+        series_uid: str | None = None) -> dict:
+    """Load ``plan_dir`` (and the plan's whole CT, if given), serve it on 127.0.0.1 until Ctrl-C,
+    print the address first.
 
     Returns
     -------
@@ -206,11 +208,11 @@ def run(plan_dir: str | Path, *, port: int = 0, open_browser: bool = True) -> di
     Raises
     ------
     InputError
-        If ``plan_dir`` is not a plan folder, or the port cannot be bound.
+        If ``plan_dir`` is not a plan folder, ``ct_path`` not its CT, or the port cannot be bound.
     """
     import webbrowser
 
-    session = ViewerSession(plan_dir)
+    session = ViewerSession(plan_dir, ct_path, series_uid=series_uid)
     try:
         server = ViewerServer(session, port)
     except OSError as exc:

@@ -18,7 +18,9 @@ from pathlib import Path
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
+from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file
+from trajplan.io.reader import read_ct
 from trajplan.margins import CRITICAL_STRUCTURES
 from trajplan.plan_io import write_plan
 from trajplan.scoring import PathContext, evaluate_in_context, path_context
@@ -85,14 +87,21 @@ class ViewerSession:
     plan_dir : Path
         A folder written by ``trajplan plan`` (``plan.json``, ``labels.nii.gz`` and, for the
         CT shown and the CT guard, ``ct_roi.nii.gz``).
+    ct_path : Path, optional
+        The CT the plan was made from (file or DICOM folder; checked against ``plan.json``'s
+        checksum): edits are then scored on the whole scan, as ``trajplan evaluate`` does,
+        instead of on the CT region of the folder (which may not reach the skin).
+    series_uid : str, optional
+        The series to read when ``ct_path`` is a DICOM folder holding several.
 
     Raises
     ------
     InputError
-        If ``plan_dir`` is not a plan folder.
+        If ``plan_dir`` is not a plan folder, or ``ct_path`` is not the plan's CT.
     """
 
-    def __init__(self, plan_dir: str | Path) -> None:
+    def __init__(self, plan_dir: str | Path, ct_path: str | Path | None = None, *,
+                 series_uid: str | None = None) -> None:
         self.plan_dir = Path(plan_dir).resolve()
         if not (self.plan_dir / "plan.json").is_file():
             raise InputError(f"{plan_dir}: not a plan folder (no plan.json)")
@@ -105,14 +114,26 @@ class ViewerSession:
         except (ValueError, KeyError) as exc:
             raise InputError(f"{self.plan_dir / 'plan.json'}: not a trajplan plan ({exc})") from None
         self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
-        ct_path = self.plan_dir / CT_ROI
-        self.ct: Volume | None = read_volume_file(ct_path) if ct_path.is_file() else None
+        self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
+                                      if (self.plan_dir / CT_ROI).is_file() else None)
+        self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
         self.context: PathContext = path_context(self.labels, self.parameters.get("margins_mm"))
         for structure in CRITICAL_STRUCTURES:  # the KD-trees too, so that the first edit is as quick as the rest
             self.context.maps.tree(structure)
         for side in ("left", "right"):
             self.context.targets(side)
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
+
+    def _plan_ct(self, ct_path: str | Path, series_uid: str | None) -> Volume:
+        """The whole CT of the plan, refused when its checksum or grid is not the plan's."""
+        expected = self.plan.get("input", {}).get("sha256")
+        if expected is not None and sha256_of(ct_path) != expected:
+            raise InputError(f"{ct_path}: not the CT this plan was made from (its SHA-256 differs from "
+                             "the one in plan.json)")
+        ct = read_ct(ct_path, series_uid=series_uid)
+        if not ct.same_geometry(self.labels, tol_mm=1e-2):
+            raise InputError(f"{ct_path}: not on the grid of the plan's labels.nii.gz")
+        return ct
 
     # ------------------------------------------------------------------ reading
     def needles(self) -> list[dict]:
@@ -126,7 +147,8 @@ class ViewerSession:
             "needles": self.needles(),
             "labels": lt.table_json(),
             "margins_mm": self.context.maps.margins,
-            "files": {"ct": CT_ROI if self.ct is not None else None, "labels": LABELS_FILE},
+            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
+            "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
             "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
         }
 

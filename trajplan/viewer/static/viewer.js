@@ -377,7 +377,7 @@ async function start() {
   state.margins = view.margins_mm;
   state.needles = view.needles.map(fromPlan);
   const folder = document.getElementById("folder");
-  folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s)`;
+  folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s) · scored on ${view.scored_on}`;
   state.hasCt = Boolean(view.files.ct);
   renderTable();
   await loadImages(view);
