@@ -16,17 +16,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m trajplan phantom -o out/demo_case --seed 0 --fracture bilateral --position prone
 	$(PY) -m trajplan plan out/demo_case/ct.nii.gz -o out/demo
-	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png report.html (open out/demo/report.html in a browser)"
+	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png report.html (open out/demo/report.html in a browser, or run: .venv/bin/trajplan view out/demo)"
 
 ## make test: the test suite (small phantoms, coarse spacing)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-## headless Chromium for the report's browser test: installed when this machine allows it
+## headless Chromium for the browser tests (report, viewer): installed when this machine allows it
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
-	  || echo "note: chromium is not installed; the browser test of report.html will be skipped"
+	  || echo "note: chromium is not installed; the browser tests of report.html and the viewer will be skipped"
 
 ## make validate: the long segmentation and planning validation over many phantoms, then on the real sacra of ../shared
 validate: $(STAMP)

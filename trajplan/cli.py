@@ -57,6 +57,17 @@ def _spacing(text: str) -> tuple[float, float, float]:
     return (values[0], values[1], values[2])
 
 
+def _port(text: str) -> int:
+    """Parse a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {text!r}")
+    return port
+
+
 def _margins(text: str) -> dict[str, float]:
     """Parse ``NAME=MM[,NAME=MM...]`` safety margins."""
     out: dict[str, float] = {}
@@ -176,6 +187,13 @@ def cmd_render(args: argparse.Namespace) -> dict:
     return {"output": args.plan_dir, "files": {k: str(v) for k, v in written.items()}}
 
 
+def cmd_view(args: argparse.Namespace) -> dict:
+    from trajplan.viewer.server import run
+
+    return run(args.plan_dir, port=args.port, open_browser=not args.no_browser, ct_path=args.ct,
+               series_uid=args.series)
+
+
 def cmd_batch(args: argparse.Namespace) -> dict:
     from trajplan.batch import BatchOptions, run_batch
 
@@ -270,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan_dir", metavar="PLAN_DIR")
     p.add_argument("--window", choices=("bone", "soft"), default="bone",
                    help="CT slices in the bone (W 2000 / L 400) or soft-tissue (W 400 / L 40) window")
+
+    p = command("view", cmd_view, "open a plan folder in a local interactive viewer: edit needles, re-score, save",
+                "trajplan view case_plan --port 8765 --no-browser --ct case/ct.nii.gz")
+    p.add_argument("plan_dir", metavar="PLAN_DIR")
+    p.add_argument("--port", type=_port, default=0, metavar="N",
+                   help="port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--no-browser", action="store_true", help="print the address only, do not open a browser")
+    p.add_argument("--ct", metavar="CT", help="the plan's whole CT (file or DICOM folder, checked against plan.json): "
+                                              "edits are scored on it, skin entry included, as by evaluate")
+    p.add_argument("--series", metavar="UID", help="the series of --ct when its folder holds several")
 
     p = command("batch", cmd_batch, "plan many archived scans, resumably, locally or on Dask",
                 "trajplan batch archive/ -o scores --workers 2")

@@ -11,6 +11,8 @@ nearest voxel centre) - needle radius - half the voxel diagonal - half the axis 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from trajplan import labels as lt
@@ -314,6 +316,72 @@ def apply_robustness(needle: dict, breach: dict[str, float]) -> dict:
 
 
 # ------------------------------------------------------------------ one hand-drawn path
+@dataclass
+class PathContext:
+    """What scoring a hand-drawn path needs of a label map, computed once for many paths.
+
+    Built by :func:`path_context`; :func:`evaluate_in_context` scores paths against it.
+    The targets of each side are found on first use and kept.
+    """
+
+    maps: DistanceMaps
+    marks: Landmarks
+    _targets: dict[str, Targets | None] = field(default_factory=dict)
+
+    def targets(self, side: str) -> Targets | None:
+        """The targets of ``side`` (None where the side has none: a path may be checked there)."""
+        from trajplan.candidates import find_targets
+
+        if side not in self._targets:
+            try:
+                self._targets[side] = find_targets(self.maps, self.marks, side)
+            except InputError:
+                self._targets[side] = None
+        return self._targets[side]
+
+
+def path_context(labels: Volume, margins_mm: dict[str, float] | None = None) -> PathContext:
+    """Distance maps and landmarks of ``labels`` with the margins in force (defaults + ``margins_mm``)."""
+    maps = build_distance_maps(labels, resolve_margins(margins_mm))
+    return PathContext(maps=maps, marks=find_landmarks(maps))
+
+
+def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: int = 11,
+                        technique: str | None = None, ct: Volume | None = None, mc_samples: int = 300,
+                        seed: int = 0, entry_sigma_mm: float = 2.0, angle_sigma_deg: float = 2.0) -> dict:
+    """Metrics and verdict of one hand-drawn path (LPS mm) against a prepared :class:`PathContext`.
+
+    ``technique`` None picks it as :func:`evaluate_path` does: the long axis when the path
+    runs within 35 degrees of the sacrum's long axis, the short axis otherwise. The side
+    is that of the tip.
+
+    Raises
+    ------
+    InputError
+        If entry and target are less than 1 mm apart, or ``technique`` is unknown.
+    """
+    from trajplan.robustness import breach_probability
+
+    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
+    if np.linalg.norm(tip - entry) < 1.0:
+        raise InputError("entry and target are less than 1 mm apart")
+    maps, marks = context.maps, context.marks
+    side = "left" if marks.side_of(tip[0]) > 0 else "right"
+    direction = (tip - entry) / np.linalg.norm(tip - entry)
+    if technique is None:
+        angle = np.degrees(np.arccos(np.clip(direction @ marks.axis, -1, 1)))
+        technique = "long_axis" if angle < 35 else "short_axis"
+    elif technique not in CEMENT_SEGMENT_MM:
+        raise InputError(f"unknown technique {technique!r} (short_axis or long_axis)")
+    needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
+                          targets=context.targets(side), ct=ct)
+    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples,
+                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg, seed=seed)
+    needle = apply_robustness(needle, breach)
+    needle.pop("rank_value")
+    return needle
+
+
 def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
                   margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
                   mc_samples: int = 300, seed: int = 0) -> dict:
@@ -322,26 +390,8 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
     The technique is the long axis when the path runs within 35 degrees of the
     sacrum's long axis, the short axis otherwise; the side is that of the tip.
     """
-    from trajplan.candidates import find_targets
-    from trajplan.robustness import breach_probability
-
     entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
     if np.linalg.norm(tip - entry) < 1.0:
         raise InputError("entry and target are less than 1 mm apart")
-    margins = resolve_margins(margins_mm)
-    maps = build_distance_maps(labels, margins)
-    marks = find_landmarks(maps)
-    side = "left" if marks.side_of(tip[0]) > 0 else "right"
-    direction = (tip - entry) / np.linalg.norm(tip - entry)
-    technique = "long_axis" if np.degrees(np.arccos(np.clip(direction @ marks.axis, -1, 1))) < 35 else "short_axis"
-    try:
-        targets = find_targets(maps, marks, side)
-    except InputError:  # a hand-drawn path may be checked where the side has no target
-        targets = None
-    needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
-                          targets=targets, ct=ct)
-    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed)
-    needle = apply_robustness(needle, breach)
-    needle.pop("rank_value")
-    return needle
-
+    return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, ct=ct,
+                               mc_samples=mc_samples, seed=seed)

@@ -1,0 +1,162 @@
+"""``trajplan view``: the session (re-scoring as ``evaluate``, saving) and the server's security.
+
+The page itself is tested in a real browser in ``test_viewer_browser.py``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from trajplan import labels as lt
+from trajplan.cli import main
+from trajplan.errors import InputError
+from trajplan.io.files import read_volume_file
+from trajplan.scoring import evaluate_path
+from trajplan.viewer.server import ViewerServer
+from trajplan.viewer.session import NeedleSpec, ViewerSession
+
+
+@pytest.fixture(scope="module")
+def plan_dir(phantom_dir, tmp_path_factory):
+    """A 2 mm phantom planned on its ground-truth labels, without the report."""
+    out = tmp_path_factory.mktemp("viewer") / "plan"
+    assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
+                 str(phantom_dir / "labels.nii.gz"), "--no-report"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(plan_dir):
+    """A running viewer server on a free port (in a thread of this process)."""
+    server = ViewerServer(ViewerSession(plan_dir))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def canal_point(plan_dir) -> list[float]:
+    """A canal voxel centre near the middle of the canal (LPS mm)."""
+    labels = read_volume_file(plan_dir / "labels.nii.gz")
+    world = labels.index_to_world(np.argwhere(lt.mask(labels, "canal")))
+    return world[np.argmin(np.linalg.norm(world - np.median(world, axis=0), axis=1))].tolist()
+
+
+def request(server, method, path, *, body=None, token=True, host=None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Host": host or f"127.0.0.1:{server.port}"}
+    if token:
+        headers["X-Trajplan-Token"] = server.token
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def test_the_viewer_scores_an_edit_exactly_as_evaluate(plan_dir, served):
+    session = served.session
+    planned = session.needles()[0]
+    tip = canal_point(plan_dir)
+    spec = {"entry_lps": planned["entry_lps"], "tip_lps": tip, "technique": None, "gauge": 11}
+    status, data = request(served, "POST", "/api/evaluate", body=spec)
+    assert status == 200
+    scored = json.loads(data)
+    assert scored["verdict"] == "unsafe" and "canal" in scored["reasons"]
+    assert scored == evaluate_path(session.labels, planned["entry_lps"], tip, ct=session.ct)
+    same = {**spec, "tip_lps": planned["tip_lps"], "technique": planned["technique"]}
+    status, data = request(served, "POST", "/api/evaluate", body=same)
+    assert status == 200 and json.loads(data)["verdict"] in ("safe", "marginal")
+
+
+def test_with_the_whole_ct_an_edit_is_scored_as_trajplan_evaluate_scores_it(phantom_dir, plan_dir, capsys):
+    session = ViewerSession(plan_dir, phantom_dir / "ct.nii.gz")
+    assert session.view()["scored_on"] == "whole CT" and session.view()["files"]["ct"] == "ct_roi.nii.gz"
+    planned = session.needles()[0]
+    tip = canal_point(plan_dir)
+    capsys.readouterr()
+    assert main(["--json", "evaluate", str(phantom_dir / "ct.nii.gz"), "--labels", str(plan_dir / "labels.nii.gz"),
+                 "--entry=" + ",".join(map(str, planned["entry_lps"])), "--target=" + ",".join(map(str, tip))]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert session.evaluate(NeedleSpec.from_json({**planned, "tip_lps": tip, "technique": None})) == evaluated
+    with pytest.raises(InputError, match="not the CT this plan was made from"):
+        ViewerSession(plan_dir, phantom_dir / "labels.nii.gz")
+
+
+def test_bad_requests_are_refused_with_a_reason(served):
+    status, data = request(served, "POST", "/api/evaluate", body={"entry_lps": [1, 2], "tip_lps": [1, 2, 3]})
+    assert status == 400 and "entry_lps" in json.loads(data)["error"]
+    status, data = request(served, "POST", "/api/evaluate",
+                           body={"entry_lps": [1, 2, 3], "tip_lps": [1, 2, 3.5], "gauge": 11})
+    assert status == 400 and "1 mm" in json.loads(data)["error"]
+    status, _ = request(served, "POST", "/api/save", body={"needles": "all"})
+    assert status == 400
+
+
+@pytest.mark.parametrize("path", ["/files/../../etc/passwd", "/files/%2e%2e/%2e%2e/etc/passwd",
+                                  "/files//etc/passwd", "/static/../session.py", "/files/outside"])
+def test_paths_out_of_the_plan_folder_are_refused(plan_dir, served, path, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (plan_dir / "outside").unlink(missing_ok=True)
+    (plan_dir / "outside").symlink_to(secret)
+    status, data = request(served, "GET", path)
+    assert status in (403, 404) and b"secret" not in data and b"root:" not in data
+
+
+def test_every_request_needs_the_token_and_the_loopback_host(served):
+    assert request(served, "GET", "/api/plan", token=False)[0] == 403
+    assert request(served, "GET", "/files/plan.json", token=False)[0] == 403
+    assert request(served, "GET", f"/api/plan?token={served.token}", token=False)[0] == 403
+    assert request(served, "GET", "/api/plan", host="attacker.example:80")[0] == 403
+    assert request(served, "GET", "/files/plan.json")[0] == 200
+    status, _ = request(served, "GET", f"/?token={served.token}", token=False)
+    assert status == 200
+
+
+def test_saving_marks_edits_and_keeps_the_original_once(phantom_dir, tmp_path):
+    plan_dir = tmp_path / "plan"
+    assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(plan_dir), "--labels",
+                 str(phantom_dir / "labels.nii.gz"), "--no-report", "--needles", "1", "--side", "left"]) == 0
+    original = (plan_dir / "plan.json").read_text()
+    session = ViewerSession(plan_dir)
+    planned = session.needles()[0]
+    kept = NeedleSpec.from_json(planned)
+    moved = NeedleSpec.from_json({**planned, "tip_lps": canal_point(plan_dir)})
+    session.save([kept, moved])
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert [n["source"] for n in plan["needles"]] == ["planned", "edited"]
+    assert [n["rank"] for n in plan["needles"]] == [1, 2]
+    assert plan["needles"][1]["verdict"] == "unsafe" and "canal" in plan["needles"][1]["reasons"]
+    assert plan["summary"]["needles"] == 2 and plan["outcome"] == "planned"
+    markups = json.loads((plan_dir / "plan.mrk.json").read_text())["markups"]
+    assert [m["controlPoints"][1]["position"] for m in markups] == [n["tip_lps"] for n in plan["needles"]]
+    assert len((plan_dir / "plan.csv").read_text().splitlines()) == 3
+    session.save([kept])
+    assert (plan_dir / "plan.orig.json").read_text() == original
+    assert [n["source"] for n in json.loads((plan_dir / "plan.json").read_text())["needles"]] == ["planned"]
+    assert not list(plan_dir.glob(".*.part*"))
+
+
+def test_view_command_refuses_a_folder_without_a_plan_or_a_bad_port_and_stops_cleanly_on_ctrl_c(plan_dir, tmp_path):
+    assert main(["view", str(tmp_path), "--no-browser"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["view", str(plan_dir), "--port", "70000", "--no-browser"])
+    assert exit_.value.code == 2
+    proc = subprocess.Popen([sys.executable, "-m", "trajplan", "view", str(plan_dir), "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = proc.stdout.readline()
+    assert "http://127.0.0.1:" in first and "token=" in first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err and "stopped" in out

@@ -1,0 +1,204 @@
+"""``trajplan view`` in a real browser (headless Chromium via Playwright): the page loads the plan,
+edits typed into the page are re-scored, saving writes a plan that ``trajplan render`` reads back.
+
+Skipped, with the reason, only where no Chromium is installed (`make test` installs the Debian
+package when it runs as root). Screenshots go to docs/viewer/ (shown in docs/viewer.md).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trajplan import labels as lt
+from trajplan.cli import main
+from trajplan.viewer.server import ViewerServer
+from trajplan.viewer.session import NeedleSpec, ViewerSession
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "viewer"
+
+
+@pytest.fixture(scope="module")
+def plan_dir(phantom_dir, tmp_path_factory):
+    """A 2 mm phantom with a bilateral fracture, planned on its labels (2 needles), without the report."""
+    out = tmp_path_factory.mktemp("viewer_browser") / "plan"
+    assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
+                 str(phantom_dir / "labels.nii.gz"), "--no-report"]) == 0
+    return out
+
+
+def serve(plan_dir: Path) -> ViewerServer:
+    server = ViewerServer(ViewerSession(plan_dir))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(plan_dir):
+    server = serve(plan_dir)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        yield browser
+        browser.close()
+
+
+def open_viewer(browser, server):
+    """The page loaded up to its first picture; console errors and requests recorded."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']", timeout=60000)
+    return page, errors, requests
+
+
+def canal_point(labels) -> list[float]:
+    """A canal voxel centre near the middle of the canal (LPS mm)."""
+    world = labels.index_to_world(np.argwhere(lt.mask(labels, "canal")))
+    return world[np.argmin(np.linalg.norm(world - np.median(world, axis=0), axis=1))].tolist()
+
+
+def type_point(page, row: int, field: str, point) -> None:
+    """Type an LPS point into a needle's entry or tip fields, waiting for each re-scoring."""
+    for axis, value in enumerate(point):
+        box = page.locator(f"tr[data-needle='{row}'] td.{field} input[data-axis='{axis}']")
+        box.fill(f"{value:g}")
+        box.press("Enter")
+        page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
+
+
+def row_of(page, row: int) -> dict:
+    locator = page.locator(f"tr[data-needle='{row}']")
+    return {"class": locator.get_attribute("class"), "verdict": locator.locator("td.verdict").inner_text(),
+            "reasons": locator.locator("td.reasons").inner_text(), "source": locator.locator("td.source").inner_text()}
+
+
+def test_the_page_shows_the_plan_without_errors_or_outside_requests(browser, server, plan_dir):
+    page, errors, requests = open_viewer(browser, server)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "viewer.png"))
+    assert errors == []
+    assert requests and all(url.startswith(f"http://127.0.0.1:{server.port}/") for url in requests)
+    assert page.evaluate("document.getElementById('gl').width") > 300
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert page.locator("#needles tbody tr").count() == len(plan["needles"]) >= 2
+    for k, needle in enumerate(plan["needles"]):
+        row = row_of(page, k)
+        assert row["verdict"] == needle["verdict"] and row["source"] == "planned"
+        for field in ("entry", "tip"):
+            shown = [float(page.locator(f"tr[data-needle='{k}'] td.{field} input[data-axis='{a}']").input_value())
+                     for a in range(3)]
+            assert shown == needle[f"{field}_lps"]
+        breach = page.locator(f"tr[data-needle='{k}'] td.breach").inner_text()
+        assert float(breach) == pytest.approx(needle["breach_probability"]["any"], abs=5e-4)
+    assert page.evaluate("[nv.volumes[0].cal_min, nv.volumes[0].cal_max]") == [-600, 1400]
+    page.click("[data-window='soft']")
+    assert page.evaluate("[nv.volumes[0].cal_min, nv.volumes[0].cal_max]") == [-160, 240]
+    assert errors == []
+    page.close()
+
+
+def test_a_tip_moved_into_the_canal_is_unsafe_and_safe_again_when_moved_back(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    planned = server.session.needles()[0]
+    type_point(page, 0, "tip", canal_point(server.session.labels))
+    row = row_of(page, 0)
+    assert "unsafe" in row["class"] and row["verdict"] == "unsafe" and row["source"] == "edited"
+    assert "canal" in row["reasons"].split(", ")
+    assert page.locator("tr[data-needle='0'] span.below[data-structure='canal']").count() == 1
+    page.screenshot(path=str(SCREENSHOTS / "tip_in_canal.png"))
+    type_point(page, 0, "tip", planned["tip_lps"])
+    row = row_of(page, 0)
+    assert row["verdict"] in ("safe", "marginal") and row["reasons"] == ""
+    assert errors == []
+    page.close()
+
+
+def test_a_needle_end_dragged_in_a_view_follows_the_mouse_in_that_plane_and_is_rescored(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    tip = server.session.needles()[0]["tip_lps"]
+    x, y = page.evaluate("""(tip) => {
+        const hit = nv.frac2canvasPosWithTile(nv.mm2frac([-tip[0], -tip[1], tip[2]]), 1);  // coronal view
+        const canvas = document.getElementById('gl'), box = canvas.getBoundingClientRect();
+        const scale = box.width / canvas.width;
+        return [box.left + hit.pos[0] * scale, box.top + hit.pos[1] * scale];
+    }""", tip)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 9):
+        page.mouse.move(x + 4 * step, y + 2 * step)
+    page.mouse.up()
+    page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
+    moved = [float(page.locator(f"tr[data-needle='0'] td.tip input[data-axis='{a}']").input_value()) for a in range(3)]
+    assert moved[1] == tip[1]                      # the coronal view's depth (y) is kept
+    assert moved[0] > tip[0] + 5 and moved[2] < tip[2] - 2   # right on the screen = patient left (+x); down = -z
+    row = row_of(page, 0)
+    assert row["source"] == "edited"
+    expected = server.session.evaluate(NeedleSpec.from_json({**server.session.needles()[0], "tip_lps": moved}))
+    assert row["verdict"] == expected["verdict"] and row["reasons"] == ", ".join(expected["reasons"])
+    page.screenshot(path=str(SCREENSHOTS / "dragged_tip.png"))
+    page.click("#undo")
+    assert [float(page.locator(f"tr[data-needle='0'] td.tip input[data-axis='{a}']").input_value())
+            for a in range(3)] == tip
+    assert errors == []
+    page.close()
+
+
+def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
+    work = tmp_path / "plan"
+    shutil.copytree(plan_dir, work)
+    server = serve(work)
+    try:
+        page, errors, _ = open_viewer(browser, server)
+        moved_tip = canal_point(server.session.labels)
+        type_point(page, 1, "tip", moved_tip)
+        page.click("#save")
+        page.wait_for_selector("body[data-saved='1']", timeout=30000)
+        assert "saved plan.csv, plan.json, plan.mrk.json" in page.locator("#status").inner_text()
+        assert errors == []
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    plan = json.loads((work / "plan.json").read_text())
+    assert [n["source"] for n in plan["needles"]] == ["planned", "edited"]
+    assert plan["needles"][1]["verdict"] == "unsafe" and "canal" in plan["needles"][1]["reasons"]
+    assert (work / "plan.orig.json").read_text() == (plan_dir / "plan.json").read_text()
+    markups = json.loads((work / "plan.mrk.json").read_text())["markups"]
+    assert [m["controlPoints"][1]["position"] for m in markups] == [n["tip_lps"] for n in plan["needles"]]
+    assert main(["-q", "render", str(work)]) == 0
+    assert (work / "report.html").is_file()
+
+
+def test_requests_without_the_token_or_out_of_the_folder_are_refused(browser, server):
+    context = browser.new_context()         # no cookie: the token is not known here
+    assert context.request.get(f"http://127.0.0.1:{server.port}/api/plan").status == 403
+    assert context.request.get(f"http://127.0.0.1:{server.port}/").status == 403
+    context.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/files/../../etc/passwd",
+                 headers={"Host": f"127.0.0.1:{server.port}", "X-Trajplan-Token": server.token})
+    response = conn.getresponse()
+    assert response.status in (403, 404) and b"root:" not in response.read()
+    conn.close()

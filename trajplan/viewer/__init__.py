@@ -1,0 +1,1 @@
+"""``trajplan view``: a local interactive planning viewer (session, HTTP server, static page)."""

@@ -1,0 +1,215 @@
+"""One viewer session: a plan folder loaded once, edited needles re-scored, the plan saved back.
+
+The label map, the CT around the sacrum (``ct_roi.nii.gz``) and ``plan.json`` are read
+once; the distance maps, landmarks, KD-trees and targets are built once
+(:func:`trajplan.scoring.path_context`).
+An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the code behind
+``trajplan evaluate``, with the plan's margins and placement-error parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from trajplan import labels as lt
+from trajplan.errors import InputError
+from trajplan.io.atomic import write_text
+from trajplan.io.checksum import sha256_of
+from trajplan.io.files import read_volume_file
+from trajplan.io.reader import read_ct
+from trajplan.margins import CRITICAL_STRUCTURES
+from trajplan.plan_io import write_plan
+from trajplan.scoring import PathContext, evaluate_in_context, path_context
+from trajplan.views.render import CT_ROI
+from trajplan.volume import Volume
+
+LABELS_FILE = "labels.nii.gz"
+ORIGINAL_PLAN = "plan.orig.json"
+TECHNIQUES = ("short_axis", "long_axis")
+GAUGES = (11, 13)
+MAX_NEEDLES = 10
+
+
+@dataclass(frozen=True)
+class NeedleSpec:
+    """An operator's needle: end points (LPS mm), technique (None: chosen as ``evaluate`` does), gauge."""
+
+    entry_lps: tuple[float, float, float]
+    tip_lps: tuple[float, float, float]
+    technique: str | None
+    gauge: int
+
+    @classmethod
+    def from_json(cls, data: object) -> "NeedleSpec":
+        """Check and convert ``{"entry_lps", "tip_lps", "technique", "gauge"}`` from a request.
+
+        Raises
+        ------
+        InputError
+            When a field is missing or out of range.
+        """
+        if not isinstance(data, dict):
+            raise InputError("a needle must be an object with entry_lps, tip_lps, technique, gauge")
+        points = [_point(data.get(key), key) for key in ("entry_lps", "tip_lps")]
+        technique = data.get("technique")
+        if technique in ("", "auto"):
+            technique = None
+        if technique is not None and technique not in TECHNIQUES:
+            raise InputError(f"technique must be short_axis, long_axis or auto, got {technique!r}")
+        gauge = data.get("gauge", 11)
+        if gauge not in GAUGES or isinstance(gauge, bool):
+            raise InputError(f"gauge must be 11 or 13, got {gauge!r}")
+        return cls(points[0], points[1], technique, int(gauge))
+
+    def matches(self, needle: dict) -> bool:
+        """True when ``needle`` (a plan needle object) has these end points, gauge and technique."""
+        return (list(self.entry_lps) == needle["entry_lps"] and list(self.tip_lps) == needle["tip_lps"]
+                and self.gauge == needle["gauge"] and self.technique in (None, needle["technique"]))
+
+
+def _point(value: object, key: str) -> tuple[float, float, float]:
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in value)):
+        raise InputError(f"{key} must be three finite numbers [x, y, z] in LPS mm")
+    return (round(float(value[0]), 2), round(float(value[1]), 2), round(float(value[2]), 2))
+
+
+class ViewerSession:
+    """A plan folder held in memory for the viewer.
+
+    Parameters
+    ----------
+    plan_dir : Path
+        A folder written by ``trajplan plan`` (``plan.json``, ``labels.nii.gz`` and, for the
+        CT shown and the CT guard, ``ct_roi.nii.gz``).
+    ct_path : Path, optional
+        The CT the plan was made from (file or DICOM folder; checked against ``plan.json``'s
+        checksum): edits are then scored on the whole scan, as ``trajplan evaluate`` does,
+        instead of on the CT region of the folder (which may not reach the skin).
+    series_uid : str, optional
+        The series to read when ``ct_path`` is a DICOM folder holding several.
+
+    Raises
+    ------
+    InputError
+        If ``plan_dir`` is not a plan folder, or ``ct_path`` is not the plan's CT.
+    """
+
+    def __init__(self, plan_dir: str | Path, ct_path: str | Path | None = None, *,
+                 series_uid: str | None = None) -> None:
+        self.plan_dir = Path(plan_dir).resolve()
+        if not (self.plan_dir / "plan.json").is_file():
+            raise InputError(f"{plan_dir}: not a plan folder (no plan.json)")
+        if not (self.plan_dir / LABELS_FILE).is_file():
+            raise InputError(f"{plan_dir}: not a plan folder (no {LABELS_FILE})")
+        self._plan_text = (self.plan_dir / "plan.json").read_text(encoding="utf-8")
+        try:
+            self.plan: dict = json.loads(self._plan_text)
+            self.parameters: dict = self.plan["parameters"]
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"{self.plan_dir / 'plan.json'}: not a trajplan plan ({exc})") from None
+        self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
+        self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
+                                      if (self.plan_dir / CT_ROI).is_file() else None)
+        self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
+        self.context: PathContext = path_context(self.labels, self.parameters.get("margins_mm"))
+        for structure in CRITICAL_STRUCTURES:  # the KD-trees too, so that the first edit is as quick as the rest
+            self.context.maps.tree(structure)
+        for side in ("left", "right"):
+            self.context.targets(side)
+        self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
+
+    def _plan_ct(self, ct_path: str | Path, series_uid: str | None) -> Volume:
+        """The whole CT of the plan, refused when its checksum or grid is not the plan's."""
+        expected = self.plan.get("input", {}).get("sha256")
+        if expected is not None and sha256_of(ct_path) != expected:
+            raise InputError(f"{ct_path}: not the CT this plan was made from (its SHA-256 differs from "
+                             "the one in plan.json)")
+        ct = read_ct(ct_path, series_uid=series_uid)
+        if not ct.same_geometry(self.labels, tol_mm=1e-2):
+            raise InputError(f"{ct_path}: not on the grid of the plan's labels.nii.gz")
+        return ct
+
+    # ------------------------------------------------------------------ reading
+    def needles(self) -> list[dict]:
+        """The needles shown: the plan's, each with its ``source`` (``planned`` unless saved as edited)."""
+        return [dict(n, source=n.get("source", "planned")) for n in self.plan.get("needles", [])]
+
+    def view(self) -> dict:
+        """What the page needs: the plan, its needles, the label table and the image files."""
+        return {
+            "plan": self.plan,
+            "needles": self.needles(),
+            "labels": lt.table_json(),
+            "margins_mm": self.context.maps.margins,
+            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
+            "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
+            "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
+        }
+
+    # ------------------------------------------------------------------ scoring
+    def evaluate(self, spec: NeedleSpec) -> dict:
+        """The needle object of ``trajplan evaluate`` for ``spec``, scored with the plan's parameters.
+
+        Raises
+        ------
+        InputError
+            If entry and tip are less than 1 mm apart.
+        """
+        error = self.parameters.get("placement_error", {})
+        with self._lock:
+            return evaluate_in_context(
+                self.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
+                ct=self.ct, mc_samples=int(error.get("samples", 300)), seed=int(error.get("seed", 0)),
+                entry_sigma_mm=float(error.get("entry_sigma_mm", 2.0)),
+                angle_sigma_deg=float(error.get("angle_sigma_deg", 2.0)),
+            )
+
+    # ------------------------------------------------------------------ saving
+    def save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
+        """Write the plan with ``specs`` as its needles (in that order, ranked 1..n).
+
+        A spec equal to a needle of the loaded plan keeps that needle (and its ``source``);
+        any other is scored here (never taken from the page) and marked ``"source": "edited"``.
+        The plan as first loaded is kept once as ``plan.orig.json``; ``plan.json``,
+        ``plan.csv`` and ``plan.mrk.json`` are then written atomically. ``summary`` is
+        recomputed and ``outcome`` is ``planned`` when a needle is safe, else ``no_safe_path``.
+
+        Raises
+        ------
+        InputError
+            For more than MAX_NEEDLES needles.
+        OutputError
+            When a file cannot be written.
+        """
+        if len(specs) > MAX_NEEDLES:
+            raise InputError(f"at most {MAX_NEEDLES} needles can be saved, got {len(specs)}")
+        with self._lock:
+            return self._save(specs)
+
+    def _save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
+        from trajplan.planning import TargetPoints, plan_summary
+
+        loaded = self.needles()
+        needles = []
+        for rank, spec in enumerate(specs, start=1):
+            kept = next((n for n in loaded if spec.matches(n)), None)
+            needles.append(dict(kept if kept is not None else dict(self.evaluate(spec), source="edited"),
+                                rank=rank))
+        sides = [s for s in self.plan.get("targets", {}) if self.context.targets(s) is not None]
+        targets = TargetPoints.from_sides({s: self.context.targets(s) for s in sides})
+        for needle in needles:
+            if needle["source"] == "edited":
+                needle["target_coverage"] = plan_summary([needle], targets)["target_coverage"]
+        plan = dict(self.plan, needles=needles, summary=plan_summary(needles, targets),
+                    outcome="planned" if any(n["safe"] for n in needles) else "no_safe_path")
+        if not (self.plan_dir / ORIGINAL_PLAN).exists():
+            write_text(self.plan_dir / ORIGINAL_PLAN, self._plan_text)
+        written = write_plan(plan, self.plan_dir)
+        self.plan = plan
+        return written

@@ -1,0 +1,403 @@
+// trajplan viewer page: NiiVue views of the CT and labels, the needle table, edits re-scored by the server.
+// World coordinates in the table and the API are LPS mm; NiiVue works in RAS mm (x and y negated).
+"use strict";
+
+const WINDOWS = { bone: [-600, 1400], soft: [-160, 240] };        // W 2000 / L 400, W 400 / L 40
+const VERDICT_RGB = { safe: [51, 191, 77], marginal: [255, 179, 0], unsafe: [230, 26, 26] };
+const SHOWN_STRUCTURES = 4;
+const GRAB_MM = 5;                                  // a press this close (in the view's plane) to an end grabs it
+const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
+
+const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
+                pointerDown: false, drag: null, hasCt: false };
+let nv = null;
+
+// ------------------------------------------------------------------ helpers
+async function api(path, body) {
+  const response = await fetch(path, {
+    method: body === undefined ? "GET" : "POST",
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  return data;
+}
+
+const ras = (lps) => [-lps[0], -lps[1], lps[2]];
+const fmt = (v, digits = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+const copy = (value) => JSON.parse(JSON.stringify(value));
+
+function setStatus(text, isError = false) {
+  const el = document.getElementById("status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// ------------------------------------------------------------------ images
+function labelColormap(table) {
+  const cm = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: ["background"] };
+  for (const label of table) {
+    cm.R.push(label.color[0]); cm.G.push(label.color[1]); cm.B.push(label.color[2]);
+    cm.A.push(255); cm.I.push(label.value); cm.labels.push(label.name);
+  }
+  return cm;
+}
+
+async function loadImages(view) {
+  nv = new niivue.Niivue({
+    backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
+    crosshairColor: [0.3, 0.7, 1, 0.8], isOrientCube: false, loadingText: "loading CT",
+    multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
+    isRadiologicalConvention: true,   // the patient's right on the left of the screen, as on the CT console
+  });
+  await nv.attachTo("gl");
+  for (const [verdict, rgb] of Object.entries(VERDICT_RGB)) {
+    nv.addColormap(`trajplan_${verdict}`, { R: [rgb[0], rgb[0]], G: [rgb[1], rgb[1]], B: [rgb[2], rgb[2]],
+                                             A: [255, 255], I: [0, 255] });
+  }
+  // a needle is drawn whole on every slice (meshThicknessOn2D is Infinity by default), and in front of
+  // it: NiiVue depth-tests meshes against the 2D slice, which would hide the part of a needle behind
+  // the slice plane. drawMesh3D is NiiVue 0.69's internal mesh pass (is2D last).
+  const drawMesh = nv.drawMesh3D.bind(nv);
+  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) =>
+    drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
+  createNeedleMeshes();
+  const volumes = [];
+  if (view.files.ct) volumes.push({ url: `/files/${view.files.ct}`, name: view.files.ct, colormap: "gray",
+                                    cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
+  volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: 0.35 });
+  // fetched and decoded in parallel, the label colours set before the GPU sees them: each refresh of an
+  // overlay resamples it onto the CT grid, the slowest step of loading
+  const images = await Promise.all(volumes.map((spec) => niivue.NVImage.loadFromUrl(spec)));
+  images[images.length - 1].setColormapLabel(labelColormap(view.labels));
+  for (const image of images) nv.addVolume(image);
+  nv.setSliceType(nv.sliceTypeMultiplanar);
+  nv.onLocationChange = (location) => {
+    state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
+    document.getElementById("cursor").textContent = `crosshair LPS ${state.cursor.map((v) => fmt(v)).join(", ")}`;
+    if (state.pointerDown) dragTo(location.axCorSag);
+  };
+  const canvas = document.getElementById("gl");
+  canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; }, true);
+  window.addEventListener("pointerup", finishDrag);
+  nv.createOnLocationChange();
+}
+
+function setWindow(name) {
+  if (!nv || !state.hasCt) return;
+  [nv.volumes[0].cal_min, nv.volumes[0].cal_max] = WINDOWS[name];
+  nv.updateGLVolume();
+  for (const b of document.querySelectorAll("[data-window]")) b.classList.toggle("on", b.dataset.window === name);
+}
+
+// One connectome mesh per verdict (its colormap is the verdict's colour, its edges the needles), made once
+// before the volumes are loaded: adding or removing a NiiVue mesh re-uploads every volume to the GPU.
+const needleMeshes = {};
+
+function createNeedleMeshes() {
+  for (const verdict of Object.keys(VERDICT_RGB)) {
+    const colormap = `trajplan_${verdict}`;
+    const mesh = nv.loadConnectomeAsMesh({
+      name: `needles ${verdict}`, nodeColormap: colormap, nodeColormapNegative: colormap, nodeMinColor: 1,
+      nodeMaxColor: 1, nodeScale: 3, edgeColormap: colormap, edgeColormapNegative: colormap, edgeMin: 1,
+      edgeMax: 1, edgeScale: 1, showLegend: false,
+      nodes: { names: ["none"], prefilled: [], X: [0], Y: [0], Z: [0], Color: [1], Size: [0.001] }, edges: [0],
+    });
+    nv.addMesh(mesh);
+    needleMeshes[verdict] = mesh;
+  }
+}
+
+function drawNeedles() {
+  const anyPoint = state.needles.length ? ras(state.needles[0].spec.tip_lps) : nv.frac2mm([0.5, 0.5, 0.5]);
+  for (const [verdict, mesh] of Object.entries(needleMeshes)) {
+    const shown = state.needles.filter((n) => n.result && n.result.verdict === verdict);
+    const nodes = shown.flatMap((needle) => [["entry", needle.spec.entry_lps], ["tip", needle.spec.tip_lps]].map(
+      ([part, point]) => {
+        const [x, y, z] = ras(point);
+        return { name: `${state.needles.indexOf(needle) + 1} ${part}`, x, y, z, colorValue: 1,
+                 sizeValue: needle === state.selected ? 1.0 : 0.6 };
+      }));
+    // a mesh without a needle keeps one microscopic node (NiiVue needs a point for its extents)
+    mesh.nodes = nodes.length ? nodes : [{ name: "none", x: anyPoint[0], y: anyPoint[1], z: anyPoint[2],
+                                           colorValue: 1, sizeValue: 0.001 }];
+    // an edge's value is its cylinder's radius (mm); its colour is the colormap's (edgeMin = edgeMax)
+    mesh.edges = shown.map((_, k) => ({ first: 2 * k, second: 2 * k + 1, colorValue: shown[k].result.diameter_mm / 2 }));
+    mesh.updateMesh(nv.gl);
+  }
+  nv.drawScene();
+}
+
+function centreOn(point) {
+  const [x, y, z] = ras(point);
+  nv.scene.crosshairPos = nv.mm2frac([x, y, z]);
+  nv.drawScene();
+  nv.createOnLocationChange();
+}
+
+// ------------------------------------------------------------------ table
+function coordinateInputs(needle, field) {
+  return needle.spec[`${field}_lps`].map((value, axis) => {
+    const input = el("input", { type: "number", step: "0.5", "data-field": field, "data-axis": String(axis),
+                                "aria-label": `${field} ${"xyz"[axis]}` });
+    input.value = String(value);
+    input.addEventListener("change", () => {
+      const number = Number(input.value);
+      if (input.value === "" || !Number.isFinite(number)) { setStatus(`${field} ${"xyz"[axis]}: not a number`, true); return; }
+      const point = [...needle.spec[`${field}_lps`]];
+      point[axis] = number;
+      edit(needle, { [`${field}_lps`]: point });
+    });
+    return input;
+  });
+}
+
+function selectInput(options, value, onChange) {
+  const select = el("select");
+  for (const [optionValue, text] of options) select.append(el("option", { value: optionValue, text }));
+  select.value = value;
+  select.addEventListener("change", () => onChange(select.value));
+  return select;
+}
+
+function clearanceCell(result) {
+  const cell = el("td", { class: "clearance" });
+  const entries = Object.entries(result.clearance_mm).sort((a, b) => a[1] - b[1]);
+  entries.slice(0, SHOWN_STRUCTURES).forEach(([name, mm], k) => {
+    const margin = state.margins[name];
+    if (k) cell.append(el("br"));
+    cell.append(el("span", { class: mm < margin ? "below" : "", "data-structure": name,
+                             text: `${name} ${fmt(mm, 2)} / ${fmt(margin)}` }));
+  });
+  if (entries.length > SHOWN_STRUCTURES) {
+    const more = el("details", {}, [el("summary", { text: `${entries.length - SHOWN_STRUCTURES} more` })]);
+    for (const [name, mm] of entries.slice(SHOWN_STRUCTURES)) more.append(el("div", { text: `${name} ${fmt(mm, 2)}` }));
+    cell.append(more);
+  }
+  return cell;
+}
+
+function renderTable() {
+  const body = document.querySelector("#needles tbody");
+  body.replaceChildren();
+  state.needles.forEach((needle, index) => {
+    const r = needle.result;
+    const row = el("tr", { "data-needle": String(index), class: `${needle.pending ? "scoring" : r.verdict}` });
+    if (needle === state.selected) row.classList.add("selected");
+    row.addEventListener("click", (event) => {
+      if (state.selected !== needle) { state.selected = needle; renderTable(); drawNeedles(); }
+      if (event.target.tagName === "TD") centreOn(needle.spec.tip_lps);
+    });
+    const technique = selectInput([["auto", "auto"], ["short_axis", "short axis"], ["long_axis", "long axis"]],
+                                  needle.spec.technique || "auto",
+                                  (value) => edit(needle, { technique: value === "auto" ? null : value }));
+    const gauge = selectInput([["11", "11 G"], ["13", "13 G"]], String(needle.spec.gauge),
+                              (value) => edit(needle, { gauge: Number(value) }));
+    const m = r.metrics;
+    row.append(
+      el("td", { text: String(index + 1) }),
+      el("td", { class: "source", text: needle.source }),
+      el("td", {}, [technique, el("div", { class: "technique", text: r.technique })]),
+      el("td", { text: r.side }),
+      el("td", {}, [gauge]),
+      el("td", { class: "entry" }, coordinateInputs(needle, "entry")),
+      el("td", { class: "tip" }, coordinateInputs(needle, "tip")),
+      el("td", { class: "verdict", text: needle.pending ? "scoring…" : r.verdict }),
+      el("td", { class: "reasons", text: r.reasons.join(", ") }),
+      clearanceCell(r),
+      el("td", { class: "breach", text: fmt(r.breach_probability.any, 3) }),
+      el("td", { class: "depth", text: `${fmt(m.length_mm)} / ${fmt(m.skin_to_bone_mm)}` }),
+      el("td", { class: "angles",
+                 text: `${fmt(m.mediolateral_angle_deg)} / ${fmt(m.craniocaudal_angle_deg)} / ${fmt(m.gantry_tilt_deg)}` }),
+      el("td", { class: "cement", text: fmt(m.cement_volume_ml, 2) }),
+    );
+    body.append(row);
+  });
+  const selected = state.selected !== null;
+  for (const id of ["delete", "entry-here", "tip-here"]) document.getElementById(id).disabled = !selected;
+  document.getElementById("undo").disabled = !state.undo.length;
+}
+
+// ------------------------------------------------------------------ editing
+function snapshot() {
+  state.undo.push({ needles: state.needles.map((n) => ({ ...n, spec: copy(n.spec) })),
+                    selected: state.needles.indexOf(state.selected) });
+}
+
+async function score(needle) {
+  needle.pending = true;
+  state.pending += 1;
+  renderTable();
+  try {
+    needle.result = await api("/api/evaluate", needle.spec);
+    needle.source = "edited";
+    setStatus(`needle ${state.needles.indexOf(needle) + 1}: ${needle.result.verdict}`);
+  } catch (error) {
+    setStatus(`not scored: ${error.message}`, true);
+    throw error;
+  } finally {
+    needle.pending = false;
+    state.pending -= 1;
+    renderTable();
+    drawNeedles();
+  }
+}
+
+async function edit(needle, change) {
+  snapshot();
+  const previous = needle.spec;
+  needle.spec = { ...needle.spec, ...change };
+  try {
+    await score(needle);
+  } catch {
+    needle.spec = previous;
+    state.undo.pop();
+    renderTable();
+  }
+}
+
+// Dragging: a left press near a needle's entry or tip (in the plane of the view pressed) grabs that end;
+// NiiVue moves the crosshair with the mouse and the end moves as much in that plane (its depth is kept);
+// the needle is re-scored when the button is released.
+function dragTo(view) {
+  const axes = IN_PLANE[view];
+  if (!axes) return;
+  if (state.drag === null) state.drag = grab(axes) || false;   // the press itself: grab, or not for this press
+  if (!state.drag) return;
+  const { needle, field, before, pressed } = state.drag;
+  const point = [...before[field]];
+  for (const axis of state.drag.axes) point[axis] = Math.round((point[axis] + state.cursor[axis] - pressed[axis]) * 10) / 10;
+  needle.spec = { ...needle.spec, [field]: point };
+  drawNeedles();
+}
+
+function grab(axes) {
+  let best = null;
+  for (const needle of state.needles) {
+    for (const field of ["entry_lps", "tip_lps"]) {
+      const distance = Math.hypot(...axes.map((axis) => needle.spec[field][axis] - state.cursor[axis]));
+      if (distance < GRAB_MM && (!best || distance < best.distance)) {
+        best = { needle, field, axes, distance, before: needle.spec, pressed: [...state.cursor] };
+      }
+    }
+  }
+  if (best) state.selected = best.needle;
+  return best;
+}
+
+function finishDrag() {
+  const drag = state.drag;
+  state.pointerDown = false;
+  state.drag = null;
+  if (!drag) return;
+  const moved = drag.needle.spec[drag.field];
+  drag.needle.spec = drag.before;
+  if (moved.some((value, axis) => value !== drag.before[drag.field][axis])) edit(drag.needle, { [drag.field]: moved });
+  else { renderTable(); drawNeedles(); }   // a click on an end only selects the needle
+}
+
+async function addNeedle() {
+  const tip = state.cursor || (state.selected ? state.selected.spec.tip_lps : [0, 0, 0]);
+  const needle = { spec: { entry_lps: [tip[0], tip[1] + 40, tip[2]], tip_lps: [...tip], technique: null,
+                           gauge: state.needles.length ? state.needles[0].spec.gauge : 11 },
+                   result: null, source: "edited" };
+  snapshot();
+  try {
+    needle.result = await api("/api/evaluate", needle.spec);
+  } catch (error) {
+    state.undo.pop();
+    setStatus(`not added: ${error.message}`, true);
+    return;
+  }
+  state.needles.push(needle);
+  state.selected = needle;
+  setStatus(`needle ${state.needles.length} added: ${needle.result.verdict}`);
+  renderTable();
+  drawNeedles();
+}
+
+function deleteNeedle() {
+  if (!state.selected) return;
+  snapshot();
+  state.needles.splice(state.needles.indexOf(state.selected), 1);
+  state.selected = null;
+  renderTable();
+  drawNeedles();
+}
+
+function undo() {
+  const last = state.undo.pop();
+  if (!last) return;
+  state.needles = last.needles;
+  state.selected = last.selected >= 0 ? state.needles[last.selected] : null;
+  setStatus("undone");
+  renderTable();
+  drawNeedles();
+}
+
+async function save() {
+  if (state.pending) { setStatus("wait for the scoring to finish", true); return; }
+  setStatus("saving…");
+  try {
+    const answer = await api("/api/save", { needles: state.needles.map((n) => n.spec) });
+    state.needles = answer.needles.map(fromPlan);
+    state.selected = null;
+    setStatus(`saved ${answer.written.join(", ")}`);
+    document.body.dataset.saved = String(Number(document.body.dataset.saved || 0) + 1);
+  } catch (error) {
+    setStatus(`not saved: ${error.message}`, true);
+  }
+  renderTable();
+  drawNeedles();
+}
+
+function fromPlan(needle) {
+  return { spec: { entry_lps: needle.entry_lps, tip_lps: needle.tip_lps, technique: needle.technique,
+                   gauge: needle.gauge },
+           result: needle, source: needle.source };
+}
+
+// ------------------------------------------------------------------ start
+async function start() {
+  history.replaceState(null, "", "/");   // the token stays in the cookie, not in the address bar
+  const view = await api("/api/plan");
+  state.margins = view.margins_mm;
+  state.needles = view.needles.map(fromPlan);
+  const folder = document.getElementById("folder");
+  folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s) · scored on ${view.scored_on}`;
+  state.hasCt = Boolean(view.files.ct);
+  renderTable();
+  await loadImages(view);
+  drawNeedles();
+  if (state.needles.length) centreOn(state.needles[0].spec.tip_lps);
+  document.getElementById("add").addEventListener("click", addNeedle);
+  document.getElementById("delete").addEventListener("click", deleteNeedle);
+  document.getElementById("undo").addEventListener("click", undo);
+  document.getElementById("save").addEventListener("click", save);
+  document.getElementById("entry-here").addEventListener("click",
+    () => state.selected && state.cursor && edit(state.selected, { entry_lps: [...state.cursor] }));
+  document.getElementById("tip-here").addEventListener("click",
+    () => state.selected && state.cursor && edit(state.selected, { tip_lps: [...state.cursor] }));
+  for (const b of document.querySelectorAll("[data-window]")) b.addEventListener("click", () => setWindow(b.dataset.window));
+  document.getElementById("show-labels").addEventListener("change", (event) => {
+    nv.setOpacity(nv.volumes.length - 1, event.target.checked ? 0.35 : 0);
+  });
+  // ready once the first picture is on screen: after two frames the GPU has drawn it
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  document.body.dataset.ready = "1";
+}
+
+start().catch((error) => setStatus(`could not start: ${error.message}`, true));
