@@ -26,9 +26,10 @@ def read_summary(out: Path) -> list[dict]:
 
 
 def comparable_plan(case_dir: Path) -> dict:
-    """plan.json without its timings (the only part that may differ between runs)."""
+    """plan.json without its timings and planning time (the only parts that may differ between runs)."""
     plan = json.loads((case_dir / "plan.json").read_text())
     plan.pop("timings_s", None)
+    plan.get("case", {}).pop("planned_utc", None)
     return plan
 
 

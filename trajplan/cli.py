@@ -149,7 +149,8 @@ def cmd_plan(args: argparse.Namespace) -> dict:
     labels_file, ts_folder = _split_labels(args.labels)
     return run_plan(args.ct, args.output, _plan_options(args), series_uid=args.series,
                     labels_path=labels_file, ts_labels_path=ts_folder,
-                    sacrum_mask_path=args.sacrum_mask, report=not args.no_report)
+                    sacrum_mask_path=args.sacrum_mask, report=not args.no_report,
+                    case_name=args.case_name, position=args.position)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -254,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_options(p, label_map=True)
     _add_plan_options(p)
     p.add_argument("--no-report", action="store_true", help="skip report.html and its views")
+    p.add_argument("--case-name", metavar="TEXT",
+                   help="name of the case in plan.json, the report and card.html (default: its anonymous id)")
+    p.add_argument("--position", choices=("prone", "supine"),
+                   help="how the patient lies on the table, for the gantry tilt's direction "
+                        "(default: the DICOM PatientPosition, else prone)")
 
     p = command("evaluate", cmd_evaluate, "metrics and verdict of one hand-drawn needle path",
                 "trajplan evaluate case/ct.nii.gz --entry 35,60,10 --target 30,20,20 --gauge 11")

@@ -9,6 +9,7 @@ prints with ``--json`` and the batch runner writes into ``summary.csv``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -142,13 +143,20 @@ def run_plan(
     ts_labels_path: str | Path | None = None,
     report: bool = True,
     timer: StageTimer | None = None,
+    case_name: str | None = None,
+    position: str | None = None,
 ) -> dict:
     """Plan needle paths for one CT and write the plan folder.
 
     Writes ``labels.nii.gz`` (+ ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
-    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``ct_roi.nii.gz`` (the CT around the
-    sacrum and the needles, for the views), ``scene.png`` and, unless ``report`` is false,
-    ``report.html`` with its views and ``scene.html``.
+    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``card.html`` (the printable procedure cards),
+    ``ct_roi.nii.gz`` (the CT around the sacrum and the needles, for the views), ``scene.png`` and,
+    unless ``report`` is false, ``report.html`` with its views and ``scene.html``.
+
+    ``case_name`` names the case in ``plan.json`` and the report (else its anonymous id,
+    ``case-`` and the first 12 hex digits of the input checksum). ``position`` (``prone`` or
+    ``supine``) is how the patient lies, for the gantry tilt's direction; without it the DICOM
+    PatientPosition is used, else prone is assumed (:func:`trajplan.card.add_cards`).
 
     Returns
     -------
@@ -167,6 +175,7 @@ def run_plan(
         the way, a vanished folder). ``out_dir`` is complete or absent: it is built beside
         its place and renamed into it at the end (:func:`trajplan.io.staged.staged_folder`).
     """
+    from trajplan.card import add_cards
     from trajplan.planning import plan_needles
     from trajplan.plan_io import write_plan
     from trajplan.views.region import view_region
@@ -202,6 +211,10 @@ def run_plan(
         lesion_quality = seg_report.get("structures", {}).get("lesion", {}).get("quality", "")
         if lesion_quality.startswith("not sought"):
             plan.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
+        with timer.stage("procedure cards"):
+            plan["case"] = case_json(plan["input"]["sha256"], case_name)
+            lying, source = patient_position(ct_path, series_uid, position)
+            add_cards(plan, ct, labels, position=lying, position_source=source)
         with timer.stage("writing plan"):
             plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
             write_plan(plan, work)
@@ -215,6 +228,31 @@ def run_plan(
             else:
                 render_scene_png(labels, plan, work / "scene.png")
     return plan_summary(plan, out_dir, timer)
+
+
+def case_json(sha256: str, case_name: str | None) -> dict:
+    """The ``case`` block of ``plan.json``: the case's name (given, else its anonymous id) and the
+    UTC time of planning."""
+    name = " ".join(str(case_name).split()) if case_name else ""
+    return {"name": name or f"case-{sha256[:12]}", "named_by": "option" if name else "checksum",
+            "planned_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def patient_position(ct_path: str | Path, series_uid: str | None, given: str | None) -> tuple[str, str]:
+    """How the patient lies and where that came from: (``prone``|``supine``, ``option``|``dicom``|``assumed``)."""
+    if given is not None:
+        if given not in ("prone", "supine"):
+            raise InputError(f"unknown patient position {given!r} (prone or supine)")
+        return given, "option"
+    path = Path(ct_path)
+    folder = path if path.is_dir() else path.parent if path.suffix.lower() == ".dcm" else None
+    if folder is not None:
+        from trajplan.io.dicom import series_patient_position
+
+        found = series_patient_position(folder, series_uid=series_uid)
+        if found is not None:
+            return found, "dicom"
+    return "prone", "assumed"
 
 
 def plan_summary(plan: dict, out_dir: Path, timer: StageTimer) -> dict:
