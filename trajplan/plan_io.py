@@ -23,6 +23,28 @@ METRIC_COLUMNS = (
     "gantry_tilt_deg", "axis_angle_deg", "skin_to_bone_mm", "cement_volume_ml", "approach_crosses",
 )
 
+CARD_KEYS = (
+    "guidance", "patient_position", "skin_found", "skin_to_bone_mm", "bone_to_tip_mm", "skin_to_tip_mm",
+    "needle_length_mm", "midline_offset_mm", "level", "from_level_mm", "slice_index", "table_position_mm",
+    "gantry_tilt_deg", "gantry_tilt_toward", "in_plane_angle_deg", "in_plane_hub_toward",
+)
+C_ARM_KEYS = ("cranial_caudal_deg", "oblique_deg", "detector_side")
+
+
+def card_columns(needle: dict) -> dict:
+    """The procedure card of a needle as flat ``plan.csv`` columns (empty where it does not apply)."""
+    card = needle.get("card") or {}
+    skin = needle.get("skin_entry_lps") or [None] * 3
+    ras = needle.get("skin_entry_ras") or [None] * 3
+    arm = card.get("c_arm") or {}
+    return {
+        **{f"skin_entry_{a}": v for a, v in zip("xyz", skin)},
+        **{f"skin_entry_ras_{a}": v for a, v in zip("xyz", ras)},
+        **{f"card_{k}": card.get(k) for k in CARD_KEYS},
+        **{f"card_c_arm_{k}": arm.get(k) for k in C_ARM_KEYS},
+        "card_notes": ";".join(card.get("notes", [])),
+    }
+
 
 def needle_name(needle: dict) -> str:
     """Display name of a needle: ``1 short_axis left``."""
@@ -59,7 +81,8 @@ def slicer_markups(needles: list[dict]) -> dict:
 
 
 def plan_rows(needles: list[dict]) -> list[dict]:
-    """Flat rows of ``plan.csv``: identity, verdict, clearances, breach probabilities, metrics."""
+    """Flat rows of ``plan.csv``: identity, verdict, clearances, breach probabilities, metrics,
+    then the procedure card (skin entry in LPS and RAS, ``card_*``)."""
     rows = []
     for needle in needles:
         row = {
@@ -74,6 +97,7 @@ def plan_rows(needles: list[dict]) -> list[dict]:
         row.update({f"clearance_{s}_mm": needle["clearance_mm"].get(s) for s in CRITICAL_STRUCTURES})
         row.update({m: (";".join(v) if isinstance(v := needle["metrics"].get(m), list) else v)
                     for m in METRIC_COLUMNS})
+        row.update(card_columns(needle))
         rows.append(row)
     return rows
 
