@@ -149,15 +149,23 @@ def test_add_cards_on_hand_made_needles():
     assert any("needle 2" in w and "leaves the CT" in w for w in plan["warnings"])
 
 
-def test_demo_like_plan_has_a_card_for_every_needle(phantom_dir, tmp_path):
-    from trajplan.pipeline import run_plan
-    from trajplan.planning import PlanOptions
+@pytest.fixture(scope="module")
+def demo_plan(phantom_dir, tmp_path_factory):
+    """The demo-like case (2 mm bilateral fracture phantom, both techniques, 2 needles) planned
+    on its ground-truth labels without the views: (plan folder, plan.json)."""
     import json
 
-    out = tmp_path / "plan"
+    from trajplan.pipeline import run_plan
+    from trajplan.planning import PlanOptions
+
+    out = tmp_path_factory.mktemp("demo") / "plan"
     run_plan(phantom_dir / "ct.nii.gz", out, PlanOptions(technique="both", needles=2, mc_samples=50),
              labels_path=phantom_dir / "labels.nii.gz", report=False)
-    plan = json.loads((out / "plan.json").read_text())
+    return out, json.loads((out / "plan.json").read_text())
+
+
+def test_demo_like_plan_has_a_card_for_every_needle(demo_plan):
+    out, plan = demo_plan
     assert plan["patient_position"] == {"position": "prone", "source": "assumed"}    # a NIfTI says nothing
     assert plan["case"]["name"] == "case-" + plan["input"]["sha256"][:12] and plan["case"]["named_by"] == "checksum"
     techniques = set()
@@ -170,7 +178,9 @@ def test_demo_like_plan_has_a_card_for_every_needle(phantom_dir, tmp_path):
         assert card["skin_to_bone_mm"] == pytest.approx(np.linalg.norm(skin - entry), abs=0.06)
         assert card["bone_to_tip_mm"] == pytest.approx(needle["metrics"]["length_mm"], abs=0.06)
         assert card["needle_length_mm"] in (100.0, 125.0, 150.0, None)
-        assert (card["needle_length_mm"] is None) == (card["skin_to_tip_mm"] > 150.0)
+        # no length where the skin is not in the CT (the depth is only a minimum) or none reaches
+        assert (card["needle_length_mm"] is None) == (card["skin_to_tip_mm"] > 150.0 or not card["skin_found"])
+        assert card["skin_found"] or any("at least" in note for note in card["notes"])
         if card["needle_length_mm"] is not None:
             assert card["needle_length_mm"] >= card["skin_to_tip_mm"] > card["needle_length_mm"] - 25.0
         # the skin entry lies behind the bone entry on the needle line
@@ -210,3 +220,29 @@ def test_dicom_input_gives_position_and_table_position_from_its_headers(tmp_path
         card = needle["card"]
         assert card["table_position_mm"] == pytest.approx(z[card["slice_index"]], abs=0.01)
         assert abs(card["table_position_mm"] - needle["skin_entry_lps"][2]) <= 1.25 + 1e-6
+
+
+def test_report_and_card_page_read_in_words(demo_plan):
+    import html
+    import re
+
+    from trajplan.report import report_html
+
+    out, plan = demo_plan
+    page = report_html(plan, {})
+    text = html.unescape(re.sub(r"<style>.*?</style>", "", page, flags=re.S))
+    text = re.sub(r"<[^>]+>", " ", text)
+    for raw in ("{'", "'}", "[]", "[", "True", "False", "None", "{"):
+        assert raw not in text, raw
+    name = plan["case"]["name"]
+    assert f"Sacroplasty needle plan: {name}" in text and plan["case"]["planned_utc"][:10] in text
+    assert "30 mm or more" in text               # capped clearances are said as such
+    for needle in plan["needles"]:
+        card = needle["card"]
+        assert f"skin to tip {card['skin_to_tip_mm']:.1f} mm" in text
+        if card["guidance"] == "ct" and card["gantry_tilt_toward"]:
+            assert f"tilt {card['gantry_tilt_deg']:.1f} deg, top of gantry toward the {card['gantry_tilt_toward']}" in text
+    cards = (out / "card.html").read_text()
+    assert cards.startswith("<!DOCTYPE html>") and name in cards
+    assert cards.count("class='card'") == len(plan["needles"])
+    assert "<img" not in cards and "<script" not in cards        # one light printable page

@@ -40,6 +40,7 @@ BODY_HU = -500.0           # the body: voxels above this
 SKIN_STEP_MM = 0.5         # march step along the needle line
 SKIN_AIR_RUN_MM = 1.0      # this much air in a row is outside the body (a lone dark voxel is not)
 MAX_GANTRY_TILT_DEG = 30.0  # a usual CT gantry tilts no further
+STEEP_VIEW_DEG = 45.0      # a view down the needle further than this from PA is noted
 LEVELS = ("S1", "S2", "S3", "S4")
 POSITIONS = ("prone", "supine")
 
@@ -293,12 +294,16 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
     skin_to_tip = skin_to_bone + bone_to_tip
     length = needle_length(skin_to_tip)
     notes = []
+    sizes = ", ".join(f"{v / 10:g}" for v in STANDARD_NEEDLE_LENGTHS_MM)
     if not found:
         notes.append("the needle line leaves the CT before it leaves the body: the skin entry given is the last "
                      "point on the line inside the CT, and the depths are at least those given")
-    if length is None:
-        notes.append(f"skin to tip is {skin_to_tip:.0f} mm: no standard bone needle "
-                     f"({', '.join(f'{v / 10:g}' for v in STANDARD_NEEDLE_LENGTHS_MM)} cm) reaches")
+        notes.append(f"no needle length is given: skin to tip is at least {skin_to_tip:.0f} mm"
+                     + (f", so a needle of {length / 10:g} cm or longer" if length is not None else
+                        f", more than any standard bone needle ({sizes} cm)"))
+        length = None
+    elif length is None:
+        notes.append(f"skin to tip is {skin_to_tip:.0f} mm: no standard bone needle ({sizes} cm) reaches")
     level, from_level = None, None
     if levels:
         level = min(levels, key=lambda name: abs(skin[2] - levels[name]))
@@ -326,6 +331,11 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
             notes.append(f"the gantry tilt of {tilt:.0f} deg is beyond the usual {MAX_GANTRY_TILT_DEG:g} deg")
     else:
         card["c_arm"] = c_arm_angles(direction)
+        steep = float(np.degrees(np.arccos(min(abs(direction[1]), 1.0))))
+        if steep > STEEP_VIEW_DEG:
+            notes.append(f"the view down this needle lies {steep:.0f} deg from the straight posterior-anterior "
+                         f"view (more than {STEEP_VIEW_DEG:g} deg): the C-arm may not reach it past the table "
+                         "and the pelvis; the lateral view shows the needle along its length")
     card["notes"] = notes
     return card, [float(v) + 0.0 for v in skin], bool(found)
 

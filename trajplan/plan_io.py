@@ -109,7 +109,10 @@ def listed_needles(plan: dict) -> list[dict]:
 
 
 def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Atomically write ``plan.json``, ``plan.csv`` and ``plan.mrk.json`` into ``out_dir``."""
+    """Atomically write ``plan.json``, ``plan.csv``, ``plan.mrk.json`` and ``card.html`` (the
+    printable procedure cards, :func:`trajplan.card_html.card_page`) into ``out_dir``."""
+    from trajplan.card_html import card_page
+
     out = Path(out_dir)
     write_json(out / "plan.json", plan)
     rows = plan_rows(listed_needles(plan))
@@ -120,7 +123,9 @@ def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     write_text(out / "plan.csv", buffer.getvalue())
     write_json(out / "plan.mrk.json", slicer_markups(listed_needles(plan)))
-    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json"}
+    write_text(out / "card.html", card_page(plan))
+    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json",
+            "card": out / "card.html"}
 
 
 def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
