@@ -296,11 +296,11 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
     notes = []
     sizes = ", ".join(f"{v / 10:g}" for v in STANDARD_NEEDLE_LENGTHS_MM)
     if not found:
-        notes.append("the needle line leaves the CT before it leaves the body: the skin entry given is the last "
-                     "point on the line inside the CT, and the depths are at least those given")
-        notes.append(f"no needle length is given: skin to tip is at least {skin_to_tip:.0f} mm"
-                     + (f", so a needle of {length / 10:g} cm or longer" if length is not None else
-                        f", more than any standard bone needle ({sizes} cm)"))
+        notes.append("the needle line leaves the CT before the body: the skin entry is its last point in the CT "
+                     "and the depths are minimums")
+        notes.append(f"skin to tip is at least {skin_to_tip:.0f} mm: "
+                     + (f"a needle of {length / 10:g} cm or longer" if length is not None else
+                        f"longer than any standard bone needle ({sizes} cm)"))
         length = None
     elif length is None:
         notes.append(f"skin to tip is {skin_to_tip:.0f} mm: no standard bone needle ({sizes} cm) reaches")
@@ -333,9 +333,9 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
         card["c_arm"] = c_arm_angles(direction)
         steep = float(np.degrees(np.arccos(min(abs(direction[1]), 1.0))))
         if steep > STEEP_VIEW_DEG:
-            notes.append(f"the view down this needle lies {steep:.0f} deg from the straight posterior-anterior "
-                         f"view (more than {STEEP_VIEW_DEG:g} deg): the C-arm may not reach it past the table "
-                         "and the pelvis; the lateral view shows the needle along its length")
+            notes.append(f"the view down the needle is {steep:.0f} deg from posterior-anterior (over "
+                         f"{STEEP_VIEW_DEG:g} deg): the C-arm may not reach it; the lateral view shows the needle "
+                         "along its length")
     card["notes"] = notes
     return card, [float(v) + 0.0 for v in skin], bool(found)
 

@@ -18,10 +18,13 @@ REASON_WORDS = {
     "ct_crosses_cortex": "the CT shows a cortical wall crossed after the bone entry",
 }
 
+COMPACT_CLEARANCES = 4     # rows of the clearance table on the printable card page
+
 CARD_STYLE = """
-.card{border:2px solid #444;border-radius:6px;padding:6px 12px;margin:10px 0;max-width:900px;page-break-inside:avoid}
+.card{border:2px solid #444;border-radius:6px;padding:4px 10px;margin:8px 0;max-width:1100px;page-break-inside:avoid}
 .card h3{margin:4px 0 6px 0}.card table{font-size:13px;margin:4px 0}.card td,.card th{text-align:left}
-.card td.n{text-align:right}.card .note{color:#8a4b00}.card .big{font-size:15px;font-weight:bold}
+.card td.n{text-align:right}.card .note{color:#8a4b00}.card .cols{display:flex;flex-wrap:wrap;gap:6px 24px}
+.card .cols>div{flex:1 1 380px}.card p{margin:4px 0}
 """
 
 
@@ -31,17 +34,17 @@ def esc(value: object) -> str:
 
 
 def structure_words(name: str) -> str:
-    """A label-table structure name in human words: ``foramen_S2_left`` -> ``S2 foramen, left``."""
+    """A label-table structure name in human words: ``foramen_S2_left`` -> ``S2 foramen (left)``."""
     parts = name.split("_")
     if parts[0] == "foramen" and len(parts) == 3:
-        return f"{parts[1]} foramen, {parts[2]}"
+        return f"{parts[1]} foramen ({parts[2]})"
     special = {"canal": "sacral canal", "anterior_cortex": "anterior cortex", "L5_S1_disc": "L5-S1 disc",
                "L5": "L5 vertebra"}
     if name in special:
         return special[name]
     if parts[-1] in ("left", "right"):
         base = " ".join(parts[:-1]).replace("si joint", "SI joint")
-        return f"{base}, {parts[-1]}"
+        return f"{base} ({parts[-1]})"
     return name.replace("_", " ")
 
 
@@ -125,15 +128,20 @@ def guidance_rows(card: dict) -> list[tuple[str, str]]:
     cc_text = ("no cranial or caudal tilt" if not cc else
                f"{abs(cc):.1f} deg {'cranial (detector toward the head)' if cc > 0 else 'caudal (detector toward the feet)'}")
     ob_text = ("no oblique rotation" if not oblique else
-               f"{abs(oblique):.1f} deg oblique, detector toward the {SIDE_WORDS['left' if oblique > 0 else 'right']}")
+               f"{abs(oblique):.1f} deg oblique toward the {SIDE_WORDS['left' if oblique > 0 else 'right']}")
     return [
         ("guidance", f"fluoroscopy (patient {position})"),
-        ("C-arm, view down the needle", f"{cc_text}; {ob_text}; detector on the {arm.get('detector_side', '')} side"),
+        ("C-arm down the needle", f"{cc_text}; {ob_text}; detector {arm.get('detector_side', '')}"),
     ]
 
 
-def card_html(needle: dict, margins: dict[str, float]) -> str:
-    """One needle's procedure card as an HTML block."""
+def card_html(needle: dict, margins: dict[str, float], *, compact: bool = False) -> str:
+    """One needle's procedure card as an HTML block.
+
+    ``compact`` (for the printable ``card.html``): coordinates on fewer lines, the clearance table
+    holds the COMPACT_CLEARANCES closest structures and one line gives the smallest clearance of
+    all the others.
+    """
     card = needle.get("card")
     title = (f"Needle {esc(needle.get('rank', ''))}: {esc(technique_words(needle['technique']))}, "
              f"{esc(SIDE_WORDS.get(needle['side'], needle['side']))}, {esc(needle.get('gauge'))} G "
@@ -141,30 +149,52 @@ def card_html(needle: dict, margins: dict[str, float]) -> str:
     if not card:
         return f"<div class='card'><h3>{title}</h3><p>No procedure card: this plan was made without its CT.</p></div>"
     length = card.get("needle_length_mm")
+    if compact:
+        where = [("skin entry", f"LPS {point_text(needle['skin_entry_lps'])}; RAS {point_text(needle['skin_entry_ras'])}"),
+                 ("bone entry, tip (LPS)", f"{point_text(needle['entry_lps'])}, {point_text(needle['tip_lps'])}")]
+    else:
+        where = [("skin entry (LPS mm)", point_text(needle["skin_entry_lps"])),
+                 ("skin entry (RAS mm, 3D Slicer)", point_text(needle["skin_entry_ras"]))]
     rows = [
-        ("skin entry (LPS mm)", point_text(needle["skin_entry_lps"])),
-        ("skin entry (RAS mm, 3D Slicer)", point_text(needle["skin_entry_ras"])),
-        ("skin entry from landmarks", _offset_words(card)),
-        ("bone entry (LPS mm)", point_text(needle["entry_lps"])),
-        ("tip (LPS mm)", point_text(needle["tip_lps"])),
+        *where[:1 if compact else 2],
+        ("from landmarks" if compact else "skin entry from landmarks", _offset_words(card)),
+        *(where[1:] if compact else [("bone entry (LPS mm)", point_text(needle["entry_lps"])),
+                                     ("tip (LPS mm)", point_text(needle["tip_lps"]))]),
         ("depth", f"skin to bone {mm(card.get('skin_to_bone_mm'))}; bone to tip {mm(card.get('bone_to_tip_mm'))}; "
                   f"skin to tip {mm(card.get('skin_to_tip_mm'))}"),
         ("needle length", f"{length / 10:g} cm ({length:g} mm)" if length is not None
-         else "none of the standard 10, 12.5 and 15 cm bone needles reaches"),
+         else "none of the standard 10, 12.5, 15 cm needles (see the note)"),
         *guidance_rows(card),
     ]
+    if compact:
+        short = {"from landmarks": "landmarks", "bone entry, tip (LPS)": "bone entry, tip",
+                 "needle length": "needle", "C-arm down the needle": "C-arm", "needle in the slice": "in the slice"}
+        rows = [(short.get(k, k), v) for k, v in rows]
     body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     reasons = needle.get("reasons") or []
     why = ("<p class='note'>Unsafe: " + esc("; ".join(reason_words(r) for r in reasons)) + ".</p>") if reasons else ""
-    notes = "".join(f"<p class='note'>Note: {esc(n)}.</p>" for n in card.get("notes", []))
+    said = card.get("notes", [])
+    notes = (f"<p class='note'>{'Notes' if len(said) > 1 else 'Note'}: "
+             + esc(" ".join(f"({k}) {n}." if len(said) > 1 else f"{n}." for k, n in enumerate(said, start=1)))
+             + "</p>") if said else ""
     clear = clearance_rows(needle, margins)
+    near = [row for row in clear if not row[1].endswith("or more")]
+    far = [row[0] for row in clear if row[1].endswith("or more")]
+    shown = near[:COMPACT_CLEARANCES] if compact else near
     table = ""
-    if clear:
+    if shown:
         table = ("<table><tr><th>structure (closest first)</th><th>clearance</th><th>margin</th>"
                  "<th>above the margin</th></tr>"
                  + "".join(f"<tr><td>{esc(s)}</td><td class='n'>{esc(c)}</td><td class='n'>{esc(m)}</td>"
-                           f"<td class='n'>{esc(r)}</td></tr>" for s, c, m, r in clear) + "</table>")
-    return f"<div class='card'><h3>{title}</h3><table>{body}</table>{why}{notes}{table}</div>"
+                           f"<td class='n'>{esc(r)}</td></tr>" for s, c, m, r in shown) + "</table>")
+    if compact and len(clear) > len(shown):
+        rest = clear[len(shown)][1]
+        rest = rest if rest.endswith("or more") else f"{rest} or more"
+        table += f"<p>Every other structure: {esc(rest)} (all in report.html).</p>"
+    elif far:
+        table += f"<p>{esc(clearance_text(CLEARANCE_CAP_MM))} from: {esc('; '.join(far))}.</p>"
+    return (f"<div class='card'><h3>{title}</h3><div class='cols'><div><table>{body}</table>{why}{notes}</div>"
+            f"<div>{table}</div></div></div>")
 
 
 def case_words(plan: dict) -> tuple[str, str]:
@@ -178,22 +208,28 @@ def case_words(plan: dict) -> tuple[str, str]:
 
 
 def card_page(plan: dict) -> str:
-    """``card.html``: every needle's procedure card on one printable page."""
+    """``card.html``: every needle's procedure card on one printable page (A4 portrait, two cards a
+    row, up to six cards)."""
     name, date = case_words(plan)
     needles = plan.get("needles", [])
     margins = plan.get("parameters", {}).get("margins_mm", {})
     if needles:
-        cards = "".join(card_html(n, margins) for n in needles)
+        cards = "<div class='grid'>" + "".join(card_html(n, margins, compact=True) for n in needles) + "</div>"
     else:
         cards = "<p><b>No safe needle path.</b> There is no card to follow; see report.html for the reasons.</p>"
-    warnings = plan.get("warnings", [])
+    warnings = [w for w in plan.get("warnings", []) if not w.startswith("needle ")]    # those are on the cards
     warn = ("<p><b>Warnings:</b></p><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
     return "\n".join([
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Procedure cards: {esc(name)}</title>",
-        "<style>body{font-family:system-ui,Arial,sans-serif;margin:12px;color:#000;font-size:13px}"
-        "h1{font-size:18px;margin:0 0 4px 0}@page{size:A4;margin:10mm}@media print{.card{margin:4px 0}}"
-        f"{CARD_STYLE}</style></head><body>",
+        f"<style>{CARD_STYLE}"
+        "body{font-family:system-ui,Arial,sans-serif;margin:10px;color:#000;font-size:11px}"
+        "h1{font-size:15px;margin:0 0 2px 0}.grid{display:grid;grid-template-columns:1fr 1fr;gap:6px}"
+        ".grid .card{margin:0;max-width:none}.card .cols{display:block}.card table{font-size:11px}"
+        ".card h3{font-size:12px;margin:2px 0}.card th,.card td{padding:0 4px;line-height:1.15}ul{margin:2px 0}"
+        ".card p{margin:2px 0;line-height:1.15}.card th{white-space:nowrap;vertical-align:top}"
+        "@page{size:A4;margin:8mm}@media print{body{margin:0;font-size:9px}.card table{font-size:9px}"
+        ".card h3{font-size:10px}}</style></head><body>",
         f"<h1>Sacroplasty procedure cards: {esc(name)}</h1>",
         f"<p>Planned {esc(date)}. Coordinates in mm: LPS (+x left, +y posterior, +z up) and RAS (3D Slicer). "
         "Check every number against the images before use.</p>",
