@@ -103,3 +103,17 @@ def test_plan_csv_keeps_its_columns_and_adds_the_card(tmp_path):
     assert fl_row["card_guidance"] == "fluoroscopy" and fl_row["card_gantry_tilt_deg"] == ""
     assert fl_row["card_c_arm_cranial_caudal_deg"] == "-70.0" and fl_row["card_c_arm_oblique_deg"] == "4.5"
     assert fl_row["card_needle_length_mm"] == "125.0" and fl_row["card_notes"] == "the needle line leaves the CT;second"
+
+
+def test_markups_add_the_skin_entries_as_one_point_list_and_the_line_is_still_read_first(tmp_path):
+    needles = [dict(NEEDLE, skin_entry_lps=[40.0, 99.0, 14.0]), dict(NEEDLE, rank=2, skin_entry_lps=[-30.0, 90.0, 5.0])]
+    written = write_plan({"needles": needles}, tmp_path)
+    doc = json.loads(written["markups"].read_text())
+    assert [m["type"] for m in doc["markups"]] == ["Line", "Line", "Fiducial"]
+    points = doc["markups"][-1]["controlPoints"]
+    assert [p["position"] for p in points] == [[40.0, 99.0, 14.0], [-30.0, 90.0, 5.0]]
+    assert [p["label"] for p in points] == ["1 skin", "2 skin"]
+    assert doc["markups"][-1]["coordinateSystem"] == "LPS"
+    assert all(p["positionStatus"] == "defined" for p in points)
+    entry, tip = read_line_markup(written["markups"])
+    assert np.allclose(entry, NEEDLE["entry_lps"]) and np.allclose(tip, NEEDLE["tip_lps"])

@@ -52,7 +52,8 @@ def needle_name(needle: dict) -> str:
 
 
 def slicer_markups(needles: list[dict]) -> dict:
-    """The needles as a 3D Slicer markups document (one Line per needle, LPS mm)."""
+    """The needles as a 3D Slicer markups document (one Line per needle, bone entry to tip, LPS mm),
+    then, when the needles have skin entries, one point list (``Fiducial``) of them."""
     markups = []
     for needle in needles:
         markups.append({
@@ -75,6 +76,26 @@ def slicer_markups(needles: list[dict]) -> dict:
             "measurements": [],
             "display": {"visibility": True, "opacity": 1.0, "color": list(VERDICT_RGB[needle["verdict"]]),
                         "selectedColor": list(VERDICT_RGB[needle["verdict"]]), "lineThickness": 0.5,
+                        "propertiesLabelVisibility": True, "pointLabelsVisibility": True},
+        })
+    skins = [n for n in needles if n.get("skin_entry_lps") is not None]
+    if skins:
+        markups.append({
+            "type": "Fiducial",
+            "name": "skin entries",
+            "coordinateSystem": "LPS",
+            "coordinateUnits": "mm",
+            "locked": True,
+            "labelFormat": "%N-%d",
+            "lastUsedControlPointNumber": len(skins),
+            "controlPoints": [
+                {"id": str(k), "label": f"{n.get('rank', k)} skin", "description": f"skin entry of {needle_name(n)}",
+                 "position": list(n["skin_entry_lps"]),
+                 "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True,
+                 "locked": True, "visibility": True, "positionStatus": "defined"}
+                for k, n in enumerate(skins, start=1)],
+            "measurements": [],
+            "display": {"visibility": True, "opacity": 1.0, "color": [0.2, 0.4, 1.0], "selectedColor": [0.2, 0.4, 1.0],
                         "propertiesLabelVisibility": True, "pointLabelsVisibility": True},
         })
     return {"@schema": SLICER_SCHEMA, "markups": markups}
