@@ -241,8 +241,29 @@ def test_report_and_card_page_read_in_words(demo_plan):
         card = needle["card"]
         assert f"skin to tip {card['skin_to_tip_mm']:.1f} mm" in text
         if card["guidance"] == "ct" and card["gantry_tilt_toward"]:
-            assert f"tilt {card['gantry_tilt_deg']:.1f} deg, top of gantry toward the {card['gantry_tilt_toward']}" in text
+            tilt = card["gantry_tilt_deg"]
+            assert f"tilt {tilt:.1f} deg, top of gantry toward the {card['gantry_tilt_toward']}" in text
     cards = (out / "card.html").read_text()
     assert cards.startswith("<!DOCTYPE html>") and name in cards
     assert cards.count("class='card'") == len(plan["needles"])
     assert "<img" not in cards and "<script" not in cards        # one light printable page
+
+
+def test_report_tables_give_reasons_and_headings_in_words(demo_plan):
+    import copy
+    import html
+    import re
+
+    from trajplan.report import report_html
+
+    _, plan = demo_plan
+    plan = copy.deepcopy(plan)
+    alternative = plan["alternatives"][0]
+    alternative.update(verdict="unsafe", safe=False, reasons=["foramen_S2_left", "ilium_right", "ct_leaves_bone"])
+    alternative["metrics"]["approach_crosses"] = ["ilium_right"]
+    text = html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<style>.*?</style>", "", report_html(plan, {}),
+                                                         flags=re.S)))
+    assert ("too close to the S2 foramen (left); the approach crosses the ilium (right); the CT shows soft tissue "
+            "on the path between the bone entry and the tip") in text
+    assert "S2 foramen (left) (mm)" in text and "length in bone (mm)" in text
+    assert "foramen_S2_left" not in text and "ct_leaves_bone" not in text and "length_in_bone_mm" not in text

@@ -97,7 +97,8 @@ def test_plan_csv_keeps_its_columns_and_adds_the_card(tmp_path):
             "card_gantry_tilt_toward", "card_c_arm_cranial_caudal_deg", "card_c_arm_oblique_deg",
             "card_guidance", "card_skin_to_bone_mm", "card_bone_to_tip_mm"} <= set(header)
     ct_row, fl_row = rows
-    assert (ct_row["skin_entry_x"], ct_row["skin_entry_ras_x"], ct_row["skin_entry_ras_y"]) == ("40.0", "-40.0", "-99.0")
+    assert ct_row["skin_entry_x"] == "40.0"
+    assert (ct_row["skin_entry_ras_x"], ct_row["skin_entry_ras_y"]) == ("-40.0", "-99.0")
     assert ct_row["card_skin_to_tip_mm"] == "91.1" and ct_row["card_gantry_tilt_toward"] == "feet"
     assert ct_row["card_slice_index"] == "41" and ct_row["card_c_arm_oblique_deg"] == ""
     assert fl_row["card_guidance"] == "fluoroscopy" and fl_row["card_gantry_tilt_deg"] == ""

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import html
 
+from trajplan.ct_guard import REASON_TEXT
 from trajplan.margins import CLEARANCE_CAP_MM
 
 SIDE_WORDS = {"left": "patient's left", "right": "patient's right"}
 REASON_WORDS = {
     "outside_bone": "more than 1 mm of the path outside the bone",
     "tip_outside_bone": "the tip outside the bone",
-    "ct_leaves_bone": "the CT shows soft tissue on the path between the bone entry and the tip",
-    "ct_crosses_cortex": "the CT shows a cortical wall crossed after the bone entry",
+    **REASON_TEXT,
 }
 
 COMPACT_CLEARANCES = 4     # rows of the clearance table on the printable card page
@@ -126,7 +126,8 @@ def guidance_rows(card: dict) -> list[tuple[str, str]]:
     arm = card.get("c_arm") or {}
     cc, oblique = arm.get("cranial_caudal_deg"), arm.get("oblique_deg")
     cc_text = ("no cranial or caudal tilt" if not cc else
-               f"{abs(cc):.1f} deg {'cranial (detector toward the head)' if cc > 0 else 'caudal (detector toward the feet)'}")
+               f"{abs(cc):.1f} deg "
+               + ("cranial (detector toward the head)" if cc > 0 else "caudal (detector toward the feet)"))
     ob_text = ("no oblique rotation" if not oblique else
                f"{abs(oblique):.1f} deg oblique toward the {SIDE_WORDS['left' if oblique > 0 else 'right']}")
     return [
@@ -150,7 +151,8 @@ def card_html(needle: dict, margins: dict[str, float], *, compact: bool = False)
         return f"<div class='card'><h3>{title}</h3><p>No procedure card: this plan was made without its CT.</p></div>"
     length = card.get("needle_length_mm")
     if compact:
-        where = [("skin entry", f"LPS {point_text(needle['skin_entry_lps'])}; RAS {point_text(needle['skin_entry_ras'])}"),
+        where = [("skin entry", f"LPS {point_text(needle['skin_entry_lps'])}; "
+                                f"RAS {point_text(needle['skin_entry_ras'])}"),
                  ("bone entry, tip (LPS)", f"{point_text(needle['entry_lps'])}, {point_text(needle['tip_lps'])}")]
     else:
         where = [("skin entry (LPS mm)", point_text(needle["skin_entry_lps"])),
@@ -218,7 +220,8 @@ def card_page(plan: dict) -> str:
     else:
         cards = "<p><b>No safe needle path.</b> There is no card to follow; see report.html for the reasons.</p>"
     warnings = [w for w in plan.get("warnings", []) if not w.startswith("needle ")]    # those are on the cards
-    warn = ("<p><b>Warnings:</b></p><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
+    warn = ("<p><b>Warnings:</b></p><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>"
+            if warnings else "")
     return "\n".join([
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Procedure cards: {esc(name)}</title>",

@@ -11,8 +11,8 @@ import base64
 import html
 from pathlib import Path
 
-from trajplan.card_html import CARD_STYLE, card_html, case_words, clearance_text, structure_words
-from trajplan.ct_guard import REASON_TEXT
+from trajplan.card_html import (CARD_STYLE, card_html, case_words, clearance_text, reason_words, structure_words,
+                                 technique_words)
 from trajplan.io.atomic import write_text
 from trajplan.margins import CLEARANCE_CAP_MM
 from trajplan.plan_io import METRIC_COLUMNS
@@ -109,24 +109,34 @@ def _image(path: Path, caption: str) -> str:
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
+def _column_words(name: str) -> str:
+    """A metric key as a column heading: ``length_in_bone_mm`` -> ``length in bone (mm)``."""
+    for suffix, unit in (("_mm", "mm"), ("_deg", "deg"), ("_ml", "ml")):
+        if name.endswith(suffix):
+            return f"{name[:-len(suffix)].replace('_', ' ')} ({unit})"
+    return name.replace("_", " ")
+
+
 def _needle_table(needles: list[dict]) -> str:
     structures = sorted({s for n in needles for s in n["clearance_mm"]})
-    head = ["#", "technique", "side", "gauge", "verdict", "reasons", "score", "P(breach)",
-            "entry LPS mm", "tip LPS mm", *[f"{s} mm" for s in structures], *METRIC_COLUMNS]
+    head = ["#", "technique", "side", "gauge", "verdict", "why unsafe", "score", "P(breach)",
+            "bone entry LPS mm", "tip LPS mm", *[f"{structure_words(s)} (mm)" for s in structures],
+            *[_column_words(m) for m in METRIC_COLUMNS]]
     rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
     for n in needles:
-        cells = [n.get("rank"), n["technique"], n["side"], n["gauge"], n["verdict"], ", ".join(n["reasons"]) or "none",
+        crosses = n["metrics"].get("approach_crosses")
+        metrics = {**n["metrics"], "approach_crosses": [structure_words(b) for b in crosses or []]}
+        cells = [n.get("rank"), technique_words(n["technique"]), n["side"], n["gauge"], n["verdict"],
+                 "; ".join(reason_words(r) for r in n["reasons"]) or "none",
                  n["score"], n.get("breach_probability", {}).get("any"),
                  ", ".join(f"{v:.1f}" for v in n["entry_lps"]), ", ".join(f"{v:.1f}" for v in n["tip_lps"]),
-                 *[n["clearance_mm"].get(s) for s in structures], *[n["metrics"].get(m) for m in METRIC_COLUMNS]]
+                 *[n["clearance_mm"].get(s) for s in structures], *[metrics.get(m) for m in METRIC_COLUMNS]]
         first_clearance = 10
         row = "".join(f'<td class="l">{_esc(c)}</td>' if i in (1, 2, 5) else
                       f"<td>{_clearance_cell(c)}</td>" if first_clearance <= i < first_clearance + len(structures)
                       else f"<td>{_esc(c)}</td>" for i, c in enumerate(cells))
         rows.append(f'<tr class="{_esc(n["verdict"])}">{row}</tr>')
-    said = sorted({r for n in needles for r in n["reasons"] if r in REASON_TEXT})
-    legend = "".join(f"<p><code>{_esc(r)}</code>: {_esc(REASON_TEXT[r])}.</p>" for r in said)
-    return "<table>" + "".join(rows) + "</table>" + legend
+    return "<table>" + "".join(rows) + "</table>"
 
 
 def _sections(sections: dict[str, dict[str, Path]]) -> list[str]:
@@ -158,7 +168,8 @@ def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
     name, date = case_words(plan)
     shape = " x ".join(str(v) for v in geometry.get("shape", [])) or "not recorded"
     spacing = " x ".join(f"{v:g}" for v in geometry.get("spacing", [])) or "not recorded"
-    origin = "(" + ", ".join(f"{v:.1f}" for v in geometry.get("origin", [])) + ")" if geometry.get("origin") else "not recorded"
+    origin = ("(" + ", ".join(f"{v:.1f}" for v in geometry["origin"]) + ")" if geometry.get("origin")
+              else "not recorded")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>trajplan report: {_esc(name)}</title>", f"<style>{STYLE}</style></head><body>",
