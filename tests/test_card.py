@@ -232,7 +232,7 @@ def test_report_and_card_page_read_in_words(demo_plan):
     page = report_html(plan, {})
     text = html.unescape(re.sub(r"<style>.*?</style>", "", page, flags=re.S))
     text = re.sub(r"<[^>]+>", " ", text)
-    for raw in ("{'", "'}", "[]", "[", "True", "False", "None", "{"):
+    for raw in ("{'", "'}", "[]", "[", "True", "False", "None", "{", "_mm", "_deg", "foramen_"):
         assert raw not in text, raw
     name = plan["case"]["name"]
     assert f"Sacroplasty needle plan: {name}" in text and plan["case"]["planned_utc"][:10] in text

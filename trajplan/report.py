@@ -99,6 +99,8 @@ def _parameters(params: dict) -> str:
     for key, value in params.items():
         if key == "margins_mm" and isinstance(value, dict):
             value = "; ".join(f"{structure_words(k)} {v:g}" for k, v in value.items())
+        elif isinstance(value, dict):
+            value = "; ".join(f"{_column_words(k)}: {_plain(v)}" for k, v in value.items())
         rows.append(f"<tr><th>{_esc(names.get(key, key.replace('_', ' ')))}</th><td class='l'>{_esc(value)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
