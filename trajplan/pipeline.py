@@ -273,6 +273,75 @@ def plan_summary(plan: dict, out_dir: Path, timer: StageTimer) -> dict:
     }
 
 
+def evaluation_labels(
+    ct: Volume,
+    *,
+    labels_path: str | Path | None = None,
+    ts_labels_path: str | Path | None = None,
+    sacrum_mask_path: str | Path | None = None,
+) -> tuple[Volume, str]:
+    """The label map ``evaluate`` scores on, and where it came from.
+
+    ``labels_path``: a trajplan label map file, or a trajplan plan or segmentation folder (its
+    ``labels.nii.gz``): read and checked, not re-segmented. ``ts_labels_path``: a TotalSegmentator
+    output folder or multilabel file, used by the segmentation. Otherwise the CT is segmented
+    (with ``sacrum_mask_path`` when given).
+    """
+    from segmentation.pipeline import segment
+
+    if labels_path is not None:
+        path = Path(labels_path)
+        if path.is_dir():
+            path = path / TRAJPLAN_LABELS
+        return read_label_map(path, ct), f"labels file {path.name}"
+    sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
+    external = None
+    if ts_labels_path is not None:
+        from segmentation.external import load_totalsegmentator
+
+        external = load_totalsegmentator(ts_labels_path, ct)
+    source = "segmented here" + (" with TotalSegmentator masks" if external else "")
+    return segment(ct, sacrum_mask=sacrum_mask, external_labels=external).labels, source
+
+
+TRAJPLAN_LABELS = "labels.nii.gz"   # the label map in a plan or segmentation folder
+
+
+def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray, coordinates: str) -> tuple[np.ndarray, dict]:
+    """The entry to score a drawn line from, and the ``drawn_line`` block of the evaluation.
+
+    A line drawn from the skin (or any point outside the sacral bone) is scored from where it
+    first enters the sacral bone (:func:`trajplan.scoring.bone_entry_on_line`), as a planned
+    needle is; a line that starts in the bone, or never reaches it, is scored as drawn.
+    """
+    from trajplan.card import lps_to_ras
+    from trajplan.scoring import bone_entry_on_line
+
+    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
+    found = bone_entry_on_line(labels, entry, tip)
+    block = {
+        "coordinates": coordinates,
+        "entry_lps": [round(float(v), 2) for v in entry],
+        "tip_lps": [round(float(v), 2) for v in tip],
+        "entry_ras": [round(float(v), 2) + 0.0 for v in lps_to_ras(entry)],
+        "tip_ras": [round(float(v), 2) + 0.0 for v in lps_to_ras(tip)],
+    }
+    if found is None:
+        block.update(scored_from="drawn entry", entry_to_bone_mm=None,
+                     note="the line does not reach the sacral bone before its tip: scored as drawn")
+        return entry, block
+    point, distance = found
+    if distance == 0.0:
+        block.update(scored_from="drawn entry", entry_to_bone_mm=0.0,
+                     note="the line starts in the sacral bone: scored as drawn")
+        return entry, block
+    block.update(scored_from="bone entry", entry_to_bone_mm=round(distance, 1),
+                 note=f"the line starts {distance:.1f} mm before the sacral bone (drawn from the skin or the "
+                      "soft tissue): scored from where it enters the bone, "
+                      f"LPS {', '.join(f'{v:.1f}' for v in point)}")
+    return point, block
+
+
 def run_evaluate(
     ct_path: str | Path,
     entry_lps: np.ndarray,
@@ -283,16 +352,76 @@ def run_evaluate(
     series_uid: str | None = None,
     labels_path: str | Path | None = None,
     sacrum_mask_path: str | Path | None = None,
+    ts_labels_path: str | Path | None = None,
+    coordinates: str = "lps",
+    out_dir: str | Path | None = None,
+    case_name: str | None = None,
+    position: str | None = None,
 ) -> dict:
-    """Metrics and verdict of one hand-drawn path (the needle object of ``plan.json``)."""
-    from segmentation.pipeline import segment
+    """Metrics, verdict and procedure card of one hand-drawn path (the needle object of ``plan.json``).
+
+    ``entry_lps`` and ``target_lps`` are LPS mm (the CLI converts ``--coords ras``); ``coordinates``
+    only records what the user gave. A line drawn from the skin is scored from its bone entry
+    (:func:`drawn_line`); the result's ``drawn_line`` block says which. The needle gets its
+    ``skin_entry_lps``/``skin_entry_ras`` and ``card`` as in a plan (:func:`trajplan.card.add_cards`).
+
+    With ``out_dir`` the folder (complete or absent, as a plan folder) receives ``evaluation.json``,
+    ``card.html``, ``evaluation.mrk.json`` (the scored line for 3D Slicer), ``ct_roi.nii.gz`` and
+    ``slices/needle1_{plane,axial_entry,axial_mid,axial_tip}.png``.
+    """
+    from trajplan.card import add_cards
+    from trajplan.margins import resolve_margins
     from trajplan.scoring import evaluate_path
 
-    ct = read_ct(ct_path, series_uid=series_uid)
-    if labels_path is not None:
-        labels = read_label_map(labels_path, ct)
-    else:
-        sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
-        labels = segment(ct, sacrum_mask=sacrum_mask).labels
-    return evaluate_path(labels, entry_lps, target_lps, gauge=gauge, margins_mm=margins_mm, ct=ct)
+    timer = StageTimer()
+    with timer.stage("reading CT"):
+        ct = read_ct(ct_path, series_uid=series_uid)
+    with timer.stage("labels"):
+        labels, source = evaluation_labels(ct, labels_path=labels_path, ts_labels_path=ts_labels_path,
+                                           sacrum_mask_path=sacrum_mask_path)
+    entry, block = drawn_line(labels, entry_lps, target_lps, coordinates)
+    with timer.stage("evaluating"):
+        needle = evaluate_path(labels, entry, target_lps, gauge=gauge, margins_mm=margins_mm, ct=ct)
+    sha = sha256_of(Path(ct_path))
+    doc = {
+        "schema": "trajplan/evaluation", "schema_version": 1,
+        "software": {"name": "trajplan", "version": __version__},
+        "input": input_json(ct_path, ct),
+        "case": case_json(sha, case_name),
+        "labels": source,
+        "parameters": {"gauge": int(gauge), "margins_mm": resolve_margins(margins_mm)},
+        "needles": [needle],
+        "warnings": [],
+    }
+    with timer.stage("procedure card"):
+        lying, position_source = patient_position(ct_path, series_uid, position)
+        add_cards(doc, ct, labels, position=lying, position_source=position_source)
+    result = {**needle, "drawn_line": block}
+    if out_dir is None:
+        return result
+    from trajplan.card_html import card_page
+    from trajplan.io.atomic import write_json, write_text
+    from trajplan.plan_io import slicer_markups
+    from trajplan.views.region import view_region
+    from trajplan.views.render import CT_ROI
+    from trajplan.views.slices import render_needle_slices
 
+    out_dir = Path(out_dir)
+    ranked = dict(needle, rank=1)
+    page = dict(doc, needles=[ranked])
+    evaluation = {k: v for k, v in doc.items() if k != "needles"}
+    evaluation.update(drawn_line=block, needle=needle)
+    with staged_folder(out_dir) as work:
+        with timer.stage("writing"):
+            write_text(work / "card.html", card_page(page))
+            write_json(work / "evaluation.mrk.json", slicer_markups([ranked]))
+            ct_roi = view_region(ct, labels, page)
+            write_volume_file(ct_roi, work / CT_ROI)
+        with timer.stage("rendering"):
+            slices = render_needle_slices(ct_roi, labels, page, work)
+        evaluation["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
+        write_json(work / "evaluation.json", evaluation)
+    result["output"] = str(out_dir)
+    result["files"] = ["evaluation.json", "card.html", "evaluation.mrk.json", CT_ROI,
+                       *(str(p.relative_to(work)) for p in slices.values())]
+    return result

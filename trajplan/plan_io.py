@@ -183,3 +183,11 @@ def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     elif system != "LPS":
         raise InputError(f"{path}: unknown coordinateSystem {system!r} (LPS or RAS)")
     return points[0], points[1]
+
+
+def markup_coordinate_system(path: str | Path) -> str:
+    """``lps`` or ``ras``: how the line that :func:`read_line_markup` reads was saved (call it first)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    markup = next(m for m in doc["markups"] if m.get("type", "Line") == "Line"
+                  and len(m.get("controlPoints", [])) >= 2)
+    return str(markup.get("coordinateSystem", "LPS")).lower()

@@ -345,3 +345,40 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
     needle.pop("rank_value")
     return needle
 
+
+
+def bone_entry_on_line(labels: Volume, start, tip, *, step_mm: float = 0.25) -> tuple[np.ndarray, float] | None:
+    """Where the line from ``start`` to ``tip`` first enters the sacral bone, and how far along it that is.
+
+    The line is sampled every ``step_mm`` (nearest voxel of ``labels``); the first sample in the
+    sacral bone (:data:`trajplan.labels.SACRAL_BONE`), rounded to 0.01 mm as ``plan.json`` writes
+    it and still in the bone once rounded, is the bone entry. A ``start`` already in the sacral bone
+    is its own bone entry (distance 0). Used by ``trajplan evaluate`` for a line drawn from the skin:
+    the needle is scored from where it enters the bone, as planned needles are.
+
+    Returns
+    -------
+    (point, distance_mm) or None
+        The bone entry (LPS mm, rounded to 0.01 mm) and its distance from ``start``; None when the
+        line does not meet the sacral bone before ``tip``.
+    """
+    start, tip = np.asarray(start, float), np.asarray(tip, float)
+    length = float(np.linalg.norm(tip - start))
+    bone = np.array([lt.value(n) for n in lt.SACRAL_BONE])
+
+    def in_bone(points: np.ndarray) -> np.ndarray:
+        idx = np.rint(labels.world_to_index(points)).astype(int)
+        inside = np.all((idx >= 0) & (idx < np.asarray(labels.shape)), axis=1)
+        values = np.zeros(len(points), dtype=labels.array.dtype)
+        values[inside] = labels.array[tuple(idx[inside].T)]
+        return np.isin(values, bone)
+
+    if in_bone(start[None, :])[0]:
+        return start, 0.0
+    along = np.arange(0.0, length + 1e-9, step_mm)
+    points = start + along[:, None] * (tip - start) / max(length, 1e-9)
+    for k in np.flatnonzero(in_bone(points)):
+        rounded = np.round(points[k], 2)
+        if in_bone(rounded[None, :])[0]:
+            return rounded, float(np.linalg.norm(rounded - start))
+    return None
