@@ -268,7 +268,7 @@ def level_heights(labels: Volume) -> dict[str, float]:
 
 
 def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str, float],
-                position: str) -> tuple[dict, list[float], bool]:
+                position: str, lengths_mm: Sequence[float] | None = None) -> tuple[dict, list[float], bool]:
     """The ``card`` object of one needle, its skin entry (LPS) and whether the skin was found.
 
     Parameters
@@ -283,7 +283,10 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
         Sacral level -> world z (mm), for the cranio-caudal landmark.
     position : {"prone", "supine"}
         How the patient lies (the gantry's top is the side facing up).
+    lengths_mm : sequence of float, optional
+        The needle lengths at hand (default STANDARD_NEEDLE_LENGTHS_MM).
     """
+    lengths_mm = tuple(sorted(lengths_mm)) if lengths_mm else STANDARD_NEEDLE_LENGTHS_MM
     entry = np.asarray(needle["entry_lps"], dtype=float)
     tip = np.asarray(needle["tip_lps"], dtype=float)
     direction = _unit(tip - entry)
@@ -292,9 +295,9 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
     skin_to_bone = float(np.linalg.norm(entry - skin))
     bone_to_tip = float(np.linalg.norm(tip - entry))
     skin_to_tip = skin_to_bone + bone_to_tip
-    length = needle_length(skin_to_tip)
+    length = needle_length(skin_to_tip, lengths_mm)
     notes = []
-    sizes = ", ".join(f"{v / 10:g}" for v in STANDARD_NEEDLE_LENGTHS_MM)
+    sizes = ", ".join(f"{v / 10:g}" for v in lengths_mm)
     if not found:
         notes.append("the needle line leaves the CT before the body: the skin entry is its last point in the CT "
                      "and the depths are minimums")
@@ -341,7 +344,7 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
 
 
 def add_cards(plan: dict, ct: Volume, labels: Volume, *, position: str = "prone",
-              position_source: str = "assumed") -> dict:
+              position_source: str = "assumed", lengths_mm: Sequence[float] | None = None) -> dict:
     """Give every needle and alternative of ``plan`` its skin entry (LPS, RAS) and ``card``.
 
     ``skin_entry_lps`` and ``metrics.skin_to_bone_mm`` are replaced by the card's (never null);
@@ -357,7 +360,8 @@ def add_cards(plan: dict, ct: Volume, labels: Volume, *, position: str = "prone"
     warnings = plan.setdefault("warnings", [])
     for group in ("needles", "alternatives"):
         for needle in plan.get(group, []):
-            card, skin, found = needle_card(needle, ct, midline_x=midline, levels=levels, position=position)
+            card, skin, found = needle_card(needle, ct, midline_x=midline, levels=levels, position=position,
+                                            lengths_mm=lengths_mm)
             needle["skin_entry_lps"] = skin
             needle["skin_entry_ras"] = lps_to_ras(skin)
             needle.setdefault("metrics", {})["skin_to_bone_mm"] = card["skin_to_bone_mm"]

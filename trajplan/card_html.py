@@ -165,7 +165,7 @@ def card_html(needle: dict, margins: dict[str, float], *, compact: bool = False)
         ("depth", f"skin to bone {mm(card.get('skin_to_bone_mm'))}; bone to tip {mm(card.get('bone_to_tip_mm'))}; "
                   f"skin to tip {mm(card.get('skin_to_tip_mm'))}"),
         ("needle length", f"{length / 10:g} cm ({length:g} mm)" if length is not None
-         else "none of the standard 10, 12.5, 15 cm needles (see the note)"),
+         else "none of the needle lengths at hand (see the note)"),
         *guidance_rows(card),
     ]
     if compact:

@@ -101,6 +101,21 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margins", type=_margins, metavar="NAME=MM,...",
                    help="safety margins in mm, e.g. canal=3,foramen=3,anterior_cortex=2,si_joint=2")
     p.add_argument("--seed", type=int, default=0, help="seed of the placement-error Monte Carlo")
+    _add_config_option(p)
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="planning settings file: margins, score weights, Monte Carlo samples and placement "
+                        "errors, needle separation, needle lengths (see docs/planning.md); --margins wins over it")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """PlanOptions keyword arguments of ``--config`` (none without it), with ``--margins`` over its margins."""
+    from trajplan.settings import merge_margins, read_settings
+
+    settings = read_settings(args.config) if getattr(args, "config", None) else {}
+    return merge_margins(settings, args.margins)
 
 
 def _plan_options(args: argparse.Namespace) -> "PlanOptions":
@@ -108,7 +123,7 @@ def _plan_options(args: argparse.Namespace) -> "PlanOptions":
 
     return PlanOptions(
         technique=args.technique, gauge=args.gauge, needles=args.needles, side=args.side,
-        margins_mm=args.margins, seed=args.seed,
+        seed=args.seed, **{"margins_mm": args.margins, **_settings(args)},
     )
 
 
@@ -168,6 +183,7 @@ def cmd_plan(args: argparse.Namespace) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from trajplan.pipeline import run_evaluate
+    from trajplan.settings import read_settings
 
     coordinates = args.coords or "lps"
     if args.markup:
@@ -190,7 +206,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     return run_evaluate(args.ct, entry, target, gauge=args.gauge, margins_mm=args.margins,
                         series_uid=args.series, labels_path=labels_file, ts_labels_path=ts_folder,
                         sacrum_mask_path=args.sacrum_mask, coordinates=coordinates, out_dir=args.output,
-                        case_name=args.case_name, position=args.position)
+                        case_name=args.case_name, position=args.position,
+                        settings=read_settings(args.config) if args.config else None)
 
 
 def cmd_render(args: argparse.Namespace) -> dict:
@@ -303,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write evaluation.json, card.html, evaluation.mrk.json and the CT slices "
                         "along the needle (slices/) into DIR")
     p.add_argument("--case-name", metavar="TEXT", help="name of the case in evaluation.json and card.html")
+    _add_config_option(p)
     p.add_argument("--position", choices=("prone", "supine"),
                    help="how the patient lies, for the gantry tilt's direction on the card "
                         "(default: the DICOM PatientPosition, else prone)")

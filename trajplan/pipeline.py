@@ -214,7 +214,8 @@ def run_plan(
         with timer.stage("procedure cards"):
             plan["case"] = case_json(plan["input"]["sha256"], case_name)
             lying, source = patient_position(ct_path, series_uid, position)
-            add_cards(plan, ct, labels, position=lying, position_source=source)
+            add_cards(plan, ct, labels, position=lying, position_source=source,
+                      lengths_mm=options.needle_lengths_mm)
         with timer.stage("writing plan"):
             plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
             write_plan(plan, work)
@@ -342,6 +343,13 @@ def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray, co
     return point, block
 
 
+def needle_margins(options: "PlanOptions") -> dict[str, float]:
+    """The margin of every critical structure under ``options``."""
+    from trajplan.margins import resolve_margins
+
+    return resolve_margins(options.margins_mm)
+
+
 def run_evaluate(
     ct_path: str | Path,
     entry_lps: np.ndarray,
@@ -357,6 +365,7 @@ def run_evaluate(
     out_dir: str | Path | None = None,
     case_name: str | None = None,
     position: str | None = None,
+    settings: dict | None = None,
 ) -> dict:
     """Metrics, verdict and procedure card of one hand-drawn path (the needle object of ``plan.json``).
 
@@ -368,10 +377,15 @@ def run_evaluate(
     With ``out_dir`` the folder (complete or absent, as a plan folder) receives ``evaluation.json``,
     ``card.html``, ``evaluation.mrk.json`` (the scored line for 3D Slicer), ``ct_roi.nii.gz`` and
     ``slices/needle1_{plane,axial_entry,axial_mid,axial_tip}.png``.
+
+    ``settings`` are ``PlanOptions`` keyword arguments from a settings file
+    (:func:`trajplan.settings.read_settings`): its margins (under ``margins_mm``), score weights,
+    placement error, Monte Carlo size and needle lengths apply; the needle separation does not.
     """
     from trajplan.card import add_cards
-    from trajplan.margins import resolve_margins
+    from trajplan.planning import PlanOptions
     from trajplan.scoring import evaluate_path
+    from trajplan.settings import merge_margins, settings_json
 
     timer = StageTimer()
     with timer.stage("reading CT"):
@@ -380,8 +394,11 @@ def run_evaluate(
         labels, source = evaluation_labels(ct, labels_path=labels_path, ts_labels_path=ts_labels_path,
                                            sacrum_mask_path=sacrum_mask_path)
     entry, block = drawn_line(labels, entry_lps, target_lps, coordinates)
+    options = PlanOptions(gauge=gauge, **merge_margins(settings or {}, margins_mm))
     with timer.stage("evaluating"):
-        needle = evaluate_path(labels, entry, target_lps, gauge=gauge, margins_mm=margins_mm, ct=ct)
+        needle = evaluate_path(labels, entry, target_lps, gauge=gauge, margins_mm=options.margins_mm, ct=ct,
+                               mc_samples=options.mc_samples, weights=options.weights,
+                               entry_sigma_mm=options.entry_sigma_mm, angle_sigma_deg=options.angle_sigma_deg)
     sha = sha256_of(Path(ct_path))
     doc = {
         "schema": "trajplan/evaluation", "schema_version": 1,
@@ -389,13 +406,15 @@ def run_evaluate(
         "input": input_json(ct_path, ct),
         "case": case_json(sha, case_name),
         "labels": source,
-        "parameters": {"gauge": int(gauge), "margins_mm": resolve_margins(margins_mm)},
+        "parameters": {"gauge": int(gauge), "margins_mm": needle_margins(options)},
         "needles": [needle],
         "warnings": [],
+        "settings": settings_json(options),
     }
     with timer.stage("procedure card"):
         lying, position_source = patient_position(ct_path, series_uid, position)
-        add_cards(doc, ct, labels, position=lying, position_source=position_source)
+        add_cards(doc, ct, labels, position=lying, position_source=position_source,
+                  lengths_mm=options.needle_lengths_mm)
     result = {**needle, "drawn_line": block}
     if out_dir is None:
         return result

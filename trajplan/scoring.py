@@ -212,9 +212,10 @@ def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray,
 
 def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: np.ndarray, *,
                  technique: str, side: str, gauge: int, targets: Targets | None = None,
-                 normal: np.ndarray | None = None, ct: Volume | None = None) -> dict:
+                 normal: np.ndarray | None = None, ct: Volume | None = None,
+                 weights: dict[str, float] | None = None) -> dict:
     """Exact metrics and verdict of one path (a needle object of ``plan.json``, without
-    rank, breach probabilities and score)."""
+    rank and breach probabilities; scored with ``weights``, by default the defaults)."""
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
     radius = diameter_mm(gauge) / 2.0
     length = float(np.linalg.norm(tip - entry))
@@ -283,12 +284,14 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         "tip_to_anterior_cortex_mm": tip_to_cortex,
         "ct_guard": guard,
         "metrics": metrics,
-        "score": round(score_path(technique, clearance, maps.margins, metrics), 4),
+        "score": round(score_path(technique, clearance, maps.margins, metrics, weights), 4),
     }
 
 
-def score_path(technique: str, clearance: dict[str, float], margins: dict[str, float], metrics: dict) -> float:
-    """Weighted score in [0, 1] (weights in :data:`trajplan.margins.WEIGHTS`)."""
+def score_path(technique: str, clearance: dict[str, float], margins: dict[str, float], metrics: dict,
+               weights: dict[str, float] | None = None) -> float:
+    """Weighted score in [0, 1] (``weights``, by default :data:`trajplan.margins.WEIGHTS`)."""
+    weights = {**WEIGHTS, **(weights or {})}
     above = min((c - margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
     terms = {"clearance": float(np.clip(above / 5.0, 0.0, 1.0))}
     target = metrics.get("tip_to_target_mm")
@@ -300,23 +303,25 @@ def score_path(technique: str, clearance: dict[str, float], margins: dict[str, f
     else:
         terms["technique_fit"] = float(np.clip(1 - metrics["axis_angle_deg"] / LONG_AXIS_MAX_AXIS_ANGLE_DEG, 0, 1))
     terms["cement"] = float(np.clip(metrics["cement_volume_ml"] / 4.1, 0, 1))
-    total = sum(WEIGHTS[k] for k in terms)
-    return sum(WEIGHTS[k] * v for k, v in terms.items()) / total
+    total = sum(weights[k] for k in terms)
+    return sum(weights[k] * v for k, v in terms.items()) / total
 
 
-def apply_robustness(needle: dict, breach: dict[str, float]) -> dict:
+def apply_robustness(needle: dict, breach: dict[str, float], weights: dict[str, float] | None = None) -> dict:
     """Add breach probabilities; a safe needle with a likely breach becomes marginal."""
+    weights = {**WEIGHTS, **(weights or {})}
     needle = dict(needle, breach_probability=breach)
     if needle["safe"] and breach.get("any", 0.0) > MARGINAL_BREACH_PROBABILITY:
         needle["verdict"] = "marginal"
-    needle["rank_value"] = round(needle["score"] - WEIGHTS["robustness"] * breach.get("any", 0.0), 4)
+    needle["rank_value"] = round(needle["score"] - weights["robustness"] * breach.get("any", 0.0), 4)
     return needle
 
 
 # ------------------------------------------------------------------ one hand-drawn path
 def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
                   margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
-                  mc_samples: int = 300, seed: int = 0) -> dict:
+                  mc_samples: int = 300, seed: int = 0, weights: dict[str, float] | None = None,
+                  entry_sigma_mm: float = 2.0, angle_sigma_deg: float = 2.0) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
 
     The technique is the long axis when the path runs within 35 degrees of the
@@ -339,9 +344,10 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
     except InputError:  # a hand-drawn path may be checked where the side has no target
         targets = None
     needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
-                          targets=targets, ct=ct)
-    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed)
-    needle = apply_robustness(needle, breach)
+                          targets=targets, ct=ct, weights=weights)
+    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed,
+                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
+    needle = apply_robustness(needle, breach, weights)
     needle.pop("rank_value")
     return needle
 
