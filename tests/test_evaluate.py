@@ -112,3 +112,16 @@ def test_output_folder_holds_the_card_and_the_needle_pictures(phantom_dir, short
     run_evaluate(phantom_dir / "ct.nii.gz", np.array(needle["entry_lps"]), np.array(needle["tip_lps"]),
                  labels_path=short_plan / "labels.nii.gz", out_dir=out)
     assert json.loads((out / "evaluation.json").read_text())["drawn_line"]["scored_from"] == "drawn entry"
+
+
+def test_labels_folder_rule(short_plan, tmp_path):
+    """--labels: a file is a label map; a folder with labels.nii.gz (plan or segment output) gives
+    that file; any other folder is TotalSegmentator output."""
+    assert cli._split_labels(str(short_plan)) == (str(short_plan / "labels.nii.gz"), None)
+    label_file = str(short_plan / "labels.nii.gz")
+    assert cli._split_labels(label_file) == (label_file, None)
+    ts = tmp_path / "ts"
+    ts.mkdir()
+    (ts / "sacrum.nii.gz").write_bytes(b"")
+    assert cli._split_labels(str(ts)) == (None, str(ts))
+    assert cli._split_labels(None) == (None, None)

@@ -399,12 +399,12 @@ def run_evaluate(
         needle = evaluate_path(labels, entry, target_lps, gauge=gauge, margins_mm=options.margins_mm, ct=ct,
                                mc_samples=options.mc_samples, weights=options.weights,
                                entry_sigma_mm=options.entry_sigma_mm, angle_sigma_deg=options.angle_sigma_deg)
-    sha = sha256_of(Path(ct_path))
+    source_json = input_json(ct_path, ct)
     doc = {
         "schema": "trajplan/evaluation", "schema_version": 1,
         "software": {"name": "trajplan", "version": __version__},
-        "input": input_json(ct_path, ct),
-        "case": case_json(sha, case_name),
+        "input": source_json,
+        "case": case_json(source_json["sha256"], case_name),
         "labels": source,
         "parameters": {"gauge": int(gauge), "margins_mm": needle_margins(options)},
         "needles": [needle],
