@@ -301,8 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the patient lies on the table, for the gantry tilt's direction "
                         "(default: the DICOM PatientPosition, else prone)")
 
-    p = command("evaluate", cmd_evaluate, "metrics and verdict of one hand-drawn needle path",
-                "trajplan evaluate case/ct.nii.gz --entry 35,60,10 --target 30,20,20 --gauge 11")
+    p = command("evaluate", cmd_evaluate, "metrics, verdict and procedure card of one hand-drawn needle path",
+                "trajplan evaluate case/ct.nii.gz --entry 35,60,10 --target 30,20,20 --gauge 11\n"
+                "  trajplan evaluate case/ct.nii.gz --labels case_plan --markup line.mrk.json -o check")
     _add_input_options(p)
     p.add_argument("--entry", type=_point, metavar="X,Y,Z",
                    help="entry point in mm (LPS, or RAS with --coords ras): on the bone, or on the skin "
