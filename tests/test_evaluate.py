@@ -104,6 +104,7 @@ def test_output_folder_holds_the_card_and_the_needle_pictures(phantom_dir, short
     assert doc["drawn_line"]["scored_from"] == "bone entry"
     page = (out / "card.html").read_text()
     assert "drawn line" in page and "Needle 1" in page
+    assert "hand-drawn line" in page and "before the sacral bone" in page and "Checked" in page
     for stem in ("plane", "axial_entry", "axial_mid", "axial_tip"):
         assert (out / "slices" / f"needle1_{stem}.png").stat().st_size > 1000
     markups = json.loads((out / "evaluation.mrk.json").read_text())

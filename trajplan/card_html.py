@@ -215,6 +215,7 @@ def card_page(plan: dict) -> str:
     name, date = case_words(plan)
     needles = plan.get("needles", [])
     margins = plan.get("parameters", {}).get("margins_mm", {})
+    drawn = (plan.get("drawn_line") or {}).get("note")      # a page of trajplan evaluate
     if needles:
         cards = "<div class='grid'>" + "".join(card_html(n, margins, compact=True) for n in needles) + "</div>"
     else:
@@ -234,7 +235,8 @@ def card_page(plan: dict) -> str:
         "@page{size:A4;margin:8mm}@media print{body{margin:0;font-size:9px}.card table{font-size:9px}"
         ".card h3{font-size:10px}}</style></head><body>",
         f"<h1>Sacroplasty procedure cards: {esc(name)}</h1>",
-        f"<p>Planned {esc(date)}. Coordinates in mm: LPS (+x left, +y posterior, +z up) and RAS (3D Slicer). "
-        "Check every number against the images before use.</p>",
+        f"<p>{'Checked' if drawn else 'Planned'} {esc(date)}. Coordinates in mm: LPS (+x left, +y posterior, "
+        "+z up) and RAS (3D Slicer). Check every number against the images before use.</p>",
+        (f"<p><b>A hand-drawn line</b> (trajplan evaluate): {esc(drawn)}.</p>" if drawn else ""),
         cards, warn, "</body></html>",
     ])

@@ -427,7 +427,7 @@ def run_evaluate(
 
     out_dir = Path(out_dir)
     ranked = dict(needle, rank=1)
-    page = dict(doc, needles=[ranked])
+    page = dict(doc, needles=[ranked], drawn_line=block)
     evaluation = {k: v for k, v in doc.items() if k != "needles"}
     evaluation.update(drawn_line=block, needle=needle)
     with staged_folder(out_dir) as work:
