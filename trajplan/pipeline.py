@@ -308,7 +308,8 @@ def evaluation_labels(
 TRAJPLAN_LABELS = "labels.nii.gz"   # the label map in a plan or segmentation folder
 
 
-def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray, coordinates: str) -> tuple[np.ndarray, dict]:
+def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
+               coordinates: str) -> tuple[np.ndarray, dict]:
     """The entry to score a drawn line from, and the ``drawn_line`` block of the evaluation.
 
     A line drawn from the skin (or any point outside the sacral bone) is scored from where it

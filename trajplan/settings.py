@@ -96,7 +96,8 @@ def parse_settings(doc: dict, where: str = "settings") -> dict:
     negative = [k for k in ("min_separation_mm", "entry_sigma_mm", "angle_sigma_deg") if out.get(k, 0.0) < 0]
     negative += [f"{table}.{k}" for table in ("margins_mm", "weights") for k, v in out.get(table, {}).items() if v < 0]
     if negative:
-        names = {"entry_sigma_mm": "placement_error.entry_sigma_mm", "angle_sigma_deg": "placement_error.angle_sigma_deg"}
+        names = {"entry_sigma_mm": "placement_error.entry_sigma_mm",
+                 "angle_sigma_deg": "placement_error.angle_sigma_deg"}
         raise InputError(f"{where}: {names.get(negative[0], negative[0])} must not be negative")
     try:
         PlanOptions(**out)              # the ranges, checked where the options are checked
