@@ -321,11 +321,14 @@ def apply_robustness(needle: dict, breach: dict[str, float], weights: dict[str, 
 def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
                   margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
                   mc_samples: int = 300, seed: int = 0, weights: dict[str, float] | None = None,
-                  entry_sigma_mm: float = 2.0, angle_sigma_deg: float = 2.0) -> dict:
+                  entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
 
     The technique is the long axis when the path runs within 35 degrees of the
-    sacrum's long axis, the short axis otherwise; the side is that of the tip.
+    sacrum's long axis, the short axis otherwise; the side is that of the tip. ``weights``
+    (overrides of :data:`trajplan.margins.WEIGHTS`) score it; ``entry_sigma_mm`` and
+    ``angle_sigma_deg`` size the placement error (None: those of
+    :func:`trajplan.robustness.breach_probability`).
     """
     from trajplan.candidates import find_targets
     from trajplan.robustness import breach_probability
@@ -345,8 +348,10 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
         targets = None
     needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
                           targets=targets, ct=ct, weights=weights)
+    errors = {k: v for k, v in (("entry_sigma_mm", entry_sigma_mm), ("angle_sigma_deg", angle_sigma_deg))
+              if v is not None}         # else breach_probability's defaults
     breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed,
-                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
+                                **errors)
     needle = apply_robustness(needle, breach, weights)
     needle.pop("rank_value")
     return needle
