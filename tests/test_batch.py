@@ -26,9 +26,10 @@ def read_summary(out: Path) -> list[dict]:
 
 
 def comparable_plan(case_dir: Path) -> dict:
-    """plan.json without its timings (the only part that may differ between runs)."""
+    """plan.json without its timings and planning time (the only parts that may differ between runs)."""
     plan = json.loads((case_dir / "plan.json").read_text())
     plan.pop("timings_s", None)
+    plan.get("case", {}).pop("planned_utc", None)
     return plan
 
 
@@ -152,3 +153,18 @@ def test_a_case_without_a_safe_path_is_done_with_its_outcome(tmp_path):
     assert row["status"] == "done" and row["outcome"] == "no_safe_path" and row["safe_needles"] == "0"
     plan = json.loads((out / row["case_id"] / "plan.json").read_text())
     assert plan["outcome"] == "no_safe_path" and any(w.startswith("no safe") for w in plan["warnings"])
+
+
+def test_a_manifest_labels_folder_follows_the_labels_rule(tmp_path):
+    from trajplan.batch import Case, _plan_options_for
+
+    plan_dir, ts = tmp_path / "plan", tmp_path / "ts"
+    plan_dir.mkdir()
+    ts.mkdir()
+    (plan_dir / "labels.nii.gz").write_bytes(b"")
+    for labels, key, value in ((plan_dir, "labels_path", str(plan_dir / "labels.nii.gz")),
+                               (plan_dir / "labels.nii.gz", "labels_path", str(plan_dir / "labels.nii.gz")),
+                               (ts, "ts_labels_path", str(ts))):
+        case = Case(path=tmp_path / "ct.nii.gz", label="c", sha256="0" * 64, options={"labels": str(labels)})
+        _, kwargs = _plan_options_for(case, PLAN)
+        assert kwargs[key] == value

@@ -115,3 +115,20 @@ def test_no_safe_path_writes_the_plan_with_its_reasons_and_exits_3(phantom_dir, 
     report = (out / "report.html").read_text()
     assert "No safe needle path" in report and report.index("No safe needle path") < report.index("Planned needles")
     assert html.escape(blocked[0]) in report
+
+
+def test_plan_case_name_and_position_reach_the_plan_and_its_card_page(phantom_dir, tmp_path):
+    out = tmp_path / "plan"
+    proc = run("plan", str(phantom_dir / "ct.nii.gz"), "--labels", str(phantom_dir / "labels.nii.gz"),
+               "-o", str(out), "--no-report", "--technique", "short", "--needles", "1",
+               "--case-name", "Bed 2 <left>", "--position", "supine")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["case"]["name"] == "Bed 2 <left>" and plan["case"]["named_by"] == "option"
+    assert plan["patient_position"] == {"position": "supine", "source": "option"}
+    needle = plan["needles"][0]
+    assert needle["card"]["patient_position"] == "supine" and needle["card"]["guidance"] == "ct"
+    card_page = (out / "card.html").read_text()
+    assert "Bed 2 &lt;left&gt;" in card_page and "<left>" not in card_page
+    header = (out / "plan.csv").read_text().splitlines()[0].split(",")
+    assert "card_gantry_tilt_toward" in header and "skin_entry_ras_x" in header

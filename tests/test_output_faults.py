@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-PLAN_FILES = {"plan.json", "plan.csv", "plan.mrk.json", "labels.nii.gz", "labels.json", "sacrum.nii.gz",
+PLAN_FILES = {"plan.json", "plan.csv", "plan.mrk.json", "card.html", "labels.nii.gz", "labels.json", "sacrum.nii.gz",
               "segmentation.json", "ct_roi.nii.gz", "scene.png"}   # with --no-report
 EXIT_OUTPUT = 4
 

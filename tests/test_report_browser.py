@@ -71,3 +71,30 @@ def test_interactive_scene_draws_a_webgl_canvas(browser, plan_dir):
     assert errors == [] and requests == []
     assert "sacrum" in legend and any(t.startswith("needle 1:") for t in legend)
     page.close()
+
+
+def test_card_page_of_five_long_axis_needles_prints_on_one_a4_page(browser, plan_dir, tmp_path):
+    # The fullest card there is: a long-axis needle with its three notes, five times.
+    import copy
+    import json
+    import re
+
+    from trajplan.card_html import card_page
+
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    fullest = max(plan["needles"] + plan["alternatives"],
+                  key=lambda n: (len(n["card"]["notes"]), n["technique"] == "long_axis"))
+    fullest["card"]["notes"] = [
+        "the needle line leaves the CT before the body: the skin entry is its last point in the CT and the "
+        "depths are minimums", "skin to tip is at least 161 mm: longer than any standard bone needle (10, 12.5, 15 cm)",
+        "the view down the needle is 82 deg from posterior-anterior (over 45 deg): the C-arm may not reach it; "
+        "the lateral view shows the needle along its length"]
+    plan["needles"] = [dict(copy.deepcopy(fullest), rank=k) for k in range(1, 6)]
+    path = tmp_path / "card.html"
+    path.write_text(card_page(plan))
+    page, errors, requests = _open(browser, path)
+    assert errors == [] and requests == []
+    assert page.evaluate("document.querySelectorAll('.card').length") == 5
+    pdf = page.pdf(prefer_css_page_size=True)
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
+    page.close()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from trajplan import labels as lt
+from trajplan.card import add_cards
 from trajplan.cli import main
 from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
@@ -72,7 +73,10 @@ def test_the_viewer_scores_an_edit_exactly_as_evaluate(plan_dir, served):
     assert status == 200
     scored = json.loads(data)
     assert scored["verdict"] == "unsafe" and "canal" in scored["reasons"]
-    assert scored == evaluate_path(session.labels, planned["entry_lps"], tip, ct=session.ct)
+    expected = {"needles": [evaluate_path(session.labels, planned["entry_lps"], tip, ct=session.ct)]}
+    position = session.plan["patient_position"]
+    add_cards(expected, session.ct, session.labels, position=position["position"], position_source=position["source"])
+    assert scored == expected["needles"][0] and scored["card"]["skin_to_tip_mm"] > scored["card"]["bone_to_tip_mm"]
     same = {**spec, "tip_lps": planned["tip_lps"], "technique": planned["technique"]}
     status, data = request(served, "POST", "/api/evaluate", body=same)
     assert status == 200 and json.loads(data)["verdict"] in ("safe", "marginal")
@@ -87,6 +91,7 @@ def test_with_the_whole_ct_an_edit_is_scored_as_trajplan_evaluate_scores_it(phan
     assert main(["--json", "evaluate", str(phantom_dir / "ct.nii.gz"), "--labels", str(plan_dir / "labels.nii.gz"),
                  "--entry=" + ",".join(map(str, planned["entry_lps"])), "--target=" + ",".join(map(str, tip))]) == 0
     evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated.pop("drawn_line")["scored_from"] == "drawn entry"       # the line starts at its bone entry
     assert session.evaluate(NeedleSpec.from_json({**planned, "tip_lps": tip, "technique": None})) == evaluated
     with pytest.raises(InputError, match="not the CT this plan was made from"):
         ViewerSession(plan_dir, phantom_dir / "labels.nii.gz")
@@ -138,7 +143,7 @@ def test_saving_marks_edits_and_keeps_the_original_once(phantom_dir, tmp_path):
     assert [n["rank"] for n in plan["needles"]] == [1, 2]
     assert plan["needles"][1]["verdict"] == "unsafe" and "canal" in plan["needles"][1]["reasons"]
     assert plan["summary"]["needles"] == 2 and plan["outcome"] == "planned"
-    markups = json.loads((plan_dir / "plan.mrk.json").read_text())["markups"]
+    markups = [m for m in json.loads((plan_dir / "plan.mrk.json").read_text())["markups"] if m["type"] == "Line"]
     assert [m["controlPoints"][1]["position"] for m in markups] == [n["tip_lps"] for n in plan["needles"]]
     assert len((plan_dir / "plan.csv").read_text().splitlines()) == 3
     session.save([kept])

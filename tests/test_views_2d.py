@@ -60,7 +60,8 @@ def test_slices_show_each_needle_in_its_verdict_colour_at_its_pixels(case, tmp_p
         planes = slices.needle_slices(needle)
         png = mpimg.imread(tmp_path / "slices" / f"needle{needle['rank']}_plane.png")
         plane = planes[f"needle{needle['rank']}_plane"][0]
-        assert png.shape[:2] == plane.shape
+        assert png.shape[0] == plane.shape[0] and png.shape[1] > plane.shape[1]   # the legend panel at the right
+        assert np.all(png[:, plane.shape[1] + 2:-2, :3].mean(axis=(0, 1)) > 0.8)  # a mostly white panel
         entry, tip = np.asarray(needle["entry_lps"]), np.asarray(needle["tip_lps"])
         for t in (0.25, 0.5, 0.75):
             assert np.array_equal(_colour(png, *plane.to_pixel(entry + t * (tip - entry))[0]),

@@ -58,6 +58,8 @@ def test_posterior_view_puts_the_patients_left_needle_on_the_image_left(case, tm
     labels, plan = case
     path = render_scene_png(labels, plan, tmp_path / "posterior.png", size=(640, 480))
     png = mpimg.imread(path)[..., :3]
+    assert png.shape[0] == 480 and png.shape[1] > 640         # the legend panel right of the picture
+    png = png[:, :640]
     red = (png[..., 0] > 0.6) & (png[..., 1] < 0.3) & (png[..., 2] < 0.3)
     green = (png[..., 1] > png[..., 0] + 0.2) & (png[..., 1] > png[..., 2] + 0.2)
     assert red.sum() > 20 and green.sum() > 20
@@ -86,3 +88,31 @@ def test_interactive_scene_is_one_offline_file(case, tmp_path):
     assert "foramina" in text and "canal" in text
     assert 'rgb(217,13,13)' in text             # the unsafe needle in the unsafe colour
     assert tuple(round(c, 2) for c in VERDICT_COLORS["unsafe"]) == (0.85, 0.05, 0.05)
+
+
+def test_each_view_says_which_patient_side_is_on_the_image_left_and_right(case):
+    from trajplan.views.scene3d import image_sides
+
+    labels, plan = case
+    expected = {"posterior": ("patient's left", "patient's right"), "inlet": ("patient's right", "patient's left"),
+                "outlet": ("patient's right", "patient's left"), "lateral": ("anterior", "posterior")}
+    for view, (left, right) in expected.items():
+        plotter = build_scene(labels, plan, view=view, size=(320, 240), surfaces={})
+        assert image_sides(plotter) == f"image left: {left}; image right: {right}", view
+        plotter.close()
+
+
+def test_the_legend_lists_surfaces_and_verdicts_beside_the_picture(case, tmp_path):
+    from trajplan.views.scene3d import scene_legend
+    from trajplan.views.surfaces import label_surfaces
+
+    labels, plan = case
+    surfaces = label_surfaces(labels)
+    legend = dict(scene_legend(surfaces, plan["needles"]))
+    assert {"sacral bone", "sacral canal", "foramina", "needle: safe", "needle: unsafe"} <= set(legend)
+    assert "needle: marginal" not in legend
+    png = mpimg.imread(render_scene_png(labels, plan, tmp_path / "inlet.png", view="inlet", size=(640, 480),
+                                        surfaces=surfaces))[..., :3]
+    panel = png[:, 640:]
+    red = (panel[..., 0] > 0.75) & (panel[..., 1] < 0.2) & (panel[..., 2] < 0.2)
+    assert red.any()                                          # the unsafe swatch is in the panel

@@ -196,9 +196,12 @@ def _plan_options_for(case: Case, base_options: object) -> tuple[object, dict]:
         "series_uid": case.options.get("series"),
         "sacrum_mask_path": case.options.get("sacrum_mask"),
     }
-    if "labels" in case.options:
-        key = "ts_labels_path" if Path(case.options["labels"]).is_dir() else "labels_path"
-        kwargs[key] = case.options["labels"]
+    if "labels" in case.options:          # the rule of --labels: a folder holding labels.nii.gz gives that file
+        labels = Path(case.options["labels"])
+        if labels.is_dir() and (labels / "labels.nii.gz").is_file():
+            kwargs["labels_path"] = str(labels / "labels.nii.gz")
+        else:
+            kwargs["ts_labels_path" if labels.is_dir() else "labels_path"] = case.options["labels"]
     return replace(base_options, **overrides), kwargs
 
 

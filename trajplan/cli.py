@@ -94,8 +94,9 @@ def _add_mask_options(p: argparse.ArgumentParser, *, label_map: bool) -> None:
                    help="external sacrum mask (e.g. TotalSegmentator sacrum.nii.gz) replacing the bone/sacrum step")
     if label_map:
         p.add_argument("--labels", metavar="PATH",
-                       help="a trajplan label map file (labels.nii.gz on the CT grid) to plan on instead of "
-                            "segmenting; or a TotalSegmentator output folder")
+                       help="a trajplan label map file (labels.nii.gz on the CT grid), or a plan or segment "
+                            "output folder holding one, used instead of segmenting; or a TotalSegmentator "
+                            "output folder")
     else:
         p.add_argument("--labels", metavar="PATH",
                        help="TotalSegmentator output: a folder with sacrum.nii.gz, hip_left.nii.gz, ... "
@@ -111,6 +112,21 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margins", type=_margins, metavar="NAME=MM,...",
                    help="safety margins in mm, e.g. canal=3,foramen=3,anterior_cortex=2,si_joint=2")
     p.add_argument("--seed", type=int, default=0, help="seed of the placement-error Monte Carlo")
+    _add_config_option(p)
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="planning settings file: margins, score weights, Monte Carlo samples and placement "
+                        "errors, needle separation, needle lengths (see docs/planning.md); --margins wins over it")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """PlanOptions keyword arguments of ``--config`` (none without it), with ``--margins`` over its margins."""
+    from trajplan.settings import merge_margins, read_settings
+
+    settings = read_settings(args.config) if getattr(args, "config", None) else {}
+    return merge_margins(settings, args.margins)
 
 
 def _plan_options(args: argparse.Namespace) -> "PlanOptions":
@@ -118,19 +134,31 @@ def _plan_options(args: argparse.Namespace) -> "PlanOptions":
 
     return PlanOptions(
         technique=args.technique, gauge=args.gauge, needles=args.needles, side=args.side,
-        margins_mm=args.margins, seed=args.seed,
+        seed=args.seed, **{"margins_mm": args.margins, **_settings(args)},
     )
 
 
 def _split_labels(path: str | None) -> tuple[str | None, str | None]:
-    """``--labels`` of plan/evaluate: (trajplan label map file, TotalSegmentator folder)."""
+    """``--labels`` of plan/evaluate: (trajplan label map, TotalSegmentator folder).
+
+    A folder holding a trajplan ``labels.nii.gz`` (a plan or segmentation folder) gives that file;
+    any other folder is TotalSegmentator output.
+    """
     from pathlib import Path
 
     if path is None:
         return None, None
     if not Path(path).exists():
         raise InputError(f"{path}: no such file or folder")
-    return (None, path) if Path(path).is_dir() else (path, None)
+    if Path(path).is_dir():
+        own = Path(path) / "labels.nii.gz"
+        return (str(own), None) if own.is_file() else (None, path)
+    return path, None
+
+
+def _ras_to_lps(point: np.ndarray) -> np.ndarray:
+    """LPS of a RAS point (x and y negated; the same map both ways)."""
+    return np.asarray(point, dtype=float) * np.array([-1.0, -1.0, 1.0])
 
 
 # ------------------------------------------------------------------ commands
@@ -160,24 +188,37 @@ def cmd_plan(args: argparse.Namespace) -> dict:
     labels_file, ts_folder = _split_labels(args.labels)
     return run_plan(args.ct, args.output, _plan_options(args), series_uid=args.series,
                     labels_path=labels_file, ts_labels_path=ts_folder,
-                    sacrum_mask_path=args.sacrum_mask, report=not args.no_report)
+                    sacrum_mask_path=args.sacrum_mask, report=not args.no_report,
+                    case_name=args.case_name, position=args.position)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from trajplan.pipeline import run_evaluate
+    from trajplan.settings import read_settings
 
+    coordinates = args.coords or "lps"
     if args.markup:
-        from trajplan.plan_io import read_line_markup
+        from trajplan.plan_io import markup_coordinate_system, read_line_markup
 
-        entry, target = read_line_markup(args.markup)
+        if args.coords:
+            raise InputError("--coords is for --entry/--target; a --markup file declares its own "
+                             "coordinateSystem (LPS or RAS)")
+
+        entry, target = read_line_markup(args.markup)     # LPS: the file says how it was saved
+        coordinates = markup_coordinate_system(args.markup)
     elif args.entry is not None and args.target is not None:
         entry, target = args.entry, args.target
+        if coordinates == "ras":
+            entry, target = _ras_to_lps(entry), _ras_to_lps(target)
     else:
-        raise InputError("give --entry X,Y,Z and --target X,Y,Z (LPS mm), or --markup FILE")
-    labels_file, _ = _split_labels(args.labels)
+        raise InputError("give --entry X,Y,Z and --target X,Y,Z (LPS mm, or RAS with --coords ras), "
+                         "or --markup FILE")
+    labels_file, ts_folder = _split_labels(args.labels)
     return run_evaluate(args.ct, entry, target, gauge=args.gauge, margins_mm=args.margins,
-                        series_uid=args.series, labels_path=labels_file,
-                        sacrum_mask_path=args.sacrum_mask)
+                        series_uid=args.series, labels_path=labels_file, ts_labels_path=ts_folder,
+                        sacrum_mask_path=args.sacrum_mask, coordinates=coordinates, out_dir=args.output,
+                        case_name=args.case_name, position=args.position,
+                        settings=read_settings(args.config) if args.config else None)
 
 
 def cmd_render(args: argparse.Namespace) -> dict:
@@ -272,16 +313,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_options(p, label_map=True)
     _add_plan_options(p)
     p.add_argument("--no-report", action="store_true", help="skip report.html and its views")
+    p.add_argument("--case-name", metavar="TEXT",
+                   help="name of the case in plan.json, the report and card.html (default: its anonymous id)")
+    p.add_argument("--position", choices=("prone", "supine"),
+                   help="how the patient lies on the table, for the gantry tilt's direction "
+                        "(default: the DICOM PatientPosition, else prone)")
 
-    p = command("evaluate", cmd_evaluate, "metrics and verdict of one hand-drawn needle path",
-                "trajplan evaluate case/ct.nii.gz --entry 35,60,10 --target 30,20,20 --gauge 11")
+    p = command("evaluate", cmd_evaluate, "metrics, verdict and procedure card of one hand-drawn needle path",
+                "trajplan evaluate case/ct.nii.gz --entry 35,60,10 --target 30,20,20 --gauge 11\n"
+                "  trajplan evaluate case/ct.nii.gz --labels case_plan --markup line.mrk.json -o check")
     _add_input_options(p)
-    p.add_argument("--entry", type=_point, metavar="X,Y,Z", help="entry point, LPS mm")
-    p.add_argument("--target", type=_point, metavar="X,Y,Z", help="tip point, LPS mm")
-    p.add_argument("--markup", metavar="FILE", help="a 3D Slicer line markup (.mrk.json) instead")
+    p.add_argument("--entry", type=_point, metavar="X,Y,Z",
+                   help="entry point in mm (LPS, or RAS with --coords ras): on the bone, or on the skin "
+                        "(the line is then scored from where it enters the sacral bone)")
+    p.add_argument("--target", type=_point, metavar="X,Y,Z", help="tip point in mm (LPS, or RAS with --coords ras)")
+    p.add_argument("--coords", choices=("lps", "ras"),
+                   help="coordinate system of --entry/--target (default lps; ras: as 3D Slicer shows points). "
+                        "A --markup file says its own")
+    p.add_argument("--markup", metavar="FILE",
+                   help="a 3D Slicer line markup (.mrk.json, LPS or RAS as it declares) instead")
     p.add_argument("--gauge", type=int, choices=(11, 13), default=11)
     p.add_argument("--margins", type=_margins, metavar="NAME=MM,...")
     _add_mask_options(p, label_map=True)
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="also write evaluation.json, card.html, evaluation.mrk.json and the CT slices "
+                        "along the needle (slices/) into DIR")
+    p.add_argument("--case-name", metavar="TEXT", help="name of the case in evaluation.json and card.html")
+    _add_config_option(p)
+    p.add_argument("--position", choices=("prone", "supine"),
+                   help="how the patient lies, for the gantry tilt's direction on the card "
+                        "(default: the DICOM PatientPosition, else prone)")
 
     p = command("render", cmd_render, "re-render the views and report of a plan folder",
                 "trajplan render case_plan --window soft")
@@ -381,8 +442,13 @@ def _print_result(command: str, result: dict) -> None:
         verdict = result.get("verdict", "?")
         reasons = ", ".join(result.get("reasons", [])) or "none"
         print(f"verdict: {verdict} (reasons: {reasons})")
+        note = (result.get("drawn_line") or {}).get("note")
+        if note:
+            print(f"  {note}")
         for name, mm in sorted(result.get("clearance_mm", {}).items()):
             print(f"  clearance {name}: {mm} mm")
+        if "output" in result:
+            print(f"evaluate: outputs in {result['output']}")
         return
     if "output" in result:
         print(f"{command}: outputs in {result['output']}")

@@ -110,3 +110,23 @@ def resolve_margins(overrides: dict[str, float] | None = None) -> dict[str, floa
         cls = margin_class(structure)
         out[structure] = float(overrides.get(structure, overrides.get(cls, DEFAULT_MARGINS_MM[cls])))
     return out
+
+
+def resolve_weights(overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """Every score weight (:data:`WEIGHTS`) with ``overrides`` applied.
+
+    Raises
+    ------
+    InputError
+        For an unknown name, a negative weight, or score weights (all but ``robustness``) that sum to 0.
+    """
+    overrides = dict(overrides or {})
+    for name, value in overrides.items():
+        if name not in WEIGHTS:
+            raise InputError(f"unknown score weight {name!r}; use one of {', '.join(WEIGHTS)}")
+        if not float(value) >= 0.0:
+            raise InputError(f"score weight {name}={value} must not be negative")
+    out = {name: float(overrides.get(name, default)) for name, default in WEIGHTS.items()}
+    if sum(v for k, v in out.items() if k != "robustness") <= 0.0:
+        raise InputError("the score weights clearance, target, technique_fit and cement sum to 0")
+    return out

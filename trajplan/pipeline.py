@@ -9,6 +9,7 @@ prints with ``--json`` and the batch runner writes into ``summary.csv``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -142,13 +143,20 @@ def run_plan(
     ts_labels_path: str | Path | None = None,
     report: bool = True,
     timer: StageTimer | None = None,
+    case_name: str | None = None,
+    position: str | None = None,
 ) -> dict:
     """Plan needle paths for one CT and write the plan folder.
 
     Writes ``labels.nii.gz`` (+ ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
-    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``ct_roi.nii.gz`` (the CT around the
-    sacrum and the needles, for the views), ``scene.png`` and, unless ``report`` is false,
-    ``report.html`` with its views and ``scene.html``.
+    ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``card.html`` (the printable procedure cards),
+    ``ct_roi.nii.gz`` (the CT around the sacrum and the needles, for the views), ``scene.png`` and,
+    unless ``report`` is false, ``report.html`` with its views and ``scene.html``.
+
+    ``case_name`` names the case in ``plan.json`` and the report (else its anonymous id,
+    ``case-`` and the first 12 hex digits of the input checksum). ``position`` (``prone`` or
+    ``supine``) is how the patient lies, for the gantry tilt's direction; without it the DICOM
+    PatientPosition is used, else prone is assumed (:func:`trajplan.card.add_cards`).
 
     Returns
     -------
@@ -167,6 +175,7 @@ def run_plan(
         the way, a vanished folder). ``out_dir`` is complete or absent: it is built beside
         its place and renamed into it at the end (:func:`trajplan.io.staged.staged_folder`).
     """
+    from trajplan.card import add_cards
     from trajplan.planning import plan_needles
     from trajplan.plan_io import write_plan
     from trajplan.views.region import view_region
@@ -202,6 +211,11 @@ def run_plan(
         lesion_quality = seg_report.get("structures", {}).get("lesion", {}).get("quality", "")
         if lesion_quality.startswith("not sought"):
             plan.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
+        with timer.stage("procedure cards"):
+            plan["case"] = case_json(plan["input"]["sha256"], case_name)
+            lying, source = patient_position(ct_path, series_uid, position)
+            add_cards(plan, ct, labels, position=lying, position_source=source,
+                      lengths_mm=options.needle_lengths_mm)
         with timer.stage("writing plan"):
             plan["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
             write_plan(plan, work)
@@ -215,6 +229,31 @@ def run_plan(
             else:
                 render_scene_png(labels, plan, work / "scene.png")
     return plan_summary(plan, out_dir, timer)
+
+
+def case_json(sha256: str, case_name: str | None) -> dict:
+    """The ``case`` block of ``plan.json``: the case's name (given, else its anonymous id) and the
+    UTC time of planning."""
+    name = " ".join(str(case_name).split()) if case_name else ""
+    return {"name": name or f"case-{sha256[:12]}", "named_by": "option" if name else "checksum",
+            "planned_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def patient_position(ct_path: str | Path, series_uid: str | None, given: str | None) -> tuple[str, str]:
+    """How the patient lies and where that came from: (``prone``|``supine``, ``option``|``dicom``|``assumed``)."""
+    if given is not None:
+        if given not in ("prone", "supine"):
+            raise InputError(f"unknown patient position {given!r} (prone or supine)")
+        return given, "option"
+    path = Path(ct_path)
+    folder = path if path.is_dir() else path.parent if path.suffix.lower() == ".dcm" else None
+    if folder is not None:
+        from trajplan.io.dicom import series_patient_position
+
+        found = series_patient_position(folder, series_uid=series_uid)
+        if found is not None:
+            return found, "dicom"
+    return "prone", "assumed"
 
 
 def plan_summary(plan: dict, out_dir: Path, timer: StageTimer) -> dict:
@@ -235,6 +274,83 @@ def plan_summary(plan: dict, out_dir: Path, timer: StageTimer) -> dict:
     }
 
 
+def evaluation_labels(
+    ct: Volume,
+    *,
+    labels_path: str | Path | None = None,
+    ts_labels_path: str | Path | None = None,
+    sacrum_mask_path: str | Path | None = None,
+) -> tuple[Volume, str]:
+    """The label map ``evaluate`` scores on, and where it came from.
+
+    ``labels_path``: a trajplan label map file, or a trajplan plan or segmentation folder (its
+    ``labels.nii.gz``): read and checked, not re-segmented. ``ts_labels_path``: a TotalSegmentator
+    output folder or multilabel file, used by the segmentation. Otherwise the CT is segmented
+    (with ``sacrum_mask_path`` when given).
+    """
+    from segmentation.pipeline import segment
+
+    if labels_path is not None:
+        path = Path(labels_path)
+        if path.is_dir():
+            path = path / TRAJPLAN_LABELS
+        return read_label_map(path, ct), f"labels file {path.name}"
+    sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
+    external = None
+    if ts_labels_path is not None:
+        from segmentation.external import load_totalsegmentator
+
+        external = load_totalsegmentator(ts_labels_path, ct)
+    source = "segmented here" + (" with TotalSegmentator masks" if external else "")
+    return segment(ct, sacrum_mask=sacrum_mask, external_labels=external).labels, source
+
+
+TRAJPLAN_LABELS = "labels.nii.gz"   # the label map in a plan or segmentation folder
+
+
+def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
+               coordinates: str) -> tuple[np.ndarray, dict]:
+    """The entry to score a drawn line from, and the ``drawn_line`` block of the evaluation.
+
+    A line drawn from the skin (or any point outside the sacral bone) is scored from where it
+    first enters the sacral bone (:func:`trajplan.scoring.bone_entry_on_line`), as a planned
+    needle is; a line that starts in the bone, or never reaches it, is scored as drawn.
+    """
+    from trajplan.card import lps_to_ras
+    from trajplan.scoring import bone_entry_on_line
+
+    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
+    found = bone_entry_on_line(labels, entry, tip)
+    block = {
+        "coordinates": coordinates,
+        "entry_lps": [round(float(v), 2) for v in entry],
+        "tip_lps": [round(float(v), 2) for v in tip],
+        "entry_ras": [round(float(v), 2) + 0.0 for v in lps_to_ras(entry)],
+        "tip_ras": [round(float(v), 2) + 0.0 for v in lps_to_ras(tip)],
+    }
+    if found is None:
+        block.update(scored_from="drawn entry", entry_to_bone_mm=None,
+                     note="the line does not reach the sacral bone before its tip: scored as drawn")
+        return entry, block
+    point, distance = found
+    if distance == 0.0:
+        block.update(scored_from="drawn entry", entry_to_bone_mm=0.0,
+                     note="the line starts in the sacral bone: scored as drawn")
+        return entry, block
+    block.update(scored_from="bone entry", entry_to_bone_mm=round(distance, 1),
+                 note=f"the line starts {distance:.1f} mm before the sacral bone (drawn from the skin or the "
+                      "soft tissue): scored from where it enters the bone, "
+                      f"LPS {', '.join(f'{v:.1f}' for v in point)}")
+    return point, block
+
+
+def needle_margins(options: "PlanOptions") -> dict[str, float]:
+    """The margin of every critical structure under ``options``."""
+    from trajplan.margins import resolve_margins
+
+    return resolve_margins(options.margins_mm)
+
+
 def run_evaluate(
     ct_path: str | Path,
     entry_lps: np.ndarray,
@@ -245,16 +361,87 @@ def run_evaluate(
     series_uid: str | None = None,
     labels_path: str | Path | None = None,
     sacrum_mask_path: str | Path | None = None,
+    ts_labels_path: str | Path | None = None,
+    coordinates: str = "lps",
+    out_dir: str | Path | None = None,
+    case_name: str | None = None,
+    position: str | None = None,
+    settings: dict | None = None,
 ) -> dict:
-    """Metrics and verdict of one hand-drawn path (the needle object of ``plan.json``)."""
-    from segmentation.pipeline import segment
+    """Metrics, verdict and procedure card of one hand-drawn path (the needle object of ``plan.json``).
+
+    ``entry_lps`` and ``target_lps`` are LPS mm (the CLI converts ``--coords ras``); ``coordinates``
+    only records what the user gave. A line drawn from the skin is scored from its bone entry
+    (:func:`drawn_line`); the result's ``drawn_line`` block says which. The needle gets its
+    ``skin_entry_lps``/``skin_entry_ras`` and ``card`` as in a plan (:func:`trajplan.card.add_cards`).
+
+    With ``out_dir`` the folder (complete or absent, as a plan folder) receives ``evaluation.json``,
+    ``card.html``, ``evaluation.mrk.json`` (the scored line for 3D Slicer), ``ct_roi.nii.gz`` and
+    ``slices/needle1_{plane,axial_entry,axial_mid,axial_tip}.png``.
+
+    ``settings`` are ``PlanOptions`` keyword arguments from a settings file
+    (:func:`trajplan.settings.read_settings`): its margins (under ``margins_mm``), score weights,
+    placement error, Monte Carlo size and needle lengths apply; the needle separation does not.
+    """
+    from trajplan.card import add_cards
+    from trajplan.planning import PlanOptions
     from trajplan.scoring import evaluate_path
+    from trajplan.settings import merge_margins, settings_json
 
-    ct = read_ct(ct_path, series_uid=series_uid)
-    if labels_path is not None:
-        labels = read_label_map(labels_path, ct)
-    else:
-        sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
-        labels = segment(ct, sacrum_mask=sacrum_mask).labels
-    return evaluate_path(labels, entry_lps, target_lps, gauge=gauge, margins_mm=margins_mm, ct=ct)
+    timer = StageTimer()
+    with timer.stage("reading CT"):
+        ct = read_ct(ct_path, series_uid=series_uid)
+    with timer.stage("labels"):
+        labels, source = evaluation_labels(ct, labels_path=labels_path, ts_labels_path=ts_labels_path,
+                                           sacrum_mask_path=sacrum_mask_path)
+    entry, block = drawn_line(labels, entry_lps, target_lps, coordinates)
+    options = PlanOptions(gauge=gauge, **merge_margins(settings or {}, margins_mm))
+    with timer.stage("evaluating"):
+        needle = evaluate_path(labels, entry, target_lps, gauge=gauge, margins_mm=options.margins_mm, ct=ct,
+                               mc_samples=options.mc_samples, weights=options.weights,
+                               entry_sigma_mm=options.entry_sigma_mm, angle_sigma_deg=options.angle_sigma_deg)
+    source_json = input_json(ct_path, ct)
+    doc = {
+        "schema": "trajplan/evaluation", "schema_version": 1,
+        "software": {"name": "trajplan", "version": __version__},
+        "input": source_json,
+        "case": case_json(source_json["sha256"], case_name),
+        "labels": source,
+        "parameters": {"gauge": int(gauge), "margins_mm": needle_margins(options)},
+        "needles": [needle],
+        "warnings": [],
+        "settings": settings_json(options),
+    }
+    with timer.stage("procedure card"):
+        lying, position_source = patient_position(ct_path, series_uid, position)
+        add_cards(doc, ct, labels, position=lying, position_source=position_source,
+                  lengths_mm=options.needle_lengths_mm)
+    result = {**needle, "drawn_line": block}
+    if out_dir is None:
+        return result
+    from trajplan.card_html import card_page
+    from trajplan.io.atomic import write_json, write_text
+    from trajplan.plan_io import slicer_markups
+    from trajplan.views.region import view_region
+    from trajplan.views.render import CT_ROI
+    from trajplan.views.slices import render_needle_slices
 
+    out_dir = Path(out_dir)
+    ranked = dict(needle, rank=1)
+    page = dict(doc, needles=[ranked], drawn_line=block)
+    evaluation = {k: v for k, v in doc.items() if k != "needles"}
+    evaluation.update(drawn_line=block, needle=needle)
+    with staged_folder(out_dir) as work:
+        with timer.stage("writing"):
+            write_text(work / "card.html", card_page(page))
+            write_json(work / "evaluation.mrk.json", slicer_markups([ranked]))
+            ct_roi = view_region(ct, labels, page)
+            write_volume_file(ct_roi, work / CT_ROI)
+        with timer.stage("rendering"):
+            slices = render_needle_slices(ct_roi, labels, page, work)
+        evaluation["timings_s"] = {k: round(v, 3) for k, v in timer.seconds.items()}
+        write_json(work / "evaluation.json", evaluation)
+    result["output"] = str(out_dir)
+    result["files"] = ["evaluation.json", "card.html", "evaluation.mrk.json", CT_ROI,
+                       *(str(p.relative_to(work)) for p in slices.values())]
+    return result

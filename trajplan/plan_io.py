@@ -23,6 +23,28 @@ METRIC_COLUMNS = (
     "gantry_tilt_deg", "axis_angle_deg", "skin_to_bone_mm", "cement_volume_ml", "approach_crosses",
 )
 
+CARD_KEYS = (
+    "guidance", "patient_position", "skin_found", "skin_to_bone_mm", "bone_to_tip_mm", "skin_to_tip_mm",
+    "needle_length_mm", "midline_offset_mm", "level", "from_level_mm", "slice_index", "table_position_mm",
+    "gantry_tilt_deg", "gantry_tilt_toward", "in_plane_angle_deg", "in_plane_hub_toward",
+)
+C_ARM_KEYS = ("cranial_caudal_deg", "oblique_deg", "detector_side")
+
+
+def card_columns(needle: dict) -> dict:
+    """The procedure card of a needle as flat ``plan.csv`` columns (empty where it does not apply)."""
+    card = needle.get("card") or {}
+    skin = needle.get("skin_entry_lps") or [None] * 3
+    ras = needle.get("skin_entry_ras") or [None] * 3
+    arm = card.get("c_arm") or {}
+    return {
+        **{f"skin_entry_{a}": v for a, v in zip("xyz", skin)},
+        **{f"skin_entry_ras_{a}": v for a, v in zip("xyz", ras)},
+        **{f"card_{k}": card.get(k) for k in CARD_KEYS},
+        **{f"card_c_arm_{k}": arm.get(k) for k in C_ARM_KEYS},
+        "card_notes": ";".join(card.get("notes", [])),
+    }
+
 
 def needle_name(needle: dict) -> str:
     """Display name of a needle: ``1 short_axis left``."""
@@ -30,7 +52,8 @@ def needle_name(needle: dict) -> str:
 
 
 def slicer_markups(needles: list[dict]) -> dict:
-    """The needles as a 3D Slicer markups document (one Line per needle, LPS mm)."""
+    """The needles as a 3D Slicer markups document (one Line per needle, bone entry to tip, LPS mm),
+    then, when the needles have skin entries, one point list (``Fiducial``) of them."""
     markups = []
     for needle in needles:
         markups.append({
@@ -55,11 +78,32 @@ def slicer_markups(needles: list[dict]) -> dict:
                         "selectedColor": list(VERDICT_RGB[needle["verdict"]]), "lineThickness": 0.5,
                         "propertiesLabelVisibility": True, "pointLabelsVisibility": True},
         })
+    skins = [n for n in needles if n.get("skin_entry_lps") is not None]
+    if skins:
+        markups.append({
+            "type": "Fiducial",
+            "name": "skin entries",
+            "coordinateSystem": "LPS",
+            "coordinateUnits": "mm",
+            "locked": True,
+            "labelFormat": "%N-%d",
+            "lastUsedControlPointNumber": len(skins),
+            "controlPoints": [
+                {"id": str(k), "label": f"{n.get('rank', k)} skin", "description": f"skin entry of {needle_name(n)}",
+                 "position": list(n["skin_entry_lps"]),
+                 "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True,
+                 "locked": True, "visibility": True, "positionStatus": "defined"}
+                for k, n in enumerate(skins, start=1)],
+            "measurements": [],
+            "display": {"visibility": True, "opacity": 1.0, "color": [0.2, 0.4, 1.0], "selectedColor": [0.2, 0.4, 1.0],
+                        "propertiesLabelVisibility": True, "pointLabelsVisibility": True},
+        })
     return {"@schema": SLICER_SCHEMA, "markups": markups}
 
 
 def plan_rows(needles: list[dict]) -> list[dict]:
-    """Flat rows of ``plan.csv``: identity, verdict, clearances, breach probabilities, metrics."""
+    """Flat rows of ``plan.csv``: identity, verdict, clearances, breach probabilities, metrics,
+    then the procedure card (skin entry in LPS and RAS, ``card_*``)."""
     rows = []
     for needle in needles:
         row = {
@@ -74,6 +118,7 @@ def plan_rows(needles: list[dict]) -> list[dict]:
         row.update({f"clearance_{s}_mm": needle["clearance_mm"].get(s) for s in CRITICAL_STRUCTURES})
         row.update({m: (";".join(v) if isinstance(v := needle["metrics"].get(m), list) else v)
                     for m in METRIC_COLUMNS})
+        row.update(card_columns(needle))
         rows.append(row)
     return rows
 
@@ -85,7 +130,10 @@ def listed_needles(plan: dict) -> list[dict]:
 
 
 def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Atomically write ``plan.json``, ``plan.csv`` and ``plan.mrk.json`` into ``out_dir``."""
+    """Atomically write ``plan.json``, ``plan.csv``, ``plan.mrk.json`` and ``card.html`` (the
+    printable procedure cards, :func:`trajplan.card_html.card_page`) into ``out_dir``."""
+    from trajplan.card_html import card_page
+
     out = Path(out_dir)
     write_json(out / "plan.json", plan)
     rows = plan_rows(listed_needles(plan))
@@ -96,7 +144,9 @@ def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     write_text(out / "plan.csv", buffer.getvalue())
     write_json(out / "plan.mrk.json", slicer_markups(listed_needles(plan)))
-    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json"}
+    write_text(out / "card.html", card_page(plan))
+    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json",
+            "card": out / "card.html"}
 
 
 def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -133,3 +183,11 @@ def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     elif system != "LPS":
         raise InputError(f"{path}: unknown coordinateSystem {system!r} (LPS or RAS)")
     return points[0], points[1]
+
+
+def markup_coordinate_system(path: str | Path) -> str:
+    """``lps`` or ``ras``: how the line that :func:`read_line_markup` reads was saved (call it first)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    markup = next(m for m in doc["markups"] if m.get("type", "Line") == "Line"
+                  and len(m.get("controlPoints", [])) >= 2)
+    return str(markup.get("coordinateSystem", "LPS")).lower()

@@ -21,9 +21,10 @@ from trajplan.candidates import TECHNIQUES, Targets, candidate_pairs, find_landm
 from trajplan.ct_guard import REASON_TEXT
 from trajplan.distance import build_distance_maps
 from trajplan.errors import InputError, NoSafePathError
-from trajplan.margins import CEMENT_SEGMENT_MM, COVERAGE_RADIUS_MM, WEIGHTS, resolve_margins
+from trajplan.margins import CEMENT_SEGMENT_MM, COVERAGE_RADIUS_MM, resolve_margins, resolve_weights
 from trajplan.needle import radius_mm
 from trajplan.robustness import breach_probability
+from trajplan.settings import settings_json
 from trajplan.scoring import apply_robustness, fast_slack, measure_path, path_angles, technique_ok
 from trajplan.volume import Volume
 
@@ -54,6 +55,8 @@ class PlanOptions:
     angle_sigma_deg: float = 2.0
     mc_samples: int = 300
     seed: int = 0
+    weights: dict[str, float] | None = None            # overrides of trajplan.margins.WEIGHTS
+    needle_lengths_mm: tuple[float, ...] | None = None  # None: trajplan.card.STANDARD_NEEDLE_LENGTHS_MM
 
     def __post_init__(self) -> None:
         if self.technique not in TECHNIQUE_NAMES:
@@ -68,6 +71,10 @@ class PlanOptions:
         if not 10 <= self.mc_samples <= 100_000:
             raise InputError(f"mc_samples must be 10 to 100000, got {self.mc_samples}")
         resolve_margins(self.margins_mm)
+        resolve_weights(self.weights)
+        if self.needle_lengths_mm is not None and (
+                not len(self.needle_lengths_mm) or not all(0 < float(v) <= 500 for v in self.needle_lengths_mm)):
+            raise InputError(f"needle lengths must be 1 or more lengths of 0 to 500 mm, got {self.needle_lengths_mm}")
 
 
 def _pretty(structure: str) -> str:
@@ -118,7 +125,8 @@ def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: 
             near = cKDTree(targets.points).query(tips)[0]
         order = np.lexsort((near, -np.minimum(np.floor(clearance), 3.0), ~feasible))
     measured = [measure_path(maps, marks, entries[i], tips[i], technique=technique, side=side,
-                             gauge=options.gauge, targets=targets, normal=normals[i], ct=ct)
+                             gauge=options.gauge, targets=targets, normal=normals[i], ct=ct,
+                             weights=resolve_weights(options.weights))
                 for i in order[:SHORTLIST]]
     safe = sorted((n for n in measured if n["safe"]), key=lambda n: -n["score"])
     closest = sorted(measured, key=lambda n: -_above_margin(n, maps.margins))[:ALTERNATIVES] if not safe else []
@@ -141,7 +149,7 @@ def _plan_one(maps, marks, technique: str, side: str, options: PlanOptions, ct: 
         breach = breach_probability(maps, needle["entry_lps"], needle["tip_lps"], radius=radius,
                                     samples=options.mc_samples, entry_sigma_mm=options.entry_sigma_mm,
                                     angle_sigma_deg=options.angle_sigma_deg, seed=seed * 1000 + k)
-        robust.append(apply_robustness(needle, breach))
+        robust.append(apply_robustness(needle, breach, resolve_weights(options.weights)))
     if safe:
         robust.sort(key=lambda n: -n["rank_value"])
     return robust, why, targets
@@ -406,10 +414,11 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
         "schema_version": SCHEMA_VERSION,
         "outcome": "planned" if chosen else "no_safe_path",
         "parameters": {
-            **{k: v for k, v in asdict(options).items() if k not in ("margins_mm", "entry_sigma_mm",
-                                                                     "angle_sigma_deg", "mc_samples", "seed")},
+            **{k: v for k, v in asdict(options).items() if k not in ("margins_mm", "entry_sigma_mm", "angle_sigma_deg",
+                                                                     "mc_samples", "seed", "weights",
+                                                                     "needle_lengths_mm")},
             "margins_mm": pool.margins,
-            "weights": WEIGHTS,
+            "weights": resolve_weights(options.weights),
             "placement_error": {"entry_sigma_mm": options.entry_sigma_mm,
                                 "angle_sigma_deg": options.angle_sigma_deg,
                                 "samples": options.mc_samples, "seed": options.seed},
@@ -424,4 +433,5 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
         "target_kinds": sorted({t.kind for t in pool.targets.values()}),
         "summary": plan_summary(chosen, targets),
         "warnings": warnings,
+        "settings": settings_json(options),
     }

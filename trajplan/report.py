@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
-from trajplan.ct_guard import REASON_TEXT
+from trajplan.card_html import (CARD_STYLE, card_html, case_words, clearance_text, reason_words, structure_words,
+                                 technique_words)
 from trajplan.io.atomic import write_text
+from trajplan.margins import CLEARANCE_CAP_MM
 from trajplan.plan_io import METRIC_COLUMNS
 
 STYLE = """
@@ -22,13 +23,86 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px soli
 th{background:#eee}td.l{text-align:left}.safe{background:#d7f2dc}.marginal{background:#ffe9b3}.unsafe{background:#f7c6c6}
 .views{display:flex;flex-wrap:wrap;gap:12px}.views figure{margin:0}.views img{width:460px;border:1px solid #ccc}
 .warn{color:#8a4b00}.nosafe{border:2px solid #b00;background:#fbe4e4;padding:4px 12px;margin:12px 0}code{background:#f4f4f4;padding:1px 3px}
-"""
+""" + CARD_STYLE
 
 
 def _esc(value: object) -> str:
+    """Escaped text of a cell: numbers with 2 decimals, lists joined in words (``none`` when
+    empty), yes / no, never Python's own rendering of a list or dict."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
+    if isinstance(value, (list, tuple)):
+        return html.escape(", ".join(_plain(v) for v in value) or "none")
+    if isinstance(value, dict):
+        return html.escape("; ".join(f"{k}: {_plain(v)}" for k, v in value.items()) or "none")
     return html.escape("" if value is None else str(value))
+
+
+def _plain(value: object) -> str:
+    """Unescaped words of one value (used inside :func:`_esc`)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items()) or "none"
+    return "" if value is None else str(value)
+
+
+def _clearance_cell(value: object) -> str:
+    """A clearance in the needle tables: the cap reads ``30 mm or more``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= CLEARANCE_CAP_MM:
+        return _esc(clearance_text(float(value)))
+    return _esc(value)
+
+
+def _segmentation_words(seg: dict | None) -> str:
+    """``{"source": "ct", "partial": False}`` in words."""
+    if not seg:
+        return "not recorded"
+    source = {"ct": "segmented from the CT by trajplan", "labels file": "a label map given with --labels"}.get(
+        seg.get("source"), f"from {seg.get('source')}")
+    return f"{source}; {'partial (see the warnings)' if seg.get('partial') else 'complete'}"
+
+
+def _position_words(plan: dict) -> str:
+    pos = plan.get("patient_position") or {}
+    if not pos:
+        return "not recorded"
+    source = {"dicom": "from the DICOM PatientPosition", "option": "as given with --position",
+              "assumed": "assumed (the input does not say)"}.get(pos.get("source"), pos.get("source", ""))
+    return f"{pos.get('position')}, {source}"
+
+
+def _cards(plan: dict) -> list[str]:
+    """The procedure card of every planned needle."""
+    needles = plan.get("needles", [])
+    if not needles:
+        return []
+    margins = plan.get("parameters", {}).get("margins_mm", {})
+    return ["<h2>Procedure cards (at the table)</h2>",
+            "<p>Printable on one page: <a href='card.html'>card.html</a> beside this report. "
+            "Clearances are from the needle's outer surface; the margin is the smallest clearance allowed.</p>",
+            *[card_html(n, margins) for n in needles]]
+
+
+def _parameters(params: dict) -> str:
+    """The planning parameters as a table in words."""
+    names = {"technique": "technique", "gauge": "needle gauge", "needles": "needles asked for",
+             "side": "side", "min_separation_mm": "smallest distance between needles (mm)",
+             "margins_mm": "margins (mm)", "weights": "score weights", "placement_error": "placement error"}
+    rows = []
+    for key, value in params.items():
+        if key == "margins_mm" and isinstance(value, dict):
+            value = "; ".join(f"{structure_words(k)} {v:g}" for k, v in value.items())
+        elif isinstance(value, dict):
+            value = "; ".join(f"{_column_words(k)}: {_plain(v)}" for k, v in value.items())
+        rows.append(f"<tr><th>{_esc(names.get(key, key.replace('_', ' ')))}</th><td class='l'>{_esc(value)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
 
 
 def _image(path: Path, caption: str) -> str:
@@ -37,22 +111,34 @@ def _image(path: Path, caption: str) -> str:
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
+def _column_words(name: str) -> str:
+    """A metric key as a column heading: ``length_in_bone_mm`` -> ``length in bone (mm)``."""
+    for suffix, unit in (("_mm", "mm"), ("_deg", "deg"), ("_ml", "ml")):
+        if name.endswith(suffix):
+            return f"{name[:-len(suffix)].replace('_', ' ')} ({unit})"
+    return name.replace("_", " ")
+
+
 def _needle_table(needles: list[dict]) -> str:
     structures = sorted({s for n in needles for s in n["clearance_mm"]})
-    head = ["#", "technique", "side", "gauge", "verdict", "reasons", "score", "P(breach)",
-            "entry LPS mm", "tip LPS mm", *[f"{s} mm" for s in structures], *METRIC_COLUMNS]
+    head = ["#", "technique", "side", "gauge", "verdict", "why unsafe", "score", "P(breach)",
+            "bone entry LPS mm", "tip LPS mm", *[f"{structure_words(s)} (mm)" for s in structures],
+            *[_column_words(m) for m in METRIC_COLUMNS]]
     rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
     for n in needles:
-        cells = [n.get("rank"), n["technique"], n["side"], n["gauge"], n["verdict"], ", ".join(n["reasons"]) or "-",
+        crosses = n["metrics"].get("approach_crosses")
+        metrics = {**n["metrics"], "approach_crosses": [structure_words(b) for b in crosses or []]}
+        cells = [n.get("rank"), technique_words(n["technique"]), n["side"], n["gauge"], n["verdict"],
+                 "; ".join(reason_words(r) for r in n["reasons"]) or "none",
                  n["score"], n.get("breach_probability", {}).get("any"),
                  ", ".join(f"{v:.1f}" for v in n["entry_lps"]), ", ".join(f"{v:.1f}" for v in n["tip_lps"]),
-                 *[n["clearance_mm"].get(s) for s in structures], *[n["metrics"].get(m) for m in METRIC_COLUMNS]]
-        row = "".join(f'<td class="l">{_esc(c)}</td>' if i in (1, 2, 5) else f"<td>{_esc(c)}</td>"
-                      for i, c in enumerate(cells))
+                 *[n["clearance_mm"].get(s) for s in structures], *[metrics.get(m) for m in METRIC_COLUMNS]]
+        first_clearance = 10
+        row = "".join(f'<td class="l">{_esc(c)}</td>' if i in (1, 2, 5) else
+                      f"<td>{_clearance_cell(c)}</td>" if first_clearance <= i < first_clearance + len(structures)
+                      else f"<td>{_esc(c)}</td>" for i, c in enumerate(cells))
         rows.append(f'<tr class="{_esc(n["verdict"])}">{row}</tr>')
-    said = sorted({r for n in needles for r in n["reasons"] if r in REASON_TEXT})
-    legend = "".join(f"<p><code>{_esc(r)}</code>: {_esc(REASON_TEXT[r])}.</p>" for r in said)
-    return "<table>" + "".join(rows) + "</table>" + legend
+    return "<table>" + "".join(rows) + "</table>"
 
 
 def _sections(sections: dict[str, dict[str, Path]]) -> list[str]:
@@ -81,21 +167,31 @@ def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
     inp = plan.get("input", {})
     geometry = inp.get("geometry", {})
     warnings = plan.get("warnings", [])
+    name, date = case_words(plan)
+    shape = " x ".join(str(v) for v in geometry.get("shape", [])) or "not recorded"
+    spacing = " x ".join(f"{v:g}" for v in geometry.get("spacing", [])) or "not recorded"
+    origin = ("(" + ", ".join(f"{v:.1f}" for v in geometry["origin"]) + ")" if geometry.get("origin")
+              else "not recorded")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>trajplan report</title>", f"<style>{STYLE}</style></head><body>",
-        "<h1>Sacroplasty needle plan</h1>",
+        f"<title>trajplan report: {_esc(name)}</title>", f"<style>{STYLE}</style></head><body>",
+        f"<h1>Sacroplasty needle plan: {_esc(name)}</h1>",
+        f"<p>Planned {_esc(date)}.</p>",
         *_no_safe_path(plan),
         "<h2>Case</h2><table>",
+        f"<tr><th>case</th><td class='l'>{_esc(name)}</td></tr>",
+        f"<tr><th>planned</th><td class='l'>{_esc(date)}</td></tr>",
         f"<tr><th>input checksum (SHA-256)</th><td class='l'><code>{_esc(inp.get('sha256'))}</code></td></tr>",
         f"<tr><th>format</th><td class='l'>{_esc(inp.get('format'))}</td></tr>",
-        f"<tr><th>voxels</th><td class='l'>{_esc(geometry.get('shape'))}</td></tr>",
-        f"<tr><th>spacing (mm)</th><td class='l'>{_esc(geometry.get('spacing'))}</td></tr>",
-        f"<tr><th>origin (LPS mm)</th><td class='l'>{_esc(geometry.get('origin'))}</td></tr>",
-        f"<tr><th>segmentation</th><td class='l'>{_esc(plan.get('segmentation'))}</td></tr>",
+        f"<tr><th>voxels</th><td class='l'>{_esc(shape)}</td></tr>",
+        f"<tr><th>spacing (mm)</th><td class='l'>{_esc(spacing)}</td></tr>",
+        f"<tr><th>origin (LPS mm)</th><td class='l'>{_esc(origin)}</td></tr>",
+        f"<tr><th>segmentation</th><td class='l'>{_esc(_segmentation_words(plan.get('segmentation')))}</td></tr>",
+        f"<tr><th>patient position</th><td class='l'>{_esc(_position_words(plan))}</td></tr>",
         "</table>",
         "<h2>Warnings</h2>" + ("<ul>" + "".join(f"<li class='warn'>{_esc(w)}</li>" for w in warnings) + "</ul>"
                                if warnings else "<p>none</p>"),
+        *_cards(plan),
         "<h2>Planned needles (best first)</h2>", _needle_table(plan.get("needles", [])),
         "<h2>Technique comparison</h2><table><tr><th>plan</th><th>needles</th><th>target coverage</th>"
         "<th>cement ml</th><th>min clearance mm</th><th>max P(breach)</th></tr>",
@@ -105,7 +201,7 @@ def report_html(plan: dict, sections: dict[str, dict[str, Path]]) -> str:
         "</table>",
         *_sections(sections),
         "<h2 id='alternatives'>Alternatives</h2>", _needle_table(plan.get("alternatives", [])),
-        "<h2>Parameters</h2>", f"<pre>{_esc(json.dumps(plan.get('parameters', {}), indent=1))}</pre>",
+        "<h2>Parameters</h2>", _parameters(plan.get("parameters", {})),
         f"<p>{_esc(plan.get('software', {}).get('name'))} {_esc(plan.get('software', {}).get('version'))}; "
         "coordinates are LPS millimetres.</p></body></html>",
     ]

@@ -214,9 +214,10 @@ def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray,
 
 def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: np.ndarray, *,
                  technique: str, side: str, gauge: int, targets: Targets | None = None,
-                 normal: np.ndarray | None = None, ct: Volume | None = None) -> dict:
+                 normal: np.ndarray | None = None, ct: Volume | None = None,
+                 weights: dict[str, float] | None = None) -> dict:
     """Exact metrics and verdict of one path (a needle object of ``plan.json``, without
-    rank, breach probabilities and score)."""
+    rank and breach probabilities; scored with ``weights``, by default the defaults)."""
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
     radius = diameter_mm(gauge) / 2.0
     length = float(np.linalg.norm(tip - entry))
@@ -285,12 +286,14 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         "tip_to_anterior_cortex_mm": tip_to_cortex,
         "ct_guard": guard,
         "metrics": metrics,
-        "score": round(score_path(technique, clearance, maps.margins, metrics), 4),
+        "score": round(score_path(technique, clearance, maps.margins, metrics, weights), 4),
     }
 
 
-def score_path(technique: str, clearance: dict[str, float], margins: dict[str, float], metrics: dict) -> float:
-    """Weighted score in [0, 1] (weights in :data:`trajplan.margins.WEIGHTS`)."""
+def score_path(technique: str, clearance: dict[str, float], margins: dict[str, float], metrics: dict,
+               weights: dict[str, float] | None = None) -> float:
+    """Weighted score in [0, 1] (``weights``, by default :data:`trajplan.margins.WEIGHTS`)."""
+    weights = {**WEIGHTS, **(weights or {})}
     above = min((c - margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
     terms = {"clearance": float(np.clip(above / 5.0, 0.0, 1.0))}
     target = metrics.get("tip_to_target_mm")
@@ -302,16 +305,17 @@ def score_path(technique: str, clearance: dict[str, float], margins: dict[str, f
     else:
         terms["technique_fit"] = float(np.clip(1 - metrics["axis_angle_deg"] / LONG_AXIS_MAX_AXIS_ANGLE_DEG, 0, 1))
     terms["cement"] = float(np.clip(metrics["cement_volume_ml"] / 4.1, 0, 1))
-    total = sum(WEIGHTS[k] for k in terms)
-    return sum(WEIGHTS[k] * v for k, v in terms.items()) / total
+    total = sum(weights[k] for k in terms)
+    return sum(weights[k] * v for k, v in terms.items()) / total
 
 
-def apply_robustness(needle: dict, breach: dict[str, float]) -> dict:
+def apply_robustness(needle: dict, breach: dict[str, float], weights: dict[str, float] | None = None) -> dict:
     """Add breach probabilities; a safe needle with a likely breach becomes marginal."""
+    weights = {**WEIGHTS, **(weights or {})}
     needle = dict(needle, breach_probability=breach)
     if needle["safe"] and breach.get("any", 0.0) > MARGINAL_BREACH_PROBABILITY:
         needle["verdict"] = "marginal"
-    needle["rank_value"] = round(needle["score"] - WEIGHTS["robustness"] * breach.get("any", 0.0), 4)
+    needle["rank_value"] = round(needle["score"] - weights["robustness"] * breach.get("any", 0.0), 4)
     return needle
 
 
@@ -348,12 +352,15 @@ def path_context(labels: Volume, margins_mm: dict[str, float] | None = None) -> 
 
 def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: int = 11,
                         technique: str | None = None, ct: Volume | None = None, mc_samples: int = 300,
-                        seed: int = 0, entry_sigma_mm: float = 2.0, angle_sigma_deg: float = 2.0) -> dict:
+                        seed: int = 0, weights: dict[str, float] | None = None,
+                        entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm) against a prepared :class:`PathContext`.
 
     ``technique`` None picks it as :func:`evaluate_path` does: the long axis when the path
     runs within 35 degrees of the sacrum's long axis, the short axis otherwise. The side
-    is that of the tip.
+    is that of the tip. ``weights`` (overrides of :data:`trajplan.margins.WEIGHTS`) score it;
+    ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
+    :func:`trajplan.robustness.breach_probability`).
 
     Raises
     ------
@@ -374,24 +381,68 @@ def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: i
     elif technique not in CEMENT_SEGMENT_MM:
         raise InputError(f"unknown technique {technique!r} (short_axis or long_axis)")
     needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
-                          targets=context.targets(side), ct=ct)
-    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples,
-                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg, seed=seed)
-    needle = apply_robustness(needle, breach)
+                          targets=context.targets(side), ct=ct, weights=weights)
+    errors = {k: v for k, v in (("entry_sigma_mm", entry_sigma_mm), ("angle_sigma_deg", angle_sigma_deg))
+              if v is not None}         # else breach_probability's defaults
+    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed,
+                                **errors)
+    needle = apply_robustness(needle, breach, weights)
     needle.pop("rank_value")
     return needle
 
 
 def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
                   margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
-                  mc_samples: int = 300, seed: int = 0) -> dict:
+                  mc_samples: int = 300, seed: int = 0, weights: dict[str, float] | None = None,
+                  entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
 
     The technique is the long axis when the path runs within 35 degrees of the
-    sacrum's long axis, the short axis otherwise; the side is that of the tip.
+    sacrum's long axis, the short axis otherwise; the side is that of the tip. ``weights``
+    (overrides of :data:`trajplan.margins.WEIGHTS`) score it; ``entry_sigma_mm`` and
+    ``angle_sigma_deg`` size the placement error (None: those of
+    :func:`trajplan.robustness.breach_probability`).
     """
     entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
     if np.linalg.norm(tip - entry) < 1.0:
         raise InputError("entry and target are less than 1 mm apart")
     return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, ct=ct,
-                               mc_samples=mc_samples, seed=seed)
+                               mc_samples=mc_samples, seed=seed, weights=weights,
+                               entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
+
+
+def bone_entry_on_line(labels: Volume, start, tip, *, step_mm: float = 0.25) -> tuple[np.ndarray, float] | None:
+    """Where the line from ``start`` to ``tip`` first enters the sacral bone, and how far along it that is.
+
+    The line is sampled every ``step_mm`` (nearest voxel of ``labels``); the first sample in the
+    sacral bone (:data:`trajplan.labels.SACRAL_BONE`), rounded to 0.01 mm as ``plan.json`` writes
+    it and still in the bone once rounded, is the bone entry. A ``start`` already in the sacral bone
+    is its own bone entry (distance 0). Used by ``trajplan evaluate`` for a line drawn from the skin:
+    the needle is scored from where it enters the bone, as planned needles are.
+
+    Returns
+    -------
+    (point, distance_mm) or None
+        The bone entry (LPS mm, rounded to 0.01 mm) and its distance from ``start``; None when the
+        line does not meet the sacral bone before ``tip``.
+    """
+    start, tip = np.asarray(start, float), np.asarray(tip, float)
+    length = float(np.linalg.norm(tip - start))
+    bone = np.array([lt.value(n) for n in lt.SACRAL_BONE])
+
+    def in_bone(points: np.ndarray) -> np.ndarray:
+        idx = np.rint(labels.world_to_index(points)).astype(int)
+        inside = np.all((idx >= 0) & (idx < np.asarray(labels.shape)), axis=1)
+        values = np.zeros(len(points), dtype=labels.array.dtype)
+        values[inside] = labels.array[tuple(idx[inside].T)]
+        return np.isin(values, bone)
+
+    if in_bone(start[None, :])[0]:
+        return start, 0.0
+    along = np.arange(0.0, length + 1e-9, step_mm)
+    points = start + along[:, None] * (tip - start) / max(length, 1e-9)
+    for k in np.flatnonzero(in_bone(points)):
+        rounded = np.round(points[k], 2)
+        if in_bone(rounded[None, :])[0]:
+            return rounded, float(np.linalg.norm(rounded - start))
+    return None

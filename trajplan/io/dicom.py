@@ -253,6 +253,24 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     return Volume(array, (pixel[0], pixel[1], spacing), first.position, direction)
 
 
+PATIENT_POSITIONS = {"HFP": "prone", "FFP": "prone", "HFS": "supine", "FFS": "supine"}
+
+
+def series_patient_position(folder: str | Path, *, series_uid: str | None = None) -> str | None:
+    """``prone`` or ``supine`` from the series' PatientPosition (HFP, FFP, HFS, FFS), else None.
+
+    Read from the first file of the series that :func:`read_dicom_series` reads; decubitus
+    positions (HFDL, ...) and a missing attribute give None.
+    """
+    folder = Path(folder)
+    info = _choose(find_series(folder), folder, series_uid)
+    try:
+        ds = pydicom.dcmread(info.slices[0].path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the pixels were read already; a header problem only loses this hint
+        return None
+    return PATIENT_POSITIONS.get(str(ds.get("PatientPosition", "") or "").strip().upper())
+
+
 def _unshear(array: np.ndarray, offsets: np.ndarray, pixel: tuple[float, float]) -> np.ndarray:
     """Shift each slice back by its in-plane offset so the stack lies on a regular grid."""
     out = np.empty_like(array)

@@ -23,6 +23,7 @@ from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.margins import CRITICAL_STRUCTURES
 from trajplan.plan_io import write_plan
+from trajplan.card import add_cards
 from trajplan.scoring import PathContext, evaluate_in_context, path_context
 from trajplan.views.render import CT_ROI
 from trajplan.volume import Volume
@@ -162,13 +163,20 @@ class ViewerSession:
             If entry and tip are less than 1 mm apart.
         """
         error = self.parameters.get("placement_error", {})
+        settings = self.plan.get("settings", {})
         with self._lock:
-            return evaluate_in_context(
+            needle = evaluate_in_context(
                 self.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
                 ct=self.ct, mc_samples=int(error.get("samples", 300)), seed=int(error.get("seed", 0)),
                 entry_sigma_mm=float(error.get("entry_sigma_mm", 2.0)),
-                angle_sigma_deg=float(error.get("angle_sigma_deg", 2.0)),
+                angle_sigma_deg=float(error.get("angle_sigma_deg", 2.0)), weights=settings.get("weights"),
             )
+            if self.ct is not None:      # the skin entry and procedure card, as a plan's needles have them
+                position = self.plan.get("patient_position", {})
+                add_cards({"needles": [needle]}, self.ct, self.labels, position=position.get("position", "prone"),
+                          position_source=position.get("source", "assumed"),
+                          lengths_mm=settings.get("needle_lengths_mm"))
+            return needle
 
     # ------------------------------------------------------------------ saving
     def save(self, specs: list[NeedleSpec]) -> dict[str, Path]:

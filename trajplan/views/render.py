@@ -12,7 +12,7 @@ CT_ROI = "ct_roi.nii.gz"
 
 
 def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, Path]:
-    """Re-render ``scene.png``, every view and ``report.html`` of a plan folder.
+    """Re-render ``scene.png``, every view, ``report.html`` and ``card.html`` of a plan folder.
 
     Reads ``plan.json``, ``labels.nii.gz`` and, when present, ``ct_roi.nii.gz`` (the CT
     around the sacrum, needed for the CT slices, drawn in ``window``, and the simulated
@@ -23,6 +23,8 @@ def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, 
     InputError
         If the folder does not hold a plan written by ``trajplan plan``.
     """
+    from trajplan.card_html import card_page
+    from trajplan.io.atomic import write_text
     from trajplan.report import write_report
 
     plan_dir = Path(plan_dir)
@@ -35,8 +37,10 @@ def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, 
         raise InputError(f"{plan_dir / 'plan.json'}: not valid JSON ({exc})") from None
     labels = read_volume_file(plan_dir / "labels.nii.gz")
     ct = read_volume_file(plan_dir / CT_ROI) if (plan_dir / CT_ROI).is_file() else None
+    write_text(plan_dir / "card.html", card_page(plan))
     return {
         "report": write_report(plan_dir, labels=labels, plan=plan, ct=ct, window=window),
+        "card": plan_dir / "card.html",
         "scene": plan_dir / "scene.png",
         "scene_html": plan_dir / "scene.html",
     }

@@ -104,8 +104,42 @@ def build_scene(labels: Volume, plan: dict, *, view: str = "posterior", size: tu
     add_needles(plotter, plan.get("needles", []))
     plotter.camera_position = _camera(labels, plan, view)
     title = f"view down needle {view[6:]}" if view.startswith("needle") else f"{view} view"
-    plotter.add_text(title, font_size=12, color="black")
+    plotter.add_text(f"{title}\n{image_sides(plotter)}", font_size=11, color="black")
+    plotter.add_axes(xlabel="L", ylabel="P", zlabel="S", color="black", line_width=3,
+                     viewport=(0.0, 0.0, 0.16, 0.22))    # orientation marker: LPS axes, lower left
     return plotter
+
+
+SIDE_WORDS = (("patient's right", "patient's left"), ("anterior", "posterior"), ("inferior", "superior"))
+
+
+def image_sides(plotter) -> str:
+    """What lies toward the image's left and right edges, in patient terms (from the camera).
+
+    The image's rightward direction is the camera's direction of projection crossed with its up
+    vector; its largest LPS component names the sides (for a posterior view: the patient's left on
+    the image left).
+    """
+    camera = plotter.camera
+    right = np.cross(np.asarray(camera.direction, float), np.asarray(camera.up, float))
+    axis = int(np.argmax(np.abs(right)))
+    negative, positive = SIDE_WORDS[axis]
+    left_word, right_word = (negative, positive) if right[axis] > 0 else (positive, negative)
+    return f"image left: {left_word}; image right: {right_word}"
+
+
+def scene_legend(surfaces: dict, needles: list[dict]) -> list[tuple[str, tuple[int, int, int]]]:
+    """Names and colours (0-255) of the surfaces drawn and of the needles' verdicts."""
+    from trajplan.card_html import structure_words
+
+    names = {"sacrum": "sacral bone", "ilium": "ilia", "si_joints": "SI joints"}
+    out = [(names.get(name, structure_words(name)), tuple(int(round(c * 255)) for c in colour))
+           for name, (_, colour, _) in surfaces.items()]
+    verdicts = [v for v in VERDICT_COLORS if any(n.get("verdict") == v for n in needles)]
+    out += [(f"needle: {v}", tuple(int(round(c * 255)) for c in VERDICT_COLORS[v])) for v in verdicts]
+    if needles:
+        out.append(("needle tip", (0, 0, 0)))
+    return out
 
 
 def world_to_pixel(plotter, points: np.ndarray) -> np.ndarray:
@@ -123,11 +157,34 @@ def world_to_pixel(plotter, points: np.ndarray) -> np.ndarray:
 
 def render_scene_png(labels: Volume, plan: dict, path: str | Path, *, view: str = "posterior",
                      size: tuple[int, int] = WINDOW, surfaces: dict | None = None) -> Path:
-    """Render anatomy and the plan's needles from ``view`` into a PNG (atomically)."""
+    """Render anatomy and the plan's needles from ``view`` into a PNG (atomically).
+
+    The 3D picture (``size``) fills the left of the PNG, pixel for pixel as :func:`world_to_pixel`
+    maps it; to its right a white panel holds the colour legend (surfaces, needle verdicts) and
+    the orientation marker's key. On the picture: the view's name, which patient side lies toward
+    the image's left and right edges (:func:`image_sides`), and the LPS axes at the lower left.
+    """
     from trajplan.io.atomic import atomic_path
 
+    from matplotlib.figure import Figure
+
+    from trajplan.views.figure import draw_legend_panel, legend_panel_px
+    from trajplan.views.surfaces import label_surfaces
+
+    surfaces = surfaces if surfaces is not None else label_surfaces(labels)
     plotter = build_scene(labels, plan, view=view, size=size, surfaces=surfaces)
-    with atomic_path(path) as tmp:
-        plotter.screenshot(str(tmp))
+    rgb = plotter.screenshot(None, return_img=True)
     plotter.close()
+    legend = scene_legend(surfaces, plan.get("needles", []))
+    rows, cols = rgb.shape[:2]
+    dpi, font = 100, max(8.0, rows / 60)
+    panel = max(legend_panel_px(legend, font, dpi), int(14 * font * dpi / 72))
+    fig = Figure(figsize=((cols + panel) / dpi, rows / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, cols / (cols + panel), 1))
+    ax.imshow(rgb, interpolation="nearest", extent=(-0.5, cols - 0.5, rows - 0.5, -0.5))
+    ax.axis("off")
+    draw_legend_panel(fig, cols / (cols + panel), panel / (cols + panel), legend, font,
+                      notes=("Axes at lower left:", "L patient's left,", "P posterior,", "S superior (LPS)."))
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=dpi, format="png")
     return Path(path)

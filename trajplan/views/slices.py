@@ -169,6 +169,17 @@ def _describe(needle: dict) -> str:
     return f"needle {needle['rank']} ({needle['technique'].replace('_', ' ')}, {needle['side']}, {needle['gauge']} G)"
 
 
+def legend_words(legend: list[tuple[str, tuple[int, int, int]]], needles: list[dict]
+                 ) -> list[tuple[str, tuple[int, int, int]]]:
+    """A picture's legend in words (``S1 foramen (left)``, ``SI joint (right)``), then the needle
+    colours of the verdicts drawn (``needle: safe`` ...)."""
+    from trajplan.card_html import structure_words
+
+    words = [(structure_words(name), colour) for name, colour in legend]
+    verdicts = [v for v in VERDICT_COLORS if any(n.get("verdict") == v for n in needles)]
+    return words + [(f"needle: {v}", tuple(int(round(c * 255)) for c in VERDICT_COLORS[v])) for v in verdicts]
+
+
 def needle_slices(needle: dict) -> dict[str, tuple[SlicePlane, str]]:
     """The planes shown for one needle: file stem -> (plane, caption)."""
     rank = needle["rank"]
@@ -208,6 +219,7 @@ def render_needle_slices(ct: Volume, labels: Volume, plan: dict, out_dir: str | 
         for stem, (plane, caption) in needle_slices(needle).items():
             rgb, legend = slice_picture(ct, labels, plane, needles, window=window)
             notes = Annotations(title=f"{caption.replace(': ', chr(10))} [{window} window]", letters=_letters(plane),
-                                pixel_mm=plane.pixel_mm, legend=legend, marks=_needle_marks(plane, needles))
+                                pixel_mm=plane.pixel_mm, legend=legend_words(legend, needles),
+                                marks=_needle_marks(plane, needles))
             out[caption] = save_annotated(rgb, Path(out_dir) / "slices" / f"{stem}.png", notes)
     return out
