@@ -29,8 +29,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def result(request):
-    phantom = make_phantom(CASES[request.param])
+def result(request, phantom_of):
+    phantom = phantom_of(CASES[request.param])
     return phantom, segment(phantom.ct)
 
 
