@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test validate bench browser clean
+.PHONY: demo test test-fast validate bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ demo: $(STAMP)
 	$(PY) -m trajplan plan out/demo_case/ct.nii.gz -o out/demo
 	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png report.html (open out/demo/report.html in a browser, or run: .venv/bin/trajplan view out/demo)"
 
-## make test: the test suite (small phantoms, coarse spacing)
+## make test: the test suite (small phantoms, coarse spacing; about 10 minutes on 2 cores)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## make test-fast: the test suite without the tests marked slow, for the edit loop
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not validation"
 
 ## headless Chromium for the browser tests (report, viewer): installed when this machine allows it
 browser:
@@ -28,10 +32,12 @@ browser:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "note: chromium is not installed; the browser tests of report.html and the viewer will be skipped"
 
-## make validate: the long segmentation and planning validation over many phantoms, then on the real sacra of ../shared
+## make validate: the long segmentation and planning validation over many phantoms, then on the real sacra of ../shared,
+## then the tests marked validation (real sacra segmented at their own spacing)
 validate: $(STAMP)
 	$(PY) benchmarks/validate.py --out docs/validation.md
 	$(PY) benchmarks/validate_real.py --out docs/validation_real.md
+	$(PY) -m pytest -q -m validation
 
 ## make bench: every benchmark, each printing its figures
 bench: $(STAMP)

@@ -21,10 +21,29 @@ def shared_ct() -> Path:
 
 
 @pytest.fixture(scope="session")
-def phantom_dir(tmp_path_factory) -> Path:
+def phantom_of():
+    """``make_phantom``, each phantom made once per session and shared by the tests that ask for the
+    same parameters; its CT and label arrays are read-only, so no test can change another's case."""
+    from sample_ct.phantom import make_phantom
+
+    made: dict = {}
+
+    def get(params):
+        if params not in made:
+            phantom = make_phantom(params)
+            for volume in (phantom.ct, phantom.labels):
+                volume.array.flags.writeable = False
+            made[params] = phantom
+        return made[params]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory, phantom_of) -> Path:
     """A written 2 mm phantom case with a bilateral fracture (ct.nii.gz, labels.nii.gz, ...)."""
-    from sample_ct.phantom import PhantomParams, make_phantom, write_phantom
+    from sample_ct.phantom import PhantomParams, write_phantom
 
     out = tmp_path_factory.mktemp("phantom")
-    write_phantom(make_phantom(PhantomParams(seed=0, spacing=(2.0, 2.0, 2.0), fracture="bilateral")), out)
+    write_phantom(phantom_of(PhantomParams(seed=0, spacing=(2.0, 2.0, 2.0), fracture="bilateral")), out)
     return out

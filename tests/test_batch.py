@@ -53,9 +53,16 @@ def archive(tmp_path_factory) -> Path:
     return root
 
 
-def test_mixed_folder_fails_alone(archive, tmp_path):
-    out = tmp_path / "out"
-    result = run_batch(BatchOptions(input=archive, output=out, plan=PLAN, report=False))
+@pytest.fixture(scope="module")
+def planned(archive, tmp_path_factory) -> tuple[Path, dict]:
+    """(output folder, result) of a local batch over the archive with PLAN, shared by the tests
+    that check it and compare other runs with it (none of them changes it)."""
+    out = tmp_path_factory.mktemp("planned") / "out"
+    return out, run_batch(BatchOptions(input=archive, output=out, plan=PLAN, report=False))
+
+
+def test_mixed_folder_fails_alone(archive, planned):
+    out, result = planned
     rows = {r["input"]: r for r in read_summary(out)}
     assert rows["a/ct.nii.gz"]["status"] == "done"
     assert rows["deep/b/dicom"]["status"] == "done"
@@ -74,6 +81,7 @@ def test_mixed_folder_fails_alone(archive, tmp_path):
     assert again["ran"] == 0 and again["done"] == 2 and again["failed"] == 1
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_equals_uninterrupted(archive, tmp_path):
     whole = tmp_path / "whole"  # the same options as the command line below
     run_batch(BatchOptions(input=archive, output=whole, plan=PlanOptions(needles=1), report=False))
@@ -106,11 +114,11 @@ def test_killed_then_resumed_equals_uninterrupted(archive, tmp_path):
             assert comparable_plan(resumed / row["case_id"]) == comparable_plan(whole / row["case_id"])
 
 
-def test_local_cluster_equals_local_run(archive, tmp_path):
+@pytest.mark.slow
+def test_local_cluster_equals_local_run(archive, planned, tmp_path):
     from dask.distributed import LocalCluster
 
-    local = tmp_path / "local"
-    run_batch(BatchOptions(input=archive, output=local, plan=PLAN, report=False))
+    local, _ = planned
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         remote = tmp_path / "remote"

@@ -58,6 +58,7 @@ def test_plan_writes_the_demo_files_and_json_summary(phantom_dir, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+@pytest.mark.slow   # makes a phantom and plans on it from the command line
 def test_plan_on_bone_too_dark_for_the_lesion_search_warns_that_none_was_sought(tmp_path):
     proc = run("phantom", "-o", str(tmp_path / "ph"), "--seed", "2", "--spacing", "2", "--osteoporosis", "0.85",
                "--fracture", "left")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sample_ct.phantom import PhantomParams, make_phantom
+from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
 from trajplan.ct_guard import guard_profile
 from trajplan.planning import PlanOptions, plan_needles
@@ -43,8 +43,8 @@ def test_trabecular_bone_alone_passes_even_when_dark_and_a_labelled_fracture_is_
 
 
 @pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral"))
+def phantom(phantom_of):
+    return phantom_of(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral"))
 
 
 def test_a_path_through_a_foramen_the_labels_missed_is_unsafe_by_the_ct(phantom):
@@ -66,9 +66,9 @@ def test_a_path_through_a_foramen_the_labels_missed_is_unsafe_by_the_ct(phantom)
     PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),
     PhantomParams(seed=3, spacing=(2.0,) * 3, fracture="bilateral", osteoporosis=1.0),
 ], ids=["normal", "severe_osteoporosis"])
-def test_needles_in_bone_on_ground_truth_are_not_marked(params):
+def test_needles_in_bone_on_ground_truth_are_not_marked(params, phantom_of):
     """Every needle planned on ground truth stays in bone: with the CT the guard marks none."""
-    ph = make_phantom(params)
+    ph = phantom_of(params)
     plan = plan_needles(ph.labels, PlanOptions(needles=2, mc_samples=20), ct=ph.ct)
     needles = plan["needles"] + plan["alternatives"]
     assert plan["outcome"] == "planned" and len(needles) >= 15

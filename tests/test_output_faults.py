@@ -188,39 +188,50 @@ def test_folder_that_vanishes_mid_run(ct, tmp_path):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+def kill_when(cmd: list[str], out: Path, ready) -> None:
+    """Run ``cmd`` (a plan to ``out``) and SIGKILL it as soon as ``ready(partial)`` holds, where
+    ``partial`` is the staging folder of this run (None before it is made); or let it end."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        partial = next(out.parent.glob(f".{out.name}.partial-*-{proc.pid}-*"), None)
+        try:
+            if ready(partial):
+                break
+        except FileNotFoundError:          # renamed into place meanwhile
+            break
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+
+
+def holding(files: int):
+    """``ready`` for :func:`kill_when`: the staging folder holds at least ``files`` entries."""
+    return lambda partial: partial is not None and len(list(partial.iterdir())) >= files
+
+
 def test_sigkill_leaves_the_plan_folder_whole_or_absent(ct, tmp_path):
     out = tmp_path / "plan"
     cmd = trajplan("plan", str(ct), "-o", str(out), "--no-report", "--seed", "1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.0)
-    proc.kill()
-    proc.wait()
+    kill_when(cmd, out, holding(1))                    # the segmentation's files are being written
     assert not out.exists()                            # killed before the end: absent, never half
-    start = time.perf_counter()
+    partials = [name for name in leftovers(tmp_path) if ".partial-" in name]
+    assert partials, "a killed run leaves its partial folder"
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    took = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     earlier = assert_whole(out)
+    assert not set(partials) & set(leftovers(tmp_path))      # the next run at that path deleted them
     seen = []
-    for fraction in (0.5, 0.8, 0.9, 0.95, 1.0, 1.05):  # over the writing of the files and the rename
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(fraction * took)
-        proc.kill()
-        proc.wait()
+    # Killed with the segmentation written, with the plan written (all but the scene), and while the
+    # earlier folder is moved aside for the new one (the .old- folder; a short window, often missed).
+    for ready in (holding(4), holding(len(PLAN_FILES) - 1),
+                  lambda partial: any(".old-" in name for name in leftovers(tmp_path))):
+        kill_when(cmd, out, ready)
         if out.exists():                               # the earlier folder, or a new one, whole
             seen.append("earlier" if assert_whole(out) == earlier else "new")
         else:                                          # only between the two renames of a replacement
             seen.append("absent")
     assert seen[0] == "earlier", seen
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5 * took)
-    proc.kill()
-    proc.wait()
-    partials = [name for name in leftovers(tmp_path) if ".partial-" in name]
-    assert partials, "a killed run leaves its partial folder"
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert not set(partials) & set(leftovers(tmp_path))      # the next run at that path deleted them
 
 
 # ------------------------------------------------------------------ batch

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from sample_ct.phantom import PhantomParams, make_phantom
+from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
@@ -23,8 +23,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def planned(request):
-    phantom = make_phantom(CASES[request.param])
+def planned(request, phantom_of):
+    phantom = phantom_of(CASES[request.param])
     plan = plan_needles(phantom.labels, PlanOptions(needles=3, mc_samples=100), ct=phantom.ct)
     return request.param, phantom, plan
 
@@ -99,8 +99,8 @@ def test_needles_are_kept_apart(planned):
 
 
 @pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral"))
+def phantom(phantom_of):
+    return phantom_of(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral"))
 
 
 def test_planted_unsafe_paths_are_flagged_with_their_reason(phantom):
@@ -156,11 +156,11 @@ def test_impossible_margins_and_bad_requests(phantom):
             PlanOptions(**kwargs)
 
 
-def test_no_long_axis_path_beside_a_foramen_that_is_not_labelled():
+def test_no_long_axis_path_beside_a_foramen_that_is_not_labelled(phantom_of):
     # A segmentation that missed a foramen (dark osteoporotic bone) cannot keep a long-axis needle,
     # which runs beside the foramina, clear of it: on the validation phantom of osteoporosis 0.91
     # where S3 was not found, 8 long-axis needles called safe passed within its 3 mm margin.
-    phantom = make_phantom(CASES["bilateral"])
+    phantom = phantom_of(CASES["bilateral"])
     labels = phantom.labels.array.copy()
     labels[labels == lt.value("foramen_S3_left")] = lt.value("sacrum")
     plan = plan_needles(phantom.labels.with_array(labels), PlanOptions(needles=2, mc_samples=20))

@@ -1,7 +1,10 @@
 """Segmentation on real sacra (../shared/ct/real_bone, skipped where absent).
 
 The real bone-only CTs are made whole CTs (soft tissue in a body ellipse, air outside) by
-sample_ct.bone_only and cropped to the bones plus 30 mm, a targeted field over the pelvis.
+sample_ct.bone_only and scanned again at 3 mm (block averaged, noise added): segmenting one
+takes seconds. At their own sub-millimetre spacing (minutes each) they are checked by
+``make validate`` (the tests marked ``validation``, deselected from ``make test``), cropped to
+the bones plus 30 mm, a targeted field over the pelvis.
 Figures against the reference sacrum (solid bone; canal, foramina and joint gaps are holes).
 """
 
@@ -19,6 +22,61 @@ CROP_MM = 30.0
 
 
 @pytest.fixture(scope="module")
+def real_scan(shared_ct):
+    """(CT, reference, segmentation) of a real case scanned as ``scan``, each read and segmented once."""
+    folder = shared_ct / "real_bone"
+    cache: dict = {}
+
+    def get(case: str, scan: str):
+        if not (folder / f"{case}_ct.nii.gz").is_file():
+            pytest.skip(f"real bone data not found in {folder}")
+        if (case, scan) not in cache:
+            ct, ref = real_case(folder, case, scan)
+            cache[case, scan] = ct, ref, segment(ct)
+        return cache[case, scan]
+
+    return get
+
+
+def in_an_ilium(sacral: np.ndarray, ref) -> float:
+    """The fraction of the labelled sacral bone that lies in a reference ilium."""
+    return (sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)
+
+
+@pytest.mark.parametrize("case, min_dice", [("001", 0.65), ("003", 0.57)])   # 0.696 and 0.595
+def test_real_sacrum_at_3mm_found_and_kept_off_the_ilia(real_scan, case, min_dice):
+    _, ref, seg = real_scan(case, "3mm")
+    sacral = lt.sacral_bone(seg.labels)
+    assert dice(sacral, ref.array == 1) >= min_dice
+    assert in_an_ilium(sacral, ref) < 0.01                                     # none in either
+
+
+def assert_not_flagged_for_what_is_not_there(seg) -> None:
+    reason = seg.report["partial_reason"] or ""
+    assert "contrast-filled bowel" not in reason          # there is no bowel in this scan
+    assert "no L5 was separated" not in reason            # nor L5: the bone-only source kept the pelvis alone
+    assert any("L5 is not in the field of view" in note for note in seg.report["notes"])
+
+
+def test_real_scan_at_3mm_is_not_flagged_for_what_is_not_there(real_scan):
+    assert_not_flagged_for_what_is_not_there(real_scan("001", "3mm")[2])
+
+
+@pytest.mark.parametrize("case, scan", [pytest.param("003", "2mm", marks=pytest.mark.slow),
+                                        ("001", "3mm"), ("003", "3mm")])
+def test_a_sacrum_known_to_be_wrong_is_flagged(real_scan, case, scan):
+    # A result that is half the sacrum, or mostly an ilium, is never passed on silently
+    # (003 at 2 mm: a 32 ml piece of the left ilium was named sacrum, unflagged).
+    _, ref, seg = real_scan(case, scan)
+    sacral = lt.sacral_bone(seg.labels)
+    truth = ref.array == 1
+    wrong = in_an_ilium(sacral, ref) > 0.2 or sacral.sum() < 0.5 * truth.sum()
+    if wrong:
+        assert seg.report["partial"] and "the sacrum found" in seg.report["partial_reason"], seg.report
+
+
+# ------------------------------------------------------------------ own spacing: make validate
+@pytest.fixture(scope="module")
 def real_001(shared_ct):
     folder = shared_ct / "real_bone"
     if not (folder / "001_ct.nii.gz").is_file():
@@ -32,38 +90,19 @@ def real_001(shared_ct):
     return ct, ref, segment(ct)
 
 
+@pytest.mark.validation
 def test_real_sacrum_found_with_its_alae_and_kept_off_the_ilia(real_001):
     ct, ref, seg = real_001
     sacral = lt.sacral_bone(seg.labels)
     truth = ref.array == 1
     # 0.688 before the dark-marrow enclosure (54 % of the sacrum found, the alae hollow)
     assert dice(sacral, truth) >= 0.87
-    assert (sacral & np.isin(ref.array, (2, 3))).sum() <= 0.01 * sacral.sum()
+    assert in_an_ilium(sacral, ref) <= 0.01
     ml = ct.voxel_volume_ml
     for side in lt.SIDES:
         assert lt.mask(seg.labels, f"ala_{side}").sum() * ml >= 15.0, side
 
 
+@pytest.mark.validation
 def test_real_scan_is_not_flagged_for_what_is_not_there(real_001):
-    _, _, seg = real_001
-    reason = seg.report["partial_reason"] or ""
-    assert "contrast-filled bowel" not in reason          # there is no bowel in this scan
-    assert "no L5 was separated" not in reason            # nor L5: the bone-only source kept the pelvis alone
-    assert any("L5 is not in the field of view" in note for note in seg.report["notes"])
-
-
-@pytest.mark.parametrize("case, scan", [("003", "2mm"), ("001", "3mm"), ("003", "3mm")])
-def test_a_sacrum_known_to_be_wrong_is_flagged(shared_ct, case, scan):
-    # A result that is half the sacrum, or mostly an ilium, is never passed on silently
-    # (003 at 2 mm: a 32 ml piece of the left ilium was named sacrum, unflagged).
-    folder = shared_ct / "real_bone"
-    if not (folder / f"{case}_ct.nii.gz").is_file():
-        pytest.skip(f"real bone data not found in {folder}")
-    ct, ref = real_case(folder, case, scan)
-    seg = segment(ct)
-    sacral = lt.sacral_bone(seg.labels)
-    truth = ref.array == 1
-    wrong = ((sacral & np.isin(ref.array, (2, 3))).sum() > 0.2 * sacral.sum()
-             or sacral.sum() < 0.5 * truth.sum())
-    if wrong:
-        assert seg.report["partial"] and "the sacrum found" in seg.report["partial_reason"], seg.report
+    assert_not_flagged_for_what_is_not_there(real_001[2])
