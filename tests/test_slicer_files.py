@@ -68,3 +68,42 @@ def test_plan_folder_seg_nrrd_matches_labels_nii(plan_dir):
     labels = read_volume_file(out / "labels.nii.gz")
     check_segmentation_file(out / "labels.seg.nrrd", labels)
 
+
+def test_plan_markups_validate_against_slicer_schema(plan_dir):
+    """plan.mrk.json against Slicer's Markups JSON schema v1.0.3 (tests/data); one verdict-coloured
+    Line per listed needle, named as its card in report.html, then the skin-entry point list."""
+    import json
+    from pathlib import Path
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from trajplan.card_html import needle_title
+    from trajplan.plan_io import VERDICT_RGB, listed_needles
+
+    schema = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
+    doc = json.loads((plan_dir / "plan.mrk.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(doc, schema, cls=jsonschema.Draft7Validator)
+
+    needles = listed_needles(json.loads((plan_dir / "plan.json").read_text()))
+    lines = [m for m in doc["markups"] if m["type"] == "Line"]
+    assert len(lines) == len(needles) >= 1
+    for line, needle in zip(lines, needles):
+        assert line["name"] == needle_title(needle) and line["name"].startswith(f"Needle {needle['rank']}: ")
+        assert line["display"]["color"] == line["display"]["selectedColor"] == list(VERDICT_RGB[needle["verdict"]])
+        assert [p["position"] for p in line["controlPoints"]] == [needle["entry_lps"], needle["tip_lps"]]
+    report_cards = (plan_dir / "card.html").read_text()
+    assert all(needle_title(n).replace("'", "&#x27;") in report_cards for n in needles)
+    assert [m["type"] for m in doc["markups"]] == ["Line"] * len(lines) + ["Fiducial"] * (len(doc["markups"]) - len(lines))
+
+
+def test_a_broken_markup_fails_the_schema():
+    """The vendored schema does reject what Slicer would not read."""
+    import json
+    from pathlib import Path
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
+    bad = {"@schema": "x", "markups": [{"type": "Line", "coordinateSystem": "XYZ",
+                                        "controlPoints": [{"position": [1, 2]}], "display": {"color": [2, 0, 0]}}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema, cls=jsonschema.Draft7Validator)
