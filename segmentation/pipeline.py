@@ -27,6 +27,7 @@ from trajplan import labels as lt
 from trajplan.errors import NoSacrumError
 from trajplan.io.atomic import write_json
 from trajplan.io.files import write_volume_file
+from trajplan.io.slicer_seg import write_slicer_segmentation
 from trajplan.volume import Volume
 
 log = logging.getLogger("trajplan")
@@ -581,12 +582,14 @@ def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str],
 
 
 def write_segmentation(seg: Segmentation, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``labels.nii.gz``, ``labels.json``, ``sacrum.nii.gz`` and ``segmentation.json`` atomically."""
+    """Write ``labels.nii.gz``, ``labels.seg.nrrd`` (the same label map for 3D Slicer), ``labels.json``,
+    ``sacrum.nii.gz`` and ``segmentation.json`` atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = seg.labels.with_array(seg.labels.array.astype(np.uint8))
     written = {
         "labels": write_volume_file(labels, out / "labels.nii.gz"),
+        "slicer_segmentation": write_slicer_segmentation(labels, out / "labels.seg.nrrd"),
         "sacrum": write_volume_file(labels.with_array(lt.sacral_bone(labels).astype(np.uint8)),
                                     out / "sacrum.nii.gz"),
     }

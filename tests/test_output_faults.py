@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-PLAN_FILES = {"plan.json", "plan.csv", "plan.mrk.json", "card.html", "labels.nii.gz", "labels.json", "sacrum.nii.gz",
-              "segmentation.json", "ct_roi.nii.gz", "scene.png"}   # with --no-report
+PLAN_FILES = {"plan.json", "plan.csv", "plan.mrk.json", "card.html", "labels.nii.gz", "labels.seg.nrrd", "labels.json",
+              "sacrum.nii.gz", "segmentation.json", "ct_roi.nii.gz", "scene.png"}   # with --no-report
 EXIT_OUTPUT = 4
 
 
@@ -129,8 +129,8 @@ def test_earlier_output_is_replaced_whole_and_a_link_to_it_kept(ct, tmp_path):
     proc = run("segment", str(ct), "-o", str(tmp_path / "link"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == earlier
-    assert {p.name for p in earlier.iterdir()} == {"labels.nii.gz", "labels.json", "sacrum.nii.gz",
-                                                   "segmentation.json"}
+    assert {p.name for p in earlier.iterdir()} == {"labels.nii.gz", "labels.seg.nrrd", "labels.json",
+                                                   "sacrum.nii.gz", "segmentation.json"}
     assert json.loads((earlier / "segmentation.json").read_text())
     assert leftovers(tmp_path) == []
 

@@ -62,6 +62,17 @@ def technique_words(technique: str) -> str:
     return technique.replace("_", " ")
 
 
+def needle_title(needle: dict) -> str:
+    """The name of a needle in report.html and card.html (its card's heading), as plain text:
+    ``Needle 1: short axis, patient's left, 11 G (safe)``; also the name of its line in
+    ``plan.mrk.json``."""
+    def text(value: object) -> str:
+        return "" if value is None else str(value)
+    return (f"Needle {text(needle.get('rank', ''))}: {technique_words(needle['technique'])}, "
+            f"{SIDE_WORDS.get(needle['side'], needle['side'])}, {text(needle.get('gauge'))} G "
+            f"({text(needle.get('verdict'))})")
+
+
 def mm(value: float | None, digits: int = 1) -> str:
     """A length in mm as text (``not known`` for None)."""
     return "not known" if value is None else f"{value:.{digits}f} mm"
@@ -144,9 +155,7 @@ def card_html(needle: dict, margins: dict[str, float], *, compact: bool = False)
     all the others.
     """
     card = needle.get("card")
-    title = (f"Needle {esc(needle.get('rank', ''))}: {esc(technique_words(needle['technique']))}, "
-             f"{esc(SIDE_WORDS.get(needle['side'], needle['side']))}, {esc(needle.get('gauge'))} G "
-             f"({esc(needle.get('verdict'))})")
+    title = esc(needle_title(needle))
     if not card:
         return f"<div class='card'><h3>{title}</h3><p>No procedure card: this plan was made without its CT.</p></div>"
     length = card.get("needle_length_mm")

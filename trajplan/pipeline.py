@@ -105,7 +105,8 @@ def run_segment(
     sacrum_mask_path: str | Path | None = None,
     ts_labels_path: str | Path | None = None,
 ) -> dict:
-    """Segment a CT and write ``labels.nii.gz``, ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``.
+    """Segment a CT and write ``labels.nii.gz``, ``labels.seg.nrrd``, ``labels.json``, ``sacrum.nii.gz``,
+    ``segmentation.json``.
 
     ``out_dir`` is complete or absent: it is built beside its place and renamed into it
     at the end (:func:`trajplan.io.staged.staged_folder`).
@@ -148,7 +149,7 @@ def run_plan(
 ) -> dict:
     """Plan needle paths for one CT and write the plan folder.
 
-    Writes ``labels.nii.gz`` (+ ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
+    Writes ``labels.nii.gz`` (+ ``labels.seg.nrrd``, ``labels.json``, ``sacrum.nii.gz``, ``segmentation.json``),
     ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``card.html`` (the printable procedure cards),
     ``ct_roi.nii.gz`` (the CT around the sacrum and the needles, for the views), ``scene.png`` and,
     unless ``report`` is false, ``report.html`` with its views and ``scene.html``.

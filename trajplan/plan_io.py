@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trajplan.card_html import needle_title
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_json, write_text
 from trajplan.margins import CRITICAL_STRUCTURES
@@ -53,12 +54,16 @@ def needle_name(needle: dict) -> str:
 
 def slicer_markups(needles: list[dict]) -> dict:
     """The needles as a 3D Slicer markups document (one Line per needle, bone entry to tip, LPS mm),
-    then, when the needles have skin entries, one point list (``Fiducial``) of them."""
+    then, when the needles have skin entries, one point list (``Fiducial``) of them.
+
+    Each line is named as the needle's card in report.html and card.html (:func:`needle_title`,
+    ``Needle 1: short axis, patient's left, 11 G (safe)``) and drawn in its verdict's colour
+    (``display.color`` and ``display.selectedColor``: :data:`VERDICT_RGB`)."""
     markups = []
     for needle in needles:
         markups.append({
             "type": "Line",
-            "name": needle_name(needle),
+            "name": needle_title(needle),
             "coordinateSystem": "LPS",
             "coordinateUnits": "mm",
             "locked": True,
@@ -89,7 +94,7 @@ def slicer_markups(needles: list[dict]) -> dict:
             "labelFormat": "%N-%d",
             "lastUsedControlPointNumber": len(skins),
             "controlPoints": [
-                {"id": str(k), "label": f"{n.get('rank', k)} skin", "description": f"skin entry of {needle_name(n)}",
+                {"id": str(k), "label": f"{n.get('rank', k)} skin", "description": f"skin entry of {needle_title(n)}",
                  "position": list(n["skin_entry_lps"]),
                  "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True,
                  "locked": True, "visibility": True, "positionStatus": "defined"}
