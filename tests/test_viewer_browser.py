@@ -20,6 +20,7 @@ import pytest
 
 from trajplan import labels as lt
 from trajplan.cli import main
+from trajplan.io.files import read_volume_file
 from trajplan.viewer.server import ViewerServer
 from trajplan.viewer.session import NeedleSpec, ViewerSession
 
@@ -166,6 +167,40 @@ def test_a_needle_end_dragged_in_a_view_follows_the_mouse_in_that_plane_and_is_r
     page.click("#undo")
     assert [float(page.locator(f"tr[data-needle='0'] td.tip input[data-axis='{a}']").input_value())
             for a in range(3)] == tip
+    assert errors == []
+    page.close()
+
+
+def canvas_point(page, lps, tile: int) -> tuple[float, float]:
+    """Where an LPS point is drawn in a tile (0 axial, 1 coronal, 2 sagittal), in page pixels."""
+    return tuple(page.evaluate("""([p, tile]) => {
+        const hit = nv.frac2canvasPosWithTile(nv.mm2frac([-p[0], -p[1], p[2]]), tile);
+        const canvas = document.getElementById('gl'), box = canvas.getBoundingClientRect();
+        const scale = box.width / canvas.width;
+        return [box.left + hit.pos[0] * scale, box.top + hit.pos[1] * scale];
+    }""", [list(lps), tile]))
+
+
+def test_the_readout_shows_lps_hu_and_the_structure_under_the_crosshair_and_the_mouse(browser, server, plan_dir):
+    page, errors, _ = open_viewer(browser, server)
+    canal = canal_point(server.session.labels)
+    page.evaluate("(p) => centreOn(p)", canal)
+    readout = page.locator("#cursor")
+    assert readout.get_attribute("data-source") == "crosshair" and readout.get_attribute("data-label") == "canal"
+    assert json.loads(readout.get_attribute("data-lps")) == pytest.approx(canal, abs=0.051)
+    ct = read_volume_file(plan_dir / "ct_roi.nii.gz")
+    voxel = tuple(np.rint(ct.world_to_index(np.array([canal]))[0]).astype(int))
+    assert int(readout.get_attribute("data-hu")) == round(float(ct.array[voxel]))
+    assert f"{round(float(ct.array[voxel]))} HU" in readout.inner_text() and "canal" in readout.inner_text()
+    tip = server.session.needles()[0]["tip_lps"]
+    page.evaluate("(p) => centreOn(p)", tip)
+    page.mouse.move(*canvas_point(page, [tip[0] + 6, tip[1], tip[2]], 0))                     # hovering over the axial view, no click
+    assert readout.get_attribute("data-source") == "mouse"
+    shown = json.loads(readout.get_attribute("data-lps"))
+    assert shown[0] == pytest.approx(tip[0] + 6, abs=2.5) and shown[1] == pytest.approx(tip[1], abs=2.5)
+    labels = server.session.labels
+    value = int(labels.array[tuple(np.rint(labels.world_to_index(np.array([shown]))[0]).astype(int))])
+    assert readout.get_attribute("data-label") == (lt.name(value) if value else "background")
     assert errors == []
     page.close()
 

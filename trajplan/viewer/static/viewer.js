@@ -9,7 +9,7 @@ const GRAB_MM = 5;                                  // a press this close (in th
 const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
-                pointerDown: false, drag: null, hasCt: false };
+                pointerDown: false, drag: null, hasCt: false, labelNames: {} };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -87,13 +87,41 @@ async function loadImages(view) {
   nv.setSliceType(nv.sliceTypeMultiplanar);
   nv.onLocationChange = (location) => {
     state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
-    document.getElementById("cursor").textContent = `crosshair LPS ${state.cursor.map((v) => fmt(v)).join(", ")}`;
+    showReadout("crosshair", location.mm);
     if (state.pointerDown) dragTo(location.axCorSag);
   };
   const canvas = document.getElementById("gl");
+  canvas.addEventListener("mousemove", (event) => {   // the point under the mouse, without a click
+    const box = canvas.getBoundingClientRect();
+    const frac = nv.canvasPos2frac([(event.clientX - box.left) * canvas.width / box.width,
+                                    (event.clientY - box.top) * canvas.height / box.height]);
+    if (frac[0] >= 0) showReadout("mouse", nv.frac2mm(frac));
+  });
+  canvas.addEventListener("mouseleave", () => nv.createOnLocationChange());
   canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; }, true);
   window.addEventListener("pointerup", finishDrag);
   nv.createOnLocationChange();
+}
+
+// The readout: LPS mm, the CT's HU and the structure of the label map at a point (NiiVue's RAS mm).
+function valueAt(volume, mm) {
+  const vox = volume.mm2vox([mm[0], mm[1], mm[2]]);
+  if (vox.some((v, axis) => v < 0 || v >= volume.hdr.dims[axis + 1])) return null;
+  return volume.getValue(vox[0], vox[1], vox[2]);
+}
+
+function showReadout(source, mm) {
+  const lps = [-mm[0], -mm[1], mm[2]];
+  const hu = state.hasCt ? valueAt(nv.volumes[0], mm) : null;
+  const label = valueAt(nv.volumes[nv.volumes.length - 1], mm);
+  const name = label === null ? "outside" : label === 0 ? "background" : state.labelNames[Math.round(label)] || `label ${label}`;
+  const readout = document.getElementById("cursor");
+  readout.dataset.source = source;
+  readout.dataset.lps = JSON.stringify(lps.map((v) => Math.round(v * 10) / 10));
+  readout.dataset.hu = hu === null ? "" : String(Math.round(hu));
+  readout.dataset.label = name;
+  readout.textContent = `${source} LPS ${lps.map((v) => fmt(v)).join(", ")} · ` +
+    `${hu === null ? "no CT" : `${Math.round(hu)} HU`} · ${name}`;
 }
 
 function setWindow(name) {
@@ -375,6 +403,7 @@ async function start() {
   history.replaceState(null, "", "/");   // the token stays in the cookie, not in the address bar
   const view = await api("/api/plan");
   state.margins = view.margins_mm;
+  state.labelNames = Object.fromEntries(view.labels.map((label) => [label.value, label.name]));
   state.needles = view.needles.map(fromPlan);
   const folder = document.getElementById("folder");
   folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s) · scored on ${view.scored_on}`;
