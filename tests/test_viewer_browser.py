@@ -205,6 +205,43 @@ def test_the_readout_shows_lps_hu_and_the_structure_under_the_crosshair_and_the_
     page.close()
 
 
+def pixel(page, xy) -> np.ndarray:
+    """The screen's RGB at a page point (a screenshot of the 1 x 1 pixel there)."""
+    import io
+
+    from PIL import Image
+
+    png = page.screenshot(clip={"x": round(xy[0]), "y": round(xy[1]), "width": 1, "height": 1})
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)[0, 0]
+
+
+def test_the_legend_lists_the_plan_structures_and_hides_them_one_by_one_with_the_opacity_slider(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    present = [lt.name(v) for v in np.unique(server.session.labels.array) if v]
+    entries = page.locator("#legend input[data-label]")
+    assert [entries.nth(k).get_attribute("data-label") for k in range(entries.count())] == present
+    swatch = page.locator("#legend label:has(input[data-label='canal']) .swatch").evaluate(
+        "(s) => getComputedStyle(s).backgroundColor")
+    assert swatch == "rgb(%d, %d, %d)" % lt.color("canal")
+    canal = canal_point(server.session.labels)
+    page.evaluate("(p) => centreOn(p)", canal)
+    where = np.add(canvas_point(page, canal, 0), 2)          # beside the crosshair lines
+    page.mouse.move(5, 5)
+    page.locator("#label-opacity").fill("1")
+    page.wait_for_timeout(300)
+    assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12          # opaque: the canal's own colour
+    page.locator("#legend input[data-label='canal']").uncheck()
+    page.wait_for_timeout(300)
+    shown = pixel(page, where)
+    assert np.ptp(shown) <= 6                                                 # hidden: the grey CT only
+    page.locator("#legend input[data-label='canal']").check()
+    page.locator("#label-opacity").fill("0")
+    page.wait_for_timeout(300)
+    assert np.abs(pixel(page, where) - shown).max() <= 6                      # transparent: the CT again
+    assert errors == []
+    page.close()
+
+
 def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
     work = tmp_path / "plan"
     shutil.copytree(plan_dir, work)

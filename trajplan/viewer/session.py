@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
@@ -118,6 +120,7 @@ class ViewerSession:
         self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
                                       if (self.plan_dir / CT_ROI).is_file() else None)
         self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
+        self.present_labels: list[int] = [int(v) for v in np.unique(self.labels.array) if v != 0]
         self.context: PathContext = path_context(self.labels, self.parameters.get("margins_mm"))
         for structure in CRITICAL_STRUCTURES:  # the KD-trees too, so that the first edit is as quick as the rest
             self.context.maps.tree(structure)
@@ -147,6 +150,7 @@ class ViewerSession:
             "plan": self.plan,
             "needles": self.needles(),
             "labels": lt.table_json(),
+            "present_labels": self.present_labels,
             "margins_mm": self.context.maps.margins,
             "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
             "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),

@@ -9,7 +9,8 @@ const GRAB_MM = 5;                                  // a press this close (in th
 const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
-                pointerDown: false, drag: null, hasCt: false, labelNames: {} };
+                pointerDown: false, drag: null, hasCt: false, labelNames: {},
+                labelTable: [], hiddenLabels: new Set() };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -47,13 +48,40 @@ function el(tag, attrs = {}, children = []) {
 }
 
 // ------------------------------------------------------------------ images
-function labelColormap(table) {
+function labelColormap(table, hidden = new Set()) {
   const cm = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: ["background"] };
   for (const label of table) {
     cm.R.push(label.color[0]); cm.G.push(label.color[1]); cm.B.push(label.color[2]);
-    cm.A.push(255); cm.I.push(label.value); cm.labels.push(label.name);
+    cm.A.push(hidden.has(label.value) ? 0 : 255); cm.I.push(label.value); cm.labels.push(label.name);
   }
   return cm;
+}
+
+// The overlay: its opacity (the slider; 0 while the labels box is unticked) and the structures hidden.
+function overlayOpacity() {
+  return document.getElementById("show-labels").checked ? Number(document.getElementById("label-opacity").value) : 0;
+}
+
+function updateOverlay() {
+  const overlay = nv.volumes[nv.volumes.length - 1];
+  overlay.setColormapLabel(labelColormap(state.labelTable, state.hiddenLabels));
+  overlay.opacity = overlayOpacity();
+  nv.updateGLVolume();
+}
+
+function renderLegend(present) {
+  const legend = document.getElementById("legend");
+  legend.replaceChildren(el("span", { class: "legend-title", text: "structures" }));
+  for (const label of state.labelTable.filter((l) => present.includes(l.value))) {
+    const box = el("input", { type: "checkbox", "data-label": label.name });
+    box.checked = true;
+    box.addEventListener("change", () => {
+      if (box.checked) state.hiddenLabels.delete(label.value); else state.hiddenLabels.add(label.value);
+      updateOverlay();
+    });
+    const swatch = el("span", { class: "swatch", style: `background: rgb(${label.color.join(",")})` });
+    legend.append(el("label", { class: "legend-entry" }, [box, swatch, label.name]));
+  }
 }
 
 async function loadImages(view) {
@@ -78,7 +106,7 @@ async function loadImages(view) {
   const volumes = [];
   if (view.files.ct) volumes.push({ url: `/files/${view.files.ct}`, name: view.files.ct, colormap: "gray",
                                     cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
-  volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: 0.35 });
+  volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: overlayOpacity() });
   // fetched and decoded in parallel, the label colours set before the GPU sees them: each refresh of an
   // overlay resamples it onto the CT grid, the slowest step of loading
   const images = await Promise.all(volumes.map((spec) => niivue.NVImage.loadFromUrl(spec)));
@@ -403,6 +431,7 @@ async function start() {
   history.replaceState(null, "", "/");   // the token stays in the cookie, not in the address bar
   const view = await api("/api/plan");
   state.margins = view.margins_mm;
+  state.labelTable = view.labels;
   state.labelNames = Object.fromEntries(view.labels.map((label) => [label.value, label.name]));
   state.needles = view.needles.map(fromPlan);
   const folder = document.getElementById("folder");
@@ -421,9 +450,9 @@ async function start() {
   document.getElementById("tip-here").addEventListener("click",
     () => state.selected && state.cursor && edit(state.selected, { tip_lps: [...state.cursor] }));
   for (const b of document.querySelectorAll("[data-window]")) b.addEventListener("click", () => setWindow(b.dataset.window));
-  document.getElementById("show-labels").addEventListener("change", (event) => {
-    nv.setOpacity(nv.volumes.length - 1, event.target.checked ? 0.35 : 0);
-  });
+  document.getElementById("show-labels").addEventListener("change", () => nv.setOpacity(nv.volumes.length - 1, overlayOpacity()));
+  document.getElementById("label-opacity").addEventListener("input", () => nv.setOpacity(nv.volumes.length - 1, overlayOpacity()));
+  renderLegend(view.present_labels);
   // ready once the first picture is on screen: after two frames the GPU has drawn it
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   document.body.dataset.ready = "1";
