@@ -242,6 +242,43 @@ def test_the_legend_lists_the_plan_structures_and_hides_them_one_by_one_with_the
     page.close()
 
 
+def oblique_point(page, px) -> tuple[float, float]:
+    """Where a pixel of the oblique plane's image is drawn, in page pixels."""
+    return tuple(page.evaluate("""(px) => {
+        const c = document.getElementById('oblique-canvas'), box = c.getBoundingClientRect(), d = c.dataset;
+        const k = box.width / c.width;
+        return [box.left + (Number(d.left) + (px[0] + 0.5) * Number(d.scale)) * k,
+                box.top + (Number(d.top) + (px[1] + 0.5) * Number(d.scale)) * k];
+    }""", list(px)))
+
+
+def test_the_selected_needle_oblique_plane_follows_its_technique_and_its_edits(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    figure = page.locator("#oblique")
+    page.click("tr[data-needle='1'] td.verdict")
+    page.wait_for_selector("#oblique[data-needle='1']", timeout=30000)
+    needle = server.session.needles()[1]
+    assert figure.get_attribute("data-technique") == needle["technique"] == "long_axis"
+    assert json.loads(figure.get_attribute("data-letters"))["top"] == "S"
+    assert "long axis" in page.locator("#oblique-caption").inner_text()
+    bar = page.locator("#oblique-canvas")
+    answer = page.evaluate("state.oblique")
+    mm_per_px = answer["pixel_mm"] / float(bar.get_attribute("data-scale"))
+    assert float(bar.get_attribute("data-bar-px")) * mm_per_px == pytest.approx(float(bar.get_attribute("data-bar-mm")), rel=0.01)
+    middle = np.mean([answer["entry_px"], answer["tip_px"]], axis=0)
+    assert np.abs(pixel(page, oblique_point(page, middle)) - (51, 191, 77)).max() <= 12   # the safe needle, green
+    version = int(figure.get_attribute("data-version"))
+    page.locator("tr[data-needle='1'] td select").first.select_option("short_axis")
+    page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
+    page.wait_for_function(f"Number(document.getElementById('oblique').dataset.version) > {version}", timeout=30000)
+    assert figure.get_attribute("data-technique") == "short_axis"
+    assert json.loads(figure.get_attribute("data-letters"))["left"] == "R"
+    assert "tilted" in page.locator("#oblique-caption").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "oblique.png"))
+    assert errors == []
+    page.close()
+
+
 def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
     work = tmp_path / "plan"
     shutil.copytree(plan_dir, work)

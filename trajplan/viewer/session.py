@@ -182,6 +182,29 @@ class ViewerSession:
                           lengths_mm=settings.get("needle_lengths_mm"))
             return needle
 
+    def oblique(self, spec: NeedleSpec, *, opacity: float = 0.35, hidden: tuple[int, ...] = ()) -> dict:
+        """The needle's oblique plane (:func:`trajplan.viewer.oblique.oblique_image`) on the CT and labels.
+
+        ``spec.technique`` None picks the technique as ``evaluate`` does (within 35 degrees of the
+        sacrum's long axis: long axis).
+
+        Raises
+        ------
+        InputError
+            If entry and tip are less than 1 mm apart.
+        """
+        from trajplan.viewer.oblique import oblique_image
+
+        entry, tip = np.asarray(spec.entry_lps), np.asarray(spec.tip_lps)
+        if np.linalg.norm(tip - entry) < 1.0:
+            raise InputError("entry and tip are less than 1 mm apart")
+        axis = self.context.marks.axis
+        technique = spec.technique
+        if technique is None:
+            angle = np.degrees(np.arccos(np.clip((tip - entry) / np.linalg.norm(tip - entry) @ axis, -1, 1)))
+            technique = "long_axis" if angle < 35 else "short_axis"
+        return oblique_image(self.labels, self.ct, entry, tip, technique, axis, opacity=opacity, hidden=hidden)
+
     # ------------------------------------------------------------------ saving
     def save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
         """Write the plan with ``specs`` as its needles (in that order, ranked 1..n).

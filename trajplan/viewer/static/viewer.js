@@ -67,6 +67,7 @@ function updateOverlay() {
   overlay.setColormapLabel(labelColormap(state.labelTable, state.hiddenLabels));
   overlay.opacity = overlayOpacity();
   nv.updateGLVolume();
+  showOblique();
 }
 
 function renderLegend(present) {
@@ -195,6 +196,93 @@ function drawNeedles() {
     mesh.updateMesh(nv.gl);
   }
   nv.drawScene();
+  showOblique();
+}
+
+// ------------------------------------------------------------------ oblique plane
+// The selected needle's own plane (short axis: the gantry-tilted axial plane; long axis: the plane of the
+// needle and the sacrum's long axis), resampled by the server; asked again only when something it shows
+// changed, and an older answer arriving late is dropped.
+const oblique = { ticket: 0, key: null, version: 0 };
+const SCALE_BARS_MM = [5, 10, 20, 50, 100];
+
+async function showOblique() {
+  const figure = document.getElementById("oblique");
+  if (state.drag) return;                 // asked again when the drag ends
+  const needle = state.selected;
+  const options = { opacity: overlayOpacity(), hidden: [...state.hiddenLabels].sort((a, b) => a - b) };
+  const technique = needle ? needle.spec.technique || (needle.result && needle.result.technique) || null : null;
+  const key = needle ? JSON.stringify([state.needles.indexOf(needle), needle.spec, technique, needle.result && needle.result.verdict, options]) : "";
+  if (key === oblique.key) return;
+  oblique.key = key;
+  const ticket = ++oblique.ticket;
+  const canvas = document.getElementById("oblique-canvas");
+  const caption = document.getElementById("oblique-caption");
+  if (!needle) {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    caption.textContent = "select a needle to see its oblique plane";
+    figure.dataset.needle = "";
+    return;
+  }
+  let answer, image;
+  try {
+    answer = await api("/api/oblique", { ...needle.spec, technique, view: options });
+    image = new Image();
+    image.src = `data:image/png;base64,${answer.png}`;
+    await image.decode();
+  } catch (error) {
+    if (ticket === oblique.ticket) { caption.textContent = `oblique plane: ${error.message}`; oblique.key = null; }
+    return;
+  }
+  if (ticket !== oblique.ticket) return;
+  drawOblique(canvas, image, answer, needle);
+  const index = state.needles.indexOf(needle);
+  caption.textContent = `needle ${index + 1}, ` + (answer.technique === "short_axis"
+    ? `short axis: the axial plane tilted ${fmt(answer.gantry_tilt_deg)}° (gantry tilt) through the needle`
+    : "long axis: the plane of the needle and the sacrum's long axis");
+  Object.assign(figure.dataset, { needle: String(index), technique: answer.technique,
+                                  letters: JSON.stringify(answer.letters), version: String(++oblique.version) });
+  state.oblique = answer;
+}
+
+function drawOblique(canvas, image, answer, needle) {
+  const box = canvas.getBoundingClientRect();
+  canvas.width = Math.round(box.width * devicePixelRatio);
+  canvas.height = Math.round(box.height * devicePixelRatio);
+  const ctx = canvas.getContext("2d");
+  const scale = Math.min(canvas.width / answer.width, canvas.height / answer.height);
+  const left = (canvas.width - answer.width * scale) / 2, top = (canvas.height - answer.height * scale) / 2;
+  const at = (px) => [left + (px[0] + 0.5) * scale, top + (px[1] + 0.5) * scale];
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(image, left, top, answer.width * scale, answer.height * scale);
+  const colour = `rgb(${(VERDICT_RGB[needle.result.verdict] || [200, 200, 200]).join(",")})`;
+  const [entry, tip] = [at(answer.entry_px), at(answer.tip_px)];
+  ctx.strokeStyle = colour;
+  ctx.fillStyle = colour;
+  ctx.lineWidth = Math.max(2, needle.result.diameter_mm / answer.pixel_mm * scale);
+  ctx.beginPath(); ctx.moveTo(...entry); ctx.lineTo(...tip); ctx.stroke();
+  ctx.beginPath(); ctx.arc(...tip, 4 * devicePixelRatio, 0, 2 * Math.PI); ctx.fill();
+  const font = Math.round(14 * devicePixelRatio);
+  ctx.font = `${font}px sans-serif`;
+  ctx.fillStyle = "#fff";
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  const { letters } = answer;
+  ctx.fillText(letters.top, canvas.width / 2, top + font);
+  ctx.fillText(letters.bottom, canvas.width / 2, top + answer.height * scale - font);
+  ctx.fillText(letters.left, left + font, canvas.height / 2);
+  ctx.fillText(letters.right, left + answer.width * scale - font, canvas.height / 2);
+  // scale bar: the longest round length under a quarter of the picture
+  const mmPerCanvasPx = answer.pixel_mm / scale;
+  const barMm = SCALE_BARS_MM.filter((mm) => mm / mmPerCanvasPx <= answer.width * scale / 4).pop() || SCALE_BARS_MM[0];
+  const barPx = barMm / mmPerCanvasPx;
+  const y = top + answer.height * scale - 2.2 * font, x = left + font;
+  ctx.fillRect(x, y, barPx, Math.max(3, devicePixelRatio * 3));
+  ctx.textAlign = "left"; ctx.textBaseline = "bottom";
+  ctx.fillText(`${barMm} mm`, x, y - 2);
+  Object.assign(canvas.dataset, { barMm: String(barMm), barPx: barPx.toFixed(1), scale: String(scale),
+                                  left: String(left), top: String(top) });
 }
 
 function centreOn(point) {
@@ -450,8 +538,12 @@ async function start() {
   document.getElementById("tip-here").addEventListener("click",
     () => state.selected && state.cursor && edit(state.selected, { tip_lps: [...state.cursor] }));
   for (const b of document.querySelectorAll("[data-window]")) b.addEventListener("click", () => setWindow(b.dataset.window));
-  document.getElementById("show-labels").addEventListener("change", () => nv.setOpacity(nv.volumes.length - 1, overlayOpacity()));
-  document.getElementById("label-opacity").addEventListener("input", () => nv.setOpacity(nv.volumes.length - 1, overlayOpacity()));
+  for (const id of ["show-labels", "label-opacity"]) {
+    document.getElementById(id).addEventListener(id === "show-labels" ? "change" : "input", () => {
+      nv.setOpacity(nv.volumes.length - 1, overlayOpacity());
+      showOblique();
+    });
+  }
   renderLegend(view.present_labels);
   // ready once the first picture is on screen: after two frames the GPU has drawn it
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
