@@ -270,7 +270,8 @@ def test_the_selected_needle_oblique_plane_follows_its_technique_and_its_edits(b
     version = int(figure.get_attribute("data-version"))
     page.locator("tr[data-needle='1'] td select").first.select_option("short_axis")
     page.wait_for_selector("#needles tr.scoring", state="detached", timeout=30000)
-    page.wait_for_function(f"Number(document.getElementById('oblique').dataset.version) > {version}", timeout=30000)
+    page.wait_for_selector("#oblique[data-technique='short_axis']", timeout=30000)
+    assert int(figure.get_attribute("data-version")) > version
     assert figure.get_attribute("data-technique") == "short_axis"
     assert json.loads(figure.get_attribute("data-letters"))["left"] == "R"
     assert "tilted" in page.locator("#oblique-caption").inner_text()
