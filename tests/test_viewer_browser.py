@@ -280,6 +280,26 @@ def test_the_selected_needle_oblique_plane_follows_its_technique_and_its_edits(b
     page.close()
 
 
+def test_the_2d_views_show_a_scale_bar_each_and_orientation_letters_on_every_side(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    assert page.evaluate("[nv.opts.showAllOrientationMarkers, nv.opts.isOrientationTextVisible]") == [True, True]
+    tip = server.session.needles()[0]["tip_lps"]
+    page.evaluate("(p) => centreOn(p)", tip)
+    bars = json.loads(page.locator("#scale-bars").get_attribute("data-bars"))
+    assert sorted(b["axCorSag"] for b in bars) == [0, 1, 2]
+    scale = page.evaluate("() => { const c = document.getElementById('gl'); return c.width / c.getBoundingClientRect().width; }")
+    box = page.locator("#gl").bounding_box()
+    for bar, shift in zip(sorted(bars, key=lambda b: b["axCorSag"]), ([50, 0, 0], [50, 0, 0], [0, 50, 0])):
+        ends = [canvas_point(page, np.add(tip, sign * np.array(shift)).tolist(), bar["axCorSag"]) for sign in (-1, 1)]
+        mm_per_px = 100 / (abs(ends[1][0] - ends[0][0]) * scale)             # 100 mm apart across the view
+        assert bar["px"] * mm_per_px == pytest.approx(bar["mm"], rel=0.02)
+        where = (box["x"] + (bar["x"] + bar["px"] / 2) / scale, box["y"] + (bar["y"] + 1) / scale)
+        assert pixel(page, where).min() >= 200                              # the white bar itself
+    page.screenshot(path=str(SCREENSHOTS / "scale_bars.png"))
+    assert errors == []
+    page.close()
+
+
 def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
     work = tmp_path / "plan"
     shutil.copytree(plan_dir, work)

@@ -89,6 +89,7 @@ async function loadImages(view) {
   nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     crosshairColor: [0.3, 0.7, 1, 0.8], isOrientCube: false, loadingText: "loading CT",
+    showAllOrientationMarkers: true, isOrientationTextVisible: true,
     multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
     isRadiologicalConvention: true,   // the patient's right on the left of the screen, as on the CT console
   });
@@ -104,6 +105,10 @@ async function loadImages(view) {
   nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) =>
     drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
   createNeedleMeshes();
+  // a scale bar in each 2D view, on a canvas over NiiVue's, after each of its frames (NiiVue's own
+  // ruler is not drawn in the radiological convention)
+  const drawScene = nv.drawScene.bind(nv);
+  nv.drawScene = (...args) => { const result = drawScene(...args); drawScaleBars(); return result; };
   const volumes = [];
   if (view.files.ct) volumes.push({ url: `/files/${view.files.ct}`, name: view.files.ct, colormap: "gray",
                                     cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
@@ -151,6 +156,31 @@ function showReadout(source, mm) {
   readout.dataset.label = name;
   readout.textContent = `${source} LPS ${lps.map((v) => fmt(v)).join(", ")} · ` +
     `${hu === null ? "no CT" : `${Math.round(hu)} HU`} · ${name}`;
+}
+
+const VIEW_BARS_MM = [10, 20, 50, 100];
+
+function drawScaleBars() {
+  const gl = document.getElementById("gl"), overlay = document.getElementById("scale-bars");
+  if (overlay.width !== gl.width || overlay.height !== gl.height) [overlay.width, overlay.height] = [gl.width, gl.height];
+  const ctx = overlay.getContext("2d");
+  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  const bars = [];
+  for (const tile of nv.screenSlices) {
+    if (![0, 1, 2].includes(tile.axCorSag) || !tile.fovMM || tile.fovMM.length < 2) continue;
+    const [left, top, width, height] = tile.leftTopWidthHeight;
+    const pxPerMm = Math.abs(width / tile.fovMM[0]);
+    const mm = VIEW_BARS_MM.filter((v) => v * pxPerMm <= width / 4).pop() || VIEW_BARS_MM[0];
+    const length = mm * pxPerMm, font = Math.round(12 * devicePixelRatio);
+    const x = left + font, y = top + height - font;
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(x, y, length, Math.max(3, 3 * devicePixelRatio));
+    ctx.font = `${font}px sans-serif`;
+    ctx.textBaseline = "bottom";
+    ctx.fillText(`${mm} mm`, x, y - 2);
+    bars.push({ axCorSag: tile.axCorSag, mm, px: length, x, y });
+  }
+  overlay.dataset.bars = JSON.stringify(bars);
 }
 
 function setWindow(name) {
