@@ -210,3 +210,15 @@ def test_the_oblique_route_answers_a_png_and_refuses_bad_view_options(served):
     assert status == 200 and data["png"] and data["technique"] == needle["technique"]
     status, data = request(served, "POST", "/api/oblique", body={**needle, "view": {"opacity": 2}})
     assert status == 400
+
+
+def test_the_surfaces_route_answers_the_label_surfaces_in_ras(served):
+    status, data = request(served, "GET", "/api/surfaces")
+    surfaces = json.loads(data)
+    assert status == 200 and "sacrum" in [s["name"] for s in surfaces]
+    sacrum = next(s for s in surfaces if s["name"] == "sacrum")
+    positions = np.reshape(sacrum["positions"], (-1, 3))
+    assert len(sacrum["triangles"]) % 3 == 0 and max(sacrum["triangles"]) < len(positions)
+    bone = served.session.labels.index_to_world(np.argwhere(lt.mask(served.session.labels, *lt.SACRAL_BONE)))
+    lps = positions * [-1, -1, 1]
+    assert np.allclose(lps.min(axis=0), bone.min(axis=0), atol=2.1) and np.allclose(lps.max(axis=0), bone.max(axis=0), atol=2.1)

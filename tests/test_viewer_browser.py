@@ -300,6 +300,53 @@ def test_the_2d_views_show_a_scale_bar_each_and_orientation_letters_on_every_sid
     page.close()
 
 
+def tile_box(page, ax_cor_sag: int) -> dict:
+    """A NiiVue tile's box in page pixels."""
+    return page.evaluate("""(kind) => {
+        const tile = nv.screenSlices.find((s) => s.axCorSag === kind), [l, t, w, h] = tile.leftTopWidthHeight;
+        const canvas = document.getElementById('gl'), box = canvas.getBoundingClientRect(), k = box.width / canvas.width;
+        return { x: box.left + l * k, y: box.top + t * k, width: w * k, height: h * k };
+    }""", ax_cor_sag)
+
+
+def lit_pixels(page, box) -> int:
+    import io
+
+    from PIL import Image
+
+    png = page.screenshot(clip=box)
+    return int((np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int).max(axis=2) > 40).sum())
+
+
+def test_the_3d_view_shows_the_label_surfaces_and_the_needles_and_turns_with_the_mouse(browser, server):
+    from trajplan.views.surfaces import SURFACE_GROUPS
+
+    page, errors, _ = open_viewer(browser, server)
+    present = [name for name, members, _, _ in SURFACE_GROUPS if lt.mask(server.session.labels, *members).any()]
+    assert page.evaluate("nv.meshes.map((m) => m.name)") == ["needles safe", "needles marginal", "needles unsafe", *present]
+    box = tile_box(page, 4)                                                  # the render tile
+    assert box["width"] > 200
+    page.mouse.move(5, 5)
+    shown = lit_pixels(page, box)
+    page.locator("#surfaces-3d").uncheck()
+    needles_only = lit_pixels(page, box)
+    assert 0 < needles_only < shown / 2                                       # the needles stay, the surfaces go
+    page.locator("#surfaces-3d").check()
+    azimuth = page.evaluate("nv.scene.renderAzimuth")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    for step in range(1, 6):
+        page.mouse.move(box["x"] + box["width"] / 2 + 12 * step, box["y"] + box["height"] / 2)
+    page.mouse.up()
+    assert page.evaluate("nv.scene.renderAzimuth") != azimuth
+    page.click("tr[data-needle='1'] td.verdict")                              # a row selects its needle in 3D too
+    sizes = page.evaluate("nv.meshes.slice(0, 3).flatMap((m) => m.nodes).map((n) => [n.name, n.sizeValue])")
+    assert {name for name, size in sizes if size == 1.0} == {"2 entry", "2 tip"}
+    page.screenshot(path=str(SCREENSHOTS / "view_3d.png"))
+    assert errors == []
+    page.close()
+
+
 def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
     work = tmp_path / "plan"
     shutil.copytree(plan_dir, work)

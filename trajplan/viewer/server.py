@@ -8,7 +8,7 @@ only from the plan folder and the packaged static folder, never through ``..``, 
 absolute path or a symbolic link that leads out.
 
 Routes: ``GET /`` the page, ``GET /static/NAME``, ``GET /files/PATH`` (a file of the plan
-folder), ``GET /api/plan``, ``POST /api/evaluate`` (one needle), ``POST /api/oblique`` (one needle and
+folder), ``GET /api/plan``, ``GET /api/surfaces`` (the label surfaces of the 3D view), ``POST /api/evaluate`` (one needle), ``POST /api/oblique`` (one needle and
 ``"view": {"opacity", "hidden"}``: its oblique plane as a PNG in JSON) and ``POST /api/save``
 (``{"needles": [...]}``).
 """
@@ -99,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(inside(self.server.session.plan_dir, path[len("/files/"):]))
         elif path == "/api/plan":
             self._send_json(self.server.session.view())
+        elif path == "/api/surfaces":
+            self._send_json(self.server.session.surfaces())
         else:
             self._send_error(HTTPStatus.NOT_FOUND, "not found")
 

@@ -126,6 +126,7 @@ class ViewerSession:
             self.context.maps.tree(structure)
         for side in ("left", "right"):
             self.context.targets(side)
+        self._surfaces: list[dict] | None = None
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
 
     def _plan_ct(self, ct_path: str | Path, series_uid: str | None) -> Volume:
@@ -156,6 +157,28 @@ class ViewerSession:
             "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
             "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
         }
+
+    def surfaces(self) -> list[dict]:
+        """The label map's surfaces for the 3D view (the groups of the report's 3D views), made once.
+
+        Each: ``name``, ``color`` (RGB 0-255), ``opacity``, ``positions`` (x, y, z, ... in NiiVue's
+        RAS mm, 0.1 mm) and ``triangles`` (vertex indices, three a triangle); raw marching cubes.
+        """
+        with self._lock:
+            if self._surfaces is None:
+                from trajplan.views.surfaces import SURFACE_GROUPS, mask_surface
+
+                self._surfaces = []
+                for name, members, colour_of, opacity in SURFACE_GROUPS:
+                    surface = mask_surface(lt.mask(self.labels, *members), self.labels)
+                    if surface is None:
+                        continue
+                    vertices, triangles = surface
+                    ras = np.round(vertices * [-1, -1, 1], 1)
+                    self._surfaces.append({"name": name, "color": list(lt.color(colour_of)), "opacity": opacity,
+                                           "positions": ras.ravel().tolist(),
+                                           "triangles": triangles.astype(int).ravel().tolist()})
+            return self._surfaces
 
     # ------------------------------------------------------------------ scoring
     def evaluate(self, spec: NeedleSpec) -> dict:

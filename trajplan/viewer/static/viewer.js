@@ -10,7 +10,8 @@ const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the 
 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
                 pointerDown: false, drag: null, hasCt: false, labelNames: {},
-                labelTable: [], hiddenLabels: new Set() };
+                labelTable: [], hiddenLabels: new Set(), showSurfaces: true,
+                volume3D: false };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -85,12 +86,12 @@ function renderLegend(present) {
   }
 }
 
-async function loadImages(view) {
+async function loadImages(view, surfaces) {
   nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     crosshairColor: [0.3, 0.7, 1, 0.8], isOrientCube: false, loadingText: "loading CT",
     showAllOrientationMarkers: true, isOrientationTextVisible: true,
-    multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
+    multiplanarShowRender: niivue.SHOW_RENDER.ALWAYS, multiplanarLayout: niivue.MULTIPLANAR_TYPE.GRID,
     isRadiologicalConvention: true,   // the patient's right on the left of the screen, as on the CT console
   });
   await nv.attachTo("gl");
@@ -102,9 +103,17 @@ async function loadImages(view) {
   // it: NiiVue depth-tests meshes against the 2D slice, which would hide the part of a needle behind
   // the slice plane. drawMesh3D is NiiVue 0.69's internal mesh pass (is2D last).
   const drawMesh = nv.drawMesh3D.bind(nv);
-  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) =>
-    drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
+  // The label surfaces are for the 3D view only: hidden while NiiVue draws the meshes over a 2D view.
+  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) => {
+    for (const mesh of surfaceMeshes) mesh.visible = !is2D && state.showSurfaces;
+    return drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
+  };
+  // The 3D view shows the label surfaces and the needles; the CT's volume rendering (a block of soft
+  // tissue around them in the bone window) only when asked for. drawImage3D is NiiVue 0.69's internal pass.
+  const drawImage3D = nv.drawImage3D.bind(nv);
+  nv.drawImage3D = (...args) => (state.volume3D ? drawImage3D(...args) : undefined);
   createNeedleMeshes();
+  createSurfaceMeshes(surfaces);
   // a scale bar in each 2D view, on a canvas over NiiVue's, after each of its frames (NiiVue's own
   // ruler is not drawn in the radiological convention)
   const drawScene = nv.drawScene.bind(nv);
@@ -205,6 +214,18 @@ function createNeedleMeshes() {
     });
     nv.addMesh(mesh);
     needleMeshes[verdict] = mesh;
+  }
+}
+
+// The label surfaces of the 3D view, made once before the volumes are loaded (as the needles).
+const surfaceMeshes = [];
+
+function createSurfaceMeshes(surfaces) {
+  for (const surface of surfaces) {
+    const mesh = new niivue.NVMesh(new Float32Array(surface.positions), new Uint32Array(surface.triangles),
+                                   surface.name, new Uint8Array([...surface.color, 255]), surface.opacity, true, nv.gl);
+    nv.addMesh(mesh);
+    surfaceMeshes.push(mesh);
   }
 }
 
@@ -556,7 +577,7 @@ async function start() {
   folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s) · scored on ${view.scored_on}`;
   state.hasCt = Boolean(view.files.ct);
   renderTable();
-  await loadImages(view);
+  await loadImages(view, await api("/api/surfaces"));
   drawNeedles();
   if (state.needles.length) centreOn(state.needles[0].spec.tip_lps);
   document.getElementById("add").addEventListener("click", addNeedle);
@@ -575,6 +596,8 @@ async function start() {
     });
   }
   renderLegend(view.present_labels);
+  document.getElementById("surfaces-3d").addEventListener("change", (event) => { state.showSurfaces = event.target.checked; nv.drawScene(); });
+  document.getElementById("ct-3d").addEventListener("change", (event) => { state.volume3D = event.target.checked; nv.drawScene(); });
   // ready once the first picture is on screen: after two frames the GPU has drawn it
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   document.body.dataset.ready = "1";
