@@ -347,6 +347,37 @@ def test_the_3d_view_shows_the_label_surfaces_and_the_needles_and_turns_with_the
     page.close()
 
 
+def test_a_needle_is_placed_by_clicking_its_entry_then_its_tip_with_the_chosen_technique_and_gauge(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    tip = server.session.needles()[0]["tip_lps"]
+    page.evaluate("(p) => centreOn(p)", tip)
+    page.select_option("#new-technique", "short_axis")
+    page.select_option("#new-gauge", "13")
+    page.click("#place")
+    entry_at = canvas_point(page, [tip[0], tip[1] + 40, tip[2]], 0)          # 40 mm posterior, axial view
+    tip_at = canvas_point(page, tip, 0)
+    page.mouse.click(*entry_at)
+    assert "click the tip" in page.locator("#status").inner_text()
+    page.mouse.click(*tip_at)
+    page.wait_for_selector("tr[data-needle='2']", timeout=30000)
+    read = lambda field: [float(page.locator(f"tr[data-needle='2'] td.{field} input[data-axis='{a}']").input_value())
+                          for a in range(3)]
+    entry, placed_tip = read("entry"), read("tip")
+    assert entry == pytest.approx([tip[0], tip[1] + 40, tip[2]], abs=2.1)
+    assert placed_tip == pytest.approx(tip, abs=2.1)
+    assert page.locator("tr[data-needle='2'] td select").nth(0).input_value() == "short_axis"
+    assert page.locator("tr[data-needle='2'] td select").nth(1).input_value() == "13"
+    expected = server.session.evaluate(NeedleSpec.from_json(
+        {"entry_lps": entry, "tip_lps": placed_tip, "technique": "short_axis", "gauge": 13}))
+    row = row_of(page, 2)
+    assert row["verdict"] == expected["verdict"] and row["source"] == "edited"
+    assert page.locator("tr[data-needle='2']").get_attribute("class").split()[-1] == "selected"
+    page.click("#undo")
+    assert page.locator("#needles tbody tr").count() == 2
+    assert errors == []
+    page.close()
+
+
 def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
     work = tmp_path / "plan"
     shutil.copytree(plan_dir, work)

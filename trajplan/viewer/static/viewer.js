@@ -11,7 +11,7 @@ const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
                 pointerDown: false, drag: null, hasCt: false, labelNames: {},
                 labelTable: [], hiddenLabels: new Set(), showSurfaces: true,
-                volume3D: false };
+                volume3D: false, placing: null, placeView: null };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -131,7 +131,8 @@ async function loadImages(view, surfaces) {
   nv.onLocationChange = (location) => {
     state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
     showReadout("crosshair", location.mm);
-    if (state.pointerDown) dragTo(location.axCorSag);
+    if (state.pointerDown && state.placing) state.placeView = IN_PLANE[location.axCorSag] ? location.axCorSag : null;
+    else if (state.pointerDown) dragTo(location.axCorSag);
   };
   const canvas = document.getElementById("gl");
   canvas.addEventListener("mousemove", (event) => {   // the point under the mouse, without a click
@@ -141,7 +142,7 @@ async function loadImages(view, surfaces) {
     if (frac[0] >= 0) showReadout("mouse", nv.frac2mm(frac));
   });
   canvas.addEventListener("mouseleave", () => nv.createOnLocationChange());
-  canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; }, true);
+  canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; state.placeView = null; }, true);
   window.addEventListener("pointerup", finishDrag);
   nv.createOnLocationChange();
 }
@@ -495,6 +496,8 @@ function grab(axes) {
 
 function finishDrag() {
   const drag = state.drag;
+  if (state.pointerDown && state.placing && state.placeView !== null && state.cursor) placeAt([...state.cursor]);
+  state.placeView = null;
   state.pointerDown = false;
   state.drag = null;
   if (!drag) return;
@@ -506,9 +509,39 @@ function finishDrag() {
 
 async function addNeedle() {
   const tip = state.cursor || (state.selected ? state.selected.spec.tip_lps : [0, 0, 0]);
-  const needle = { spec: { entry_lps: [tip[0], tip[1] + 40, tip[2]], tip_lps: [...tip], technique: null,
-                           gauge: state.needles.length ? state.needles[0].spec.gauge : 11 },
-                   result: null, source: "edited" };
+  await addSpec({ entry_lps: [tip[0], tip[1] + 40, tip[2]], tip_lps: [...tip], technique: null,
+                  gauge: state.needles.length ? state.needles[0].spec.gauge : 11 });
+}
+
+// Placing: "place needle" then a click in a 2D view for the entry and one for the tip (each at the
+// crosshair NiiVue puts there, the view's slice giving the third coordinate); Escape cancels.
+function startPlacing() {
+  state.placing = { entry: null };
+  document.getElementById("place").classList.add("on");
+  setStatus("placing: click the entry in a view (Escape cancels)");
+}
+
+function stopPlacing(text) {
+  state.placing = null;
+  document.getElementById("place").classList.remove("on");
+  if (text) setStatus(text);
+}
+
+function placeAt(point) {
+  if (!state.placing.entry) {
+    state.placing.entry = point;
+    setStatus(`placing: entry ${point.map((v) => fmt(v)).join(", ")}; click the tip`);
+    return;
+  }
+  const entry = state.placing.entry;
+  stopPlacing();
+  const technique = document.getElementById("new-technique").value;
+  addSpec({ entry_lps: entry, tip_lps: point, technique: technique === "auto" ? null : technique,
+            gauge: Number(document.getElementById("new-gauge").value) });
+}
+
+async function addSpec(spec) {
+  const needle = { spec, result: null, source: "edited" };
   snapshot();
   try {
     needle.result = await api("/api/evaluate", needle.spec);
@@ -581,6 +614,8 @@ async function start() {
   drawNeedles();
   if (state.needles.length) centreOn(state.needles[0].spec.tip_lps);
   document.getElementById("add").addEventListener("click", addNeedle);
+  document.getElementById("place").addEventListener("click", () => (state.placing ? stopPlacing("placing cancelled") : startPlacing()));
+  window.addEventListener("keydown", (event) => { if (event.key === "Escape" && state.placing) stopPlacing("placing cancelled"); });
   document.getElementById("delete").addEventListener("click", deleteNeedle);
   document.getElementById("undo").addEventListener("click", undo);
   document.getElementById("save").addEventListener("click", save);
