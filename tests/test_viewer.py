@@ -221,4 +221,5 @@ def test_the_surfaces_route_answers_the_label_surfaces_in_ras(served):
     assert len(sacrum["triangles"]) % 3 == 0 and max(sacrum["triangles"]) < len(positions)
     bone = served.session.labels.index_to_world(np.argwhere(lt.mask(served.session.labels, *lt.SACRAL_BONE)))
     lps = positions * [-1, -1, 1]
-    assert np.allclose(lps.min(axis=0), bone.min(axis=0), atol=2.1) and np.allclose(lps.max(axis=0), bone.max(axis=0), atol=2.1)
+    assert np.allclose(lps.min(axis=0), bone.min(axis=0), atol=2.1)
+    assert np.allclose(lps.max(axis=0), bone.max(axis=0), atol=2.1)

@@ -181,7 +181,7 @@ def canvas_point(page, lps, tile: int) -> tuple[float, float]:
     }""", [list(lps), tile]))
 
 
-def test_the_readout_shows_lps_hu_and_the_structure_under_the_crosshair_and_the_mouse(browser, server, plan_dir):
+def test_the_readout_shows_lps_hu_and_structure_and_each_2d_view_a_scale_bar(browser, server, plan_dir):
     page, errors, _ = open_viewer(browser, server)
     canal = canal_point(server.session.labels)
     page.evaluate("(p) => centreOn(p)", canal)
@@ -194,13 +194,27 @@ def test_the_readout_shows_lps_hu_and_the_structure_under_the_crosshair_and_the_
     assert f"{round(float(ct.array[voxel]))} HU" in readout.inner_text() and "canal" in readout.inner_text()
     tip = server.session.needles()[0]["tip_lps"]
     page.evaluate("(p) => centreOn(p)", tip)
-    page.mouse.move(*canvas_point(page, [tip[0] + 6, tip[1], tip[2]], 0))                     # hovering over the axial view, no click
+    page.mouse.move(*canvas_point(page, [tip[0] + 6, tip[1], tip[2]], 0))      # hovering over the axial view
     assert readout.get_attribute("data-source") == "mouse"
     shown = json.loads(readout.get_attribute("data-lps"))
     assert shown[0] == pytest.approx(tip[0] + 6, abs=2.5) and shown[1] == pytest.approx(tip[1], abs=2.5)
     labels = server.session.labels
     value = int(labels.array[tuple(np.rint(labels.world_to_index(np.array([shown]))[0]).astype(int))])
     assert readout.get_attribute("data-label") == (lt.name(value) if value else "background")
+    # a scale bar in each 2D view, orientation letters on all four sides
+    assert page.evaluate("[nv.opts.showAllOrientationMarkers, nv.opts.isOrientationTextVisible]") == [True, True]
+    bars = json.loads(page.locator("#scale-bars").get_attribute("data-bars"))
+    assert sorted(b["axCorSag"] for b in bars) == [0, 1, 2]
+    scale = page.evaluate("() => { const c = document.getElementById('gl'); "
+                          "return c.width / c.getBoundingClientRect().width; }")
+    box = page.locator("#gl").bounding_box()
+    for bar, shift in zip(sorted(bars, key=lambda b: b["axCorSag"]), ([50, 0, 0], [50, 0, 0], [0, 50, 0])):
+        ends = [canvas_point(page, np.add(tip, sign * np.array(shift)).tolist(), bar["axCorSag"]) for sign in (-1, 1)]
+        mm_per_px = 100 / (abs(ends[1][0] - ends[0][0]) * scale)             # 100 mm apart across the view
+        assert bar["px"] * mm_per_px == pytest.approx(bar["mm"], rel=0.02)
+        where = (box["x"] + (bar["x"] + bar["px"] / 2) / scale, box["y"] + (bar["y"] + 1) / scale)
+        assert pixel(page, where).min() >= 200                              # the white bar itself
+    page.screenshot(path=str(SCREENSHOTS / "scale_bars.png"))
     assert errors == []
     page.close()
 
@@ -215,7 +229,7 @@ def pixel(page, xy) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)[0, 0]
 
 
-def test_the_legend_lists_the_plan_structures_and_hides_them_one_by_one_with_the_opacity_slider(browser, server):
+def test_the_legend_hides_structures_the_slider_fades_them_and_the_3d_view_shows_surfaces_and_needles(browser, server):
     page, errors, _ = open_viewer(browser, server)
     present = [lt.name(v) for v in np.unique(server.session.labels.array) if v]
     entries = page.locator("#legend input[data-label]")
@@ -228,16 +242,42 @@ def test_the_legend_lists_the_plan_structures_and_hides_them_one_by_one_with_the
     where = np.add(canvas_point(page, canal, 0), 2)          # beside the crosshair lines
     page.mouse.move(5, 5)
     page.locator("#label-opacity").fill("1")
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(150)
     assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12          # opaque: the canal's own colour
     page.locator("#legend input[data-label='canal']").uncheck()
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(150)
     shown = pixel(page, where)
     assert np.ptp(shown) <= 6                                                 # hidden: the grey CT only
     page.locator("#legend input[data-label='canal']").check()
     page.locator("#label-opacity").fill("0")
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(150)
     assert np.abs(pixel(page, where) - shown).max() <= 6                      # transparent: the CT again
+    page.locator("#label-opacity").fill("0.35")
+    # the 3D view: label surfaces and needles, turned with the mouse
+    from trajplan.views.surfaces import SURFACE_GROUPS
+
+    groups = [name for name, members, _, _ in SURFACE_GROUPS if lt.mask(server.session.labels, *members).any()]
+    needles = [f"needles {v}" for v in ("safe", "marginal", "unsafe")]
+    assert page.evaluate("nv.meshes.map((m) => m.name)") == needles + groups
+    box = tile_box(page, 4)                                                  # the render tile
+    assert box["width"] > 200
+    page.mouse.move(5, 5)
+    shown = lit_pixels(page, box)
+    page.locator("#surfaces-3d").uncheck()
+    needles_only = lit_pixels(page, box)
+    assert 0 < needles_only < shown / 2                                       # the needles stay, the surfaces go
+    page.locator("#surfaces-3d").check()
+    azimuth = page.evaluate("nv.scene.renderAzimuth")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    for step in range(1, 6):
+        page.mouse.move(box["x"] + box["width"] / 2 + 12 * step, box["y"] + box["height"] / 2)
+    page.mouse.up()
+    assert page.evaluate("nv.scene.renderAzimuth") != azimuth
+    page.click("tr[data-needle='1'] td.verdict")                              # a row selects its needle in 3D too
+    sizes = page.evaluate("nv.meshes.slice(0, 3).flatMap((m) => m.nodes).map((n) => [n.name, n.sizeValue])")
+    assert {name for name, size in sizes if size == 1.0} == {"2 entry", "2 tip"}
+    page.screenshot(path=str(SCREENSHOTS / "view_3d.png"))
     assert errors == []
     page.close()
 
@@ -264,7 +304,8 @@ def test_the_selected_needle_oblique_plane_follows_its_technique_and_its_edits(b
     bar = page.locator("#oblique-canvas")
     answer = page.evaluate("state.oblique")
     mm_per_px = answer["pixel_mm"] / float(bar.get_attribute("data-scale"))
-    assert float(bar.get_attribute("data-bar-px")) * mm_per_px == pytest.approx(float(bar.get_attribute("data-bar-mm")), rel=0.01)
+    assert float(bar.get_attribute("data-bar-px")) * mm_per_px == pytest.approx(float(bar.get_attribute("data-bar-mm")),
+                                                                               rel=0.01)
     middle = np.mean([answer["entry_px"], answer["tip_px"]], axis=0)
     assert np.abs(pixel(page, oblique_point(page, middle)) - (51, 191, 77)).max() <= 12   # the safe needle, green
     version = int(figure.get_attribute("data-version"))
@@ -280,31 +321,12 @@ def test_the_selected_needle_oblique_plane_follows_its_technique_and_its_edits(b
     page.close()
 
 
-def test_the_2d_views_show_a_scale_bar_each_and_orientation_letters_on_every_side(browser, server):
-    page, errors, _ = open_viewer(browser, server)
-    assert page.evaluate("[nv.opts.showAllOrientationMarkers, nv.opts.isOrientationTextVisible]") == [True, True]
-    tip = server.session.needles()[0]["tip_lps"]
-    page.evaluate("(p) => centreOn(p)", tip)
-    bars = json.loads(page.locator("#scale-bars").get_attribute("data-bars"))
-    assert sorted(b["axCorSag"] for b in bars) == [0, 1, 2]
-    scale = page.evaluate("() => { const c = document.getElementById('gl'); return c.width / c.getBoundingClientRect().width; }")
-    box = page.locator("#gl").bounding_box()
-    for bar, shift in zip(sorted(bars, key=lambda b: b["axCorSag"]), ([50, 0, 0], [50, 0, 0], [0, 50, 0])):
-        ends = [canvas_point(page, np.add(tip, sign * np.array(shift)).tolist(), bar["axCorSag"]) for sign in (-1, 1)]
-        mm_per_px = 100 / (abs(ends[1][0] - ends[0][0]) * scale)             # 100 mm apart across the view
-        assert bar["px"] * mm_per_px == pytest.approx(bar["mm"], rel=0.02)
-        where = (box["x"] + (bar["x"] + bar["px"] / 2) / scale, box["y"] + (bar["y"] + 1) / scale)
-        assert pixel(page, where).min() >= 200                              # the white bar itself
-    page.screenshot(path=str(SCREENSHOTS / "scale_bars.png"))
-    assert errors == []
-    page.close()
-
-
 def tile_box(page, ax_cor_sag: int) -> dict:
     """A NiiVue tile's box in page pixels."""
     return page.evaluate("""(kind) => {
         const tile = nv.screenSlices.find((s) => s.axCorSag === kind), [l, t, w, h] = tile.leftTopWidthHeight;
-        const canvas = document.getElementById('gl'), box = canvas.getBoundingClientRect(), k = box.width / canvas.width;
+        const canvas = document.getElementById('gl'), box = canvas.getBoundingClientRect();
+        const k = box.width / canvas.width;
         return { x: box.left + l * k, y: box.top + t * k, width: w * k, height: h * k };
     }""", ax_cor_sag)
 
@@ -316,35 +338,6 @@ def lit_pixels(page, box) -> int:
 
     png = page.screenshot(clip=box)
     return int((np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int).max(axis=2) > 40).sum())
-
-
-def test_the_3d_view_shows_the_label_surfaces_and_the_needles_and_turns_with_the_mouse(browser, server):
-    from trajplan.views.surfaces import SURFACE_GROUPS
-
-    page, errors, _ = open_viewer(browser, server)
-    present = [name for name, members, _, _ in SURFACE_GROUPS if lt.mask(server.session.labels, *members).any()]
-    assert page.evaluate("nv.meshes.map((m) => m.name)") == ["needles safe", "needles marginal", "needles unsafe", *present]
-    box = tile_box(page, 4)                                                  # the render tile
-    assert box["width"] > 200
-    page.mouse.move(5, 5)
-    shown = lit_pixels(page, box)
-    page.locator("#surfaces-3d").uncheck()
-    needles_only = lit_pixels(page, box)
-    assert 0 < needles_only < shown / 2                                       # the needles stay, the surfaces go
-    page.locator("#surfaces-3d").check()
-    azimuth = page.evaluate("nv.scene.renderAzimuth")
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    for step in range(1, 6):
-        page.mouse.move(box["x"] + box["width"] / 2 + 12 * step, box["y"] + box["height"] / 2)
-    page.mouse.up()
-    assert page.evaluate("nv.scene.renderAzimuth") != azimuth
-    page.click("tr[data-needle='1'] td.verdict")                              # a row selects its needle in 3D too
-    sizes = page.evaluate("nv.meshes.slice(0, 3).flatMap((m) => m.nodes).map((n) => [n.name, n.sizeValue])")
-    assert {name for name, size in sizes if size == 1.0} == {"2 entry", "2 tip"}
-    page.screenshot(path=str(SCREENSHOTS / "view_3d.png"))
-    assert errors == []
-    page.close()
 
 
 def test_a_needle_is_placed_by_clicking_its_entry_then_its_tip_with_the_chosen_technique_and_gauge(browser, server):

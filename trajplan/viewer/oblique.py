@@ -112,7 +112,8 @@ def oblique_image(labels: Volume, ct: Volume | None, entry_lps, tip_lps, techniq
         "png": base64.b64encode(buffer.getvalue()).decode("ascii"), "width": n, "height": n,
         "pixel_mm": round(pixel, 4), "entry_px": to_px(entry), "tip_px": to_px(tip), "technique": technique,
         "letters": {"left": letter(-right), "right": letter(right), "top": letter(-down), "bottom": letter(down)},
-        "centre_lps": centre.round(3).tolist(), "right_lps": right.round(6).tolist(), "down_lps": down.round(6).tolist(),
+        "centre_lps": centre.round(3).tolist(), "right_lps": right.round(6).tolist(),
+        "down_lps": down.round(6).tolist(),
     }
     if technique == "short_axis":
         answer["gantry_tilt_deg"] = round(gantry_tilt(tip - entry, "prone")[0], 1)   # as the procedure card

@@ -8,7 +8,8 @@ only from the plan folder and the packaged static folder, never through ``..``, 
 absolute path or a symbolic link that leads out.
 
 Routes: ``GET /`` the page, ``GET /static/NAME``, ``GET /files/PATH`` (a file of the plan
-folder), ``GET /api/plan``, ``GET /api/surfaces`` (the label surfaces of the 3D view), ``POST /api/evaluate`` (one needle), ``POST /api/oblique`` (one needle and
+folder), ``GET /api/plan``, ``GET /api/surfaces`` (the label surfaces of the 3D view),
+``POST /api/evaluate`` (one needle), ``POST /api/oblique`` (one needle and
 ``"view": {"opacity", "hidden"}``: its oblique plane as a PNG in JSON) and ``POST /api/save``
 (``{"needles": [...]}``).
 """
