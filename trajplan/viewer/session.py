@@ -35,6 +35,7 @@ ORIGINAL_PLAN = "plan.orig.json"
 TECHNIQUES = ("short_axis", "long_axis")
 GAUGES = (11, 13)
 MAX_NEEDLES = 10
+SURFACE_STEP_MM = 2.0      # the 3D view's surfaces are made on voxels about this far apart
 
 
 @dataclass(frozen=True)
@@ -162,15 +163,18 @@ class ViewerSession:
         """The label map's surfaces for the 3D view (the groups of the report's 3D views), made once.
 
         Each: ``name``, ``color`` (RGB 0-255), ``opacity``, ``positions`` (x, y, z, ... in NiiVue's
-        RAS mm, 0.1 mm) and ``triangles`` (vertex indices, three a triangle); raw marching cubes.
+        RAS mm, 0.1 mm) and ``triangles`` (vertex indices, three a triangle); marching cubes, not
+        smoothed, on every voxel up to ``SURFACE_STEP_MM`` (every second voxel of a 1 mm label map),
+        which keeps the answer a few MB.
         """
         with self._lock:
             if self._surfaces is None:
                 from trajplan.views.surfaces import SURFACE_GROUPS, mask_surface
 
                 self._surfaces = []
+                step = max(1, round(SURFACE_STEP_MM / float(min(self.labels.spacing))))
                 for name, members, colour_of, opacity in SURFACE_GROUPS:
-                    surface = mask_surface(lt.mask(self.labels, *members), self.labels)
+                    surface = mask_surface(lt.mask(self.labels, *members), self.labels, step_size=step)
                     if surface is None:
                         continue
                     vertices, triangles = surface
