@@ -1,5 +1,7 @@
 """``trajplan view`` in a real browser (headless Chromium via Playwright): the page loads the plan,
-edits typed into the page are re-scored, saving writes a plan that ``trajplan render`` reads back.
+edits typed or dragged into the page are re-scored, a needle is placed by two clicks, the readout,
+legend, opacity, scale bars, oblique plane and 3D view show what they should (read back from the
+screen's pixels where it matters), saving writes a plan that ``trajplan render`` reads back.
 
 Skipped, with the reason, only where no Chromium is installed (`make test` installs the Debian
 package when it runs as root). Screenshots go to docs/viewer/ (shown in docs/viewer.md).
