@@ -165,3 +165,61 @@ def test_view_command_refuses_a_folder_without_a_plan_or_a_bad_port_and_stops_cl
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err and "stopped" in out
+
+
+@pytest.mark.parametrize("technique", ["short_axis", "long_axis"])
+def test_the_oblique_plane_holds_the_needle_and_shows_the_labels_where_they_are(plan_dir, technique):
+    session = ViewerSession(plan_dir)
+    needle = session.needles()[0]
+    answer = session.oblique(NeedleSpec.from_json({**needle, "technique": technique}))
+    right, down, centre = (np.array(answer[k]) for k in ("right_lps", "down_lps", "centre_lps"))
+    assert abs(right @ down) < 1e-6
+    n = answer["width"]
+    for end in ("entry", "tip"):
+        point = np.array(needle[f"{end}_lps"])
+        back = centre + (np.array(answer[f"{end}_px"]) - (n - 1) / 2) * answer["pixel_mm"] @ np.array([right, down])
+        assert np.allclose(back, point, atol=0.02)          # the needle's ends lie in the plane, where drawn
+    if technique == "short_axis":
+        assert right.tolist() == [1.0, 0.0, 0.0] and down[1] > 0
+        assert answer["gantry_tilt_deg"] == pytest.approx(abs(needle["metrics"]["gantry_tilt_deg"]), abs=0.11)
+        assert answer["letters"]["left"] == "R" and answer["letters"]["right"] == "L"
+    else:
+        axis = session.context.marks.axis
+        assert np.allclose(-down, axis / np.linalg.norm(axis), atol=1e-5) and answer["letters"]["top"] == "S"
+    from io import BytesIO
+
+    from PIL import Image
+    image = np.asarray(Image.open(BytesIO(__import__("base64").b64decode(answer["png"]))).convert("RGB"), dtype=int)
+    assert image.shape == (n, n, 3)
+    canal = lt.mask(session.labels, "canal")
+    # a pixel whose point is in the canal is tinted towards the canal's colour: not grey
+    rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    points = centre + ((np.stack([cols, rows], -1) - (n - 1) / 2) * answer["pixel_mm"]) @ np.array([right, down])
+    index = np.rint(session.labels.world_to_index(points.reshape(-1, 3))).astype(int)
+    inside = np.all((index >= 0) & (index < session.labels.shape), axis=1)
+    in_canal = np.zeros(n * n, bool)
+    in_canal[inside] = canal[tuple(index[inside].T)]
+    if in_canal.any():
+        assert np.ptp(image.reshape(-1, 3)[in_canal], axis=1).min() > 20
+
+
+def test_the_oblique_route_answers_a_png_and_refuses_bad_view_options(served):
+    needle = served.session.needles()[0]
+    status, data = request(served, "POST", "/api/oblique", body={**needle, "view": {"opacity": 0.5, "hidden": [5]}})
+    data = json.loads(data)
+    assert status == 200 and data["png"] and data["technique"] == needle["technique"]
+    status, data = request(served, "POST", "/api/oblique", body={**needle, "view": {"opacity": 2}})
+    assert status == 400
+
+
+def test_the_surfaces_route_answers_the_label_surfaces_in_ras(served):
+    status, data = request(served, "GET", "/api/surfaces")
+    surfaces = json.loads(data)
+    assert status == 200 and "sacrum" in [s["name"] for s in surfaces]
+    sacrum = next(s for s in surfaces if s["name"] == "sacrum")
+    positions = np.reshape(sacrum["positions"], (-1, 3))
+    assert len(sacrum["triangles"]) % 3 == 0 and max(sacrum["triangles"]) < len(positions)
+    bone = served.session.labels.index_to_world(np.argwhere(lt.mask(served.session.labels, *lt.SACRAL_BONE)))
+    lps = positions * [-1, -1, 1]
+    assert np.allclose(lps.min(axis=0), bone.min(axis=0), atol=2.1)
+    assert np.allclose(lps.max(axis=0), bone.max(axis=0), atol=2.1)

@@ -8,7 +8,9 @@ only from the plan folder and the packaged static folder, never through ``..``, 
 absolute path or a symbolic link that leads out.
 
 Routes: ``GET /`` the page, ``GET /static/NAME``, ``GET /files/PATH`` (a file of the plan
-folder), ``GET /api/plan``, ``POST /api/evaluate`` (one needle) and ``POST /api/save``
+folder), ``GET /api/plan``, ``GET /api/surfaces`` (the label surfaces of the 3D view),
+``POST /api/evaluate`` (one needle), ``POST /api/oblique`` (one needle and
+``"view": {"opacity", "hidden"}``: its oblique plane as a PNG in JSON) and ``POST /api/save``
 (``{"needles": [...]}``).
 """
 
@@ -98,6 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(inside(self.server.session.plan_dir, path[len("/files/"):]))
         elif path == "/api/plan":
             self._send_json(self.server.session.view())
+        elif path == "/api/surfaces":
+            self._send_json(self.server.session.surfaces())
         else:
             self._send_error(HTTPStatus.NOT_FOUND, "not found")
 
@@ -109,6 +113,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_json()
             if path == "/api/evaluate":
                 self._send_json(self.server.session.evaluate(NeedleSpec.from_json(body)))
+            elif path == "/api/oblique":
+                options = body.get("view", {}) if isinstance(body, dict) else {}
+                opacity, hidden = options.get("opacity", 0.35), options.get("hidden", [])
+                if (not isinstance(opacity, (int, float)) or isinstance(opacity, bool) or not 0 <= opacity <= 1
+                        or not isinstance(hidden, list) or not all(isinstance(v, int) for v in hidden)):
+                    raise InputError("view must be {\"opacity\": 0..1, \"hidden\": [label values]}")
+                self._send_json(self.server.session.oblique(NeedleSpec.from_json(body), opacity=float(opacity),
+                                                            hidden=tuple(hidden)))
             elif path == "/api/save":
                 needles = body.get("needles") if isinstance(body, dict) else None
                 if not isinstance(needles, list):

@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
@@ -33,6 +35,7 @@ ORIGINAL_PLAN = "plan.orig.json"
 TECHNIQUES = ("short_axis", "long_axis")
 GAUGES = (11, 13)
 MAX_NEEDLES = 10
+SURFACE_STEP_MM = 2.0      # the 3D view's surfaces are made on voxels about this far apart
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,13 @@ class ViewerSession:
         self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
                                       if (self.plan_dir / CT_ROI).is_file() else None)
         self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
+        self.present_labels: list[int] = [int(v) for v in np.unique(self.labels.array) if v != 0]
         self.context: PathContext = path_context(self.labels, self.parameters.get("margins_mm"))
         for structure in CRITICAL_STRUCTURES:  # the KD-trees too, so that the first edit is as quick as the rest
             self.context.maps.tree(structure)
         for side in ("left", "right"):
             self.context.targets(side)
+        self._surfaces: list[dict] | None = None
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
 
     def _plan_ct(self, ct_path: str | Path, series_uid: str | None) -> Volume:
@@ -147,11 +152,37 @@ class ViewerSession:
             "plan": self.plan,
             "needles": self.needles(),
             "labels": lt.table_json(),
+            "present_labels": self.present_labels,
             "margins_mm": self.context.maps.margins,
             "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
             "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
             "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
         }
+
+    def surfaces(self) -> list[dict]:
+        """The label map's surfaces for the 3D view (the groups of the report's 3D views), made once.
+
+        Each: ``name``, ``color`` (RGB 0-255), ``opacity``, ``positions`` (x, y, z, ... in NiiVue's
+        RAS mm, 0.1 mm) and ``triangles`` (vertex indices, three a triangle); marching cubes, not
+        smoothed, on every voxel up to ``SURFACE_STEP_MM`` (every second voxel of a 1 mm label map),
+        which keeps the answer a few MB.
+        """
+        with self._lock:
+            if self._surfaces is None:
+                from trajplan.views.surfaces import SURFACE_GROUPS, mask_surface
+
+                self._surfaces = []
+                step = max(1, round(SURFACE_STEP_MM / float(min(self.labels.spacing))))
+                for name, members, colour_of, opacity in SURFACE_GROUPS:
+                    surface = mask_surface(lt.mask(self.labels, *members), self.labels, step_size=step)
+                    if surface is None:
+                        continue
+                    vertices, triangles = surface
+                    ras = np.round(vertices * [-1, -1, 1], 1)
+                    self._surfaces.append({"name": name, "color": list(lt.color(colour_of)), "opacity": opacity,
+                                           "positions": ras.ravel().tolist(),
+                                           "triangles": triangles.astype(int).ravel().tolist()})
+            return self._surfaces
 
     # ------------------------------------------------------------------ scoring
     def evaluate(self, spec: NeedleSpec) -> dict:
@@ -177,6 +208,29 @@ class ViewerSession:
                           position_source=position.get("source", "assumed"),
                           lengths_mm=settings.get("needle_lengths_mm"))
             return needle
+
+    def oblique(self, spec: NeedleSpec, *, opacity: float = 0.35, hidden: tuple[int, ...] = ()) -> dict:
+        """The needle's oblique plane (:func:`trajplan.viewer.oblique.oblique_image`) on the CT and labels.
+
+        ``spec.technique`` None picks the technique as ``evaluate`` does (within 35 degrees of the
+        sacrum's long axis: long axis).
+
+        Raises
+        ------
+        InputError
+            If entry and tip are less than 1 mm apart.
+        """
+        from trajplan.viewer.oblique import oblique_image
+
+        entry, tip = np.asarray(spec.entry_lps), np.asarray(spec.tip_lps)
+        if np.linalg.norm(tip - entry) < 1.0:
+            raise InputError("entry and tip are less than 1 mm apart")
+        axis = self.context.marks.axis
+        technique = spec.technique
+        if technique is None:
+            angle = np.degrees(np.arccos(np.clip((tip - entry) / np.linalg.norm(tip - entry) @ axis, -1, 1)))
+            technique = "long_axis" if angle < 35 else "short_axis"
+        return oblique_image(self.labels, self.ct, entry, tip, technique, axis, opacity=opacity, hidden=hidden)
 
     # ------------------------------------------------------------------ saving
     def save(self, specs: list[NeedleSpec]) -> dict[str, Path]:

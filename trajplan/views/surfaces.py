@@ -21,8 +21,8 @@ SURFACE_GROUPS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
 )
 
 
-def mask_surface(mask: np.ndarray, volume: Volume) -> tuple[np.ndarray, np.ndarray] | None:
-    """Marching-cubes surface of a boolean mask on ``volume``'s grid.
+def mask_surface(mask: np.ndarray, volume: Volume, *, step_size: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+    """Marching-cubes surface of a boolean mask on ``volume``'s grid (every ``step_size``-th voxel).
 
     Returns
     -------
@@ -34,7 +34,7 @@ def mask_surface(mask: np.ndarray, volume: Volume) -> tuple[np.ndarray, np.ndarr
     lo = np.maximum(idx.min(axis=0) - 1, 0)
     hi = np.minimum(idx.max(axis=0) + 2, mask.shape)
     sub = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1).astype(np.float32)
-    verts, faces, _, _ = measure.marching_cubes(sub, level=0.5)
+    verts, faces, _, _ = measure.marching_cubes(sub, level=0.5, step_size=step_size)
     index = verts - 1 + lo
     return volume.index_to_world(index), faces
 

@@ -9,7 +9,9 @@ const GRAB_MM = 5;                                  // a press this close (in th
 const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
-                pointerDown: false, drag: null, hasCt: false };
+                pointerDown: false, drag: null, hasCt: false, labelNames: {},
+                labelTable: [], hiddenLabels: new Set(), showSurfaces: true,
+                volume3D: false, placing: null, placeView: null };
 let nv = null;
 
 // ------------------------------------------------------------------ helpers
@@ -47,20 +49,49 @@ function el(tag, attrs = {}, children = []) {
 }
 
 // ------------------------------------------------------------------ images
-function labelColormap(table) {
+function labelColormap(table, hidden = new Set()) {
   const cm = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: ["background"] };
   for (const label of table) {
     cm.R.push(label.color[0]); cm.G.push(label.color[1]); cm.B.push(label.color[2]);
-    cm.A.push(255); cm.I.push(label.value); cm.labels.push(label.name);
+    cm.A.push(hidden.has(label.value) ? 0 : 255); cm.I.push(label.value); cm.labels.push(label.name);
   }
   return cm;
 }
 
-async function loadImages(view) {
+// The overlay: its opacity (the slider; 0 while the labels box is unticked) and the structures hidden.
+function overlayOpacity() {
+  return document.getElementById("show-labels").checked ? Number(document.getElementById("label-opacity").value) : 0;
+}
+
+function updateOverlay() {
+  const overlay = nv.volumes[nv.volumes.length - 1];
+  overlay.setColormapLabel(labelColormap(state.labelTable, state.hiddenLabels));
+  overlay.opacity = overlayOpacity();
+  nv.updateGLVolume();
+  showOblique();
+}
+
+function renderLegend(present) {
+  const legend = document.getElementById("legend");
+  legend.replaceChildren(el("span", { class: "legend-title", text: "structures" }));
+  for (const label of state.labelTable.filter((l) => present.includes(l.value))) {
+    const box = el("input", { type: "checkbox", "data-label": label.name });
+    box.checked = true;
+    box.addEventListener("change", () => {
+      if (box.checked) state.hiddenLabels.delete(label.value); else state.hiddenLabels.add(label.value);
+      updateOverlay();
+    });
+    const swatch = el("span", { class: "swatch", style: `background: rgb(${label.color.join(",")})` });
+    legend.append(el("label", { class: "legend-entry" }, [box, swatch, label.name]));
+  }
+}
+
+async function loadImages(view, surfaces) {
   nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     crosshairColor: [0.3, 0.7, 1, 0.8], isOrientCube: false, loadingText: "loading CT",
-    multiplanarShowRender: niivue.SHOW_RENDER.NEVER, multiplanarLayout: niivue.MULTIPLANAR_TYPE.ROW,
+    showAllOrientationMarkers: true, isOrientationTextVisible: true,
+    multiplanarShowRender: niivue.SHOW_RENDER.ALWAYS, multiplanarLayout: niivue.MULTIPLANAR_TYPE.GRID,
     isRadiologicalConvention: true,   // the patient's right on the left of the screen, as on the CT console
   });
   await nv.attachTo("gl");
@@ -72,13 +103,25 @@ async function loadImages(view) {
   // it: NiiVue depth-tests meshes against the 2D slice, which would hide the part of a needle behind
   // the slice plane. drawMesh3D is NiiVue 0.69's internal mesh pass (is2D last).
   const drawMesh = nv.drawMesh3D.bind(nv);
-  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) =>
-    drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
+  // The label surfaces are for the 3D view only: hidden while NiiVue draws the meshes over a 2D view.
+  nv.drawMesh3D = (depthTest, alpha, mvp, model, normal, is2D = false) => {
+    for (const mesh of surfaceMeshes) mesh.visible = !is2D && state.showSurfaces;
+    return drawMesh(is2D ? false : depthTest, alpha, mvp, model, normal, is2D);
+  };
+  // The 3D view shows the label surfaces and the needles; the CT's volume rendering (a block of soft
+  // tissue around them in the bone window) only when asked for. drawImage3D is NiiVue 0.69's internal pass.
+  const drawImage3D = nv.drawImage3D.bind(nv);
+  nv.drawImage3D = (...args) => (state.volume3D ? drawImage3D(...args) : undefined);
   createNeedleMeshes();
+  createSurfaceMeshes(surfaces);
+  // a scale bar in each 2D view, on a canvas over NiiVue's, after each of its frames (NiiVue's own
+  // ruler is not drawn in the radiological convention)
+  const drawScene = nv.drawScene.bind(nv);
+  nv.drawScene = (...args) => { const result = drawScene(...args); drawScaleBars(); return result; };
   const volumes = [];
   if (view.files.ct) volumes.push({ url: `/files/${view.files.ct}`, name: view.files.ct, colormap: "gray",
                                     cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
-  volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: 0.35 });
+  volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: overlayOpacity() });
   // fetched and decoded in parallel, the label colours set before the GPU sees them: each refresh of an
   // overlay resamples it onto the CT grid, the slowest step of loading
   const images = await Promise.all(volumes.map((spec) => niivue.NVImage.loadFromUrl(spec)));
@@ -87,13 +130,67 @@ async function loadImages(view) {
   nv.setSliceType(nv.sliceTypeMultiplanar);
   nv.onLocationChange = (location) => {
     state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
-    document.getElementById("cursor").textContent = `crosshair LPS ${state.cursor.map((v) => fmt(v)).join(", ")}`;
-    if (state.pointerDown) dragTo(location.axCorSag);
+    showReadout("crosshair", location.mm);
+    if (state.pointerDown && state.placing) state.placeView = IN_PLANE[location.axCorSag] ? location.axCorSag : null;
+    else if (state.pointerDown) dragTo(location.axCorSag);
   };
   const canvas = document.getElementById("gl");
-  canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; }, true);
+  canvas.addEventListener("mousemove", (event) => {   // the point under the mouse, without a click
+    const box = canvas.getBoundingClientRect();
+    const frac = nv.canvasPos2frac([(event.clientX - box.left) * canvas.width / box.width,
+                                    (event.clientY - box.top) * canvas.height / box.height]);
+    if (frac[0] >= 0) showReadout("mouse", nv.frac2mm(frac));
+  });
+  canvas.addEventListener("mouseleave", () => nv.createOnLocationChange());
+  canvas.addEventListener("pointerdown", (event) => { state.pointerDown = event.button === 0; state.placeView = null; }, true);
   window.addEventListener("pointerup", finishDrag);
   nv.createOnLocationChange();
+}
+
+// The readout: LPS mm, the CT's HU and the structure of the label map at a point (NiiVue's RAS mm).
+function valueAt(volume, mm) {
+  const vox = volume.mm2vox([mm[0], mm[1], mm[2]]);
+  if (vox.some((v, axis) => v < 0 || v >= volume.hdr.dims[axis + 1])) return null;
+  return volume.getValue(vox[0], vox[1], vox[2]);
+}
+
+function showReadout(source, mm) {
+  const lps = [-mm[0], -mm[1], mm[2]];
+  const hu = state.hasCt ? valueAt(nv.volumes[0], mm) : null;
+  const label = valueAt(nv.volumes[nv.volumes.length - 1], mm);
+  const name = label === null ? "outside" : label === 0 ? "background" : state.labelNames[Math.round(label)] || `label ${label}`;
+  const readout = document.getElementById("cursor");
+  readout.dataset.source = source;
+  readout.dataset.lps = JSON.stringify(lps.map((v) => Math.round(v * 10) / 10));
+  readout.dataset.hu = hu === null ? "" : String(Math.round(hu));
+  readout.dataset.label = name;
+  readout.textContent = `${source} LPS ${lps.map((v) => fmt(v)).join(", ")} · ` +
+    `${hu === null ? "no CT" : `${Math.round(hu)} HU`} · ${name}`;
+}
+
+const VIEW_BARS_MM = [10, 20, 50, 100];
+
+function drawScaleBars() {
+  const gl = document.getElementById("gl"), overlay = document.getElementById("scale-bars");
+  if (overlay.width !== gl.width || overlay.height !== gl.height) [overlay.width, overlay.height] = [gl.width, gl.height];
+  const ctx = overlay.getContext("2d");
+  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  const bars = [];
+  for (const tile of nv.screenSlices) {
+    if (![0, 1, 2].includes(tile.axCorSag) || !tile.fovMM || tile.fovMM.length < 2) continue;
+    const [left, top, width, height] = tile.leftTopWidthHeight;
+    const pxPerMm = Math.abs(width / tile.fovMM[0]);
+    const mm = VIEW_BARS_MM.filter((v) => v * pxPerMm <= width / 4).pop() || VIEW_BARS_MM[0];
+    const length = mm * pxPerMm, font = Math.round(12 * devicePixelRatio);
+    const x = left + font, y = top + height - font;
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(x, y, length, Math.max(3, 3 * devicePixelRatio));
+    ctx.font = `${font}px sans-serif`;
+    ctx.textBaseline = "bottom";
+    ctx.fillText(`${mm} mm`, x, y - 2);
+    bars.push({ axCorSag: tile.axCorSag, mm, px: length, x, y });
+  }
+  overlay.dataset.bars = JSON.stringify(bars);
 }
 
 function setWindow(name) {
@@ -121,6 +218,18 @@ function createNeedleMeshes() {
   }
 }
 
+// The label surfaces of the 3D view, made once before the volumes are loaded (as the needles).
+const surfaceMeshes = [];
+
+function createSurfaceMeshes(surfaces) {
+  for (const surface of surfaces) {
+    const mesh = new niivue.NVMesh(new Float32Array(surface.positions), new Uint32Array(surface.triangles),
+                                   surface.name, new Uint8Array([...surface.color, 255]), surface.opacity, true, nv.gl);
+    nv.addMesh(mesh);
+    surfaceMeshes.push(mesh);
+  }
+}
+
 function drawNeedles() {
   const anyPoint = state.needles.length ? ras(state.needles[0].spec.tip_lps) : nv.frac2mm([0.5, 0.5, 0.5]);
   for (const [verdict, mesh] of Object.entries(needleMeshes)) {
@@ -139,6 +248,93 @@ function drawNeedles() {
     mesh.updateMesh(nv.gl);
   }
   nv.drawScene();
+  showOblique();
+}
+
+// ------------------------------------------------------------------ oblique plane
+// The selected needle's own plane (short axis: the gantry-tilted axial plane; long axis: the plane of the
+// needle and the sacrum's long axis), resampled by the server; asked again only when something it shows
+// changed, and an older answer arriving late is dropped.
+const oblique = { ticket: 0, key: null, version: 0 };
+const SCALE_BARS_MM = [5, 10, 20, 50, 100];
+
+async function showOblique() {
+  const figure = document.getElementById("oblique");
+  if (state.drag) return;                 // asked again when the drag ends
+  const needle = state.selected;
+  const options = { opacity: overlayOpacity(), hidden: [...state.hiddenLabels].sort((a, b) => a - b) };
+  const technique = needle ? needle.spec.technique || (needle.result && needle.result.technique) || null : null;
+  const key = needle ? JSON.stringify([state.needles.indexOf(needle), needle.spec, technique, needle.result && needle.result.verdict, options]) : "";
+  if (key === oblique.key) return;
+  oblique.key = key;
+  const ticket = ++oblique.ticket;
+  const canvas = document.getElementById("oblique-canvas");
+  const caption = document.getElementById("oblique-caption");
+  if (!needle) {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    caption.textContent = "select a needle to see its oblique plane";
+    figure.dataset.needle = "";
+    return;
+  }
+  let answer, image;
+  try {
+    answer = await api("/api/oblique", { ...needle.spec, technique, view: options });
+    image = new Image();
+    image.src = `data:image/png;base64,${answer.png}`;
+    await image.decode();
+  } catch (error) {
+    if (ticket === oblique.ticket) { caption.textContent = `oblique plane: ${error.message}`; oblique.key = null; }
+    return;
+  }
+  if (ticket !== oblique.ticket) return;
+  drawOblique(canvas, image, answer, needle);
+  const index = state.needles.indexOf(needle);
+  caption.textContent = `needle ${index + 1}, ` + (answer.technique === "short_axis"
+    ? `short axis: the axial plane tilted ${fmt(answer.gantry_tilt_deg)}° (gantry tilt) through the needle`
+    : "long axis: the plane of the needle and the sacrum's long axis");
+  Object.assign(figure.dataset, { needle: String(index), technique: answer.technique,
+                                  letters: JSON.stringify(answer.letters), version: String(++oblique.version) });
+  state.oblique = answer;
+}
+
+function drawOblique(canvas, image, answer, needle) {
+  const box = canvas.getBoundingClientRect();
+  canvas.width = Math.round(box.width * devicePixelRatio);
+  canvas.height = Math.round(box.height * devicePixelRatio);
+  const ctx = canvas.getContext("2d");
+  const scale = Math.min(canvas.width / answer.width, canvas.height / answer.height);
+  const left = (canvas.width - answer.width * scale) / 2, top = (canvas.height - answer.height * scale) / 2;
+  const at = (px) => [left + (px[0] + 0.5) * scale, top + (px[1] + 0.5) * scale];
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(image, left, top, answer.width * scale, answer.height * scale);
+  const colour = `rgb(${(VERDICT_RGB[needle.result.verdict] || [200, 200, 200]).join(",")})`;
+  const [entry, tip] = [at(answer.entry_px), at(answer.tip_px)];
+  ctx.strokeStyle = colour;
+  ctx.fillStyle = colour;
+  ctx.lineWidth = Math.max(2, needle.result.diameter_mm / answer.pixel_mm * scale);
+  ctx.beginPath(); ctx.moveTo(...entry); ctx.lineTo(...tip); ctx.stroke();
+  ctx.beginPath(); ctx.arc(...tip, 4 * devicePixelRatio, 0, 2 * Math.PI); ctx.fill();
+  const font = Math.round(14 * devicePixelRatio);
+  ctx.font = `${font}px sans-serif`;
+  ctx.fillStyle = "#fff";
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  const { letters } = answer;
+  ctx.fillText(letters.top, canvas.width / 2, top + font);
+  ctx.fillText(letters.bottom, canvas.width / 2, top + answer.height * scale - font);
+  ctx.fillText(letters.left, left + font, canvas.height / 2);
+  ctx.fillText(letters.right, left + answer.width * scale - font, canvas.height / 2);
+  // scale bar: the longest round length under a quarter of the picture
+  const mmPerCanvasPx = answer.pixel_mm / scale;
+  const barMm = SCALE_BARS_MM.filter((mm) => mm / mmPerCanvasPx <= answer.width * scale / 4).pop() || SCALE_BARS_MM[0];
+  const barPx = barMm / mmPerCanvasPx;
+  const y = top + answer.height * scale - 2.2 * font, x = left + font;
+  ctx.fillRect(x, y, barPx, Math.max(3, devicePixelRatio * 3));
+  ctx.textAlign = "left"; ctx.textBaseline = "bottom";
+  ctx.fillText(`${barMm} mm`, x, y - 2);
+  Object.assign(canvas.dataset, { barMm: String(barMm), barPx: barPx.toFixed(1), scale: String(scale),
+                                  left: String(left), top: String(top) });
 }
 
 function centreOn(point) {
@@ -300,6 +496,8 @@ function grab(axes) {
 
 function finishDrag() {
   const drag = state.drag;
+  if (state.pointerDown && state.placing && state.placeView !== null && state.cursor) placeAt([...state.cursor]);
+  state.placeView = null;
   state.pointerDown = false;
   state.drag = null;
   if (!drag) return;
@@ -311,9 +509,39 @@ function finishDrag() {
 
 async function addNeedle() {
   const tip = state.cursor || (state.selected ? state.selected.spec.tip_lps : [0, 0, 0]);
-  const needle = { spec: { entry_lps: [tip[0], tip[1] + 40, tip[2]], tip_lps: [...tip], technique: null,
-                           gauge: state.needles.length ? state.needles[0].spec.gauge : 11 },
-                   result: null, source: "edited" };
+  await addSpec({ entry_lps: [tip[0], tip[1] + 40, tip[2]], tip_lps: [...tip], technique: null,
+                  gauge: state.needles.length ? state.needles[0].spec.gauge : 11 });
+}
+
+// Placing: "place needle" then a click in a 2D view for the entry and one for the tip (each at the
+// crosshair NiiVue puts there, the view's slice giving the third coordinate); Escape cancels.
+function startPlacing() {
+  state.placing = { entry: null };
+  document.getElementById("place").classList.add("on");
+  setStatus("placing: click the entry in a view (Escape cancels)");
+}
+
+function stopPlacing(text) {
+  state.placing = null;
+  document.getElementById("place").classList.remove("on");
+  if (text) setStatus(text);
+}
+
+function placeAt(point) {
+  if (!state.placing.entry) {
+    state.placing.entry = point;
+    setStatus(`placing: entry ${point.map((v) => fmt(v)).join(", ")}; click the tip`);
+    return;
+  }
+  const entry = state.placing.entry;
+  stopPlacing();
+  const technique = document.getElementById("new-technique").value;
+  addSpec({ entry_lps: entry, tip_lps: point, technique: technique === "auto" ? null : technique,
+            gauge: Number(document.getElementById("new-gauge").value) });
+}
+
+async function addSpec(spec) {
+  const needle = { spec, result: null, source: "edited" };
   snapshot();
   try {
     needle.result = await api("/api/evaluate", needle.spec);
@@ -375,15 +603,19 @@ async function start() {
   history.replaceState(null, "", "/");   // the token stays in the cookie, not in the address bar
   const view = await api("/api/plan");
   state.margins = view.margins_mm;
+  state.labelTable = view.labels;
+  state.labelNames = Object.fromEntries(view.labels.map((label) => [label.value, label.name]));
   state.needles = view.needles.map(fromPlan);
   const folder = document.getElementById("folder");
   folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s) · scored on ${view.scored_on}`;
   state.hasCt = Boolean(view.files.ct);
   renderTable();
-  await loadImages(view);
+  await loadImages(view, await api("/api/surfaces"));
   drawNeedles();
   if (state.needles.length) centreOn(state.needles[0].spec.tip_lps);
   document.getElementById("add").addEventListener("click", addNeedle);
+  document.getElementById("place").addEventListener("click", () => (state.placing ? stopPlacing("placing cancelled") : startPlacing()));
+  window.addEventListener("keydown", (event) => { if (event.key === "Escape" && state.placing) stopPlacing("placing cancelled"); });
   document.getElementById("delete").addEventListener("click", deleteNeedle);
   document.getElementById("undo").addEventListener("click", undo);
   document.getElementById("save").addEventListener("click", save);
@@ -392,9 +624,15 @@ async function start() {
   document.getElementById("tip-here").addEventListener("click",
     () => state.selected && state.cursor && edit(state.selected, { tip_lps: [...state.cursor] }));
   for (const b of document.querySelectorAll("[data-window]")) b.addEventListener("click", () => setWindow(b.dataset.window));
-  document.getElementById("show-labels").addEventListener("change", (event) => {
-    nv.setOpacity(nv.volumes.length - 1, event.target.checked ? 0.35 : 0);
-  });
+  for (const id of ["show-labels", "label-opacity"]) {
+    document.getElementById(id).addEventListener(id === "show-labels" ? "change" : "input", () => {
+      nv.setOpacity(nv.volumes.length - 1, overlayOpacity());
+      showOblique();
+    });
+  }
+  renderLegend(view.present_labels);
+  document.getElementById("surfaces-3d").addEventListener("change", (event) => { state.showSurfaces = event.target.checked; nv.drawScene(); });
+  document.getElementById("ct-3d").addEventListener("change", (event) => { state.volume3D = event.target.checked; nv.drawScene(); });
   // ready once the first picture is on screen: after two frames the GPU has drawn it
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   document.body.dataset.ready = "1";
