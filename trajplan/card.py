@@ -344,17 +344,20 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
 
 
 def add_cards(plan: dict, ct: Volume, labels: Volume, *, position: str = "prone",
-              position_source: str = "assumed", lengths_mm: Sequence[float] | None = None) -> dict:
+              position_source: str = "assumed", lengths_mm: Sequence[float] | None = None,
+              midline_x: float | None = None, levels: dict[str, float] | None = None) -> dict:
     """Give every needle and alternative of ``plan`` its skin entry (LPS, RAS) and ``card``.
 
     ``skin_entry_lps`` and ``metrics.skin_to_bone_mm`` are replaced by the card's (never null);
     a needle whose line leaves the CT before the body gets a warning in ``plan["warnings"]``.
     ``plan["patient_position"]`` records the position used and where it came from
-    (``dicom``, ``option`` or ``assumed``). Returns ``plan`` (changed in place).
+    (``dicom``, ``option`` or ``assumed``). ``midline_x`` (:func:`body_midline_x` of ``ct``) and
+    ``levels`` (:func:`level_heights` of ``labels``) may be given when already computed (a viewer
+    scoring many edits on one CT). Returns ``plan`` (changed in place).
     """
     _check_position(position)
-    midline = body_midline_x(ct)
-    levels = level_heights(labels)
+    midline = body_midline_x(ct) if midline_x is None else midline_x
+    levels = level_heights(labels) if levels is None else levels
     plan["patient_position"] = {"position": position, "source": position_source}
     plan["body_midline_x_mm"] = round(midline, 1)
     warnings = plan.setdefault("warnings", [])

@@ -25,7 +25,7 @@ from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.margins import CRITICAL_STRUCTURES
 from trajplan.plan_io import write_plan
-from trajplan.card import add_cards
+from trajplan.card import add_cards, body_midline_x, level_heights
 from trajplan.scoring import PathContext, evaluate_in_context, path_context
 from trajplan.views.render import CT_ROI
 from trajplan.volume import Volume
@@ -128,6 +128,9 @@ class ViewerSession:
         for side in ("left", "right"):
             self.context.targets(side)
         self._surfaces: list[dict] | None = None
+        # what every edit's procedure card needs of the CT and the labels, measured once
+        self._midline_x = None if self.ct is None else body_midline_x(self.ct)
+        self._levels = level_heights(self.labels)
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
 
     def _plan_ct(self, ct_path: str | Path, series_uid: str | None) -> Volume:
@@ -206,7 +209,8 @@ class ViewerSession:
                 position = self.plan.get("patient_position", {})
                 add_cards({"needles": [needle]}, self.ct, self.labels, position=position.get("position", "prone"),
                           position_source=position.get("source", "assumed"),
-                          lengths_mm=settings.get("needle_lengths_mm"))
+                          lengths_mm=settings.get("needle_lengths_mm"), midline_x=self._midline_x,
+                          levels=self._levels)
             return needle
 
     def oblique(self, spec: NeedleSpec, *, opacity: float = 0.35, hidden: tuple[int, ...] = ()) -> dict:
