@@ -131,3 +131,27 @@ def test_fluoroscopy_projects_needles_in_their_colours_on_the_correct_side(case,
     png = mpimg.imread(tmp_path / "fluoro" / "lateral.png")[..., 0]
     line, detector = fluoro.drr(fluoro.attenuation(ct), "lateral")
     assert png[line > np.percentile(line, 99)].mean() < png[(line > 0.5 * line.max()) & (line < np.percentile(line, 60))].mean()
+
+
+def test_view_down_a_fluoroscopy_needle_shows_it_end_on_at_its_card_angles(case, tmp_path):
+    from trajplan.card import c_arm_angles
+
+    ct, labels, _ = case
+    centre = labels.index_to_world(np.argwhere(lt.mask(labels, "ala_left")).mean(axis=0)[None])[0]
+    entry, tip = centre + [5.0, 20.0, -45.0], centre + [-3.0, -5.0, 25.0]      # from low and behind, cephalad
+    direction = (tip - entry) / np.linalg.norm(tip - entry)
+    needle = {"rank": 1, "technique": "long_axis", "side": "left", "gauge": 11, "diameter_mm": 3.05,
+              "verdict": "safe", "entry_lps": entry.tolist(), "tip_lps": tip.tolist(), "skin_entry_lps": None,
+              "card": {"guidance": "fluoroscopy", "c_arm": c_arm_angles(direction)}}
+    written = fluoro.render_fluoro(ct, {"needles": [needle]}, tmp_path)
+    caption = next(c for c in written if "down needle 1" in c)
+    assert written[caption].name == "needle1_down.png"
+    arm = needle["card"]["c_arm"]
+    assert f"{arm['cranial_caudal_deg']:+.1f} deg cranial" in caption and arm["cranial_caudal_deg"] < -60
+    line, detector = fluoro.drr(fluoro.attenuation(ct), fluoro.down_the_needle(needle))
+    ends = detector.to_pixel(np.array([entry, tip]))
+    assert np.linalg.norm(ends[0] - ends[1]) * detector.pixel_mm < 0.01      # the needle is a dot, 75 mm long
+    png = mpimg.imread(written[caption])
+    assert np.array_equal(_colour(png, *ends[0]), _verdict_rgb("safe"))
+    ap_ends = fluoro.drr(fluoro.attenuation(ct), "ap")[1].to_pixel(np.array([entry, tip]))
+    assert np.linalg.norm(ap_ends[0] - ap_ends[1]) * detector.pixel_mm > 60   # and a long line in the AP view

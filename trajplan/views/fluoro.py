@@ -70,17 +70,23 @@ def attenuation(ct: Volume) -> Volume:
     return ct.with_array(mu.astype(np.float32, copy=False))
 
 
-def _axes(projection: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if projection not in PROJECTIONS:
-        raise ValueError(f"unknown projection {projection!r}: use {', '.join(PROJECTIONS)}")
-    ray, up = (np.asarray(v, float) for v in PROJECTIONS[projection])
+def _axes(projection: str | tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(right, down, ray) of a named projection or of a (ray, up) pair of LPS vectors."""
+    if isinstance(projection, str):
+        if projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {projection!r}: use {', '.join(PROJECTIONS)}")
+        projection = PROJECTIONS[projection]
+    ray, up = (np.asarray(v, float) for v in projection)
+    ray = ray / np.linalg.norm(ray)
     up = up - (up @ ray) * ray
     up /= np.linalg.norm(up)
     return np.cross(ray, up), -up, ray          # right, down, ray: a right-handed frame
 
 
-def drr(mu: Volume, projection: str, *, pixel_mm: float | None = None) -> tuple[np.ndarray, Detector]:
+def drr(mu: Volume, projection: str | tuple, *, pixel_mm: float | None = None) -> tuple[np.ndarray, Detector]:
     """Line integrals through an attenuation volume (:func:`attenuation`) along one projection's rays.
+
+    ``projection`` is a name of PROJECTIONS or a (ray, up) pair of LPS vectors.
 
     Rays are cast every ``max(smallest spacing, MIN_PIXEL_MM)`` and sampled every
     smallest spacing along the ray; the image is then interpolated (bilinear) to
@@ -129,8 +135,20 @@ def fluoro_picture(line_integral: np.ndarray, detector: Detector, needles: list[
     return rgb
 
 
+def down_the_needle(needle: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(ray, up) of the C-arm view down ``needle`` (hub to tip; its card's ``c_arm`` angles): the
+    needle seen end-on, the image's up as near the patient's head as the ray allows."""
+    start = np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float)
+    ray = np.asarray(needle["tip_lps"], float) - start
+    ray /= np.linalg.norm(ray)
+    up = np.array([0.0, 0.0, 1.0]) if abs(ray[2]) < 0.9 else np.array([0.0, -1.0, 0.0])
+    return ray, up
+
+
 def render_fluoro(ct: Volume, plan: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``fluoro/{ap,lateral,inlet,outlet}.png``: DRRs of ``ct`` with the plan's needles.
+    """Write ``fluoro/{ap,lateral,inlet,outlet}.png``: DRRs of ``ct`` with the plan's needles, and
+    ``fluoro/needle<rank>_down.png`` for every fluoroscopy-guided needle: the view down the needle
+    at its card's C-arm angles (:func:`down_the_needle`), where a well-placed needle is a dot.
 
     Returns
     -------
@@ -140,7 +158,15 @@ def render_fluoro(ct: Volume, plan: dict, out_dir: str | Path) -> dict[str, Path
     needles = plan.get("needles", [])
     mu = attenuation(ct)
     out: dict[str, Path] = {}
-    for projection in PROJECTIONS:
+    views: list[tuple[str | tuple, str, str]] = [
+        (name, f"fluoroscopy {name.upper() if name == 'ap' else name} (simulated)", name) for name in PROJECTIONS]
+    for needle in needles:
+        arm = needle.get("card", {}).get("c_arm")
+        if needle.get("card", {}).get("guidance") == "fluoroscopy" and arm:
+            views.append((down_the_needle(needle),
+                          f"fluoroscopy down needle {needle['rank']} (simulated; C-arm {arm['cranial_caudal_deg']:+.1f} "
+                          f"deg cranial, {arm['oblique_deg']:+.1f} deg toward the left)", f"needle{needle['rank']}_down"))
+    for projection, caption, stem in views:
         line_integral, detector = drr(mu, projection)
         rgb = fluoro_picture(line_integral, detector, needles)
         marks = []
@@ -148,9 +174,8 @@ def render_fluoro(ct: Volume, plan: dict, out_dir: str | Path) -> dict[str, Path
             row, col = detector.to_pixel(np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float))[0]
             marks.append((float(np.clip(row, 8, rgb.shape[0] - 8)), float(np.clip(col + 12, 8, rgb.shape[1] - 8)),
                           str(needle["rank"])))
-        caption = f"fluoroscopy {projection.upper() if projection == 'ap' else projection} (simulated)"
         notes = Annotations(title=caption, pixel_mm=detector.pixel_mm, marks=marks,
                             letters=(direction_letter(-detector.down), direction_letter(detector.down),
                                      direction_letter(-detector.right), direction_letter(detector.right)))
-        out[caption] = save_annotated(rgb, Path(out_dir) / "fluoro" / f"{projection}.png", notes)
+        out[caption] = save_annotated(rgb, Path(out_dir) / "fluoro" / f"{stem}.png", notes)
     return out
