@@ -155,3 +155,16 @@ def test_view_down_a_fluoroscopy_needle_shows_it_end_on_at_its_card_angles(case,
     assert np.array_equal(_colour(png, *ends[0]), _verdict_rgb("safe"))
     ap_ends = fluoro.drr(fluoro.attenuation(ct), "ap")[1].to_pixel(np.array([entry, tip]))
     assert np.linalg.norm(ap_ends[0] - ap_ends[1]) * detector.pixel_mm > 60   # and a long line in the AP view
+
+
+def test_axial_slices_of_a_needle_in_one_axial_plane_differ():
+    flat = {"rank": 1, "technique": "short_axis", "side": "left", "gauge": 11, "diameter_mm": 3.05,
+            "verdict": "safe", "entry_lps": [40.0, 30.0, 10.0], "tip_lps": [30.0, -5.0, 11.0]}
+    planes = slices.needle_slices(flat)
+    z = {where: planes[f"needle1_axial_{where}"][0].centre[2] for where in ("entry", "mid", "tip")}
+    assert z["mid"] == pytest.approx(10.5, abs=0.01)
+    assert z["entry"] == pytest.approx(5.5, abs=0.01) and z["tip"] == pytest.approx(15.5, abs=0.01)
+    assert "5 mm below the needle's middle" in planes["needle1_axial_entry"][1]
+    steep = dict(flat, tip_lps=[30.0, -5.0, 40.0])
+    planes = slices.needle_slices(steep)
+    assert planes["needle1_axial_tip"][0].centre[2] == pytest.approx(40.0, abs=0.01)

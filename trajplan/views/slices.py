@@ -35,6 +35,7 @@ PIXEL_MM = 0.4
 PLANE_MARGIN_MM = 35.0
 PLANE_MIN_FOV_MM = (140.0, 200.0)   # rows, cols: room for the whole sacrum beside the needle
 AXIAL_FOV_MM = 140.0
+MIN_AXIAL_GAP_MM = 5.0       # the axial slices of a needle at least this far apart head to foot
 AIR_HU = -1000.0
 OUTLINED = ("canal", *(f"foramen_{lv}_{s}" for lv in lt.LEVELS for s in lt.SIDES), "anterior_cortex",
             "si_joint_left", "si_joint_right", "L5_S1_disc", "fracture", "lesion")
@@ -181,15 +182,32 @@ def legend_words(legend: list[tuple[str, tuple[int, int, int]]], needles: list[d
 
 
 def needle_slices(needle: dict) -> dict[str, tuple[SlicePlane, str]]:
-    """The planes shown for one needle: file stem -> (plane, caption)."""
+    """The planes shown for one needle: file stem -> (plane, caption).
+
+    The plane of the needle, and axial planes at its entry, middle and tip; where the needle's
+    ends are less than 2 x MIN_AXIAL_GAP_MM apart head to foot (a short-axis needle in the
+    gantry's plane), the entry and tip slices are MIN_AXIAL_GAP_MM above and below the middle
+    instead, so that the three differ.
+    """
     rank = needle["rank"]
     entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
     plane = needle_plane(needle)
     out = {f"needle{rank}_plane": (plane, f"{_describe(needle)}: plane of the needle, "
                                           f"{plane.tilt_from_axial_deg:.0f} deg from axial")}
-    for where, point in (("entry", entry), ("mid", (entry + tip) / 2), ("tip", tip)):
-        out[f"needle{rank}_axial_{where}"] = (axial_plane(point),
-                                              f"{_describe(needle)}: axial at the {where} (z {point[2]:.1f} mm)")
+    mid = (entry + tip) / 2
+    half_span = abs(entry[2] - tip[2]) / 2
+    for where, point in (("entry", entry), ("mid", mid), ("tip", tip)):
+        caption = f"{_describe(needle)}: axial at the {where} (z {point[2]:.1f} mm)"
+        if where != "mid" and half_span < MIN_AXIAL_GAP_MM:
+            # a needle nearly in one axial slice: the slices beside it, not three of the same
+            sign = 1.0 if (entry[2] - tip[2]) * (1 if where == "entry" else -1) >= 0 else -1.0
+            if entry[2] == tip[2]:
+                sign = 1.0 if where == "entry" else -1.0
+            point = np.array([point[0], point[1], mid[2] + sign * MIN_AXIAL_GAP_MM])
+            caption = (f"{_describe(needle)}: axial {MIN_AXIAL_GAP_MM:g} mm {'above' if sign > 0 else 'below'} the "
+                       f"needle's middle, on its {where} side (z {point[2]:.1f} mm; the needle spans "
+                       f"{2 * half_span:.1f} mm head to foot)")
+        out[f"needle{rank}_axial_{where}"] = (axial_plane(point), caption)
     return out
 
 
