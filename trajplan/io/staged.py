@@ -24,6 +24,7 @@ from trajplan.io.faults import writing
 from trajplan.io.process import pid_alive, this_host
 
 MARKERS = ("plan.json", "segmentation.json", "case.json", "evaluation.json")   # files that make a folder a trajplan output
+STAGING_MARK = ".trajplan-staging"      # made in a staging folder when it is made, removed before the rename
 
 
 def check_replaceable(final: Path) -> None:
@@ -95,12 +96,16 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{this_host()}-{os.getpid()}-",
                                      dir=final.parent))
         os.chmod(work, 0o777 & ~current_umask())
+        (work / STAGING_MARK).touch()
     identity = folder_identity(work)
     try:
         yield work
-        if folder_identity(work) != identity:   # removed (and re-made by a writer) during the block
+        # Removed (and re-made by a writer) during the block: a re-made folder may get the same
+        # inode again, but not the mark made with the original.
+        if folder_identity(work) != identity or not (work / STAGING_MARK).is_file():
             raise OutputError("the folder vanished", final)
         with writing(final):
+            (work / STAGING_MARK).unlink()
             replace_folder(work, final)
     except OutputError as exc:
         named = exc.moved(work, final)
