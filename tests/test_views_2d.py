@@ -164,7 +164,7 @@ def test_axial_slices_of_a_needle_in_one_axial_plane_differ():
     z = {where: planes[f"needle1_axial_{where}"][0].centre[2] for where in ("entry", "mid", "tip")}
     assert z["mid"] == pytest.approx(10.5, abs=0.01)
     assert z["entry"] == pytest.approx(5.5, abs=0.01) and z["tip"] == pytest.approx(15.5, abs=0.01)
-    assert "5 mm below the needle's middle" in planes["needle1_axial_entry"][1]
+    assert "axial at the entry side, 5 mm below the needle's middle" in planes["needle1_axial_entry"][1]
     steep = dict(flat, tip_lps=[30.0, -5.0, 40.0])
     planes = slices.needle_slices(steep)
     assert planes["needle1_axial_tip"][0].centre[2] == pytest.approx(40.0, abs=0.01)

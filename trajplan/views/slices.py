@@ -204,9 +204,9 @@ def needle_slices(needle: dict) -> dict[str, tuple[SlicePlane, str]]:
             if entry[2] == tip[2]:
                 sign = 1.0 if where == "entry" else -1.0
             point = np.array([point[0], point[1], mid[2] + sign * MIN_AXIAL_GAP_MM])
-            caption = (f"{_describe(needle)}: axial {MIN_AXIAL_GAP_MM:g} mm {'above' if sign > 0 else 'below'} the "
-                       f"needle's middle, on its {where} side (z {point[2]:.1f} mm; the needle spans "
-                       f"{2 * half_span:.1f} mm head to foot)")
+            caption = (f"{_describe(needle)}: axial at the {where} side, {MIN_AXIAL_GAP_MM:g} mm "
+                       f"{'above' if sign > 0 else 'below'} the needle's middle (z {point[2]:.1f} mm; the needle "
+                       f"spans {2 * half_span:.1f} mm head to foot)")
         out[f"needle{rank}_axial_{where}"] = (axial_plane(point), caption)
     return out
 
