@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast validate bench browser clean
+.PHONY: demo test test-fast lint validate bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 ## make test: the test suite (small phantoms, coarse spacing; about 10 minutes on 2 cores)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## make lint: ruff (lint and import order, settings in pyproject.toml); CI runs it before the tests
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 ## make test-fast: the test suite without the tests marked slow, for the edit loop
 test-fast: $(STAMP)

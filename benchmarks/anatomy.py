@@ -33,7 +33,7 @@ FRAME_MM = 1.0            # voxel size of the sacral frame the shape is measured
 SLAB_MM = 3.0             # half-thickness of the mid-sagittal slab
 TRABECULAR_DEPTH_MM = 3.0
 FORAMEN_MIN_MM3 = 40.0
-CENTRAL_MM = 10.0         # holes nearer the midline are the canal    # smaller holes are noise of the mask, not foramina
+CENTRAL_MM = 10.0         # holes nearer the midline are the canal
 COLUMNS = (   # key, title, decimals
     ("volume_ml", "sacral bone volume (ml)"), ("width_mm", "width across the alae (mm)"),
     ("top_width_mm", "S1 top width, body + level alae (mm)"), ("s1_depth_mm", "S1 body depth (mm)"),

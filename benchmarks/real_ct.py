@@ -33,7 +33,8 @@ from trajplan.io.reader import read_ct  # noqa: E402
 PAD_MM = 40.0
 NEIGHBOURS = ("hip_left", "hip_right", "vertebrae_L5", "vertebrae_L4", "femur_left", "femur_right")
 DRAWN = ("sacrum", "ala_left", "ala_right", "anterior_cortex", "canal", "si_joint_left", "si_joint_right",
-         "ilium_left", "ilium_right", "L5", "L5_S1_disc", *(f"foramen_{lv}_{sd}" for lv in lt.LEVELS for sd in lt.SIDES))
+         "ilium_left", "ilium_right", "L5", "L5_S1_disc",
+         *(f"foramen_{lv}_{sd}" for lv in lt.LEVELS for sd in lt.SIDES))
 
 
 def _panels(canon_ct: np.ndarray, canon_labels: np.ndarray, refs: dict[str, np.ndarray], pad: np.ndarray):

@@ -73,7 +73,8 @@ def planner_paths(spacing: float) -> tuple[np.ndarray, np.ndarray, int]:
             e, t, n = candidate_pairs(maps, marks, targets, technique, side, radius_mm=radius)
             vec = t - e
             length = np.linalg.norm(vec, axis=1)
-            angles = path_angles(vec / np.maximum(length, 1e-9)[:, None], n, 1.0 if side == "left" else -1.0, marks.axis)
+            sign = 1.0 if side == "left" else -1.0
+            angles = path_angles(vec / np.maximum(length, 1e-9)[:, None], n, sign, marks.axis)
             ok = technique_ok(technique, angles, length)
             entries.append(e[ok])
             tips.append(t[ok])

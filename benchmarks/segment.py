@@ -8,11 +8,11 @@ The default case is a 512 x 512 x 300 phantom at 0.8 x 0.8 x 1 mm. The phantom i
 process and handed over as a NIfTI file; ``segment`` then runs in a fresh (spawned) process that
 only reads the CT and segments it, so that process's peak resident set size
 (``resource.getrusage``) is the memory a real run needs, CT included. The worker is spawned before
-the phantom is made because Linux carries the parent's peak RSS over into a child's ``ru_maxrss``. ``--tracemalloc`` adds one
-more run under tracemalloc (numpy's allocations, without SimpleITK's) and ``--profile N`` one under
-cProfile printing the N most expensive functions; neither of those runs is timed. The sacral-bone
-Dice against the phantom's ground truth is printed as well, so a fast but broken segmentation does
-not pass as fast. Goals: <= 20 s and <= 4 GB; ``--strict`` exits 1 when one is missed.
+the phantom is made because Linux carries the parent's peak RSS over into a child's ``ru_maxrss``.
+``--tracemalloc`` adds one more run under tracemalloc (numpy's allocations, without SimpleITK's) and
+``--profile N`` one under cProfile printing the N most expensive functions; neither of those runs
+is timed. The sacral-bone Dice against the phantom's ground truth is printed as well, so a fast but
+broken segmentation does not pass as fast. Goals: <= 20 s and <= 4 GB; ``--strict`` exits 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def main() -> int:
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"segment wall time: {timing} (load average now {load} on {os.cpu_count()} cores)")
         print(f"peak memory (process RSS, CT included): {res['peak_mb']:.0f} MB "
-              f"(after imports and reading the CT {res['baseline_mb']:.0f} MB; after the first run {res['first_peak_mb']:.0f} MB)")
+              f"(after imports and reading the CT {res['baseline_mb']:.0f} MB; "
+              f"after the first run {res['first_peak_mb']:.0f} MB)")
         if "traced_peak_mb" in res:
             print(f"peak traced allocations during segment (tracemalloc): {res['traced_peak_mb']:.0f} MB")
         print(f"sacral bone Dice vs ground truth: {_dice(found, truth):.3f}; partial: {res['partial']}")

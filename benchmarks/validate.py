@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from real_ct import measure  # benchmarks/real_ct.py, beside this script
+
 from sample_ct.cohort import cohort
 from sample_ct.phantom import make_phantom
 from segmentation.metrics import compare
@@ -140,7 +140,8 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
     command += " --vary-anatomy" if args.vary_anatomy else ""
     title = "Validation"
     if low > 0.0 or args.vary_anatomy:
-        title += f": {'severe ' if low >= 0.9 else ''}osteoporosis {low:g}-{high:g}" + (", anatomy varied" if args.vary_anatomy else "")
+        title += f": {'severe ' if low >= 0.9 else ''}osteoporosis {low:g}-{high:g}"
+        title += ", anatomy varied" if args.vary_anatomy else ""
     lines = [
         f"# {title}",
         "",
@@ -151,7 +152,8 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         "",
         "## Segmentation against phantom ground truth",
         "",
-        "| seed | spacing | osteoporosis | fracture | lesion | " + " | ".join(keys) + " | S1-S3 foramina found | foramina named as in truth | seconds |",
+        "| seed | spacing | osteoporosis | fracture | lesion | " + " | ".join(keys)
+        + " | S1-S3 foramina found | foramina named as in truth | seconds |",
         "| " + " | ".join(["---"] * (len(keys) + 8)) + " |",
     ]
     for params, figures, seg_s, _, _ in rows:
@@ -193,7 +195,8 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         "marginal (a clearance within 1 mm of its margin, or a breach probability above 5 %) and the "
         "structures they came too close to.",
         "",
-        "| seed | planned on ground truth: result | safe needles | violations | planned on segmentation: result | safe needles | violations | segmentation flagged partial |",
+        "| seed | planned on ground truth: result | safe needles | violations "
+        "| planned on segmentation: result | safe needles | violations | segmentation flagged partial |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 

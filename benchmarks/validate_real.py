@@ -31,7 +31,6 @@ from segmentation.pipeline import segment
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import atomic_path
-from trajplan.io.files import read_volume_file
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.verify import axis_outside_bone
 
@@ -75,15 +74,18 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
 def table(rows: list[dict]) -> str:
     """The markdown table of the rows."""
     lines = ["| case | scan | voxels mm | Dice sacral bone (target) | sacral bone ml (reference) | alae ml L / R "
-             "| in a reference ilium | safe needles | leave the reference sacrum | cross an ilium | seconds | flagged partial |",
+             "| in a reference ilium | safe needles | leave the reference sacrum | cross an ilium | seconds "
+             "| flagged partial |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         met = "met" if r["dice"] >= TARGET_DICE[r["variant"]] else "not met"
         needles = (f"{r['safe']} | {r['leaving']} | {r['crossing_ilium']}" if r["plan"] == "planned"
                    else f"{r['plan']} | - | -")
-        lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {TARGET_DICE[r['variant']]:.2f}, "
-                     f"{met}) | {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) | {r['alae_ml'][0]:.0f} / {r['alae_ml'][1]:.0f} "
-                     f"| {r['in_ilium']:.1%} | {needles} | {r['seconds']:.0f} | {r['partial'] or 'no'} |")
+        target = TARGET_DICE[r["variant"]]
+        lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {target:.2f}, {met}) "
+                     f"| {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) "
+                     f"| {r['alae_ml'][0]:.0f} / {r['alae_ml'][1]:.0f} | {r['in_ilium']:.1%} | {needles} "
+                     f"| {r['seconds']:.0f} | {r['partial'] or 'no'} |")
     return "\n".join(lines)
 
 
@@ -116,8 +118,9 @@ def main() -> None:
         for variant in args.variants:
             row = measure(case, variant, plan=not args.no_plan)
             print(f"{case} {variant}: Dice {row['dice']:.3f}, {row['volume_ml']:.0f} ml of {row['reference_ml']:.0f}, "
-                  f"in ilium {row['in_ilium']:.1%}, {row['seconds']:.0f} s, safe {row['safe']}, leaving {row['leaving']}, "
-                  f"crossing ilium {row['crossing_ilium']}, {row['plan']}; partial: {row['partial'] or 'no'}", flush=True)
+                  f"in ilium {row['in_ilium']:.1%}, {row['seconds']:.0f} s, safe {row['safe']}, "
+                  f"leaving {row['leaving']}, crossing ilium {row['crossing_ilium']}, {row['plan']}; "
+                  f"partial: {row['partial'] or 'no'}", flush=True)
             rows.append(row)
     text = HEADER + "\n" + table(rows) + "\n\n" + summary(rows) + "\n"
     with atomic_path(args.out) as tmp:

@@ -28,7 +28,7 @@ def main() -> None:
     from trajplan.io.files import read_volume_file
     from trajplan.pipeline import run_plan
     from trajplan.planning import PlanOptions
-    from trajplan.report import report_html, render_views
+    from trajplan.report import render_views, report_html
     from trajplan.views import fluoro, slices
     from trajplan.views.render import CT_ROI
     from trajplan.views.scene3d import render_scene_png

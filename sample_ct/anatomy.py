@@ -107,7 +107,8 @@ class SacralShape:
     def canal(self, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Canal centre v, half-width and half-depth at ``s``."""
         centre = self.depth * np.interp(s, (0.0, 1.0), (12.0, 3.0))
-        return centre, self.width * np.interp(s, (0.0, 1.0), (10.0, 5.0)), self.depth * np.interp(s, (0.0, 1.0), (5.0, 2.5))
+        width = self.width * np.interp(s, (0.0, 1.0), (10.0, 5.0))
+        return centre, width, self.depth * np.interp(s, (0.0, 1.0), (5.0, 2.5))
 
     def foramen_lateral_margin(self, s):
         """|u| of the line through the lateral margins of the foramina (ala boundary)."""

@@ -117,8 +117,8 @@ def _axes(shape: np.ndarray, first: np.ndarray, spacing: np.ndarray) -> list[np.
 
 def _box(axes: list[np.ndarray], lo, hi) -> tuple[slice, slice, slice]:
     """Index slices of the voxels whose centres lie in the world box [lo, hi]."""
-    return tuple(slice(int(np.searchsorted(ax, l)), int(np.searchsorted(ax, h, side="right")))
-                 for ax, l, h in zip(axes, lo, hi))  # type: ignore[return-value]
+    return tuple(slice(int(np.searchsorted(ax, low)), int(np.searchsorted(ax, high, side="right")))
+                 for ax, low, high in zip(axes, lo, hi))  # type: ignore[return-value]
 
 
 def _points(axes: list[np.ndarray], box: tuple[slice, slice, slice]) -> np.ndarray:

@@ -44,7 +44,8 @@ DORSAL_GAP_MM = 1.5     # a foramen ending this far (plus a voxel) inside the do
 SHARP_SMOOTH_MM = 0.5   # the CT for narrow channels is smoothed this little (segmentation.bone.SMOOTH_MM: 0.7)
 TRACE_PAD_MM = 5.0      # the traced dorsal branch stays within its channel's height and lateral range plus this
 TRACE_FLOOR = 0.01      # the least cost of a millimetre of traced path (a lumen voxel's)
-DIM_BONE_HU = 100.0     # in trabecular bone darker than this, dark voxels join through corners too (see _foramina_below)
+DIM_BONE_HU = 100.0     # in trabecular bone darker than this, dark voxels join through corners too
+                        # (see _foramina_below)
 FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
 
 

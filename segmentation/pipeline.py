@@ -14,12 +14,30 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import (ball, body_mask, bounding_box, closing, enclosed_in_slices, fill_holes, smooth_hu,
-                              solid_bone)
+from segmentation.bone import (
+    ball,
+    body_mask,
+    bounding_box,
+    closing,
+    enclosed_in_slices,
+    fill_holes,
+    smooth_hu,
+    solid_bone,
+)
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.metrics import dice
-from segmentation.parts import (FRACTURE_SIDE_MM, LESION_MIN_TRABECULAR_HU, alae, anterior_cortex, disc,
-                                fracture_lines, joints, lesions, sacral_axis, uncorticated_fraction)
+from segmentation.parts import (
+    FRACTURE_SIDE_MM,
+    LESION_MIN_TRABECULAR_HU,
+    alae,
+    anterior_cortex,
+    disc,
+    fracture_lines,
+    joints,
+    lesions,
+    sacral_axis,
+    uncorticated_fraction,
+)
 from segmentation.rims import partial_volume_rims
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
@@ -262,7 +280,7 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
     return _moved(fine, ct.with_array(full),
                   f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
                   "segmented at full resolution in a "
-                  f"{' x '.join(str(int(u - l)) for l, u in zip(lower, upper))} voxel crop")
+                  f"{' x '.join(str(int(u - lo)) for lo, u in zip(lower, upper))} voxel crop")
 
 
 def _with_rims(seg: Segmentation, ct: Volume) -> Segmentation:

@@ -99,7 +99,7 @@ def _gap_mm(labels: np.ndarray, a: _Piece, b: _Piece, spacing: np.ndarray) -> fl
     """Smallest distance (mm) between two pieces, measured inside their joint bounding box."""
     lo = (np.minimum(a.lo, b.lo) / spacing).astype(int)
     hi = (np.maximum(a.hi, b.hi) / spacing).astype(int) + 1
-    box = tuple(slice(l, h) for l, h in zip(lo, hi))
+    box = tuple(slice(start, stop) for start, stop in zip(lo, hi))
     sub = labels[box]
     if not (sub == b.label).any():
         return np.inf
@@ -114,8 +114,9 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
     The sacrum is the lowest wide central piece with an ilium on each side whose centre is
     no more than MAX_ANTERIOR_MM in front of both ilia's centres: the pubic symphysis of a
     whole pelvis is wide, central and lower, but far in front of them (a real pelvis at 2 mm
-    had it named sacrum, and the coccyx is sought behind that line too). A piece wider than a sacrum lower than the candidate (the sacrum
-    still fused with the ilia) means erode more, unless it is that far in front (the pubic arch).
+    had it named sacrum, and the coccyx is sought behind that line too). A piece wider than a
+    sacrum lower than the candidate (the sacrum still fused with the ilia) means erode more,
+    unless it is that far in front (the pubic arch).
     With ``labels`` the sacrum must come within ``reach_mm`` of both ilia (it meets them
     at the sacroiliac joints; a lumbar vertebra does not).
     """

@@ -123,7 +123,8 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     taken = np.zeros(hu.shape, dtype=bool)
     for value, sign in ((2, 1.0), (3, -1.0)):
         side = sign * x > 0
-        core = largest_piece(ndimage.binary_opening(walked == value, structure=ball(CORE_OPENING_MM, spacing[:2])[:, :, None]))
+        opening = ball(CORE_OPENING_MM, spacing[:2])[:, :, None]
+        core = largest_piece(ndimage.binary_opening(walked == value, structure=opening))
         distance = np.where(core, sign * x, np.inf)
         medial = distance.min(axis=0)[None]                  # the core's medial face in each (y, z) row
         in_row = np.isfinite(medial)

@@ -106,8 +106,8 @@ def test_killed_then_resumed_equals_uninterrupted(archive, tmp_path):
                 (resumed / row["case_id"] / "case.json").read_text())["status"] == "done"
 
     subprocess.run(cmd, check=True, capture_output=True)
-    key = lambda rows: {r["case_id"]: (r["status"], r["best_score"], r["safe_needles"])
-                        for r in rows}
+    def key(rows):
+        return {r["case_id"]: (r["status"], r["best_score"], r["safe_needles"]) for r in rows}
     assert key(read_summary(resumed)) == key(read_summary(whole))
     for row in read_summary(whole):
         if row["status"] == "done":

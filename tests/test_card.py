@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajplan.card import (add_cards, c_arm_angles, entry_slice, gantry_tilt, in_plane_angle, lps_to_ras,
-                           needle_length, skin_point)
+from trajplan.card import (
+    add_cards,
+    c_arm_angles,
+    entry_slice,
+    gantry_tilt,
+    in_plane_angle,
+    lps_to_ras,
+    needle_length,
+    skin_point,
+)
 from trajplan.volume import Volume
 
 

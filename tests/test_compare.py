@@ -57,7 +57,8 @@ def test_long_axis_is_longer_in_bone_and_reaches_more_cement(cohort_out):
     rows = [r for r in read_rows(cohort_out / "comparison.csv")
             if r["needles_requested"] == "1" and r["needles_placed"] == "1" and r["gauge"] == "11"]
     by = {(r["case_id"], r["technique"]): r for r in rows}
-    pairs = [(by[(c, "short_axis")], by[(c, "long_axis")]) for c, t in by if t == "short_axis" and (c, "long_axis") in by]
+    pairs = [(by[(c, "short_axis")], by[(c, "long_axis")])
+             for c, t in by if t == "short_axis" and (c, "long_axis") in by]
     assert len(pairs) >= 3
     longer = sum(float(lg["mean_length_in_bone_mm"]) > float(sh["mean_length_in_bone_mm"]) for sh, lg in pairs)
     more_cement = sum(float(lg["cement_volume_ml"]) > float(sh["cement_volume_ml"]) for sh, lg in pairs)

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from trajplan.errors import DicomError, InputError
-from trajplan.io.dicom import find_series, read_dicom_series, write_dicom_series
+from trajplan.io.dicom import find_series, write_dicom_series
 from trajplan.io.reader import read_ct
 from trajplan.volume import Volume
 

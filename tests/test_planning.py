@@ -134,8 +134,8 @@ def test_impossible_margins_and_bad_requests(phantom):
     assert plan["outcome"] == "no_safe_path" and plan["needles"] == [] and plan["summary"]["needles"] == 0
     for technique in ("short-axis", "long-axis"):
         for side in ("left", "right"):
-            assert any(w.startswith(f"no safe {technique} path on the {side}: the closest keeps") and "(margin 25 mm)" in w
-                       for w in plan["warnings"]), plan["warnings"]
+            start = f"no safe {technique} path on the {side}: the closest keeps"
+            assert any(w.startswith(start) and "(margin 25 mm)" in w for w in plan["warnings"]), plan["warnings"]
     closest = plan["alternatives"]
     assert {(n["technique"], n["side"]) for n in closest} == {(t, s) for t in ("short_axis", "long_axis")
                                                               for s in ("left", "right")}

@@ -19,12 +19,13 @@ from trajplan import labels as lt
 from trajplan.io.files import read_volume_file
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.verify import axis_outside_bone
+from trajplan.volume import Volume
 
 PAD = 10            # voxels around the reference bones kept in the crop
 END_TOLERANCE = 1.0  # mm at the entry and at the tip (about one voxel)
 
 
-def poor_labels(ref) -> "Volume":
+def poor_labels(ref) -> Volume:
     """The reference sacrum with its holes closed (alae beyond 15 mm of the midline), the ilia."""
     sacrum = ref.array == 1
     closed = ndimage.binary_fill_holes(ndimage.binary_closing(sacrum, np.ones((3, 3, 3)), iterations=3) | sacrum)

@@ -93,7 +93,8 @@ def test_plan_markups_validate_against_slicer_schema(plan_dir):
         assert [p["position"] for p in line["controlPoints"]] == [needle["entry_lps"], needle["tip_lps"]]
     report_cards = (plan_dir / "card.html").read_text()
     assert all(needle_title(n).replace("'", "&#x27;") in report_cards for n in needles)
-    assert [m["type"] for m in doc["markups"]] == ["Line"] * len(lines) + ["Fiducial"] * (len(doc["markups"]) - len(lines))
+    points = len(doc["markups"]) - len(lines)
+    assert [m["type"] for m in doc["markups"]] == ["Line"] * len(lines) + ["Fiducial"] * points
 
 
 def test_a_broken_markup_fails_the_schema():

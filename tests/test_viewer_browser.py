@@ -355,8 +355,9 @@ def test_a_needle_is_placed_by_clicking_its_entry_then_its_tip_with_the_chosen_t
     assert "click the tip" in page.locator("#status").inner_text()
     page.mouse.click(*tip_at)
     page.wait_for_selector("tr[data-needle='2']", timeout=30000)
-    read = lambda field: [float(page.locator(f"tr[data-needle='2'] td.{field} input[data-axis='{a}']").input_value())
-                          for a in range(3)]
+    def read(field):
+        return [float(page.locator(f"tr[data-needle='2'] td.{field} input[data-axis='{a}']").input_value())
+                for a in range(3)]
     entry, placed_tip = read("entry"), read("tip")
     assert entry == pytest.approx([tip[0], tip[1] + 40, tip[2]], abs=2.1)
     assert placed_tip == pytest.approx(tip, abs=2.1)

@@ -130,7 +130,8 @@ def test_fluoroscopy_projects_needles_in_their_colours_on_the_correct_side(case,
     # bone is darker than soft tissue beside it (transmission display)
     png = mpimg.imread(tmp_path / "fluoro" / "lateral.png")[..., 0]
     line, detector = fluoro.drr(fluoro.attenuation(ct), "lateral")
-    assert png[line > np.percentile(line, 99)].mean() < png[(line > 0.5 * line.max()) & (line < np.percentile(line, 60))].mean()
+    beside = (line > 0.5 * line.max()) & (line < np.percentile(line, 60))
+    assert png[line > np.percentile(line, 99)].mean() < png[beside].mean()
 
 
 def test_view_down_a_fluoroscopy_needle_shows_it_end_on_at_its_card_angles(case, tmp_path):

@@ -37,10 +37,10 @@ from trajplan import __version__
 from trajplan.batch_lock import batch_lock
 from trajplan.errors import InputError, OutputError
 from trajplan.io.atomic import write_json, write_text
-from trajplan.io.faults import writing
-from trajplan.io.staged import folder_identity, replace_folder
 from trajplan.io.checksum import sha256_of
+from trajplan.io.faults import writing
 from trajplan.io.files import is_volume_file
+from trajplan.io.staged import folder_identity, replace_folder
 from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
 from trajplan.timing import progress
 

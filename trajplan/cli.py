@@ -15,11 +15,15 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trajplan import __version__
 from trajplan.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from trajplan.planning import PlanOptions
 
 log = logging.getLogger("trajplan")
 
@@ -129,7 +133,7 @@ def _settings(args: argparse.Namespace) -> dict:
     return merge_margins(settings, args.margins)
 
 
-def _plan_options(args: argparse.Namespace) -> "PlanOptions":
+def _plan_options(args: argparse.Namespace) -> PlanOptions:
     from trajplan.planning import PlanOptions
 
     return PlanOptions(

@@ -83,7 +83,7 @@ def needles_for_full_coverage(rows: list[dict], threshold: float) -> dict[tuple[
 
 
 def _figure(path: Path, draw: Callable, size: tuple[float, float] = (8.0, 4.5)) -> Path:
-    from matplotlib.figure import Figure       # no pyplot: no global backend or figure state
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     fig = Figure(figsize=size, dpi=100)
     draw(fig)
@@ -232,8 +232,10 @@ def write_comparison_markdown(out: Path, rows: list[dict], *, source: dict, opti
             sel = _select(ref, technique=technique, gauge=gauge)
             placed = [r for r in sel if r["needles_placed"]]
             body.append([technique, gauge, f"{len(placed)}/{len(sel)}", _median(_values(sel, "needles_placed"), 1),
-                         _median(_values(placed, "target_length_coverage")), _median(_values(placed, "target_coverage")),
-                         _median(_values(placed, "cement_volume_ml")), _median(_values(placed, "max_breach_probability"), 3),
+                         _median(_values(placed, "target_length_coverage")),
+                         _median(_values(placed, "target_coverage")),
+                         _median(_values(placed, "cement_volume_ml")),
+                         _median(_values(placed, "max_breach_probability"), 3),
                          *[_median(_values(placed, f"min_clearance_{c}_mm"), 1) for c in DEFAULT_MARGINS_MM]])
     lines += _table(head, body)
 

@@ -16,9 +16,9 @@ on the path (past the entry cortex) and the median of the labelled trabecular bo
 near the path. The soft-tissue threshold is 35 % of the way from water-like soft tissue
 (20 HU) to that trabecular HU, and at least two robust standard deviations of the
 bone's texture below it (measured in that labelled bone, so that a gap on the path
-does not widen it; on the path itself when the labels give none); where that leaves it under 40 HU (dark or very heterogeneous
-bone) the image cannot tell bone from a gap by HU, and only the cortical walls are
-sought. Fracture lines and lesions that the labels give as the target are dark by
+does not widen it; on the path itself when the labels give none); where that leaves it
+under 40 HU (dark or very heterogeneous bone) the image cannot tell bone from a gap by HU,
+and only the cortical walls are sought. Fracture lines and lesions that the labels give as the target are dark by
 nature: they, a voxel around them, and a bright rim beside them are left out.
 """
 

@@ -112,7 +112,7 @@ def present(labels: Volume | np.ndarray) -> list[str]:
 
 def table_json() -> list[dict]:
     """The label table as written to ``labels.json``: ``[{"value", "name", "color"}, ...]``."""
-    return [{"value": l.value, "name": l.name, "color": list(l.color)} for l in LABELS]
+    return [{"value": label.value, "name": label.name, "color": list(label.color)} for label in LABELS]
 
 
 def read_table(path: str | Path) -> dict[int, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from trajplan.io.reader import read_ct
 from trajplan.io.staged import staged_folder
 from trajplan.timing import StageTimer
 from trajplan.volume import Volume
+
+if TYPE_CHECKING:
+    from trajplan.planning import PlanOptions
 
 log = logging.getLogger("trajplan")
 
@@ -136,7 +140,7 @@ def run_segment(
 def run_plan(
     ct_path: str | Path,
     out_dir: str | Path,
-    options: "PlanOptions",
+    options: PlanOptions,
     *,
     series_uid: str | None = None,
     labels_path: str | Path | None = None,
@@ -177,8 +181,8 @@ def run_plan(
         its place and renamed into it at the end (:func:`trajplan.io.staged.staged_folder`).
     """
     from trajplan.card import add_cards
-    from trajplan.planning import plan_needles
     from trajplan.plan_io import write_plan
+    from trajplan.planning import plan_needles
     from trajplan.views.region import view_region
     from trajplan.views.render import CT_ROI
     from trajplan.views.scene3d import render_scene_png
@@ -345,7 +349,7 @@ def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
     return point, block
 
 
-def needle_margins(options: "PlanOptions") -> dict[str, float]:
+def needle_margins(options: PlanOptions) -> dict[str, float]:
     """The margin of every critical structure under ``options``."""
     from trajplan.margins import resolve_margins
 

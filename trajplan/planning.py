@@ -24,8 +24,8 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.margins import CEMENT_SEGMENT_MM, COVERAGE_RADIUS_MM, resolve_margins, resolve_weights
 from trajplan.needle import radius_mm
 from trajplan.robustness import breach_probability
-from trajplan.settings import settings_json
 from trajplan.scoring import apply_robustness, fast_slack, measure_path, path_angles, technique_ok
+from trajplan.settings import settings_json
 from trajplan.volume import Volume
 
 SCHEMA_VERSION = 1

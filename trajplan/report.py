@@ -11,8 +11,15 @@ import base64
 import html
 from pathlib import Path
 
-from trajplan.card_html import (CARD_STYLE, card_html, case_words, clearance_text, reason_words, structure_words,
-                                 technique_words)
+from trajplan.card_html import (
+    CARD_STYLE,
+    card_html,
+    case_words,
+    clearance_text,
+    reason_words,
+    structure_words,
+    technique_words,
+)
 from trajplan.io.atomic import write_text
 from trajplan.margins import CLEARANCE_CAP_MM
 from trajplan.plan_io import METRIC_COLUMNS
@@ -22,7 +29,8 @@ body{font-family:system-ui,Arial,sans-serif;margin:24px;color:#222;max-width:140
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}
 th{background:#eee}td.l{text-align:left}.safe{background:#d7f2dc}.marginal{background:#ffe9b3}.unsafe{background:#f7c6c6}
 .views{display:flex;flex-wrap:wrap;gap:12px}.views figure{margin:0}.views img{width:460px;border:1px solid #ccc}
-.warn{color:#8a4b00}.nosafe{border:2px solid #b00;background:#fbe4e4;padding:4px 12px;margin:12px 0}code{background:#f4f4f4;padding:1px 3px}
+.warn{color:#8a4b00}.nosafe{border:2px solid #b00;background:#fbe4e4;padding:4px 12px;margin:12px 0}
+code{background:#f4f4f4;padding:1px 3px}
 """ + CARD_STYLE
 
 

@@ -300,8 +300,9 @@ def score_path(technique: str, clearance: dict[str, float], margins: dict[str, f
     terms["target"] = float(np.exp(-target / 10.0)) if target is not None else 0.5
     if technique == "short_axis":
         normal = metrics.get("angle_to_surface_normal_deg") or 0.0
+        tilt = abs(metrics["gantry_tilt_deg"])
         terms["technique_fit"] = float(np.clip(1 - 0.5 * normal / SHORT_AXIS_MAX_NORMAL_ANGLE_DEG
-                                               - 0.5 * abs(metrics["gantry_tilt_deg"]) / SHORT_AXIS_MAX_GANTRY_TILT_DEG, 0, 1))
+                                               - 0.5 * tilt / SHORT_AXIS_MAX_GANTRY_TILT_DEG, 0, 1))
     else:
         terms["technique_fit"] = float(np.clip(1 - metrics["axis_angle_deg"] / LONG_AXIS_MAX_AXIS_ANGLE_DEG, 0, 1))
     terms["cement"] = float(np.clip(metrics["cement_volume_ml"] / 4.1, 0, 1))

@@ -26,9 +26,13 @@ values, in the file's layout, for ``plan.json``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trajplan.errors import InputError
 from trajplan.margins import CRITICAL_STRUCTURES, DEFAULT_MARGINS_MM, WEIGHTS
+
+if TYPE_CHECKING:
+    from trajplan.planning import PlanOptions
 
 # file key -> PlanOptions field, for the keys that map one to one
 _PLACEMENT = {"entry_sigma_mm": "entry_sigma_mm", "angle_sigma_deg": "angle_sigma_deg", "samples": "mc_samples"}
@@ -137,7 +141,7 @@ def merge_margins(settings: dict, margins_mm: dict[str, float] | None) -> dict:
     return {**settings, "margins_mm": {**settings.get("margins_mm", {}), **margins_mm}}
 
 
-def settings_json(options: "PlanOptions") -> dict:
+def settings_json(options: PlanOptions) -> dict:
     """The effective settings of ``options`` in the settings file's layout (every key filled in).
 
     ``margins_mm`` holds every margin class, and any structure given on its own.

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trajplan import labels as lt
+from trajplan.card import add_cards, body_midline_x, level_heights
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
@@ -25,7 +26,6 @@ from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.margins import CRITICAL_STRUCTURES
 from trajplan.plan_io import write_plan
-from trajplan.card import add_cards, body_midline_x, level_heights
 from trajplan.scoring import PathContext, evaluate_in_context, path_context
 from trajplan.views.render import CT_ROI
 from trajplan.volume import Volume

@@ -92,7 +92,7 @@ def _rectangle(xy, width, height, **kw):
 def save_annotated(rgb: np.ndarray, path: str | Path, notes: Annotations, dpi: int = 100) -> Path:
     """Save ``rgb`` (rows, cols, 3 uint8) with ``notes`` as a PNG (atomically): ``rows`` high, and
     ``cols`` wide plus the legend panel on the right when there is a legend."""
-    from matplotlib.figure import Figure       # no pyplot: no global backend or figure state
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     rows, cols = rgb.shape[:2]
     size = max(7.0, min(rows, cols) / 40)

@@ -164,8 +164,10 @@ def render_fluoro(ct: Volume, plan: dict, out_dir: str | Path) -> dict[str, Path
         arm = needle.get("card", {}).get("c_arm")
         if needle.get("card", {}).get("guidance") == "fluoroscopy" and arm:
             views.append((down_the_needle(needle),
-                          f"fluoroscopy down needle {needle['rank']} (simulated; C-arm {arm['cranial_caudal_deg']:+.1f} "
-                          f"deg cranial, {arm['oblique_deg']:+.1f} deg toward the left)", f"needle{needle['rank']}_down"))
+                          f"fluoroscopy down needle {needle['rank']} (simulated; C-arm "
+                          f"{arm['cranial_caudal_deg']:+.1f} deg cranial, "
+                          f"{arm['oblique_deg']:+.1f} deg toward the left)",
+                          f"needle{needle['rank']}_down"))
     for projection, caption, stem in views:
         line_integral, detector = drr(mu, projection)
         rgb = fluoro_picture(line_integral, detector, needles)

@@ -164,10 +164,9 @@ def render_scene_png(labels: Volume, plan: dict, path: str | Path, *, view: str 
     the orientation marker's key. On the picture: the view's name, which patient side lies toward
     the image's left and right edges (:func:`image_sides`), and the LPS axes at the lower left.
     """
-    from trajplan.io.atomic import atomic_path
-
     from matplotlib.figure import Figure
 
+    from trajplan.io.atomic import atomic_path
     from trajplan.views.figure import draw_legend_panel, legend_panel_px
     from trajplan.views.surfaces import label_surfaces
 
