@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "ct"
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +49,18 @@ def phantom_dir(tmp_path_factory, phantom_of) -> Path:
     out = tmp_path_factory.mktemp("phantom")
     write_phantom(phantom_of(PhantomParams(seed=0, spacing=(2.0, 2.0, 2.0), fracture="bilateral")), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (software WebGL) driven by Playwright, for the report's and the viewer's
+    browser tests; skips when no Chromium is installed (``make test`` installs it where it can)."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        yield browser
+        browser.close()

@@ -24,17 +24,6 @@ def plan_dir(phantom_dir, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
-        yield browser
-        browser.close()
-
-
 def _open(browser, path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []

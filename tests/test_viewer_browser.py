@@ -57,17 +57,6 @@ def server(plan_dir):
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
-        yield browser
-        browser.close()
-
-
 def open_viewer(browser, server):
     """The page loaded up to its first picture; console errors and requests recorded."""
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
