@@ -26,12 +26,9 @@ from trajplan.viewer.session import NeedleSpec, ViewerSession
 
 
 @pytest.fixture(scope="module")
-def plan_dir(phantom_dir, tmp_path_factory):
-    """A 2 mm phantom planned on its ground-truth labels, without the report."""
-    out = tmp_path_factory.mktemp("viewer") / "plan"
-    assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
-                 str(phantom_dir / "labels.nii.gz"), "--no-report"]) == 0
-    return out
+def plan_dir(viewer_plan_dir):
+    """The served plan folder (conftest's ``viewer_plan_dir``)."""
+    return viewer_plan_dir
 
 
 @pytest.fixture(scope="module")

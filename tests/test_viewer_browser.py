@@ -35,12 +35,9 @@ SCREENSHOTS = (Path(__file__).resolve().parents[1] / "docs" / "viewer" if os.env
 
 
 @pytest.fixture(scope="module")
-def plan_dir(phantom_dir, tmp_path_factory):
-    """A 2 mm phantom with a bilateral fracture, planned on its labels (2 needles), without the report."""
-    out = tmp_path_factory.mktemp("viewer_browser") / "plan"
-    assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
-                 str(phantom_dir / "labels.nii.gz"), "--no-report"]) == 0
-    return out
+def plan_dir(viewer_plan_dir):
+    """The served plan folder (conftest's ``viewer_plan_dir``)."""
+    return viewer_plan_dir
 
 
 def serve(plan_dir: Path) -> ViewerServer:
