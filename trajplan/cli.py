@@ -239,6 +239,12 @@ def cmd_view(args: argparse.Namespace) -> dict:
                series_uid=args.series)
 
 
+def cmd_export(args: argparse.Namespace) -> dict:
+    from trajplan.export import run_export
+
+    return run_export(args.plan_dir, args.ct, args.dicom, series_uid=args.series)
+
+
 def cmd_batch(args: argparse.Namespace) -> dict:
     from trajplan.batch import BatchOptions, run_batch
 
@@ -364,6 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
                                               "edits are scored on it, skin entry included, as by evaluate")
     p.add_argument("--series", metavar="UID", help="the series of --ct when its folder holds several")
 
+    p = command("export", cmd_export, "write a plan as DICOM for PACS; the one output with patient identifiers",
+                "trajplan export case_plan --ct case/dicom --dicom case_pacs")
+    p.description = ("write a plan as DICOM for PACS and the CT console: a Segmentation of the labels on the source "
+                     "series and a Secondary Capture series of the plan's pictures. This is the one output that "
+                     "carries the patient's and the study's identifiers (copied from the source series, as it goes "
+                     "back into that patient's record); every other output stays free of them")
+    p.add_argument("plan_dir", metavar="PLAN_DIR", help="a plan folder made from a DICOM series")
+    p.add_argument("--ct", required=True, metavar="DICOM_FOLDER",
+                   help="the DICOM series folder the plan was made from (checked against plan.json's checksum)")
+    p.add_argument("--series", metavar="UID", help="the series of --ct when its folder holds several")
+    p.add_argument("--dicom", required=True, metavar="OUT",
+                   help="folder to write: segmentation.dcm, pictures/*.dcm, export.json (complete or absent); "
+                        "its DICOM files carry patient and study identifiers")
+
     p = command("batch", cmd_batch, "plan many archived scans, resumably, locally or on Dask",
                 "trajplan batch archive/ -o scores --workers 2")
     p.add_argument("input", metavar="INPUT", help="a folder of cases or a CSV manifest")
@@ -456,6 +476,9 @@ def _print_result(command: str, result: dict) -> None:
         return
     if "output" in result:
         print(f"{command}: outputs in {result['output']}")
+    if command == "export":
+        print(f"  {result['segments']} segments in segmentation.dcm, {len(result['files']) - 1} pictures; "
+              "these files carry the patient's and the study's identifiers")
     if command == "compare":
         print(f"  {result['cases']} cases, {result['rows']} rows in comparison.csv, comparison.md "
               f"({result['seconds']} s); failed: {', '.join(result['failed_cases']) or 'none'}")

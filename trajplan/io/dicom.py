@@ -253,6 +253,19 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     return Volume(array, (pixel[0], pixel[1], spacing), first.position, direction)
 
 
+def series_files(folder: str | Path, *, series_uid: str | None = None) -> list[Path]:
+    """The files of the series that :func:`read_dicom_series` reads, in its slice order (k = 0, 1, ...).
+
+    Raises
+    ------
+    DicomError
+        As :func:`read_dicom_series`, for a folder that does not hold one usable CT series.
+    """
+    folder = Path(folder)
+    slices, _, _ = _check_slices(_choose(find_series(folder), folder, series_uid), folder)
+    return [s.path for s in slices]
+
+
 PATIENT_POSITIONS = {"HFP": "prone", "FFP": "prone", "HFS": "supine", "FFS": "supine"}
 
 

@@ -23,7 +23,8 @@ from trajplan.io.atomic import current_umask
 from trajplan.io.faults import writing
 from trajplan.io.process import pid_alive, this_host
 
-MARKERS = ("plan.json", "segmentation.json", "case.json", "evaluation.json")   # files that make a trajplan output
+# files that make a trajplan output
+MARKERS = ("plan.json", "segmentation.json", "case.json", "evaluation.json", "export.json")
 STAGING_MARK = ".trajplan-staging"      # made in a staging folder when it is made, removed before the rename
 
 
