@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-PLAN_FILES = {"plan.json", "plan.csv", "plan.mrk.json", "card.html", "labels.nii.gz", "labels.seg.nrrd", "labels.json",
-              "sacrum.nii.gz", "segmentation.json", "ct_roi.nii.gz", "scene.png"}   # with --no-report
+PLAN_FILES = {"plan.json", "plan.csv", "plan.mrk.json", "card.html", "load_plan.py", "labels.nii.gz",
+              "labels.seg.nrrd", "labels.json", "sacrum.nii.gz", "segmentation.json", "ct_roi.nii.gz",
+              "scene.png"}   # with --no-report
 EXIT_OUTPUT = 4
 
 

@@ -135,9 +135,11 @@ def listed_needles(plan: dict) -> list[dict]:
 
 
 def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Atomically write ``plan.json``, ``plan.csv``, ``plan.mrk.json`` and ``card.html`` (the
-    printable procedure cards, :func:`trajplan.card_html.card_page`) into ``out_dir``."""
+    """Atomically write ``plan.json``, ``plan.csv``, ``plan.mrk.json``, ``card.html`` (the
+    printable procedure cards, :func:`trajplan.card_html.card_page`) and ``load_plan.py`` (the
+    folder's loader for 3D Slicer, :mod:`trajplan.io.slicer_script`) into ``out_dir``."""
     from trajplan.card_html import card_page
+    from trajplan.io.slicer_script import write_load_plan
 
     out = Path(out_dir)
     write_json(out / "plan.json", plan)
@@ -151,7 +153,7 @@ def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
     write_json(out / "plan.mrk.json", slicer_markups(listed_needles(plan)))
     write_text(out / "card.html", card_page(plan))
     return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json",
-            "card": out / "card.html"}
+            "card": out / "card.html", "slicer_script": write_load_plan(out)}
 
 
 def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
