@@ -9,6 +9,7 @@ stays free of them. The export folder is complete or absent (:func:`trajplan.io.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -149,7 +150,9 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
         labels = read_label_map(plan_dir / TRAJPLAN_LABELS, ct)
         headers = source_headers(ct_path, series_uid)
     given = plan.get("segmentation", {}).get("source") == "labels file"
-    with staged_folder(out_dir) as work:
+    with staged_folder(out_dir) as work, warnings.catch_warnings():
+        # A name in the source as the scanner wrote it ("Eve") is copied as it is, not rewritten.
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         with timer.stage("segmentation"):
             seg = dicom_segmentation(labels, headers, series_uid=str(pydicom.uid.generate_uid()),
                                      series_number=SEG_SERIES_NUMBER,
