@@ -198,3 +198,25 @@ def test_an_export_folder_in_the_plan_folder_is_refused(case, plan_dir, capsys, 
 def test_a_folder_without_plan_json_is_refused(case, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--ct", str(case / "dicom"), "--dicom", str(tmp_path / "o")]) == 2
     assert "not a plan folder (no plan.json)" in capsys.readouterr().err
+
+
+def test_labels_off_the_series_images_are_refused():
+    from pydicom.dataset import Dataset
+
+    from trajplan.errors import InputError
+    from trajplan.io.dicom_seg import check_on_slices
+    from trajplan.volume import Volume
+
+    labels = Volume(np.zeros((4, 4, 3), dtype=np.uint8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+
+    def images(shear_mm: float) -> list[Dataset]:
+        out = []
+        for k in range(3):
+            ds = Dataset()
+            ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, k * shear_mm, 2 * k], [1, 0, 0, 0, 1, 0]
+            out.append(ds)
+        return out
+
+    check_on_slices(labels, images(0.0))
+    with pytest.raises(InputError, match="image 2 of the DICOM series does not lie on slice 1 of the label map"):
+        check_on_slices(labels, images(0.35))       # a gantry-tilted series: sheared positions
