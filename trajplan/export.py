@@ -118,6 +118,35 @@ def save_dicom(dataset: Dataset, path: Path) -> None:
         dataset.save_as(tmp, enforce_file_format=True)
 
 
+def write_pictures(plan_dir: Path, work: Path, reference: Dataset) -> list[dict]:
+    """Write the plan's pictures as one Secondary Capture series into ``work/pictures/``; returns
+    ``export.json``'s list of them (file, source picture, caption)."""
+    from trajplan.io.dicom_sc import plan_pictures, secondary_capture
+
+    series_uid = str(pydicom.uid.generate_uid())
+    pictures = []
+    for number, (png, caption) in enumerate(plan_pictures(plan_dir), start=1):
+        source = png.relative_to(plan_dir)
+        name = f"{PICTURES}/{number:02d}_{'_'.join(source.with_suffix('').parts)}.dcm"
+        save_dicom(secondary_capture(png, caption, reference, series_uid=series_uid, series_number=SC_SERIES_NUMBER,
+                                     instance_number=number), work / name)
+        pictures.append({"file": name, "picture": str(source), "caption": caption})
+    return pictures
+
+
+def segments_json(seg: Dataset) -> list[dict]:
+    """``export.json``'s list of the segments: number, label, coded property type, and whether its
+    code is a general one (:data:`trajplan.io.dicom_seg.SEGMENT_CODES`)."""
+    from trajplan.io.dicom_seg import SEGMENT_CODES
+
+    out = []
+    for item in seg.SegmentSequence:
+        code = SEGMENT_CODES[str(item.SegmentLabel)]
+        out.append({"number": int(item.SegmentNumber), "label": str(item.SegmentLabel), "type": code.type.meaning,
+                    "code": f"{code.type.scheme_designator} {code.type.value}", "general_code": code.general})
+    return out
+
+
 def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *,
                series_uid: str | None = None) -> dict:
     """Write the DICOM export of a plan folder into ``out_dir``.
@@ -135,8 +164,7 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
     OutputError
         When the folder cannot be written; it is then absent.
     """
-    from trajplan.io.dicom_sc import plan_pictures, secondary_capture
-    from trajplan.io.dicom_seg import SEGMENT_CODES, dicom_segmentation
+    from trajplan.io.dicom_seg import dicom_segmentation
     from trajplan.pipeline import TRAJPLAN_LABELS, read_label_map
 
     plan_dir, ct_path, out_dir = Path(plan_dir), Path(ct_path), Path(out_dir)
@@ -149,29 +177,18 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
         ct = read_ct(ct_path, series_uid=series_uid)
         labels = read_label_map(plan_dir / TRAJPLAN_LABELS, ct)
         headers = source_headers(ct_path, series_uid)
-    given = plan.get("segmentation", {}).get("source") == "labels file"
+    from_labels_file = plan.get("segmentation", {}).get("source") == "labels file"
     with staged_folder(out_dir) as work, warnings.catch_warnings():
         # A name in the source as the scanner wrote it ("Eve") is copied as it is, not rewritten.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         with timer.stage("segmentation"):
             seg = dicom_segmentation(labels, headers, series_uid=str(pydicom.uid.generate_uid()),
                                      series_number=SEG_SERIES_NUMBER,
-                                     algorithm_type="SEMIAUTOMATIC" if given else "AUTOMATIC")
+                                     algorithm_type="SEMIAUTOMATIC" if from_labels_file else "AUTOMATIC")
             save_dicom(seg, work / SEG_FILE)
         with timer.stage("pictures"):
-            sc_series = str(pydicom.uid.generate_uid())
-            pictures = []
-            for number, (png, caption) in enumerate(plan_pictures(plan_dir), start=1):
-                name = f"{PICTURES}/{number:02d}_{'_'.join(png.relative_to(plan_dir).with_suffix('').parts)}.dcm"
-                save_dicom(secondary_capture(png, caption, headers[0], series_uid=sc_series,
-                                             series_number=SC_SERIES_NUMBER, instance_number=number), work / name)
-                pictures.append({"file": name, "picture": str(png.relative_to(plan_dir)), "caption": caption})
-        segments = [{"number": int(s.SegmentNumber), "label": str(s.SegmentLabel),
-                     "type": str(s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning),
-                     "code": f"{SEGMENT_CODES[s.SegmentLabel].type.scheme_designator} "
-                             f"{SEGMENT_CODES[s.SegmentLabel].type.value}",
-                     "general_code": SEGMENT_CODES[s.SegmentLabel].general}
-                    for s in seg.SegmentSequence]
+            pictures = write_pictures(plan_dir, work, headers[0])
+        segments = segments_json(seg)
         summary = {
             "schema": "trajplan/export", "schema_version": 1,
             "software": {"name": "trajplan", "version": __version__},

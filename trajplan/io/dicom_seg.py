@@ -87,8 +87,9 @@ def segment_description(number: int, name: str, algorithm_type: str) -> hd.seg.S
     )
     side = side_of(name)
     if side is not None:
+        modifier = SIDE_CODES[side]
         description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            hd.sr.CodedConcept(*SIDE_CODES[side][:3])]
+            hd.sr.CodedConcept(modifier.value, modifier.scheme_designator, modifier.meaning)]
     return description
 
 
