@@ -220,3 +220,12 @@ def test_labels_off_the_series_images_are_refused():
     check_on_slices(labels, images(0.0))
     with pytest.raises(InputError, match="image 2 of the DICOM series does not lie on slice 1 of the label map"):
         check_on_slices(labels, images(0.35))       # a gantry-tilted series: sheared positions
+
+
+def test_help_says_the_export_carries_patient_identifiers(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["export", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the one output that carries the patient's and the study's identifiers" in text
+    assert "trajplan export case_plan --ct case/dicom --dicom case_pacs" in text
