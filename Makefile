@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint validate bench browser clean
+.PHONY: demo test test-fast lint validate bench browser dicom3tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png report.html (open out/demo/report.html in a browser, or run: .venv/bin/trajplan view out/demo)"
 
 ## make test: the test suite (small phantoms, coarse spacing; about 10 minutes on 2 cores)
-test: $(STAMP) browser
+test: $(STAMP) browser dicom3tools
 	$(PY) -m pytest -q
 
 ## make lint: ruff (lint and import order, settings in pyproject.toml); CI runs it before the tests
@@ -35,6 +35,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "note: chromium is not installed; the browser tests of report.html and the viewer will be skipped"
+
+## dciodvfy (Debian package dicom3tools) for the checks of trajplan export's DICOM files: installed when this machine allows it
+dicom3tools:
+	@command -v dciodvfy >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools) >/dev/null 2>&1; } \
+	  || echo "note: dciodvfy is not installed; the dciodvfy checks of trajplan export will be skipped"
 
 ## make validate: the long segmentation and planning validation over many phantoms, then on the real sacra of ../shared,
 ## then the tests marked validation (real sacra segmented at their own spacing)
