@@ -209,17 +209,21 @@ def test_labels_off_the_series_images_are_refused():
 
     labels = Volume(np.zeros((4, 4, 3), dtype=np.uint8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
 
-    def images(shear_mm: float) -> list[Dataset]:
+    def images(shear_mm: float, uneven_mm: float = 0.0) -> list[Dataset]:
         out = []
         for k in range(3):
             ds = Dataset()
-            ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, k * shear_mm, 2 * k], [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [0, k * shear_mm, 2 * k + (uneven_mm if k == 1 else 0.0)]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
             out.append(ds)
         return out
 
     check_on_slices(labels, images(0.0))
+    check_on_slices(labels, images(0.0, uneven_mm=0.15))   # slightly uneven slices, stacked as read
     with pytest.raises(InputError, match="image 2 of the DICOM series does not lie on slice 1 of the label map"):
         check_on_slices(labels, images(0.35))       # a gantry-tilted series: sheared positions
+    with pytest.raises(InputError, match="image 2 of the DICOM series"):
+        check_on_slices(labels, images(0.0, uneven_mm=1.5))
 
 
 def test_help_says_the_export_carries_patient_identifiers(capsys):

@@ -94,7 +94,11 @@ def segment_description(number: int, name: str, algorithm_type: str) -> hd.seg.S
 
 
 def check_on_slices(labels: Volume, sources: Sequence[Dataset], tol_mm: float = 0.01) -> None:
-    """Check that the label map's k-th slice lies on the k-th source image (position and orientation).
+    """Check that the label map's k-th slice lies on the k-th source image, as the reader stacked them.
+
+    In the image plane within ``tol_mm`` and with the same orientation; along the slice normal
+    within half a slice (the reader accepts slightly uneven slice positions and stacks them as they
+    are, so the frame of slice k is drawn on image k, where it was segmented).
 
     Raises
     ------
@@ -103,11 +107,11 @@ def check_on_slices(labels: Volume, sources: Sequence[Dataset], tol_mm: float = 
     """
     if labels.shape[2] != len(sources):
         raise InputError(f"the label map has {labels.shape[2]} slices, the DICOM series {len(sources)} images")
-    row, col = labels.direction[:, 0], labels.direction[:, 1]
+    row, col, normal = labels.direction[:, 0], labels.direction[:, 1], labels.direction[:, 2]
     for k, source in enumerate(sources):
-        position = labels.origin + k * labels.spacing[2] * labels.direction[:, 2]
+        offset = np.asarray(source.ImagePositionPatient, dtype=float) - (labels.origin + k * labels.spacing[2] * normal)
         orientation = np.asarray(source.ImageOrientationPatient, dtype=float)
-        if (np.abs(np.asarray(source.ImagePositionPatient, dtype=float) - position).max() > tol_mm
+        if (max(abs(offset @ row), abs(offset @ col)) > tol_mm or abs(offset @ normal) > 0.5 * labels.spacing[2]
                 or np.abs(orientation - np.concatenate([row, col])).max() > 1e-3):
             raise InputError(f"image {k + 1} of the DICOM series does not lie on slice {k} of the label map "
                              "(a gantry-tilted series is resampled on reading): its segmentation cannot be "
