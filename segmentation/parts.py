@@ -182,12 +182,28 @@ def joints(sacrum: np.ndarray, ilium: np.ndarray, solid: np.ndarray, spacing: np
 
 def disc(sacrum: np.ndarray, l5: np.ndarray, solid: np.ndarray, smooth: np.ndarray,
          spacing: np.ndarray, midline_i: float) -> np.ndarray:
-    """L5-S1 disc: soft-tissue voxels between L5 and the sacrum, near the midline."""
+    """L5-S1 disc: soft-tissue voxels between L5 and the sacrum, near the midline.
+
+    Between means with sacral bone below and L5 above in the same head-to-foot column, each
+    within DISC_REACH_MM: dark bone inside the sacrum near L5's articular processes (dark
+    marrow the solid bone left out) is not disc.
+    """
     d_sac, d_l5 = distances_where_both_near(sacrum, l5, spacing, DISC_REACH_MM)
     x = np.arange(sacrum.shape[0])[:, None, None]
     central = np.abs(x - midline_i) * spacing[0] < 30.0
-    return (~solid & central & (d_sac <= DISC_REACH_MM) & (d_l5 <= DISC_REACH_MM)
+    near = (~solid & central & (d_sac <= DISC_REACH_MM) & (d_l5 <= DISC_REACH_MM)
             & (d_sac + d_l5 <= DISC_REACH_MM * 1.3) & (smooth > -100) & (smooth < 250))
+    reach = max(int(np.ceil(DISC_REACH_MM / spacing[2])), 1)
+    return near & _within_below(sacrum, reach) & _within_below(l5[:, :, ::-1], reach)[:, :, ::-1]
+
+
+def _within_below(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Voxels with ``mask`` at most ``steps`` voxels below them (lower index along the last axis)."""
+    total = np.cumsum(mask, axis=2, dtype=np.int32)
+    padded = np.concatenate([np.zeros(mask.shape[:2] + (steps + 1,), np.int32), total], axis=2)
+    # padded[..., k + steps + 1] is the count up to slice k; the window is slices z - steps .. z - 1
+    z = np.arange(mask.shape[2])
+    return (padded[:, :, z + steps] - padded[:, :, z]) > 0
 
 
 def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -36,6 +36,10 @@ JOINT_MM = 12.0
 MAX_COCCYX_WIDTH_MM = 45.0       # a real coccyx is at most about 35 mm wide at its base
 MAX_COCCYX_FRACTION = 0.15       # and a few ml against a sacrum of 150-300 ml
 MIN_L5_ML = 30.0                 # a whole L5 (body and arch) holds 50-90 ml
+SI_CONTACT_MM = 6.0              # sacral bone this near an ilium meets it at the sacroiliac joint
+SI_CONTACT_FRACTION = 0.25       # the joint's top: the highest slice with this share of its median contact
+SACRAL_MARK_MM = 20.0            # bone this far below the joints' top is sacrum,
+LUMBAR_MARK_MM = 10.0            # central bone this far above it is lumbar
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,55 @@ def _implausible_L5(l5: np.ndarray, spacing: np.ndarray) -> str:
     return f"only {volume:.0f} ml and whole in the field of view" if volume < MIN_L5_ML else ""
 
 
+def _joints_top(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacing: np.ndarray) -> int | None:
+    """The highest slice (index along S) at which ``sacrum`` meets both ilia, or None if it misses one.
+
+    A slice meets an ilium where it holds sacral bone within SI_CONTACT_MM of it in at least
+    SI_CONTACT_FRACTION of the median such count over the slices that have any (a lumbar
+    transverse process that comes near the iliac crest holds far fewer).
+    """
+    tops = []
+    for ilium in ilia:
+        if not ilium.any():
+            return None
+        near = ndimage.distance_transform_edt(~ilium, sampling=spacing) <= SI_CONTACT_MM
+        count = (sacrum & near).sum(axis=(0, 1)).astype(float)
+        if not count.any():
+            return None
+        tops.append(int(np.flatnonzero(count >= SI_CONTACT_FRACTION * np.median(count[count > 0])).max()))
+    return min(tops)
+
+
+def _lumbar_part(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacing: np.ndarray,
+                 midline_mm: float) -> np.ndarray | None:
+    """The lumbar spine (L5 and above) inside a sacral mask that took it in, or None.
+
+    When no erosion parted L5 from the sacrum (a thin disc whose oblique end plates enclose it
+    in axial sections, so the dark-marrow fill makes it bone; post-mortem or degenerate
+    discs), the sacroiliac joints still tell the levels apart: the sacrum meets both ilia, the
+    lumbar spine does not. Bone more than SACRAL_MARK_MM below the joints' top
+    (:func:`_joints_top`) seeds the sacrum, bone within CENTRAL_MM of the midline more than
+    LUMBAR_MARK_MM above it the lumbar spine, and a watershed on the distance to the mask's
+    surface parts them at the narrowest neck between: the L5-S1 disc and the facet joints.
+    None when the joints are not found or less than MIN_L5_ML of central bone lies that high.
+    """
+    top = _joints_top(sacrum, ilia, spacing)
+    if top is None:
+        return None
+    z = np.arange(sacrum.shape[2])[None, None, :] * spacing[2]
+    central = (np.abs(np.arange(sacrum.shape[0]) * spacing[0] - midline_mm) <= CENTRAL_MM)[:, None, None]
+    markers = np.zeros(sacrum.shape, dtype=np.int32)
+    markers[sacrum & (z <= top * spacing[2] - SACRAL_MARK_MM)] = 1
+    for ilium in ilia:
+        markers[sacrum & (z <= top * spacing[2]) & (ndimage.distance_transform_edt(~ilium, sampling=spacing)
+                                                     <= SI_CONTACT_MM)] = 1
+    markers[sacrum & central & (z >= top * spacing[2] + LUMBAR_MARK_MM)] = 2
+    if (markers == 2).sum() * np.prod(spacing) / 1000.0 < MIN_L5_ML or not (markers == 1).any():
+        return None
+    depth = ndimage.distance_transform_edt(sacrum, sampling=spacing)
+    return watershed(-depth, markers, mask=sacrum) == 2
+
+
 def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
            dim_cortex: bool = False) -> Bones:
     """The bones named in ``found``, grown back into ``solid`` (``dim_cortex``: seeded from a dim
@@ -397,7 +450,15 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
     if deeper is not None:
         notes.append(f"L5 and the sacrum seeded apart by eroding {depth_l5:g} mm")
     elif "L5" not in named:
-        notes.append("no L5 found")
+        lumbar = _lumbar_part(masks["sacrum"], (masks["ilium_left"], masks["ilium_right"]), spacing, midline_mm)
+        if lumbar is None:
+            notes.append("no L5 found")
+        else:
+            masks["sacrum"] = masks["sacrum"] & ~lumbar
+            masks["L5"] = lumbar
+            notes.append(f"the lumbar spine ({lumbar.sum() * np.prod(spacing) / 1000.0:.0f} ml), joined to the "
+                         "sacrum, parted from it above the sacroiliac joints: L5 and any vertebra above it are "
+                         "labelled L5")
     if "coccyx" not in named:
         notes.append("no coccyx found")
     return Bones(notes=tuple(notes), lumens_filled=dim_cortex, caveat=DIM_CORTEX_CAVEAT if dim_cortex else "",
