@@ -41,7 +41,7 @@ from trajplan.io.checksum import sha256_of
 from trajplan.io.faults import writing
 from trajplan.io.files import is_volume_file
 from trajplan.io.staged import folder_identity, replace_folder
-from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
+from trajplan.planning.defaults import DEFAULT_MARGINS_MM, min_clearance_by_class
 from trajplan.timing import progress
 
 log = logging.getLogger("trajplan")

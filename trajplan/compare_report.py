@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from trajplan.io.atomic import atomic_path, write_text
-from trajplan.margins import DEFAULT_MARGINS_MM
+from trajplan.planning.defaults import DEFAULT_MARGINS_MM, STUDY_MEAN_CEMENT_ML
 
 REFERENCE_NEEDLES = 2        # the per-technique tables use plans of this many needles (study mean 2.5)
-STUDY_MEAN_CEMENT_ML = 4.1   # Kortman et al. 2013
 TECHNIQUE_COLOURS = {"short_axis": "#1f77b4", "long_axis": "#d62728", "mixed": "#7f7f7f"}
 
 LIMITS = """\

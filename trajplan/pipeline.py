@@ -318,11 +318,11 @@ def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
     """The entry to score a drawn line from, and the ``drawn_line`` block of the evaluation.
 
     A line drawn from the skin (or any point outside the sacral bone) is scored from where it
-    first enters the sacral bone (:func:`trajplan.scoring.bone_entry_on_line`), as a planned
+    first enters the sacral bone (:func:`trajplan.planning.evaluate.bone_entry_on_line`), as a planned
     needle is; a line that starts in the bone, or never reaches it, is scored as drawn.
     """
     from trajplan.card import lps_to_ras
-    from trajplan.scoring import bone_entry_on_line
+    from trajplan.planning.evaluate import bone_entry_on_line
 
     entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
     found = bone_entry_on_line(labels, entry, tip)
@@ -351,7 +351,7 @@ def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
 
 def needle_margins(options: PlanOptions) -> dict[str, float]:
     """The margin of every critical structure under ``options``."""
-    from trajplan.margins import resolve_margins
+    from trajplan.planning.defaults import resolve_margins
 
     return resolve_margins(options.margins_mm)
 
@@ -389,9 +389,9 @@ def run_evaluate(
     placement error, Monte Carlo size and needle lengths apply; the needle separation does not.
     """
     from trajplan.card import add_cards
-    from trajplan.planning import PlanOptions
-    from trajplan.scoring import evaluate_path
-    from trajplan.settings import merge_margins, settings_json
+    from trajplan.planning import PlanOptions, evaluate_path
+    from trajplan.planning.options import settings_json
+    from trajplan.settings import merge_margins
 
     timer = StageTimer()
     with timer.stage("reading CT"):

@@ -21,8 +21,8 @@ from trajplan.card_html import (
     technique_words,
 )
 from trajplan.io.atomic import write_text
-from trajplan.margins import CLEARANCE_CAP_MM
 from trajplan.plan_io import METRIC_COLUMNS
+from trajplan.planning.defaults import CLEARANCE_CAP_MM
 
 STYLE = """
 body{font-family:system-ui,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}

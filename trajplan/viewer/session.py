@@ -2,8 +2,8 @@
 
 The label map, the CT around the sacrum (``ct_roi.nii.gz``) and ``plan.json`` are read
 once; the distance maps, landmarks, KD-trees and targets are built once
-(:func:`trajplan.scoring.path_context`).
-An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the code behind
+(:func:`trajplan.planning.evaluate.path_context`).
+An edited needle is scored by :func:`trajplan.planning.evaluate.evaluate_in_context`, the code behind
 ``trajplan evaluate``, with the plan's margins and placement-error parameters.
 """
 
@@ -24,15 +24,16 @@ from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
-from trajplan.margins import CRITICAL_STRUCTURES
+from trajplan.needle import Technique, needle_from_json
 from trajplan.plan_io import write_plan
-from trajplan.scoring import PathContext, evaluate_in_context, path_context
+from trajplan.planning.defaults import CRITICAL_STRUCTURES
+from trajplan.planning.evaluate import PathContext, evaluate_in_context, path_context, technique_of
 from trajplan.views.render import CT_ROI
 from trajplan.volume import Volume
 
 LABELS_FILE = "labels.nii.gz"
 ORIGINAL_PLAN = "plan.orig.json"
-TECHNIQUES = ("short_axis", "long_axis")
+TECHNIQUES = tuple(technique.value for technique in Technique)
 GAUGES = (11, 13)
 MAX_NEEDLES = 10
 SURFACE_STEP_MM = 2.0      # the 3D view's surfaces are made on voxels about this far apart
@@ -230,10 +231,7 @@ class ViewerSession:
         if np.linalg.norm(tip - entry) < 1.0:
             raise InputError("entry and tip are less than 1 mm apart")
         axis = self.context.marks.axis
-        technique = spec.technique
-        if technique is None:
-            angle = np.degrees(np.arccos(np.clip((tip - entry) / np.linalg.norm(tip - entry) @ axis, -1, 1)))
-            technique = "long_axis" if angle < 35 else "short_axis"
+        technique = spec.technique or technique_of((tip - entry) / np.linalg.norm(tip - entry), axis).value
         return oblique_image(self.labels, self.ct, entry, tip, technique, axis, opacity=opacity, hidden=hidden)
 
     # ------------------------------------------------------------------ saving
@@ -259,7 +257,7 @@ class ViewerSession:
             return self._save(specs)
 
     def _save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
-        from trajplan.planning import TargetPoints, plan_summary
+        from trajplan.planning.selection import TargetPoints, plan_summary
 
         loaded = self.needles()
         needles = []
@@ -271,8 +269,8 @@ class ViewerSession:
         targets = TargetPoints.from_sides({s: self.context.targets(s) for s in sides})
         for needle in needles:
             if needle["source"] == "edited":
-                needle["target_coverage"] = plan_summary([needle], targets)["target_coverage"]
-        plan = dict(self.plan, needles=needles, summary=plan_summary(needles, targets),
+                needle["target_coverage"] = plan_summary([needle_from_json(needle)], targets)["target_coverage"]
+        plan = dict(self.plan, needles=needles, summary=plan_summary([needle_from_json(n) for n in needles], targets),
                     outcome="planned" if any(n["safe"] for n in needles) else "no_safe_path")
         if not (self.plan_dir / ORIGINAL_PLAN).exists():
             write_text(self.plan_dir / ORIGINAL_PLAN, self._plan_text)
