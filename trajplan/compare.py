@@ -25,6 +25,7 @@ from pathlib import Path
 
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.io.atomic import write_text
+from trajplan.io.plan_folder import CASE, LABELS
 from trajplan.needle import Verdict
 from trajplan.planning import PlanOptions
 from trajplan.planning.defaults import DEFAULT_MARGINS_MM, MIN_SEPARATION_MM, min_clearance_by_class
@@ -138,11 +139,11 @@ def batch_case_rows(folder: str, options: CompareOptions) -> list[dict]:
     from trajplan.io.files import read_volume_file
 
     folder_path = Path(folder)
-    record = json.loads((folder_path / "case.json").read_text())
+    record = json.loads((folder_path / CASE).read_text())
     case = {"case_id": record.get("case_id", folder_path.name), "source": "batch",
             "labels_from": "batch labels.nii.gz"}
     try:
-        labels = read_volume_file(folder_path / "labels.nii.gz")
+        labels = read_volume_file(folder_path / LABELS)
     except InputError as exc:
         return [{**case, "status": "failed", "error": str(exc)}]
     return configuration_rows(labels, case, options)
@@ -165,7 +166,7 @@ def batch_case_folders(batch_out: str | Path) -> list[Path]:
             status = json.loads(record.read_text()).get("status")
         except ValueError:
             continue
-        if status == "done" and (record.parent / "labels.nii.gz").is_file():
+        if status == "done" and (record.parent / LABELS).is_file():
             folders.append(record.parent)
     if not folders:
         raise InputError(f"{root}: no finished case with labels.nii.gz to compare")

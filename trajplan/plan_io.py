@@ -13,6 +13,7 @@ import numpy as np
 from trajplan.card_html import needle_title
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_json, write_text
+from trajplan.io.plan_folder import CARD, PLAN, PLAN_CSV, PLAN_MARKUPS
 from trajplan.needle import Verdict
 from trajplan.planning.defaults import CRITICAL_STRUCTURES
 
@@ -140,18 +141,17 @@ def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
     from trajplan.card_html import card_page
 
     out = Path(out_dir)
-    write_json(out / "plan.json", plan)
+    write_json(out / PLAN, plan)
     rows = plan_rows(listed_needles(plan))
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    write_text(out / "plan.csv", buffer.getvalue())
-    write_json(out / "plan.mrk.json", slicer_markups(listed_needles(plan)))
-    write_text(out / "card.html", card_page(plan))
-    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json",
-            "card": out / "card.html"}
+    write_text(out / PLAN_CSV, buffer.getvalue())
+    write_json(out / PLAN_MARKUPS, slicer_markups(listed_needles(plan)))
+    write_text(out / CARD, card_page(plan))
+    return {"plan": out / PLAN, "csv": out / PLAN_CSV, "markups": out / PLAN_MARKUPS, "card": out / CARD}
 
 
 def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

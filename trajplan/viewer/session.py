@@ -23,16 +23,14 @@ from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file
+from trajplan.io.plan_folder import CT_ROI, LABELS, ORIGINAL_PLAN, PLAN
 from trajplan.io.reader import read_ct
 from trajplan.needle import Technique, needle_from_json
 from trajplan.plan_io import write_plan
 from trajplan.planning.defaults import CRITICAL_STRUCTURES
 from trajplan.planning.evaluate import PathContext, evaluate_in_context, path_context, technique_of
-from trajplan.views.render import CT_ROI
 from trajplan.volume import Volume
 
-LABELS_FILE = "labels.nii.gz"
-ORIGINAL_PLAN = "plan.orig.json"
 TECHNIQUES = tuple(technique.value for technique in Technique)
 GAUGES = (11, 13)
 MAX_NEEDLES = 10
@@ -108,17 +106,17 @@ class ViewerSession:
     def __init__(self, plan_dir: str | Path, ct_path: str | Path | None = None, *,
                  series_uid: str | None = None) -> None:
         self.plan_dir = Path(plan_dir).resolve()
-        if not (self.plan_dir / "plan.json").is_file():
+        if not (self.plan_dir / PLAN).is_file():
             raise InputError(f"{plan_dir}: not a plan folder (no plan.json)")
-        if not (self.plan_dir / LABELS_FILE).is_file():
-            raise InputError(f"{plan_dir}: not a plan folder (no {LABELS_FILE})")
-        self._plan_text = (self.plan_dir / "plan.json").read_text(encoding="utf-8")
+        if not (self.plan_dir / LABELS).is_file():
+            raise InputError(f"{plan_dir}: not a plan folder (no {LABELS})")
+        self._plan_text = (self.plan_dir / PLAN).read_text(encoding="utf-8")
         try:
             self.plan: dict = json.loads(self._plan_text)
             self.parameters: dict = self.plan["parameters"]
         except (ValueError, KeyError) as exc:
             raise InputError(f"{self.plan_dir / 'plan.json'}: not a trajplan plan ({exc})") from None
-        self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
+        self.labels: Volume = read_volume_file(self.plan_dir / LABELS)
         self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
                                       if (self.plan_dir / CT_ROI).is_file() else None)
         self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
@@ -158,7 +156,7 @@ class ViewerSession:
             "labels": lt.table_json(),
             "present_labels": self.present_labels,
             "margins_mm": self.context.maps.margins,
-            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
+            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS},
             "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
             "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
         }
