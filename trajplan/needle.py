@@ -103,11 +103,6 @@ class NeedlePath:
         return diameter_mm(self.gauge)
 
     @property
-    def radius_mm(self) -> float:
-        """Outer radius (mm)."""
-        return radius_mm(self.gauge)
-
-    @property
     def entry(self) -> np.ndarray:
         """The bone entry as an array (LPS mm)."""
         return np.asarray(self.entry_lps, dtype=float)
@@ -173,11 +168,6 @@ class Needle:
     def side(self) -> Side:
         """The path's side."""
         return self.path.side
-
-    @property
-    def breach_any(self) -> float:
-        """Probability of any breach under placement error (0 before the Monte Carlo)."""
-        return (self.breach_probability or {}).get("any", 0.0)
 
 
 @dataclass(frozen=True)

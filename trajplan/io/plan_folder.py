@@ -1,9 +1,9 @@
 """The file names of trajplan's output folders: the one place that spells them.
 
 A plan folder (``trajplan plan -o``) holds the segmentation's files, the plan files, the
-CT around the sacrum and the views; an evaluation folder (``trajplan evaluate -o``) its own
-two files beside a card, the CT region and slices. ``segmentation/`` and ``sample_ct/`` write
-the label files under the same names.
+CT around the sacrum and the views. ``segmentation/`` and ``sample_ct/`` write the label files
+under the same names, and ``trajplan.pipeline`` still spells the evaluation folder's other files
+(``evaluation.mrk.json``, its ``card.html``) and ``scene.png`` itself.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ CT_ROI = "ct_roi.nii.gz"                  # the CT around the sacrum and the nee
 SCENE_PNG = "scene.png"
 SCENE_HTML = "scene.html"
 REPORT = "report.html"
-# evaluation folder
+# evaluation folder (``trajplan evaluate -o``)
 EVALUATION = "evaluation.json"
-EVALUATION_MARKUPS = "evaluation.mrk.json"
 # a batch case folder
 CASE = "case.json"
 

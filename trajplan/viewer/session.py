@@ -27,7 +27,7 @@ from trajplan.io.plan_folder import CT_ROI, LABELS, ORIGINAL_PLAN, PLAN
 from trajplan.io.reader import read_ct
 from trajplan.needle import Technique, needle_from_json
 from trajplan.plan_io import write_plan
-from trajplan.planning.defaults import CRITICAL_STRUCTURES
+from trajplan.planning.defaults import ANGLE_SIGMA_DEG, CRITICAL_STRUCTURES, ENTRY_SIGMA_MM, MC_SAMPLES
 from trajplan.planning.evaluate import PathContext, evaluate_in_context, path_context, technique_of
 from trajplan.volume import Volume
 
@@ -200,9 +200,9 @@ class ViewerSession:
         with self._lock:
             needle = evaluate_in_context(
                 self.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
-                ct=self.ct, mc_samples=int(error.get("samples", 300)), seed=int(error.get("seed", 0)),
-                entry_sigma_mm=float(error.get("entry_sigma_mm", 2.0)),
-                angle_sigma_deg=float(error.get("angle_sigma_deg", 2.0)), weights=settings.get("weights"),
+                ct=self.ct, mc_samples=int(error.get("samples", MC_SAMPLES)), seed=int(error.get("seed", 0)),
+                entry_sigma_mm=float(error.get("entry_sigma_mm", ENTRY_SIGMA_MM)),
+                angle_sigma_deg=float(error.get("angle_sigma_deg", ANGLE_SIGMA_DEG)), weights=settings.get("weights"),
             )
             if self.ct is not None:      # the skin entry and procedure card, as a plan's needles have them
                 position = self.plan.get("patient_position", {})
@@ -215,8 +215,8 @@ class ViewerSession:
     def oblique(self, spec: NeedleSpec, *, opacity: float = 0.35, hidden: tuple[int, ...] = ()) -> dict:
         """The needle's oblique plane (:func:`trajplan.viewer.oblique.oblique_image`) on the CT and labels.
 
-        ``spec.technique`` None picks the technique as ``evaluate`` does (within 35 degrees of the
-        sacrum's long axis: long axis).
+        ``spec.technique`` None picks the technique as ``evaluate`` does
+        (:func:`trajplan.planning.evaluate.technique_of`).
 
         Raises
         ------
