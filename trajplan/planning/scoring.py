@@ -2,7 +2,8 @@
 
 Two stages: :func:`fast_slack` screens many candidates at once with one gather per
 axis sample on the combined slack map; :func:`measure_path` measures a shortlisted
-path exactly (KD-trees of voxel centres, 0.25 mm axis steps) and gives its verdict.
+path exactly (KD-trees of voxel centres, axis steps of EXACT_STEP_MM, 0.5 mm) and gives its
+verdict, as a :class:`~trajplan.needle.Needle`.
 
 Clearance of a structure = distance from the needle's outer surface to the
 structure's voxels (as cubes), conservatively: (distance from the axis to the
