@@ -1,4 +1,4 @@
-"""Screening speed: paths/s of ``trajplan.scoring.fast_slack`` against the memory-bandwidth limit.
+"""Screening speed: paths/s of ``trajplan.planning.scoring.fast_slack`` against the memory-bandwidth limit.
 
 Usage: python benchmarks/scoring.py [--paths 1000000] [--spacing 1.5] [--chunks 65536 8192]
                                     [--repeats 3] [--copy-mb 256]
@@ -27,11 +27,12 @@ import time
 import numpy as np
 
 from sample_ct.phantom import PhantomParams, make_phantom
-from trajplan.candidates import TECHNIQUES, candidate_pairs, find_landmarks, find_targets
-from trajplan.distance import build_distance_maps
-from trajplan.margins import resolve_margins
-from trajplan.needle import radius_mm
-from trajplan.scoring import FAST_SAMPLES, fast_slack, path_angles, technique_ok
+from trajplan.labels import Side
+from trajplan.needle import Technique, radius_mm
+from trajplan.planning.candidates import candidate_pairs, find_landmarks, find_targets
+from trajplan.planning.defaults import resolve_margins
+from trajplan.planning.distance import build_distance_maps
+from trajplan.planning.scoring import FAST_SAMPLES, fast_slack, path_angles, technique_ok
 
 TARGET_PATHS_PER_S = 1_000_000   # the planner's goal, on 2 cores
 COMPULSORY_BYTES = 2 * 3 * 8 + 4 + 4
@@ -67,14 +68,13 @@ def planner_paths(spacing: float) -> tuple[np.ndarray, np.ndarray, int]:
     marks = find_landmarks(maps)
     radius = radius_mm(11)
     entries, tips = [], []
-    for side in ("left", "right"):
+    for side in Side:
         targets = find_targets(maps, marks, side)
-        for technique in TECHNIQUES:
+        for technique in Technique:
             e, t, n = candidate_pairs(maps, marks, targets, technique, side, radius_mm=radius)
             vec = t - e
             length = np.linalg.norm(vec, axis=1)
-            sign = 1.0 if side == "left" else -1.0
-            angles = path_angles(vec / np.maximum(length, 1e-9)[:, None], n, sign, marks.axis)
+            angles = path_angles(vec / np.maximum(length, 1e-9)[:, None], n, side.sign, marks.axis)
             ok = technique_ok(technique, angles, length)
             entries.append(e[ok])
             tips.append(t[ok])

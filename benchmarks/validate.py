@@ -6,7 +6,7 @@ Usage: python benchmarks/validate.py [--cases 20] [--seed 100] [--out docs/valid
 For each phantom (spacing, osteoporosis, fracture pattern and lesion drawn from the seed):
 - segmentation figures against the ground truth (segmentation.metrics.compare);
 - the planner on the ground-truth labels, every needle it calls safe re-checked against the
-  ground truth by trajplan.verify (dense surface samples, exact voxel-cube distances);
+  ground truth by trajplan.planning.verify (dense surface samples, exact voxel-cube distances);
 - the planner on the segmented labels, its safe needles re-checked against the ground truth too
   (what a user of the whole pipeline would get).
 """
@@ -27,9 +27,9 @@ from segmentation.metrics import compare
 from segmentation.pipeline import segment
 from trajplan.errors import InputError, NoSacrumError
 from trajplan.io.reader import read_ct
-from trajplan.margins import resolve_margins
 from trajplan.planning import PlanOptions, plan_needles
-from trajplan.verify import recheck
+from trajplan.planning.defaults import resolve_margins
+from trajplan.planning.verify import recheck
 
 SPACINGS = (0.6, 1.0, 1.25, 1.5, 2.0)
 SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "ct"
@@ -189,7 +189,7 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
         "",
         "## Planner safety (every needle called safe, re-checked against the ground truth)",
         "",
-        "`trajplan.verify` samples each needle's outer surface every 0.2 mm (16 points around) and measures "
+        "`trajplan.planning.verify` samples each needle's outer surface every 0.2 mm (16 points around) and measures "
         "its exact distance to the ground-truth voxels of every critical structure as cubes. A violation is "
         "a safe needle that comes closer than its margin; after the count, how many of those the plan called "
         "marginal (a clearance within 1 mm of its margin, or a breach probability above 5 %) and the "

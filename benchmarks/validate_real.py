@@ -13,7 +13,7 @@ For each: the sacral bone (sacrum + alae + anterior cortex + fracture + lesion) 
 reference sacrum (Dice, volume), how much of it lies in a reference ilium, the flags, the time,
 and the plan's needles called safe checked on the reference: a needle whose axis leaves the
 reference sacrum between its bone entry and its tip crossed a lumen, a joint or the cortex
-(:func:`trajplan.verify.axis_outside_bone`). The real data is read from ../shared and never written anywhere.
+(:func:`trajplan.planning.verify.axis_outside_bone`). The real data is read from ../shared and never written anywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import atomic_path
 from trajplan.planning import PlanOptions, plan_needles
-from trajplan.verify import axis_outside_bone
+from trajplan.planning.verify import axis_outside_bone
 
 REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
 TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88}

@@ -26,11 +26,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from trajplan.io.files import read_volume_file
+    from trajplan.io.plan_folder import CT_ROI
     from trajplan.pipeline import run_plan
     from trajplan.planning import PlanOptions
     from trajplan.report import render_views, report_html
     from trajplan.views import fluoro, slices
-    from trajplan.views.render import CT_ROI
     from trajplan.views.scene3d import render_scene_png
     from trajplan.views.scene_html import write_scene_html
     from trajplan.views.surfaces import label_surfaces

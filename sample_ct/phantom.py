@@ -33,7 +33,7 @@ LESIONS = ("none", "left", "right", "body")
 POSITIONS = ("supine", "prone")
 DEFAULT_FOV_MM = (340.0, 270.0, 210.0)
 FOV_CENTRE = np.array([0.0, -10.0, -5.0])
-SIDES = {"left": +1, "right": -1}
+SIDES = {side.value: side.sign for side in lt.Side}   # LPS: +x is the patient's left
 
 # Hounsfield units of the tissues.
 HU = {

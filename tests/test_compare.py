@@ -11,8 +11,8 @@ import pytest
 from trajplan.batch import BatchOptions, run_batch
 from trajplan.cli import main
 from trajplan.compare import COMPARISON_COLUMNS, CompareOptions, run_compare
-from trajplan.margins import DEFAULT_MARGINS_MM
 from trajplan.planning import PlanOptions
+from trajplan.planning.defaults import DEFAULT_MARGINS_MM
 
 SMALL = CompareOptions(gauges=(11,), needle_counts=(1, 2), mc_samples=20)
 

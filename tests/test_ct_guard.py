@@ -8,9 +8,8 @@ import pytest
 
 from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
-from trajplan.ct_guard import guard_profile
-from trajplan.planning import PlanOptions, plan_needles
-from trajplan.scoring import evaluate_path
+from trajplan.planning import PlanOptions, evaluate_path, plan_needles
+from trajplan.planning.ct_guard import guard_profile
 
 STEP = 0.5
 

@@ -10,10 +10,10 @@ from scipy.spatial import cKDTree
 from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
 from trajplan.errors import InputError, NoSafePathError
-from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
-from trajplan.planning import PlanOptions, candidate_pool, plan_needles
-from trajplan.scoring import evaluate_path
-from trajplan.verify import distance_to_structure, needle_surface_points
+from trajplan.planning import PlanOptions, evaluate_path, plan_needles
+from trajplan.planning.defaults import CRITICAL_STRUCTURES, resolve_margins
+from trajplan.planning.plan import candidate_pool
+from trajplan.planning.verify import distance_to_structure, needle_surface_points
 
 CASES = {
     "bilateral": PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),

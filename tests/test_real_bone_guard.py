@@ -18,7 +18,7 @@ from sample_ct.bone_only import with_soft_tissue
 from trajplan import labels as lt
 from trajplan.io.files import read_volume_file
 from trajplan.planning import PlanOptions, plan_needles
-from trajplan.verify import axis_outside_bone
+from trajplan.planning.verify import axis_outside_bone
 from trajplan.volume import Volume
 
 PAD = 10            # voxels around the reference bones kept in the crop

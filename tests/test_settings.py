@@ -11,7 +11,8 @@ import tomllib
 
 from trajplan import cli
 from trajplan.planning import PlanOptions
-from trajplan.settings import parse_settings, settings_json, settings_toml
+from trajplan.planning.options import settings_json
+from trajplan.settings import parse_settings, settings_toml
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -77,7 +77,8 @@ def test_plan_markups_validate_against_slicer_schema(plan_dir):
 
     jsonschema = pytest.importorskip("jsonschema")
     from trajplan.card_html import needle_title
-    from trajplan.plan_io import VERDICT_RGB, listed_needles
+    from trajplan.needle import Verdict
+    from trajplan.plan_io import listed_needles
 
     schema = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
     doc = json.loads((plan_dir / "plan.mrk.json").read_text())
@@ -89,7 +90,7 @@ def test_plan_markups_validate_against_slicer_schema(plan_dir):
     assert len(lines) == len(needles) >= 1
     for line, needle in zip(lines, needles):
         assert line["name"] == needle_title(needle) and line["name"].startswith(f"Needle {needle['rank']}: ")
-        assert line["display"]["color"] == line["display"]["selectedColor"] == list(VERDICT_RGB[needle["verdict"]])
+        assert line["display"]["color"] == line["display"]["selectedColor"] == list(Verdict(needle["verdict"]).rgb)
         assert [p["position"] for p in line["controlPoints"]] == [needle["entry_lps"], needle["tip_lps"]]
     report_cards = (plan_dir / "card.html").read_text()
     assert all(needle_title(n).replace("'", "&#x27;") in report_cards for n in needles)

@@ -20,7 +20,7 @@ from trajplan.card import add_cards
 from trajplan.cli import main
 from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
-from trajplan.scoring import evaluate_path
+from trajplan.planning import evaluate_path
 from trajplan.viewer.server import ViewerServer
 from trajplan.viewer.session import NeedleSpec, ViewerSession
 

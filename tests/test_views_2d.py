@@ -7,8 +7,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from trajplan import labels as lt
+from trajplan.needle import Verdict
 from trajplan.views import fluoro, slices
-from trajplan.views.scene3d import VERDICT_COLORS
 from trajplan.volume import Volume
 
 
@@ -33,7 +33,7 @@ def _colour(png: np.ndarray, row: float, col: float) -> np.ndarray:
 
 
 def _verdict_rgb(verdict: str) -> np.ndarray:
-    return np.round(np.asarray(VERDICT_COLORS[verdict]) * 255)
+    return np.round(np.asarray(Verdict(verdict).view_rgb) * 255)
 
 
 def test_needle_plane_holds_the_whole_needle_and_its_tilt(case):

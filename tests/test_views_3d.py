@@ -7,7 +7,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from trajplan import labels as lt
-from trajplan.views.scene3d import VERDICT_COLORS, build_scene, render_scene_png, world_to_pixel
+from trajplan.needle import Verdict
+from trajplan.views.scene3d import build_scene, render_scene_png, world_to_pixel
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_interactive_scene_is_one_offline_file(case, tmp_path):
     assert "needle 2: short axis right 11 G, unsafe" in text
     assert "foramina" in text and "canal" in text
     assert 'rgb(217,13,13)' in text             # the unsafe needle in the unsafe colour
-    assert tuple(round(c, 2) for c in VERDICT_COLORS["unsafe"]) == (0.85, 0.05, 0.05)
+    assert tuple(round(c, 2) for c in Verdict.UNSAFE.view_rgb) == (0.85, 0.05, 0.05)
 
 
 def test_each_view_says_which_patient_side_is_on_the_image_left_and_right(case):

@@ -40,13 +40,13 @@ from trajplan.io.atomic import write_json, write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.faults import writing
 from trajplan.io.files import is_volume_file
+from trajplan.io.plan_folder import CASE, LABELS
 from trajplan.io.staged import folder_identity, replace_folder
-from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
+from trajplan.planning.defaults import DEFAULT_MARGINS_MM, min_clearance_by_class
 from trajplan.timing import progress
 
 log = logging.getLogger("trajplan")
 
-CASE_FILE = "case.json"
 PARTIAL_DIR = ".partial"
 STAGES = ("reading CT", "segmentation", "reading labels", "planning", "writing plan", "rendering")
 SUMMARY_COLUMNS = (
@@ -198,8 +198,8 @@ def _plan_options_for(case: Case, base_options: object) -> tuple[object, dict]:
     }
     if "labels" in case.options:          # the rule of --labels: a folder holding labels.nii.gz gives that file
         labels = Path(case.options["labels"])
-        if labels.is_dir() and (labels / "labels.nii.gz").is_file():
-            kwargs["labels_path"] = str(labels / "labels.nii.gz")
+        if labels.is_dir() and (labels / LABELS).is_file():
+            kwargs["labels_path"] = str(labels / LABELS)
         else:
             kwargs["ts_labels_path" if labels.is_dir() else "labels_path"] = case.options["labels"]
     return replace(base_options, **overrides), kwargs
@@ -239,7 +239,7 @@ def run_case(case: Case, out_root: str | Path, plan_options: object, *, keep_nam
     try:
         with writing(work):
             work.mkdir(parents=True, exist_ok=True)
-        write_json(work / CASE_FILE, row)
+        write_json(work / CASE, row)
         with writing(final):
             replace_folder(work, final)
     except OutputError as exc:
@@ -275,7 +275,7 @@ def _timing_columns(seconds: dict[str, float], total: float) -> dict:
 def read_case_record(folder: Path) -> dict | None:
     """The ``case.json`` of a finished case folder, or None when absent or unreadable."""
     try:
-        return json.loads((folder / CASE_FILE).read_text())
+        return json.loads((folder / CASE).read_text())
     except (OSError, ValueError):
         return None
 

@@ -33,9 +33,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trajplan.needle import Technique
+from trajplan.planning.defaults import STANDARD_NEEDLE_LENGTHS_MM
 from trajplan.volume import Volume
 
-STANDARD_NEEDLE_LENGTHS_MM = (100.0, 125.0, 150.0)   # 10, 12.5 and 15 cm bone needles
 BODY_HU = -500.0           # the body: voxels above this
 SKIN_STEP_MM = 0.5         # march step along the needle line
 SKIN_AIR_RUN_MM = 1.0      # this much air in a row is outside the body (a lone dark voxel is not)
@@ -312,7 +313,7 @@ def needle_card(needle: dict, ct: Volume, *, midline_x: float, levels: dict[str,
         level = min(levels, key=lambda name: abs(skin[2] - levels[name]))
         from_level = round(float(skin[2] - levels[level]), 1)
     card = {
-        "guidance": "ct" if needle["technique"] == "short_axis" else "fluoroscopy",
+        "guidance": "ct" if needle["technique"] == Technique.SHORT_AXIS else "fluoroscopy",
         "patient_position": position,
         "skin_found": bool(found),
         "skin_to_bone_mm": round(skin_to_bone, 1),
@@ -370,7 +371,7 @@ def add_cards(plan: dict, ct: Volume, labels: Volume, *, position: str = "prone"
             needle.setdefault("metrics", {})["skin_to_bone_mm"] = card["skin_to_bone_mm"]
             needle["card"] = card
             if group == "needles" and not found:
-                warnings.append(f"needle {needle.get('rank', '')} ({needle['technique'].replace('_', ' ')}, "
+                warnings.append(f"needle {needle.get('rank', '')} ({Technique(needle['technique']).words}, "
                                 f"{needle['side']}): its line leaves the CT before the skin; the skin entry is "
                                 "the CT's edge and the depths are minimums")
     return plan

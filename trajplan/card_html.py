@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import html
 
-from trajplan.ct_guard import REASON_TEXT
-from trajplan.margins import CLEARANCE_CAP_MM
+from trajplan.labels import Side
+from trajplan.needle import Technique
+from trajplan.planning.ct_guard import REASON_TEXT
+from trajplan.planning.defaults import CLEARANCE_CAP_MM
 
-SIDE_WORDS = {"left": "patient's left", "right": "patient's right"}
+SIDE_WORDS = {side.value: side.words for side in Side}
 REASON_WORDS = {
     "outside_bone": "more than 1 mm of the path outside the bone",
     "tip_outside_bone": "the tip outside the bone",
@@ -58,8 +60,8 @@ def reason_words(reason: str) -> str:
 
 
 def technique_words(technique: str) -> str:
-    """``short_axis`` -> ``short axis``."""
-    return technique.replace("_", " ")
+    """``short_axis`` -> ``short axis`` (:attr:`trajplan.needle.Technique.words`)."""
+    return Technique(technique).words
 
 
 def needle_title(needle: dict) -> str:

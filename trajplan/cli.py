@@ -226,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_render(args: argparse.Namespace) -> dict:
-    from trajplan.views.render import render_plan_dir
+    from trajplan.render import render_plan_dir
 
     written = render_plan_dir(args.plan_dir, window=args.window)
     return {"output": args.plan_dir, "files": {k: str(v) for k, v in written.items()}}

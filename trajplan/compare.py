@@ -25,8 +25,12 @@ from pathlib import Path
 
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.io.atomic import write_text
-from trajplan.margins import DEFAULT_MARGINS_MM, min_clearance_by_class
-from trajplan.planning import COMPARED_TECHNIQUES, PlanOptions, candidate_pool, choose_needles, plan_summary
+from trajplan.io.plan_folder import CASE, LABELS
+from trajplan.needle import Verdict
+from trajplan.planning import PlanOptions
+from trajplan.planning.defaults import DEFAULT_MARGINS_MM, MIN_SEPARATION_MM, min_clearance_by_class
+from trajplan.planning.plan import COMPARED_TECHNIQUES, candidate_pool, choose_needles
+from trajplan.planning.selection import plan_summary
 from trajplan.volume import Volume
 
 log = logging.getLogger("trajplan")
@@ -54,7 +58,7 @@ class CompareOptions:
     needle_counts: tuple[int, ...] = NEEDLE_COUNTS
     segment: bool = False          # plan on trajplan's segmentation instead of the phantom's ground truth
     mc_samples: int = 200
-    min_separation_mm: float = 10.0
+    min_separation_mm: float = MIN_SEPARATION_MM
     seed: int = 0                  # Monte Carlo seed of the planner
 
     def __post_init__(self) -> None:
@@ -88,9 +92,9 @@ def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, c
         kind = "+".join(sorted({t.kind for t in pool.targets.values()}))
         for technique, allowed in COMPARED_TECHNIQUES.items():
             for count in options.needle_counts:
-                chosen = choose_needles(pool, count, allowed, options.min_separation_mm)
+                chosen = [p.needle for p in choose_needles(pool, count, allowed, options.min_separation_mm)]
                 summary = plan_summary(chosen, targets)
-                breach = [n["breach_probability"]["any"] for n in chosen]
+                breach = [n.breach_probability["any"] for n in chosen]
                 row = {
                     **case, "status": "done", "error": "", "gauge": gauge, "technique": technique,
                     "needles_requested": count, "needles_placed": len(chosen), "target_kind": kind,
@@ -100,12 +104,11 @@ def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, c
                     "min_clearance_mm": summary["min_clearance_mm"],
                     "max_breach_probability": max(breach, default=None),
                     "mean_breach_probability": _mean(breach),
-                    "marginal_needles": sum(n["verdict"] == "marginal" for n in chosen),
-                    "mean_length_in_bone_mm": _mean([n["metrics"]["length_in_bone_mm"] for n in chosen]),
-                    "mean_gantry_tilt_deg": _mean([abs(n["metrics"]["gantry_tilt_deg"]) for n in chosen
-                                                   if n["metrics"].get("gantry_tilt_deg") is not None]),
+                    "marginal_needles": sum(n.verdict is Verdict.MARGINAL for n in chosen),
+                    "mean_length_in_bone_mm": _mean([n.metrics.length_in_bone_mm for n in chosen]),
+                    "mean_gantry_tilt_deg": _mean([abs(n.metrics.gantry_tilt_deg) for n in chosen]),
                 }
-                for cls, value in min_clearance_by_class([n["clearance_mm"] for n in chosen]).items():
+                for cls, value in min_clearance_by_class([n.clearance_mm for n in chosen]).items():
                     row[f"min_clearance_{cls}_mm"] = value
                 rows.append(row)
     return rows
@@ -136,11 +139,11 @@ def batch_case_rows(folder: str, options: CompareOptions) -> list[dict]:
     from trajplan.io.files import read_volume_file
 
     folder_path = Path(folder)
-    record = json.loads((folder_path / "case.json").read_text())
+    record = json.loads((folder_path / CASE).read_text())
     case = {"case_id": record.get("case_id", folder_path.name), "source": "batch",
             "labels_from": "batch labels.nii.gz"}
     try:
-        labels = read_volume_file(folder_path / "labels.nii.gz")
+        labels = read_volume_file(folder_path / LABELS)
     except InputError as exc:
         return [{**case, "status": "failed", "error": str(exc)}]
     return configuration_rows(labels, case, options)
@@ -163,7 +166,7 @@ def batch_case_folders(batch_out: str | Path) -> list[Path]:
             status = json.loads(record.read_text()).get("status")
         except ValueError:
             continue
-        if status == "done" and (record.parent / "labels.nii.gz").is_file():
+        if status == "done" and (record.parent / LABELS).is_file():
             folders.append(record.parent)
     if not folders:
         raise InputError(f"{root}: no finished case with labels.nii.gz to compare")

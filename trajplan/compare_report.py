@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from trajplan.io.atomic import atomic_path, write_text
-from trajplan.margins import DEFAULT_MARGINS_MM
+from trajplan.needle import Technique
+from trajplan.planning.defaults import DEFAULT_MARGINS_MM, STUDY_MEAN_CEMENT_ML
 
 REFERENCE_NEEDLES = 2        # the per-technique tables use plans of this many needles (study mean 2.5)
-STUDY_MEAN_CEMENT_ML = 4.1   # Kortman et al. 2013
 TECHNIQUE_COLOURS = {"short_axis": "#1f77b4", "long_axis": "#d62728", "mixed": "#7f7f7f"}
+GROUP_WORDS = {**{technique.value: technique.words for technique in Technique}, "mixed": "mixed"}
 
 LIMITS = """\
 ## What a phantom can and cannot say
@@ -109,7 +110,7 @@ def write_figures(out: Path, rows: list[dict], threshold: float) -> dict[str, Pa
     done = _done(rows)
     gauges = sorted({r["gauge"] for r in done})
     ref = _select(done, needles_requested=REFERENCE_NEEDLES)
-    pure = ("short_axis", "long_axis")
+    pure = tuple(technique.value for technique in Technique)
     figures: dict[str, Path] = {}
 
     def clearance(fig) -> None:
@@ -126,7 +127,7 @@ def write_figures(out: Path, rows: list[dict], threshold: float) -> dict[str, Pa
 
     def breach(fig) -> None:
         ax = fig.add_subplot(1, 1, 1)
-        groups = [(f"{t.replace('_', ' ')} {g}G", _values(_select(ref, technique=t, gauge=g), "max_breach_probability"),
+        groups = [(f"{GROUP_WORDS[t]} {g}G", _values(_select(ref, technique=t, gauge=g), "max_breach_probability"),
                    TECHNIQUE_COLOURS[t]) for t in TECHNIQUE_COLOURS for g in gauges]
         _boxes(ax, groups, "largest breach probability of a needle")
         ax.set_title(f"Breach probability under placement error, {REFERENCE_NEEDLES}-needle plans")
@@ -146,7 +147,7 @@ def write_figures(out: Path, rows: list[dict], threshold: float) -> dict[str, Pa
                             hi.append(np.percentile(values, 75))
                     if counts:
                         ax.plot(counts, mid, style, color=colour, marker="o",
-                                label=f"{technique.replace('_', ' ')} {gauge}G")
+                                label=f"{GROUP_WORDS[technique]} {gauge}G")
                         ax.fill_between(counts, lo, hi, color=colour, alpha=0.08)
             if line is not None:
                 ax.axhline(line, color="black", lw=0.8, ls=":", label=f"{line:g} ml (study mean)")
@@ -166,7 +167,7 @@ def write_figures(out: Path, rows: list[dict], threshold: float) -> dict[str, Pa
         for k, ((technique, gauge), values) in enumerate(sorted(table.items())):
             counts = [sum(v == n for v in values) for n in (1, 2, 3, 4, 5)] + [sum(v is None for v in values)]
             ax.bar(np.arange(6) + k * width, counts, width, color=TECHNIQUE_COLOURS[technique],
-                   alpha=1.0 if gauge == 11 else 0.5, label=f"{technique.replace('_', ' ')} {gauge}G")
+                   alpha=1.0 if gauge == 11 else 0.5, label=f"{GROUP_WORDS[technique]} {gauge}G")
         ax.set_xticks(np.arange(6) + 0.4 - width / 2, labels)
         ax.set_xlabel(f"needles for {threshold:.0%} of the target length")
         ax.set_ylabel("cases")

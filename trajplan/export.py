@@ -20,13 +20,13 @@ from trajplan.errors import InputError
 from trajplan.io.atomic import atomic_path, write_json
 from trajplan.io.checksum import sha256_of
 from trajplan.io.dicom import series_files
+from trajplan.io.plan_folder import EXPORT, LABELS, PLAN
 from trajplan.io.reader import read_ct
 from trajplan.io.staged import staged_folder
 from trajplan.timing import StageTimer
 
 SEG_FILE = "segmentation.dcm"
 PICTURES = "pictures"
-EXPORT_JSON = "export.json"
 SEG_SERIES_NUMBER, SC_SERIES_NUMBER = 901, 902
 SOURCE_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 SOURCE_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -41,7 +41,7 @@ def read_plan_json(plan_dir: Path) -> dict:
     InputError
         When the folder or its ``plan.json`` is missing or unreadable.
     """
-    path = plan_dir / "plan.json"
+    path = plan_dir / PLAN
     if not path.is_file():
         raise InputError(f"{plan_dir}: not a plan folder (no plan.json)")
     try:
@@ -165,7 +165,7 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
         When the folder cannot be written; it is then absent.
     """
     from trajplan.io.dicom_seg import dicom_segmentation
-    from trajplan.pipeline import TRAJPLAN_LABELS, read_label_map
+    from trajplan.pipeline import read_label_map
 
     plan_dir, ct_path, out_dir = Path(plan_dir), Path(ct_path), Path(out_dir)
     timer = StageTimer()
@@ -175,7 +175,7 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
         check_source(plan, plan_dir, ct_path)
     with timer.stage("reading CT"):
         ct = read_ct(ct_path, series_uid=series_uid)
-        labels = read_label_map(plan_dir / TRAJPLAN_LABELS, ct)
+        labels = read_label_map(plan_dir / LABELS, ct)
         headers = source_headers(ct_path, series_uid)
     from_labels_file = plan.get("segmentation", {}).get("source") == "labels file"
     with staged_folder(out_dir) as work, warnings.catch_warnings():
@@ -197,6 +197,6 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
             "pictures": pictures,
             "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         }
-        write_json(work / EXPORT_JSON, summary)
+        write_json(work / EXPORT, summary)
     return {"output": str(out_dir), "files": [SEG_FILE] + [p["file"] for p in pictures],
             "segments": len(segments), "timings_s": summary["timings_s"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,28 @@ class Label:
     color: tuple[int, int, int]
 
 
+class Side(str, Enum):
+    """The patient's side. Its value is the word used in label names and ``plan.json``."""
+
+    LEFT = "left"
+    RIGHT = "right"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def sign(self) -> int:
+        """+1 for the left, -1 for the right: the sign of LPS x (+x is the patient's left)."""
+        return 1 if self is Side.LEFT else -1
+
+    @property
+    def words(self) -> str:
+        """Display name: ``patient's left``."""
+        return f"patient's {self.value}"
+
+
 LEVELS = ("S1", "S2", "S3", "S4")
-SIDES = ("left", "right")
+SIDES: tuple[str, ...] = tuple(side.value for side in Side)
 
 LABELS: tuple[Label, ...] = (
     Label(1, "sacrum", (241, 214, 145)),

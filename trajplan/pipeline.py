@@ -20,6 +20,7 @@ from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file, write_volume_file
+from trajplan.io.plan_folder import LABELS as TRAJPLAN_LABELS
 from trajplan.io.reader import read_ct
 from trajplan.io.staged import staged_folder
 from trajplan.timing import StageTimer
@@ -181,10 +182,10 @@ def run_plan(
         its place and renamed into it at the end (:func:`trajplan.io.staged.staged_folder`).
     """
     from trajplan.card import add_cards
+    from trajplan.io.plan_folder import CT_ROI
     from trajplan.plan_io import write_plan
     from trajplan.planning import plan_needles
     from trajplan.views.region import view_region
-    from trajplan.views.render import CT_ROI
     from trajplan.views.scene3d import render_scene_png
 
     out_dir = Path(out_dir)
@@ -310,19 +311,16 @@ def evaluation_labels(
     return segment(ct, sacrum_mask=sacrum_mask, external_labels=external).labels, source
 
 
-TRAJPLAN_LABELS = "labels.nii.gz"   # the label map in a plan or segmentation folder
-
-
 def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
                coordinates: str) -> tuple[np.ndarray, dict]:
     """The entry to score a drawn line from, and the ``drawn_line`` block of the evaluation.
 
     A line drawn from the skin (or any point outside the sacral bone) is scored from where it
-    first enters the sacral bone (:func:`trajplan.scoring.bone_entry_on_line`), as a planned
+    first enters the sacral bone (:func:`trajplan.planning.evaluate.bone_entry_on_line`), as a planned
     needle is; a line that starts in the bone, or never reaches it, is scored as drawn.
     """
     from trajplan.card import lps_to_ras
-    from trajplan.scoring import bone_entry_on_line
+    from trajplan.planning.evaluate import bone_entry_on_line
 
     entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
     found = bone_entry_on_line(labels, entry, tip)
@@ -351,7 +349,7 @@ def drawn_line(labels: Volume, entry_lps: np.ndarray, target_lps: np.ndarray,
 
 def needle_margins(options: PlanOptions) -> dict[str, float]:
     """The margin of every critical structure under ``options``."""
-    from trajplan.margins import resolve_margins
+    from trajplan.planning.defaults import resolve_margins
 
     return resolve_margins(options.margins_mm)
 
@@ -389,9 +387,9 @@ def run_evaluate(
     placement error, Monte Carlo size and needle lengths apply; the needle separation does not.
     """
     from trajplan.card import add_cards
-    from trajplan.planning import PlanOptions
-    from trajplan.scoring import evaluate_path
-    from trajplan.settings import merge_margins, settings_json
+    from trajplan.planning import PlanOptions, evaluate_path
+    from trajplan.planning.options import settings_json
+    from trajplan.settings import merge_margins
 
     timer = StageTimer()
     with timer.stage("reading CT"):
@@ -426,9 +424,9 @@ def run_evaluate(
         return result
     from trajplan.card_html import card_page
     from trajplan.io.atomic import write_json, write_text
+    from trajplan.io.plan_folder import CT_ROI
     from trajplan.plan_io import slicer_markups
     from trajplan.views.region import view_region
-    from trajplan.views.render import CT_ROI
     from trajplan.views.slices import render_needle_slices
 
     out_dir = Path(out_dir)

@@ -13,11 +13,12 @@ import numpy as np
 from trajplan.card_html import needle_title
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_json, write_text
-from trajplan.margins import CRITICAL_STRUCTURES
+from trajplan.io.plan_folder import CARD, PLAN, PLAN_CSV, PLAN_MARKUPS
+from trajplan.needle import Verdict
+from trajplan.planning.defaults import CRITICAL_STRUCTURES
 
 SLICER_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                  "Resources/Schema/markups-schema-v1.0.3.json#")
-VERDICT_RGB = {"safe": (0.2, 0.75, 0.3), "marginal": (1.0, 0.7, 0.0), "unsafe": (0.9, 0.1, 0.1)}
 METRIC_COLUMNS = (
     "length_mm", "length_in_bone_mm", "length_in_ala_mm", "length_outside_bone_mm", "tip_to_target_mm",
     "target", "angle_to_surface_normal_deg", "mediolateral_angle_deg", "craniocaudal_angle_deg",
@@ -58,7 +59,7 @@ def slicer_markups(needles: list[dict]) -> dict:
 
     Each line is named as the needle's card in report.html and card.html (:func:`needle_title`,
     ``Needle 1: short axis, patient's left, 11 G (safe)``) and drawn in its verdict's colour
-    (``display.color`` and ``display.selectedColor``: :data:`VERDICT_RGB`)."""
+    (``display.color`` and ``display.selectedColor``: :attr:`trajplan.needle.Verdict.rgb`)."""
     markups = []
     for needle in needles:
         markups.append({
@@ -79,8 +80,8 @@ def slicer_markups(needles: list[dict]) -> dict:
                  "locked": True, "visibility": True, "positionStatus": "defined"},
             ],
             "measurements": [],
-            "display": {"visibility": True, "opacity": 1.0, "color": list(VERDICT_RGB[needle["verdict"]]),
-                        "selectedColor": list(VERDICT_RGB[needle["verdict"]]), "lineThickness": 0.5,
+            "display": {"visibility": True, "opacity": 1.0, "color": list(Verdict(needle["verdict"]).rgb),
+                        "selectedColor": list(Verdict(needle["verdict"]).rgb), "lineThickness": 0.5,
                         "propertiesLabelVisibility": True, "pointLabelsVisibility": True},
         })
     skins = [n for n in needles if n.get("skin_entry_lps") is not None]
@@ -142,18 +143,18 @@ def write_plan(plan: dict, out_dir: str | Path) -> dict[str, Path]:
     from trajplan.io.slicer_script import write_load_plan
 
     out = Path(out_dir)
-    write_json(out / "plan.json", plan)
+    write_json(out / PLAN, plan)
     rows = plan_rows(listed_needles(plan))
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    write_text(out / "plan.csv", buffer.getvalue())
-    write_json(out / "plan.mrk.json", slicer_markups(listed_needles(plan)))
-    write_text(out / "card.html", card_page(plan))
-    return {"plan": out / "plan.json", "csv": out / "plan.csv", "markups": out / "plan.mrk.json",
-            "card": out / "card.html", "slicer_script": write_load_plan(out)}
+    write_text(out / PLAN_CSV, buffer.getvalue())
+    write_json(out / PLAN_MARKUPS, slicer_markups(listed_needles(plan)))
+    write_text(out / CARD, card_page(plan))
+    return {"plan": out / PLAN, "csv": out / PLAN_CSV, "markups": out / PLAN_MARKUPS, "card": out / CARD,
+            "slicer_script": write_load_plan(out)}
 
 
 def read_line_markup(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,9 @@ from trajplan.card_html import (
     technique_words,
 )
 from trajplan.io.atomic import write_text
-from trajplan.margins import CLEARANCE_CAP_MM
+from trajplan.io.plan_folder import REPORT, SCENE_HTML, SCENE_PNG
 from trajplan.plan_io import METRIC_COLUMNS
+from trajplan.planning.defaults import CLEARANCE_CAP_MM
 
 STYLE = """
 body{font-family:system-ui,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -236,14 +237,14 @@ def render_views(out_dir: str | Path, *, labels, plan: dict, ct=None, window: st
 
     out = Path(out_dir)
     surfaces = label_surfaces(labels)
-    render_scene_png(labels, plan, out / "scene.png", surfaces=surfaces)
+    render_scene_png(labels, plan, out / SCENE_PNG, surfaces=surfaces)
     sections: dict[str, dict[str, Path]] = {"3D views": {}}
     views = list(VIEWS) + [needle_view_name(n) for n in plan.get("needles", [])]
     for view in views:
         caption = f"down needle {view[6:]}" if view.startswith("needle") else f"{view} view"
         sections["3D views"][caption] = render_scene_png(labels, plan, out / "views" / f"{view}.png", view=view,
                                                          surfaces=surfaces, size=(800, 600))
-    write_scene_html(labels, plan, out / "scene.html", surfaces=surfaces)
+    write_scene_html(labels, plan, out / SCENE_HTML, surfaces=surfaces)
     if ct is not None:
         from trajplan.views.fluoro import render_fluoro
         from trajplan.views.slices import render_needle_slices
@@ -257,6 +258,6 @@ def write_report(out_dir: str | Path, *, labels, plan: dict, ct=None, window: st
     """Render every view of the plan (:func:`render_views`) and write ``out_dir/report.html``."""
     out = Path(out_dir)
     sections = render_views(out, labels=labels, plan=plan, ct=ct, window=window)
-    path = out / "report.html"
+    path = out / REPORT
     write_text(path, report_html(plan, sections))
     return path

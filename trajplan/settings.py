@@ -3,12 +3,12 @@
 A settings file is TOML with these keys, each optional (an absent key keeps its default)::
 
     min_separation_mm = 10.0                 # PlanOptions.min_separation_mm
-    needle_lengths_mm = [100.0, 125.0, 150.0]  # trajplan.card.STANDARD_NEEDLE_LENGTHS_MM
+    needle_lengths_mm = [100.0, 125.0, 150.0]  # STANDARD_NEEDLE_LENGTHS_MM
 
-    [margins_mm]                             # trajplan.margins.DEFAULT_MARGINS_MM: a class or a structure
+    [margins_mm]                             # DEFAULT_MARGINS_MM: a class or a structure
     canal = 3.0
 
-    [weights]                                # trajplan.margins.WEIGHTS
+    [weights]                                # WEIGHTS
     clearance = 0.35
 
     [placement_error]                        # PlanOptions.entry_sigma_mm, angle_sigma_deg, mc_samples
@@ -16,26 +16,21 @@ A settings file is TOML with these keys, each optional (an absent key keeps its 
     angle_sigma_deg = 2.0
     samples = 300
 
-The defaults are not repeated here: they are read from :class:`trajplan.planning.PlanOptions`,
-:mod:`trajplan.margins` and :mod:`trajplan.card`. :func:`read_settings` turns a file into
-``PlanOptions`` keyword arguments (an unknown key, a wrong type or a bad value is an
-:class:`~trajplan.errors.InputError` naming the key); :func:`settings_json` gives the effective
-values, in the file's layout, for ``plan.json``.
+The defaults are not repeated here: they are those of :mod:`trajplan.planning.defaults`.
+:func:`read_settings` turns a file into ``PlanOptions`` keyword arguments (an unknown key, a
+wrong type or a bad value is an :class:`~trajplan.errors.InputError` naming the key);
+:func:`trajplan.planning.options.settings_json` gives the effective values, in the file's layout,
+for ``plan.json``, and :func:`settings_toml` writes them back as a file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from trajplan.errors import InputError
-from trajplan.margins import CRITICAL_STRUCTURES, DEFAULT_MARGINS_MM, WEIGHTS
+from trajplan.planning.defaults import CRITICAL_STRUCTURES, DEFAULT_MARGINS_MM, WEIGHTS
+from trajplan.planning.options import PLACEMENT_KEYS, PlanOptions
 
-if TYPE_CHECKING:
-    from trajplan.planning import PlanOptions
-
-# file key -> PlanOptions field, for the keys that map one to one
-_PLACEMENT = {"entry_sigma_mm": "entry_sigma_mm", "angle_sigma_deg": "angle_sigma_deg", "samples": "mc_samples"}
 _TABLES = ("margins_mm", "weights", "placement_error")
 _TOP = ("min_separation_mm", "needle_lengths_mm")
 
@@ -61,8 +56,6 @@ def parse_settings(doc: dict, where: str = "settings") -> dict:
     InputError
         An unknown key, a value of the wrong type or out of range, each naming the key.
     """
-    from trajplan.planning import PlanOptions
-
     out: dict = {}
     for key, value in doc.items():
         if key not in _TABLES + _TOP:
@@ -92,11 +85,11 @@ def parse_settings(doc: dict, where: str = "settings") -> dict:
         out["weights"] = weights
     if "placement_error" in doc:
         for name, value in _table(doc["placement_error"], "placement_error", where).items():
-            if name not in _PLACEMENT:
-                raise InputError(f"{where}: unknown key 'placement_error.{name}' (known: {', '.join(_PLACEMENT)})")
+            if name not in PLACEMENT_KEYS:
+                raise InputError(f"{where}: unknown key 'placement_error.{name}' (known: {', '.join(PLACEMENT_KEYS)})")
             whole = name == "samples"
             number = _number(value, f"placement_error.{name}", where, whole=whole)
-            out[_PLACEMENT[name]] = int(number) if whole else float(number)
+            out[PLACEMENT_KEYS[name]] = int(number) if whole else float(number)
     negative = [k for k in ("min_separation_mm", "entry_sigma_mm", "angle_sigma_deg") if out.get(k, 0.0) < 0]
     negative += [f"{table}.{k}" for table in ("margins_mm", "weights") for k, v in out.get(table, {}).items() if v < 0]
     if negative:
@@ -139,27 +132,6 @@ def merge_margins(settings: dict, margins_mm: dict[str, float] | None) -> dict:
     if not margins_mm:
         return settings
     return {**settings, "margins_mm": {**settings.get("margins_mm", {}), **margins_mm}}
-
-
-def settings_json(options: PlanOptions) -> dict:
-    """The effective settings of ``options`` in the settings file's layout (every key filled in).
-
-    ``margins_mm`` holds every margin class, and any structure given on its own.
-    """
-    from trajplan.card import STANDARD_NEEDLE_LENGTHS_MM
-    from trajplan.margins import resolve_margins, resolve_weights
-
-    given = dict(options.margins_mm or {})
-    resolved = resolve_margins(given)
-    margins = {cls: float(given.get(cls, DEFAULT_MARGINS_MM[cls])) for cls in DEFAULT_MARGINS_MM}
-    margins.update({name: resolved[name] for name in given if name not in DEFAULT_MARGINS_MM})
-    return {
-        "min_separation_mm": float(options.min_separation_mm),
-        "needle_lengths_mm": [float(v) for v in (options.needle_lengths_mm or STANDARD_NEEDLE_LENGTHS_MM)],
-        "margins_mm": margins,
-        "weights": resolve_weights(options.weights),
-        "placement_error": {file_key: getattr(options, field) for file_key, field in _PLACEMENT.items()},
-    }
 
 
 def settings_toml(settings: dict) -> str:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from trajplan import __version__
+from trajplan.io.plan_folder import SCENE_PNG
 
 PICTURE_FOLDERS = {"views": "3D view", "slices": "CT slice", "fluoro": "simulated fluoroscopy"}
 
@@ -31,8 +32,8 @@ def plan_pictures(plan_dir: str | Path) -> list[tuple[Path, str]]:
     pictures = [(path, f"{kind}: {path.stem.replace('_', ' ')}")
                 for folder, kind in PICTURE_FOLDERS.items()
                 for path in sorted((plan_dir / folder).glob("*.png"))]
-    if not pictures and (plan_dir / "scene.png").is_file():
-        pictures = [(plan_dir / "scene.png", "3D view: posterior")]
+    if not pictures and (plan_dir / SCENE_PNG).is_file():
+        pictures = [(plan_dir / SCENE_PNG, "3D view: posterior")]
     return pictures
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trajplan.io.atomic import write_text
-
-LOAD_PLAN = "load_plan.py"
+from trajplan.io.plan_folder import LOAD_PLAN
 
 SCRIPT = '''"""Open this trajplan plan in 3D Slicer.
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from trajplan.errors import InputError, OutputError
 from trajplan.io.atomic import current_umask
 from trajplan.io.faults import writing
+from trajplan.io.plan_folder import MARKERS
 from trajplan.io.process import pid_alive, this_host
 
-# files that make a trajplan output
-MARKERS = ("plan.json", "segmentation.json", "case.json", "evaluation.json", "export.json")
 STAGING_MARK = ".trajplan-staging"      # made in a staging folder when it is made, removed before the rename
 
 

@@ -2,8 +2,8 @@
 
 The label map, the CT around the sacrum (``ct_roi.nii.gz``) and ``plan.json`` are read
 once; the distance maps, landmarks, KD-trees and targets are built once
-(:func:`trajplan.scoring.path_context`).
-An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the code behind
+(:func:`trajplan.planning.evaluate.path_context`).
+An edited needle is scored by :func:`trajplan.planning.evaluate.evaluate_in_context`, the code behind
 ``trajplan evaluate``, with the plan's margins and placement-error parameters.
 """
 
@@ -23,16 +23,15 @@ from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file
+from trajplan.io.plan_folder import CT_ROI, LABELS, ORIGINAL_PLAN, PLAN
 from trajplan.io.reader import read_ct
-from trajplan.margins import CRITICAL_STRUCTURES
+from trajplan.needle import Technique, needle_from_json
 from trajplan.plan_io import write_plan
-from trajplan.scoring import PathContext, evaluate_in_context, path_context
-from trajplan.views.render import CT_ROI
+from trajplan.planning.defaults import ANGLE_SIGMA_DEG, CRITICAL_STRUCTURES, ENTRY_SIGMA_MM, MC_SAMPLES
+from trajplan.planning.evaluate import PathContext, evaluate_in_context, path_context, technique_of
 from trajplan.volume import Volume
 
-LABELS_FILE = "labels.nii.gz"
-ORIGINAL_PLAN = "plan.orig.json"
-TECHNIQUES = ("short_axis", "long_axis")
+TECHNIQUES = tuple(technique.value for technique in Technique)
 GAUGES = (11, 13)
 MAX_NEEDLES = 10
 SURFACE_STEP_MM = 2.0      # the 3D view's surfaces are made on voxels about this far apart
@@ -107,17 +106,17 @@ class ViewerSession:
     def __init__(self, plan_dir: str | Path, ct_path: str | Path | None = None, *,
                  series_uid: str | None = None) -> None:
         self.plan_dir = Path(plan_dir).resolve()
-        if not (self.plan_dir / "plan.json").is_file():
+        if not (self.plan_dir / PLAN).is_file():
             raise InputError(f"{plan_dir}: not a plan folder (no plan.json)")
-        if not (self.plan_dir / LABELS_FILE).is_file():
-            raise InputError(f"{plan_dir}: not a plan folder (no {LABELS_FILE})")
-        self._plan_text = (self.plan_dir / "plan.json").read_text(encoding="utf-8")
+        if not (self.plan_dir / LABELS).is_file():
+            raise InputError(f"{plan_dir}: not a plan folder (no {LABELS})")
+        self._plan_text = (self.plan_dir / PLAN).read_text(encoding="utf-8")
         try:
             self.plan: dict = json.loads(self._plan_text)
             self.parameters: dict = self.plan["parameters"]
         except (ValueError, KeyError) as exc:
             raise InputError(f"{self.plan_dir / 'plan.json'}: not a trajplan plan ({exc})") from None
-        self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
+        self.labels: Volume = read_volume_file(self.plan_dir / LABELS)
         self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
                                       if (self.plan_dir / CT_ROI).is_file() else None)
         self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
@@ -157,7 +156,7 @@ class ViewerSession:
             "labels": lt.table_json(),
             "present_labels": self.present_labels,
             "margins_mm": self.context.maps.margins,
-            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
+            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS},
             "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
             "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
         }
@@ -201,9 +200,9 @@ class ViewerSession:
         with self._lock:
             needle = evaluate_in_context(
                 self.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
-                ct=self.ct, mc_samples=int(error.get("samples", 300)), seed=int(error.get("seed", 0)),
-                entry_sigma_mm=float(error.get("entry_sigma_mm", 2.0)),
-                angle_sigma_deg=float(error.get("angle_sigma_deg", 2.0)), weights=settings.get("weights"),
+                ct=self.ct, mc_samples=int(error.get("samples", MC_SAMPLES)), seed=int(error.get("seed", 0)),
+                entry_sigma_mm=float(error.get("entry_sigma_mm", ENTRY_SIGMA_MM)),
+                angle_sigma_deg=float(error.get("angle_sigma_deg", ANGLE_SIGMA_DEG)), weights=settings.get("weights"),
             )
             if self.ct is not None:      # the skin entry and procedure card, as a plan's needles have them
                 position = self.plan.get("patient_position", {})
@@ -216,8 +215,8 @@ class ViewerSession:
     def oblique(self, spec: NeedleSpec, *, opacity: float = 0.35, hidden: tuple[int, ...] = ()) -> dict:
         """The needle's oblique plane (:func:`trajplan.viewer.oblique.oblique_image`) on the CT and labels.
 
-        ``spec.technique`` None picks the technique as ``evaluate`` does (within 35 degrees of the
-        sacrum's long axis: long axis).
+        ``spec.technique`` None picks the technique as ``evaluate`` does
+        (:func:`trajplan.planning.evaluate.technique_of`).
 
         Raises
         ------
@@ -230,10 +229,7 @@ class ViewerSession:
         if np.linalg.norm(tip - entry) < 1.0:
             raise InputError("entry and tip are less than 1 mm apart")
         axis = self.context.marks.axis
-        technique = spec.technique
-        if technique is None:
-            angle = np.degrees(np.arccos(np.clip((tip - entry) / np.linalg.norm(tip - entry) @ axis, -1, 1)))
-            technique = "long_axis" if angle < 35 else "short_axis"
+        technique = spec.technique or technique_of((tip - entry) / np.linalg.norm(tip - entry), axis).value
         return oblique_image(self.labels, self.ct, entry, tip, technique, axis, opacity=opacity, hidden=hidden)
 
     # ------------------------------------------------------------------ saving
@@ -259,7 +255,7 @@ class ViewerSession:
             return self._save(specs)
 
     def _save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
-        from trajplan.planning import TargetPoints, plan_summary
+        from trajplan.planning.selection import TargetPoints, plan_summary
 
         loaded = self.needles()
         needles = []
@@ -271,8 +267,8 @@ class ViewerSession:
         targets = TargetPoints.from_sides({s: self.context.targets(s) for s in sides})
         for needle in needles:
             if needle["source"] == "edited":
-                needle["target_coverage"] = plan_summary([needle], targets)["target_coverage"]
-        plan = dict(self.plan, needles=needles, summary=plan_summary(needles, targets),
+                needle["target_coverage"] = plan_summary([needle_from_json(needle)], targets)["target_coverage"]
+        plan = dict(self.plan, needles=needles, summary=plan_summary([needle_from_json(n) for n in needles], targets),
                     outcome="planned" if any(n["safe"] for n in needles) else "no_safe_path")
         if not (self.plan_dir / ORIGINAL_PLAN).exists():
             write_text(self.plan_dir / ORIGINAL_PLAN, self._plan_text)

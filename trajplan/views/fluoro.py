@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from trajplan.needle import Verdict
 from trajplan.views.figure import Annotations, save_annotated
 from trajplan.views.raster import direction_letter, distance_to_segment, to_rgb
-from trajplan.views.scene3d import VERDICT_COLORS
 from trajplan.volume import Volume
 
 MU_WATER_PER_MM = 0.02
@@ -131,7 +131,7 @@ def fluoro_picture(line_integral: np.ndarray, detector: Detector, needles: list[
         start = needle.get("skin_entry_lps") or needle["entry_lps"]
         ends = detector.to_pixel(np.array([start, needle["tip_lps"]], float))
         inside = distance_to_segment(pixels, ends[0], ends[1]) <= needle["diameter_mm"] / 2 / detector.pixel_mm
-        rgb[inside] = np.round(np.asarray(VERDICT_COLORS[needle["verdict"]]) * 255)
+        rgb[inside] = np.round(np.asarray(Verdict(needle["verdict"]).view_rgb) * 255)
     return rgb
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from trajplan import labels as lt
+from trajplan.needle import Verdict
 from trajplan.volume import Volume
 
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
-VERDICT_COLORS = {"safe": (0.13, 0.70, 0.25), "marginal": (1.0, 0.65, 0.0), "unsafe": (0.85, 0.05, 0.05)}
 VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "posterior": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     "lateral": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
@@ -49,7 +49,7 @@ def add_needles(plotter, needles: list[dict]) -> None:
     for needle in needles:
         entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
         start = np.asarray(needle.get("skin_entry_lps") or entry, float)
-        colour = VERDICT_COLORS[needle["verdict"]]
+        colour = Verdict(needle["verdict"]).view_rgb
         tube = pv.Line(start, tip).tube(radius=needle["diameter_mm"] / 2, n_sides=24, capping=True)
         plotter.add_mesh(tube, color=colour, smooth_shading=True)
         plotter.add_mesh(pv.Sphere(radius=needle["diameter_mm"], center=entry), color=colour)
@@ -135,8 +135,8 @@ def scene_legend(surfaces: dict, needles: list[dict]) -> list[tuple[str, tuple[i
     names = {"sacrum": "sacral bone", "ilium": "ilia", "si_joints": "SI joints"}
     out = [(names.get(name, structure_words(name)), tuple(int(round(c * 255)) for c in colour))
            for name, (_, colour, _) in surfaces.items()]
-    verdicts = [v for v in VERDICT_COLORS if any(n.get("verdict") == v for n in needles)]
-    out += [(f"needle: {v}", tuple(int(round(c * 255)) for c in VERDICT_COLORS[v])) for v in verdicts]
+    verdicts = [v for v in Verdict if any(n.get("verdict") == v for n in needles)]
+    out += [(f"needle: {v}", tuple(int(round(c * 255)) for c in v.view_rgb)) for v in verdicts]
     if needles:
         out.append(("needle tip", (0, 0, 0)))
     return out

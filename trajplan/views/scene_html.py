@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trajplan.io.atomic import atomic_path
-from trajplan.views.scene3d import VERDICT_COLORS
+from trajplan.needle import Technique, Verdict
 from trajplan.volume import Volume
 
 MAX_TRIANGLES = 20_000   # per structure: keeps the file a few MB and the browser responsive
@@ -50,8 +50,8 @@ def scene_figure(labels: Volume, plan: dict, *, surfaces: dict | None = None):
     for needle in plan.get("needles", []):
         entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
         start = np.asarray(needle.get("skin_entry_lps") or entry, float)
-        colour = VERDICT_COLORS[needle["verdict"]]
-        label = (f"needle {needle.get('rank')}: {needle['technique'].replace('_', ' ')} {needle['side']} "
+        colour = Verdict(needle["verdict"]).view_rgb
+        label = (f"needle {needle.get('rank')}: {Technique(needle['technique']).words} {needle['side']} "
                  f"{needle['gauge']} G, {needle['verdict']}")
         tube = pv.Line(start, tip).tube(radius=needle["diameter_mm"] / 2, n_sides=16, capping=True)
         traces.append(_mesh_trace(tube, label, colour, 1.0))

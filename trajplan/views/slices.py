@@ -26,9 +26,9 @@ import numpy as np
 from scipy import ndimage
 
 from trajplan import labels as lt
+from trajplan.needle import Technique, Verdict
 from trajplan.views.figure import Annotations, save_annotated
 from trajplan.views.raster import direction_letter, distance_to_segment, outline, smooth_mask, to_rgb, windowed
-from trajplan.views.scene3d import VERDICT_COLORS
 from trajplan.volume import Volume
 
 PIXEL_MM = 0.4
@@ -144,7 +144,7 @@ def slice_picture(ct: Volume, labels: Volume, plane: SlicePlane, needles: list[d
             rgb[outline(mask)] = lt.color(name)
             legend.append((name, lt.color(name)))
     for needle in needles:
-        rgb[needle_mask(plane, needle, points)] = np.round(np.asarray(VERDICT_COLORS[needle["verdict"]]) * 255)
+        rgb[needle_mask(plane, needle, points)] = np.round(np.asarray(Verdict(needle["verdict"]).view_rgb) * 255)
     return rgb, legend
 
 
@@ -167,7 +167,7 @@ def _letters(plane: SlicePlane) -> tuple[str, str, str, str]:
 
 
 def _describe(needle: dict) -> str:
-    return f"needle {needle['rank']} ({needle['technique'].replace('_', ' ')}, {needle['side']}, {needle['gauge']} G)"
+    return f"needle {needle['rank']} ({Technique(needle['technique']).words}, {needle['side']}, {needle['gauge']} G)"
 
 
 def legend_words(legend: list[tuple[str, tuple[int, int, int]]], needles: list[dict]
@@ -177,8 +177,8 @@ def legend_words(legend: list[tuple[str, tuple[int, int, int]]], needles: list[d
     from trajplan.card_html import structure_words
 
     words = [(structure_words(name), colour) for name, colour in legend]
-    verdicts = [v for v in VERDICT_COLORS if any(n.get("verdict") == v for n in needles)]
-    return words + [(f"needle: {v}", tuple(int(round(c * 255)) for c in VERDICT_COLORS[v])) for v in verdicts]
+    verdicts = [v for v in Verdict if any(n.get("verdict") == v for n in needles)]
+    return words + [(f"needle: {v}", tuple(int(round(c * 255)) for c in v.view_rgb)) for v in verdicts]
 
 
 def needle_slices(needle: dict) -> dict[str, tuple[SlicePlane, str]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from trajplan.distance import DistanceMaps
-from trajplan.margins import CRITICAL_STRUCTURES
+from trajplan.planning.defaults import ANGLE_SIGMA_DEG, CRITICAL_STRUCTURES, ENTRY_SIGMA_MM, MC_SAMPLES
+from trajplan.planning.distance import DistanceMaps
 
 AXIS_SAMPLES = 32
 
@@ -34,8 +34,9 @@ def perturbed_paths(entry: np.ndarray, tip: np.ndarray, *, samples: int, entry_s
     return entries, entries + length * dirs
 
 
-def breach_probability(maps: DistanceMaps, entry, tip, *, radius: float, samples: int = 300,
-                       entry_sigma_mm: float = 2.0, angle_sigma_deg: float = 2.0, seed: int = 0) -> dict[str, float]:
+def breach_probability(maps: DistanceMaps, entry, tip, *, radius: float, samples: int = MC_SAMPLES,
+                       entry_sigma_mm: float = ENTRY_SIGMA_MM, angle_sigma_deg: float = ANGLE_SIGMA_DEG,
+                       seed: int = 0) -> dict[str, float]:
     """Probability (0..1) that placement error breaches each structure, and ``"any"``.
 
     Only structures with a non-zero probability are listed, besides ``"any"``.

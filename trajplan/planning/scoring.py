@@ -2,7 +2,8 @@
 
 Two stages: :func:`fast_slack` screens many candidates at once with one gather per
 axis sample on the combined slack map; :func:`measure_path` measures a shortlisted
-path exactly (KD-trees of voxel centres, 0.25 mm axis steps) and gives its verdict.
+path exactly (KD-trees of voxel centres, axis steps of EXACT_STEP_MM, 0.5 mm) and gives its
+verdict, as a :class:`~trajplan.needle.Needle`.
 
 Clearance of a structure = distance from the needle's outer surface to the
 structure's voxels (as cubes), conservatively: (distance from the axis to the
@@ -11,20 +12,21 @@ nearest voxel centre) - needle radius - half the voxel diagonal - half the axis 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import numpy as np
 
 from trajplan import labels as lt
-from trajplan.candidates import SIDE_SIGN, Landmarks, Targets, find_landmarks
-from trajplan.ct_guard import ct_guard
-from trajplan.distance import DistanceMaps, build_distance_maps
-from trajplan.errors import InputError
-from trajplan.margins import (
+from trajplan.labels import Side
+from trajplan.needle import Needle, NeedleMetrics, NeedlePath, Technique, Verdict, diameter_mm
+from trajplan.planning.candidates import Landmarks, Targets
+from trajplan.planning.ct_guard import ct_guard
+from trajplan.planning.defaults import (
     CEMENT_FILL_FRACTION,
     CEMENT_RADIUS_MM,
     CEMENT_SEGMENT_MM,
     CLEARANCE_CAP_MM,
+    CLEARANCE_SCALE_MM,
     CRITICAL_STRUCTURES,
     LONG_AXIS_MAX_AXIS_ANGLE_DEG,
     LONG_AXIS_MIN_LENGTH_MM,
@@ -34,10 +36,12 @@ from trajplan.margins import (
     SHORT_AXIS_MAX_GANTRY_TILT_DEG,
     SHORT_AXIS_MAX_NORMAL_ANGLE_DEG,
     SHORT_AXIS_MEDIOLATERAL_RANGE_DEG,
+    SHORT_AXIS_MIN_LENGTH_MM,
+    STUDY_MEAN_CEMENT_ML,
+    TARGET_SCALE_MM,
     WEIGHTS,
-    resolve_margins,
 )
-from trajplan.needle import diameter_mm
+from trajplan.planning.distance import DistanceMaps
 from trajplan.volume import Volume
 
 FAST_SAMPLES = 24
@@ -73,14 +77,14 @@ def path_angles(direction: np.ndarray, normal: np.ndarray | None, side_sign: flo
     return out
 
 
-def technique_ok(technique: str, angles: dict[str, np.ndarray], length: np.ndarray) -> np.ndarray:
-    """The hard technique limits (see :mod:`trajplan.margins`)."""
-    if technique == "short_axis":
+def technique_ok(technique: Technique, angles: dict[str, np.ndarray], length: np.ndarray) -> np.ndarray:
+    """The hard technique limits (see :mod:`trajplan.planning.defaults`)."""
+    if technique is Technique.SHORT_AXIS:
         lo, hi = SHORT_AXIS_MEDIOLATERAL_RANGE_DEG
         return ((angles["angle_to_surface_normal_deg"] <= SHORT_AXIS_MAX_NORMAL_ANGLE_DEG)
                 & (np.abs(angles["gantry_tilt_deg"]) <= SHORT_AXIS_MAX_GANTRY_TILT_DEG)
                 & (angles["mediolateral_angle_deg"] >= lo) & (angles["mediolateral_angle_deg"] <= hi)
-                & (length >= 10.0))
+                & (length >= SHORT_AXIS_MIN_LENGTH_MM))
     return (angles["axis_angle_deg"] <= LONG_AXIS_MAX_AXIS_ANGLE_DEG) & (length >= LONG_AXIS_MIN_LENGTH_MM)
 
 
@@ -189,7 +193,7 @@ def approach_crossings(maps: DistanceMaps, entry: np.ndarray, direction: np.ndar
     return [name for name in ("ilium_left", "ilium_right", "L5") if lt.value(name) in values]
 
 
-def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray, technique: str,
+def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray, technique: Technique,
                      length_in_bone: float) -> float:
     """Trabecular bone within CEMENT_RADIUS_MM of the distal needle segment x fill fraction (ml)."""
     segment = min(CEMENT_SEGMENT_MM[technique], max(length_in_bone, 1.0))
@@ -213,11 +217,11 @@ def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray,
 
 
 def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: np.ndarray, *,
-                 technique: str, side: str, gauge: int, targets: Targets | None = None,
+                 technique: Technique, side: Side, gauge: int, targets: Targets | None = None,
                  normal: np.ndarray | None = None, ct: Volume | None = None,
-                 weights: dict[str, float] | None = None) -> dict:
-    """Exact metrics and verdict of one path (a needle object of ``plan.json``, without
-    rank and breach probabilities; scored with ``weights``, by default the defaults)."""
+                 weights: dict[str, float] | None = None) -> Needle:
+    """Exact metrics and verdict of one path, without breach probabilities (scored with
+    ``weights``, by default the defaults). Entry and tip are kept rounded to 0.01 mm, as written."""
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
     radius = diameter_mm(gauge) / 2.0
     length = float(np.linalg.norm(tip - entry))
@@ -230,7 +234,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     label_at = np.zeros(len(axis_pts), dtype=np.uint8)
     label_at[valid] = crop.array[tuple(inside_idx[valid].T)]
     in_bone = np.isin(label_at, [lt.value(n) for n in lt.SACRAL_BONE])
-    in_ala = np.isin(label_at, [lt.value(f"ala_{side}"), lt.value("fracture")])
+    in_ala = np.isin(label_at, [lt.value(f"ala_{side.value}"), lt.value("fracture")])
 
     clearance = _clearances(maps, axis_pts, radius)
     reasons = [s for s, c in clearance.items() if c < maps.margins[s]]
@@ -255,195 +259,78 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         i = np.rint(crop.world_to_index(entry)).astype(int)
         near = np.argmin(np.linalg.norm(marks.surface_index - i, axis=1)) if len(marks.surface_index) else None
         normal = marks.inward_normal[:, near] if near is not None else None
-    angles = {k: round(float(v), 2) for k, v in
-              path_angles(direction, normal, SIDE_SIGN[side], marks.axis).items()}
+    angles = {k: round(float(v), 2) for k, v in path_angles(direction, normal, side.sign, marks.axis).items()}
     skin = skin_entry(ct, entry, direction)
     crossed = approach_crossings(maps, entry, direction, skin)
     reasons.extend(name for name in crossed if name not in reasons)
     length_in_bone = min(float(np.count_nonzero(in_bone[1:]) * step), length)
-    metrics = {
-        "length_mm": round(length, 2),
-        "length_in_bone_mm": round(length_in_bone, 2),
-        "length_in_ala_mm": round(min(float(np.count_nonzero(in_ala[1:]) * step), length), 2),
-        "length_outside_bone_mm": round(float(np.count_nonzero(~in_bone[1:]) * step), 2),
-        "tip_to_target_mm": tip_to_target,
-        "target": target_kind,
-        **angles,
-        "skin_to_bone_mm": round(float(np.linalg.norm(entry - skin)), 1) if skin is not None else None,
-        "approach_crosses": crossed,
-        "cement_volume_ml": cement_volume_ml(maps, tip, direction, technique, length_in_bone),
-    }
-    safe = not reasons
+    metrics = NeedleMetrics(
+        length_mm=round(length, 2),
+        length_in_bone_mm=round(length_in_bone, 2),
+        length_in_ala_mm=round(min(float(np.count_nonzero(in_ala[1:]) * step), length), 2),
+        length_outside_bone_mm=round(float(np.count_nonzero(~in_bone[1:]) * step), 2),
+        tip_to_target_mm=tip_to_target,
+        target=target_kind,
+        mediolateral_angle_deg=angles["mediolateral_angle_deg"],
+        craniocaudal_angle_deg=angles["craniocaudal_angle_deg"],
+        gantry_tilt_deg=angles["gantry_tilt_deg"],
+        axis_angle_deg=angles["axis_angle_deg"],
+        angle_to_surface_normal_deg=angles.get("angle_to_surface_normal_deg"),
+        skin_to_bone_mm=round(float(np.linalg.norm(entry - skin)), 1) if skin is not None else None,
+        approach_crosses=tuple(crossed),
+        cement_volume_ml=cement_volume_ml(maps, tip, direction, technique, length_in_bone),
+    )
     min_above = min((c - maps.margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
-    return {
-        "technique": technique, "side": side, "gauge": int(gauge), "diameter_mm": diameter_mm(gauge),
-        "entry_lps": [round(float(v), 2) for v in entry], "tip_lps": [round(float(v), 2) for v in tip],
-        "skin_entry_lps": [round(float(v), 2) for v in skin] if skin is not None else None,
-        "safe": safe,
-        "verdict": "unsafe" if not safe else ("marginal" if min_above < MARGINAL_BAND_MM else "safe"),
-        "reasons": reasons,
-        "clearance_mm": clearance,
-        "tip_to_anterior_cortex_mm": tip_to_cortex,
-        "ct_guard": guard,
-        "metrics": metrics,
-        "score": round(score_path(technique, clearance, maps.margins, metrics, weights), 4),
-    }
+    if reasons:
+        verdict = Verdict.UNSAFE
+    else:
+        verdict = Verdict.MARGINAL if min_above < MARGINAL_BAND_MM else Verdict.SAFE
+    return Needle(
+        path=NeedlePath(technique=technique, side=side, gauge=int(gauge),
+                        entry_lps=_rounded(entry), tip_lps=_rounded(tip)),
+        skin_entry_lps=_rounded(skin) if skin is not None else None,
+        verdict=verdict,
+        reasons=tuple(reasons),
+        clearance_mm=clearance,
+        tip_to_anterior_cortex_mm=tip_to_cortex,
+        ct_guard=guard,
+        metrics=metrics,
+        score=round(score_path(technique, clearance, maps.margins, metrics, weights), 4),
+    )
 
 
-def score_path(technique: str, clearance: dict[str, float], margins: dict[str, float], metrics: dict,
-               weights: dict[str, float] | None = None) -> float:
-    """Weighted score in [0, 1] (``weights``, by default :data:`trajplan.margins.WEIGHTS`)."""
+def _rounded(point: np.ndarray) -> tuple[float, float, float]:
+    """A point rounded to 0.01 mm, as ``plan.json`` holds it."""
+    x, y, z = (round(float(v), 2) for v in point)
+    return x, y, z
+
+
+def score_path(technique: Technique, clearance: dict[str, float], margins: dict[str, float],
+               metrics: NeedleMetrics, weights: dict[str, float] | None = None) -> float:
+    """Weighted score in [0, 1] (``weights``, by default :data:`trajplan.planning.defaults.WEIGHTS`)."""
     weights = {**WEIGHTS, **(weights or {})}
     above = min((c - margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
-    terms = {"clearance": float(np.clip(above / 5.0, 0.0, 1.0))}
-    target = metrics.get("tip_to_target_mm")
-    terms["target"] = float(np.exp(-target / 10.0)) if target is not None else 0.5
-    if technique == "short_axis":
-        normal = metrics.get("angle_to_surface_normal_deg") or 0.0
-        tilt = abs(metrics["gantry_tilt_deg"])
+    terms = {"clearance": float(np.clip(above / CLEARANCE_SCALE_MM, 0.0, 1.0))}
+    target = metrics.tip_to_target_mm
+    terms["target"] = float(np.exp(-target / TARGET_SCALE_MM)) if target is not None else 0.5
+    if technique is Technique.SHORT_AXIS:
+        normal = metrics.angle_to_surface_normal_deg or 0.0
+        tilt = abs(metrics.gantry_tilt_deg)
         terms["technique_fit"] = float(np.clip(1 - 0.5 * normal / SHORT_AXIS_MAX_NORMAL_ANGLE_DEG
                                                - 0.5 * tilt / SHORT_AXIS_MAX_GANTRY_TILT_DEG, 0, 1))
     else:
-        terms["technique_fit"] = float(np.clip(1 - metrics["axis_angle_deg"] / LONG_AXIS_MAX_AXIS_ANGLE_DEG, 0, 1))
-    terms["cement"] = float(np.clip(metrics["cement_volume_ml"] / 4.1, 0, 1))
+        terms["technique_fit"] = float(np.clip(1 - metrics.axis_angle_deg / LONG_AXIS_MAX_AXIS_ANGLE_DEG, 0, 1))
+    terms["cement"] = float(np.clip(metrics.cement_volume_ml / STUDY_MEAN_CEMENT_ML, 0, 1))
     total = sum(weights[k] for k in terms)
     return sum(weights[k] * v for k, v in terms.items()) / total
 
 
-def apply_robustness(needle: dict, breach: dict[str, float], weights: dict[str, float] | None = None) -> dict:
-    """Add breach probabilities; a safe needle with a likely breach becomes marginal."""
+def apply_robustness(needle: Needle, breach: dict[str, float], weights: dict[str, float] | None = None) -> Needle:
+    """The needle with its breach probabilities and ranking value; a safe needle with a likely
+    breach becomes marginal."""
     weights = {**WEIGHTS, **(weights or {})}
-    needle = dict(needle, breach_probability=breach)
-    if needle["safe"] and breach.get("any", 0.0) > MARGINAL_BREACH_PROBABILITY:
-        needle["verdict"] = "marginal"
-    needle["rank_value"] = round(needle["score"] - weights["robustness"] * breach.get("any", 0.0), 4)
-    return needle
-
-
-# ------------------------------------------------------------------ one hand-drawn path
-@dataclass
-class PathContext:
-    """What scoring a hand-drawn path needs of a label map, computed once for many paths.
-
-    Built by :func:`path_context`; :func:`evaluate_in_context` scores paths against it.
-    The targets of each side are found on first use and kept.
-    """
-
-    maps: DistanceMaps
-    marks: Landmarks
-    _targets: dict[str, Targets | None] = field(default_factory=dict)
-
-    def targets(self, side: str) -> Targets | None:
-        """The targets of ``side`` (None where the side has none: a path may be checked there)."""
-        from trajplan.candidates import find_targets
-
-        if side not in self._targets:
-            try:
-                self._targets[side] = find_targets(self.maps, self.marks, side)
-            except InputError:
-                self._targets[side] = None
-        return self._targets[side]
-
-
-def path_context(labels: Volume, margins_mm: dict[str, float] | None = None) -> PathContext:
-    """Distance maps and landmarks of ``labels`` with the margins in force (defaults + ``margins_mm``)."""
-    maps = build_distance_maps(labels, resolve_margins(margins_mm))
-    return PathContext(maps=maps, marks=find_landmarks(maps))
-
-
-def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: int = 11,
-                        technique: str | None = None, ct: Volume | None = None, mc_samples: int = 300,
-                        seed: int = 0, weights: dict[str, float] | None = None,
-                        entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
-    """Metrics and verdict of one hand-drawn path (LPS mm) against a prepared :class:`PathContext`.
-
-    ``technique`` None picks it as :func:`evaluate_path` does: the long axis when the path
-    runs within 35 degrees of the sacrum's long axis, the short axis otherwise. The side
-    is that of the tip. ``weights`` (overrides of :data:`trajplan.margins.WEIGHTS`) score it;
-    ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
-    :func:`trajplan.robustness.breach_probability`).
-
-    Raises
-    ------
-    InputError
-        If entry and target are less than 1 mm apart, or ``technique`` is unknown.
-    """
-    from trajplan.robustness import breach_probability
-
-    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
-    if np.linalg.norm(tip - entry) < 1.0:
-        raise InputError("entry and target are less than 1 mm apart")
-    maps, marks = context.maps, context.marks
-    side = "left" if marks.side_of(tip[0]) > 0 else "right"
-    direction = (tip - entry) / np.linalg.norm(tip - entry)
-    if technique is None:
-        angle = np.degrees(np.arccos(np.clip(direction @ marks.axis, -1, 1)))
-        technique = "long_axis" if angle < 35 else "short_axis"
-    elif technique not in CEMENT_SEGMENT_MM:
-        raise InputError(f"unknown technique {technique!r} (short_axis or long_axis)")
-    needle = measure_path(maps, marks, entry, tip, technique=technique, side=side, gauge=gauge,
-                          targets=context.targets(side), ct=ct, weights=weights)
-    errors = {k: v for k, v in (("entry_sigma_mm", entry_sigma_mm), ("angle_sigma_deg", angle_sigma_deg))
-              if v is not None}         # else breach_probability's defaults
-    breach = breach_probability(maps, entry, tip, radius=diameter_mm(gauge) / 2, samples=mc_samples, seed=seed,
-                                **errors)
-    needle = apply_robustness(needle, breach, weights)
-    needle.pop("rank_value")
-    return needle
-
-
-def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = 11,
-                  margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
-                  mc_samples: int = 300, seed: int = 0, weights: dict[str, float] | None = None,
-                  entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
-    """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
-
-    The technique is the long axis when the path runs within 35 degrees of the
-    sacrum's long axis, the short axis otherwise; the side is that of the tip. ``weights``
-    (overrides of :data:`trajplan.margins.WEIGHTS`) score it; ``entry_sigma_mm`` and
-    ``angle_sigma_deg`` size the placement error (None: those of
-    :func:`trajplan.robustness.breach_probability`).
-    """
-    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
-    if np.linalg.norm(tip - entry) < 1.0:
-        raise InputError("entry and target are less than 1 mm apart")
-    return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, ct=ct,
-                               mc_samples=mc_samples, seed=seed, weights=weights,
-                               entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
-
-
-def bone_entry_on_line(labels: Volume, start, tip, *, step_mm: float = 0.25) -> tuple[np.ndarray, float] | None:
-    """Where the line from ``start`` to ``tip`` first enters the sacral bone, and how far along it that is.
-
-    The line is sampled every ``step_mm`` (nearest voxel of ``labels``); the first sample in the
-    sacral bone (:data:`trajplan.labels.SACRAL_BONE`), rounded to 0.01 mm as ``plan.json`` writes
-    it and still in the bone once rounded, is the bone entry. A ``start`` already in the sacral bone
-    is its own bone entry (distance 0). Used by ``trajplan evaluate`` for a line drawn from the skin:
-    the needle is scored from where it enters the bone, as planned needles are.
-
-    Returns
-    -------
-    (point, distance_mm) or None
-        The bone entry (LPS mm, rounded to 0.01 mm) and its distance from ``start``; None when the
-        line does not meet the sacral bone before ``tip``.
-    """
-    start, tip = np.asarray(start, float), np.asarray(tip, float)
-    length = float(np.linalg.norm(tip - start))
-    bone = np.array([lt.value(n) for n in lt.SACRAL_BONE])
-
-    def in_bone(points: np.ndarray) -> np.ndarray:
-        idx = np.rint(labels.world_to_index(points)).astype(int)
-        inside = np.all((idx >= 0) & (idx < np.asarray(labels.shape)), axis=1)
-        values = np.zeros(len(points), dtype=labels.array.dtype)
-        values[inside] = labels.array[tuple(idx[inside].T)]
-        return np.isin(values, bone)
-
-    if in_bone(start[None, :])[0]:
-        return start, 0.0
-    along = np.arange(0.0, length + 1e-9, step_mm)
-    points = start + along[:, None] * (tip - start) / max(length, 1e-9)
-    for k in np.flatnonzero(in_bone(points)):
-        rounded = np.round(points[k], 2)
-        if in_bone(rounded[None, :])[0]:
-            return rounded, float(np.linalg.norm(rounded - start))
-    return None
+    verdict = needle.verdict
+    if needle.safe and breach.get("any", 0.0) > MARGINAL_BREACH_PROBABILITY:
+        verdict = Verdict.MARGINAL
+    return replace(needle, verdict=verdict, breach_probability=breach,
+                   rank_value=round(needle.score - weights["robustness"] * breach.get("any", 0.0), 4))

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
-
-CT_ROI = "ct_roi.nii.gz"
+from trajplan.io.plan_folder import CARD, CT_ROI, LABELS, PLAN, SCENE_HTML, SCENE_PNG
 
 
 def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, Path]:
@@ -28,19 +27,19 @@ def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, 
     from trajplan.report import write_report
 
     plan_dir = Path(plan_dir)
-    for name in ("plan.json", "labels.nii.gz"):
+    for name in (PLAN, LABELS):
         if not (plan_dir / name).is_file():
             raise InputError(f"{plan_dir}: not a plan folder (no {name})")
     try:
-        plan = json.loads((plan_dir / "plan.json").read_text())
+        plan = json.loads((plan_dir / PLAN).read_text())
     except ValueError as exc:
-        raise InputError(f"{plan_dir / 'plan.json'}: not valid JSON ({exc})") from None
-    labels = read_volume_file(plan_dir / "labels.nii.gz")
+        raise InputError(f"{plan_dir / PLAN}: not valid JSON ({exc})") from None
+    labels = read_volume_file(plan_dir / LABELS)
     ct = read_volume_file(plan_dir / CT_ROI) if (plan_dir / CT_ROI).is_file() else None
-    write_text(plan_dir / "card.html", card_page(plan))
+    write_text(plan_dir / CARD, card_page(plan))
     return {
         "report": write_report(plan_dir, labels=labels, plan=plan, ct=ct, window=window),
-        "card": plan_dir / "card.html",
-        "scene": plan_dir / "scene.png",
-        "scene_html": plan_dir / "scene.html",
+        "card": plan_dir / CARD,
+        "scene": plan_dir / SCENE_PNG,
+        "scene_html": plan_dir / SCENE_HTML,
     }

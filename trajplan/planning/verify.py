@@ -1,6 +1,6 @@
 """Independent re-check of a planned needle against a label map.
 
-Shares no code with :mod:`trajplan.scoring`: the needle's outer surface (cylinder and
+Shares no code with :mod:`trajplan.planning.scoring`: the needle's outer surface (cylinder and
 tip disc) is sampled densely and its exact distance to the voxels of a structure,
 taken as cubes, is measured. Used by the tests and the validation script to confirm
 that what the planner calls safe is safe.

@@ -1,4 +1,5 @@
-"""Safety margins, verdict thresholds and score weights: the one place that sets them.
+"""Clinical defaults of planning: margins, verdict thresholds, score weights, technique limits,
+cement, placement error and needle set; the one place that sets them.
 
 Margins are minimum clearances in mm between the needle's outer surface and a
 structure. A margin class applies to every structure whose name starts with it
@@ -13,6 +14,9 @@ structure name overrides its class.
 | si_joint | 2 | entry into the sacroiliac joint |
 | ilium | 2 | the needle must stay in the sacrum |
 | L5_S1_disc | 2 | the long-axis tip must stay short of the L5-S1 disc |
+
+:class:`trajplan.planning.options.PlanOptions`, ``trajplan compare``, the settings file
+(:mod:`trajplan.settings`) and the procedure cards take their defaults from here.
 """
 
 from __future__ import annotations
@@ -46,13 +50,19 @@ MAX_OUTSIDE_BONE_MM = 1.0
 # Distances beyond this are reported as this value (nothing is nearer).
 CLEARANCE_CAP_MM = 30.0
 
+# Score terms: clearance above margin over this scale, exp(-tip to target / this scale),
+# cement volume over the mean cement volume of Kortman et al. 2013.
+CLEARANCE_SCALE_MM = 5.0
+TARGET_SCALE_MM = 10.0
+STUDY_MEAN_CEMENT_ML = 4.1
+
 # Score = weighted mean of terms in [0, 1]; the final rank subtracts
 # WEIGHTS["robustness"] x the probability of any breach under placement error.
 WEIGHTS: dict[str, float] = {
-    "clearance": 0.35,      # min(1, smallest clearance above its margin / 5 mm)
-    "target": 0.30,         # exp(-tip distance to the fracture line or lesion / 10 mm)
+    "clearance": 0.35,      # min(1, smallest clearance above its margin / CLEARANCE_SCALE_MM)
+    "target": 0.30,         # exp(-tip distance to the fracture line or lesion / TARGET_SCALE_MM)
     "technique_fit": 0.20,  # short: angle to surface normal and gantry tilt; long: alignment with the sacrum
-    "cement": 0.15,         # min(1, estimated cement volume / 4.1 ml, the mean of Kortman et al. 2013)
+    "cement": 0.15,         # min(1, estimated cement volume / STUDY_MEAN_CEMENT_ML)
     "robustness": 1.0,
 }
 
@@ -60,14 +70,26 @@ WEIGHTS: dict[str, float] = {
 SHORT_AXIS_MAX_NORMAL_ANGLE_DEG = 45.0
 SHORT_AXIS_MAX_GANTRY_TILT_DEG = 30.0
 SHORT_AXIS_MEDIOLATERAL_RANGE_DEG = (-15.0, 40.0)
+SHORT_AXIS_MIN_LENGTH_MM = 10.0
 LONG_AXIS_MAX_AXIS_ANGLE_DEG = 25.0
 LONG_AXIS_MIN_LENGTH_MM = 40.0
+# A drawn path (trajplan evaluate, the viewer) within this angle of the sacrum's long axis is long axis.
+LONG_AXIS_WITHIN_DEG = 35.0
 # Cement: trabecular bone within this radius of the distal needle segment, filled to this fraction.
 CEMENT_RADIUS_MM = 8.0
 CEMENT_FILL_FRACTION = 0.4
 CEMENT_SEGMENT_MM = {"short_axis": 15.0, "long_axis": 40.0}
 # Target coverage: target voxels within this distance of a needle's cement segment count as covered.
 COVERAGE_RADIUS_MM = 8.0
+
+# The needle set and the placement error asked for by default.
+GAUGE = 11
+NEEDLES = 2
+MIN_SEPARATION_MM = 10.0           # between the axes of two chosen needles
+ENTRY_SIGMA_MM = 2.0               # placement error: entry offset ...
+ANGLE_SIGMA_DEG = 2.0              # ... and angular error (Gaussian sigmas)
+MC_SAMPLES = 300                   # placement-error Monte Carlo samples per needle
+STANDARD_NEEDLE_LENGTHS_MM = (100.0, 125.0, 150.0)   # 10, 12.5 and 15 cm bone needles (procedure cards)
 
 
 def margin_class(structure: str) -> str:

@@ -2,7 +2,7 @@
 
 Everything lives on a crop of the label map around the sacral bone. Each critical
 structure gets a Euclidean distance map (mm from the nearest voxel centre of the
-structure, capped at :data:`~trajplan.margins.CLEARANCE_CAP_MM`), computed only in a
+structure, capped at :data:`~trajplan.planning.defaults.CLEARANCE_CAP_MM`), computed only in a
 box around that structure. ``slack`` is the smallest ``distance - margin`` over all
 structures: a needle axis sample with ``slack < radius`` is too close to something.
 Exact distances for the final few paths come from KD-trees of voxel centres.
@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from trajplan import labels as lt
-from trajplan.margins import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES
+from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES
 from trajplan.volume import Volume
 
 CROP_PAD_MM = 40.0
@@ -91,7 +91,7 @@ def build_distance_maps(labels: Volume, margins: dict[str, float]) -> DistanceMa
     labels : Volume
         Exclusive label map with at least some sacral bone.
     margins : dict
-        Margin (mm) per critical structure (see :func:`trajplan.margins.resolve_margins`).
+        Margin (mm) per critical structure (see :func:`trajplan.planning.defaults.resolve_margins`).
     """
     crop = sacral_crop(labels)
     distance = {}

@@ -4,7 +4,7 @@ targets in the ala, on the fracture line or in the lesion.
 Short axis (CT-guided): entries on the dorsal surface of the ala at the level of the
 target, tips on the fracture line (or in the lesion, or in the S1-S2 ala).
 Long axis (fluoroscopy-guided): entries on the inferior dorsal ala at S4, tips in the
-S1 ala. Technique limits are applied later, in :mod:`trajplan.scoring`.
+S1 ala. Technique limits are applied later, in :mod:`trajplan.planning.scoring`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import numpy as np
 from scipy import ndimage
 
 from trajplan import labels as lt
-from trajplan.distance import DistanceMaps
 from trajplan.errors import InputError
+from trajplan.labels import Side
+from trajplan.needle import Technique
+from trajplan.planning.distance import DistanceMaps
 
-SIDE_SIGN = {"left": 1.0, "right": -1.0}     # LPS: +x is the patient's left
-TECHNIQUES = ("short_axis", "long_axis")
 MAX_ENTRIES = 160
 MAX_TARGETS = 80
 
@@ -89,10 +89,10 @@ class Targets:
     centre: np.ndarray | None  # lesion centre (LPS mm)
 
 
-def find_targets(maps: DistanceMaps, marks: Landmarks, side: str) -> Targets:
+def find_targets(maps: DistanceMaps, marks: Landmarks, side: Side) -> Targets:
     """Fracture voxels of ``side``, else the lesion, else the S1-S2 ala of that side."""
     crop = maps.labels
-    sign = SIDE_SIGN[side]
+    sign = side.sign
     lesion = lt.mask(crop, "lesion")
     if lesion.any():
         shell = ndimage.binary_dilation(lesion, iterations=2) & ~lesion
@@ -127,7 +127,7 @@ def _subsample(points: np.ndarray, count: int, rng: np.random.Generator) -> np.n
     return points[np.sort(rng.choice(len(points), size=count, replace=False))]
 
 
-def candidate_pairs(maps: DistanceMaps, marks: Landmarks, targets: Targets, technique: str, side: str,
+def candidate_pairs(maps: DistanceMaps, marks: Landmarks, targets: Targets, technique: Technique, side: Side,
                     *, radius_mm: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All entry x tip pairs of a technique on one side.
 
@@ -143,14 +143,14 @@ def candidate_pairs(maps: DistanceMaps, marks: Landmarks, targets: Targets, tech
     """
     crop = maps.labels
     rng = np.random.default_rng(seed)
-    sign = SIDE_SIGN[side]
+    sign = side.sign
     ala = lt.mask(crop, f"ala_{side}", "fracture")
     if not lt.mask(crop, f"ala_{side}").any():
         raise InputError(f"no ala on the {side} side in the label map")
     surface_world = crop.index_to_world(marks.surface_index)
     surface_ala = ala[tuple(marks.surface_index.T)] & (marks.side_of(surface_world[:, 0]) == sign)
     z = surface_world[:, 2]
-    if technique == "short_axis":
+    if technique is Technique.SHORT_AXIS:
         if targets.kind == "ala":
             keep = surface_ala & (z >= marks.level_z["S3"])
         else:
@@ -160,7 +160,7 @@ def candidate_pairs(maps: DistanceMaps, marks: Landmarks, targets: Targets, tech
         if targets.kind == "lesion":
             near = np.linalg.norm(target_pts - targets.centre, axis=1)
             target_pts = target_pts[near <= max(near.max() * 0.5, 2.0)]
-    elif technique == "long_axis":
+    elif technique is Technique.LONG_AXIS:
         low, high = marks.level_z["S4"] - 10.0, 0.5 * (marks.level_z["S3"] + marks.level_z["S4"])
         keep = surface_ala & (z >= low) & (z <= high)
         s1 = np.argwhere(lt.mask(crop, f"ala_{side}", "fracture") & (marks.depth_mm >= radius_mm + 2.0))
@@ -172,10 +172,10 @@ def candidate_pairs(maps: DistanceMaps, marks: Landmarks, targets: Targets, tech
     else:
         raise InputError(f"unknown technique {technique!r} (use short_axis or long_axis)")
     if not keep.any():
-        raise InputError(f"no dorsal bone surface to enter for a {technique.replace('_', '-')} "
+        raise InputError(f"no dorsal bone surface to enter for a {technique.adjective} "
                          f"path on the {side}")
     if not len(target_pts):
-        raise InputError(f"no target in the {side} ala for a {technique.replace('_', '-')} path")
+        raise InputError(f"no target in the {side} ala for a {technique.adjective} path")
     pick = _subsample(np.flatnonzero(keep), MAX_ENTRIES, rng)
     entries = surface_world[pick]
     normals = marks.inward_normal[:, pick].T
