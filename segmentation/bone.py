@@ -122,8 +122,32 @@ def largest_piece(mask: np.ndarray, structure: np.ndarray | None = None) -> np.n
     labels, count = ndimage.label(mask, structure=structure)
     if count <= 1:
         return mask
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)[1:]
     return labels == 1 + int(np.argmax(sizes))
+
+
+def piece_sizes_and_heights(pieces: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel count and mean index along the last axis (S) of pieces ``1..count`` of a label array.
+
+    One bincount over the labelled voxels each (``ndimage.sum_labels`` and ``center_of_mass``
+    walk every piece's index list: seconds on a 1 mm sacral region with thousands of specks).
+    """
+    flat = pieces.reshape(-1)
+    index = np.flatnonzero(flat)
+    labels = flat[index]
+    sizes = np.bincount(labels, minlength=count + 1)[1:]
+    z = (index % pieces.shape[-1]).astype(np.float64)
+    sums = np.bincount(labels, weights=z, minlength=count + 1)[1:]
+    return sizes, sums / np.maximum(sizes, 1)
+
+
+def piece_maxima(values: np.ndarray, pieces: np.ndarray, count: int) -> np.ndarray:
+    """The largest of ``values`` over each of pieces ``1..count`` of a label array (-inf for none)."""
+    flat = pieces.reshape(-1)
+    index = np.flatnonzero(flat)
+    out = np.full(count + 1, -np.inf)
+    np.maximum.at(out, flat[index], np.broadcast_to(values, pieces.shape).reshape(-1)[index])
+    return out[1:]
 
 
 def body_mask(hu: np.ndarray) -> np.ndarray:

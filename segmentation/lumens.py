@@ -28,7 +28,16 @@ import numpy as np
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
 
-from segmentation.bone import ball, bounding_box, closing, fill_holes, largest_piece, smooth_hu
+from segmentation.bone import (
+    ball,
+    bounding_box,
+    closing,
+    fill_holes,
+    largest_piece,
+    piece_maxima,
+    piece_sizes_and_heights,
+    smooth_hu,
+)
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
@@ -396,7 +405,7 @@ def _below_canal(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, m
     if not count or not canal.any():
         return np.zeros_like(channels)
     lowest = np.flatnonzero(canal.any(axis=(0, 1)))[0]
-    heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
+    _, heights = piece_sizes_and_heights(pieces, count)
     offset = np.abs(np.arange(canal.shape[0]) - midline_i) * spacing[0]
     central = (offset <= _side_wall_mm(canal, offset)[lowest] + MIN_REACH_MM)[:, None, None]
     return np.concatenate([[False], heights < lowest])[pieces] & central
@@ -424,8 +433,8 @@ def _reaching_out(channels: np.ndarray, canal: np.ndarray, spacing: np.ndarray, 
     # canal's end (its upper opening, the disc) reaches no further out than the canal does.
     wall = _side_wall_mm(canal, offset)
     reach = np.broadcast_to((offset[:, None] - wall[None, :])[:, None, :], channels.shape)
-    farthest = ndimage.maximum(reach, pieces, index=np.arange(1, count + 1))
-    return np.concatenate([[False], np.asarray(farthest) >= MIN_REACH_MM])[pieces]
+    farthest = piece_maxima(reach, pieces, count)
+    return np.concatenate([[False], farthest >= MIN_REACH_MM])[pieces]
 
 
 def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = FORAMEN_LEVELS) -> list[np.ndarray]:
@@ -442,8 +451,7 @@ def _levels(channels: np.ndarray, spacing: np.ndarray, *, max_levels: int = FORA
     pieces, count = ndimage.label(channels, structure=np.ones((3, 3, 3)))
     if not count:
         return []
-    sizes = ndimage.sum_labels(channels, pieces, index=np.arange(1, count + 1))
-    heights = np.array([c[2] for c in ndimage.center_of_mass(channels, pieces, np.arange(1, count + 1))])
+    sizes, heights = piece_sizes_and_heights(pieces, count)
     heights = heights * spacing[2]
     spans = [(box[2].start * spacing[2], (box[2].stop - 1) * spacing[2]) for box in ndimage.find_objects(pieces)]
     levels: list[tuple[float, float, list[int], float, float]] = []     # height, weight, piece ids, z range

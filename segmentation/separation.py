@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import expand_labels, watershed
 
-from segmentation.bone import SMOOTH_MM, ball, closing, fill_holes
+from segmentation.bone import SMOOTH_MM, ball, bounding_box, closing, fill_holes
 from trajplan.errors import NoSacrumError
 
 EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)
@@ -155,11 +155,36 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
     return None
 
 
-def _named_at(seeds: np.ndarray, depth: float, spacing: np.ndarray,
+class _Erosions:
+    """``seeds`` eroded by balls of growing radius (:func:`segmentation.bone.ball`), as asked.
+
+    On a grid whose ball is a sphere in voxels (the same radius in voxels on every axis), a
+    voxel survives erosion by a ball of ``h`` voxels exactly when no voxel outside ``seeds``
+    (nor the array's outside) lies within ``h`` voxels: one distance transform, computed at the
+    first radius over EDT_FROM_VOXELS, then serves every deeper erosion (a 10 mm ball on a 1 mm
+    grid holds 4,000 voxels, and the bone split tries up to six depths for each of eight seeds).
+    """
+
+    EDT_FROM_VOXELS = 3
+
+    def __init__(self, seeds: np.ndarray, spacing: np.ndarray):
+        self.seeds, self.spacing = seeds, np.asarray(spacing, dtype=float)
+        self._depth_voxels: np.ndarray | None = None
+
+    def __call__(self, depth_mm: float) -> np.ndarray:
+        half = np.round(depth_mm / self.spacing).astype(int)
+        if half.min() != half.max() or half[0] < self.EDT_FROM_VOXELS:
+            return ndimage.binary_erosion(self.seeds, structure=ball(depth_mm, self.spacing))
+        if self._depth_voxels is None:
+            padded = np.pad(self.seeds, 1)
+            self._depth_voxels = ndimage.distance_transform_edt(padded)[1:-1, 1:-1, 1:-1]
+        return self._depth_voxels > half[0]
+
+
+def _named_at(erosions: _Erosions, depth: float, spacing: np.ndarray,
               midline_mm: float) -> tuple[np.ndarray, list[_Piece], dict[str, _Piece] | None]:
-    """The pieces of ``seeds`` eroded by ``depth`` mm (labels, pieces) and the bones named among them."""
-    eroded = ndimage.binary_erosion(seeds, structure=ball(depth, spacing))
-    labels, pieces = _pieces(eroded, spacing)
+    """The pieces of the seeds eroded by ``depth`` mm (labels, pieces) and the bones named among them."""
+    labels, pieces = _pieces(erosions(depth), spacing)
     return labels, pieces, _name_pieces(pieces, midline_mm, labels, spacing, reach_mm=2 * depth + JOINT_MM)
 
 
@@ -173,8 +198,9 @@ def _split_off_L5(seeds: np.ndarray, depth: float, spacing: np.ndarray,
     a central piece above it no wider than a lumbar body (an upper sacral segment split
     off would carry the alae) gives (sacral seed, L5 seed, that depth); otherwise None.
     """
+    erosions = _Erosions(seeds, spacing)
     for deeper in (d for d in EROSION_STEPS_MM if d > depth):
-        labels, _, named = _named_at(seeds, deeper, spacing, midline_mm)
+        labels, _, named = _named_at(erosions, deeper, spacing, midline_mm)
         if named is None:
             return None
         if "L5" in named and named["L5"].width < MIN_SACRUM_WIDTH_MM:
@@ -240,8 +266,9 @@ def _first_named(candidates, spacing: np.ndarray, midline_mm: float) -> _Named |
     """The first of ``candidates`` ((seeds, how they were made), tried in order) whose pieces,
     eroded by one of EROSION_STEPS_MM (shallowest first), name the bones."""
     for seeds, how in candidates:
+        erosions = _Erosions(seeds, spacing)
         for depth in EROSION_STEPS_MM:
-            labels, pieces, named = _named_at(seeds, depth, spacing, midline_mm)
+            labels, pieces, named = _named_at(erosions, depth, spacing, midline_mm)
             if named is not None:
                 return _Named(seeds, how, depth, labels, pieces, named)
     return None
@@ -347,19 +374,16 @@ def _implausible_L5(l5: np.ndarray, spacing: np.ndarray) -> str:
     return f"only {volume:.0f} ml and whole in the field of view" if volume < MIN_L5_ML else ""
 
 
-def _joints_top(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacing: np.ndarray) -> int | None:
-    """The highest slice (index along S) at which ``sacrum`` meets both ilia, or None if it misses one.
+def _joints_top(contacts: tuple[np.ndarray, np.ndarray]) -> int | None:
+    """The highest slice (index along S) at which the sacrum meets both ilia, or None if it misses one.
 
-    A slice meets an ilium where it holds sacral bone within SI_CONTACT_MM of it in at least
-    SI_CONTACT_FRACTION of the median such count over the slices that have any (a lumbar
-    transverse process that comes near the iliac crest holds far fewer).
+    ``contacts`` are the sacral voxels within SI_CONTACT_MM of each ilium. A slice meets an ilium
+    where it holds at least SI_CONTACT_FRACTION of the median count of such voxels over the slices
+    that have any (a lumbar transverse process that comes near the iliac crest holds far fewer).
     """
     tops = []
-    for ilium in ilia:
-        if not ilium.any():
-            return None
-        near = ndimage.distance_transform_edt(~ilium, sampling=spacing) <= SI_CONTACT_MM
-        count = (sacrum & near).sum(axis=(0, 1)).astype(float)
+    for contact in contacts:
+        count = contact.sum(axis=(0, 1)).astype(float)
         if not count.any():
             return None
         tops.append(int(np.flatnonzero(count >= SI_CONTACT_FRACTION * np.median(count[count > 0])).max()))
@@ -374,26 +398,35 @@ def _lumbar_part(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacin
     in axial sections, so the dark-marrow fill makes it bone; post-mortem or degenerate
     discs), the sacroiliac joints still tell the levels apart: the sacrum meets both ilia, the
     lumbar spine does not. Bone more than SACRAL_MARK_MM below the joints' top
-    (:func:`_joints_top`) seeds the sacrum, bone within CENTRAL_MM of the midline more than
-    LUMBAR_MARK_MM above it the lumbar spine, and a watershed on the distance to the mask's
-    surface parts them at the narrowest neck between: the L5-S1 disc and the facet joints.
-    None when the joints are not found or less than MIN_L5_ML of central bone lies that high.
+    (:func:`_joints_top`) and the bone at the joints seed the sacrum, bone within CENTRAL_MM of
+    the midline more than LUMBAR_MARK_MM above it the lumbar spine, and a watershed on the
+    distance to the mask's surface parts them at the narrowest neck between: the L5-S1 disc and
+    the facet joints. None when the joints are not found or less than MIN_L5_ML of central bone
+    lies that high. All of it is computed in the sacrum's box (widened by SI_CONTACT_MM).
     """
-    top = _joints_top(sacrum, ilia, spacing)
+    if not sacrum.any() or not all(ilium.any() for ilium in ilia):
+        return None
+    box = bounding_box(sacrum, np.ceil(SI_CONTACT_MM / spacing).astype(int) + 1)
+    sac = sacrum[box]
+    contacts = tuple(sac & (ndimage.distance_transform_edt(~ilium[box], sampling=spacing) <= SI_CONTACT_MM)
+                     if ilium[box].any() else np.zeros_like(sac) for ilium in ilia)
+    top = _joints_top(contacts)
     if top is None:
         return None
-    z = np.arange(sacrum.shape[2])[None, None, :] * spacing[2]
-    central = (np.abs(np.arange(sacrum.shape[0]) * spacing[0] - midline_mm) <= CENTRAL_MM)[:, None, None]
-    markers = np.zeros(sacrum.shape, dtype=np.int32)
-    markers[sacrum & (z <= top * spacing[2] - SACRAL_MARK_MM)] = 1
-    for ilium in ilia:
-        markers[sacrum & (z <= top * spacing[2]) & (ndimage.distance_transform_edt(~ilium, sampling=spacing)
-                                                     <= SI_CONTACT_MM)] = 1
-    markers[sacrum & central & (z >= top * spacing[2] + LUMBAR_MARK_MM)] = 2
-    if (markers == 2).sum() * np.prod(spacing) / 1000.0 < MIN_L5_ML or not (markers == 1).any():
+    z = np.arange(sac.shape[2])[None, None, :] * spacing[2]
+    x = (np.arange(sac.shape[0]) + box[0].start) * spacing[0]
+    central = (np.abs(x - midline_mm) <= CENTRAL_MM)[:, None, None]
+    lumbar = sac & central & (z >= top * spacing[2] + LUMBAR_MARK_MM)
+    if lumbar.sum() * np.prod(spacing) / 1000.0 < MIN_L5_ML:
         return None
-    depth = ndimage.distance_transform_edt(sacrum, sampling=spacing)
-    return watershed(-depth, markers, mask=sacrum) == 2
+    markers = np.zeros(sac.shape, dtype=np.int32)
+    at_joints = (contacts[0] | contacts[1]) & (z <= top * spacing[2])
+    markers[(sac & (z <= top * spacing[2] - SACRAL_MARK_MM)) | at_joints] = 1
+    markers[lumbar] = 2
+    depth = ndimage.distance_transform_edt(sac, sampling=spacing)
+    out = np.zeros_like(sacrum)
+    out[box] = watershed(-depth, markers, mask=sac) == 2
+    return out
 
 
 def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,

@@ -1,6 +1,7 @@
 """The lumbar spine parted from a sacral mask that took it in, by the sacroiliac joints (hand-built masks)."""
 
 import numpy as np
+from scipy import ndimage
 
 from segmentation.parts import disc
 from segmentation.separation import _joints_top, _lumbar_part
@@ -31,8 +32,9 @@ def _pelvis(with_spine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def test_the_joints_top_is_where_the_sacrum_stops_meeting_both_ilia():
     joined, left, right, _ = _pelvis()
-    assert _joints_top(joined, (left, right), SPACING) == 60
-    assert _joints_top(joined, (left, np.zeros_like(left)), SPACING) is None
+    contact = [joined & (ndimage.distance_transform_edt(~ilium) <= 6.0) for ilium in (left, right)]
+    assert _joints_top((contact[0], contact[1])) == 60
+    assert _joints_top((contact[0], np.zeros_like(left))) is None
 
 
 def test_the_lumbar_block_is_cut_off_at_the_bridge_and_the_sacrum_keeps_its_whole_block():

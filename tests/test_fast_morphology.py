@@ -1,0 +1,35 @@
+"""The segmentation's fast stand-ins give exactly what the scipy operations they replace give."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from segmentation.bone import ball, piece_maxima, piece_sizes_and_heights
+from segmentation.separation import EROSION_STEPS_MM, _Erosions
+
+
+def _blobs(shape=(60, 50, 40), seed=1) -> np.ndarray:
+    mask = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), 3) > 0.5
+    mask[:5] = True                     # touching the array's edge: eroded from the outside too
+    return mask
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.8, 0.8, 1.0)])
+def test_erosion_by_distance_equals_binary_erosion_by_ball(spacing):
+    mask, spacing = _blobs(), np.asarray(spacing)
+    erosions = _Erosions(mask, spacing)
+    for depth in EROSION_STEPS_MM:
+        expected = ndimage.binary_erosion(mask, structure=ball(depth, spacing))
+        assert np.array_equal(erosions(depth), expected), depth
+
+
+def test_piece_sizes_heights_and_maxima_equal_scipy_measurements():
+    mask = np.random.default_rng(0).random((40, 30, 20)) > 0.7
+    pieces, count = ndimage.label(mask)
+    index = np.arange(1, count + 1)
+    sizes, heights = piece_sizes_and_heights(pieces, count)
+    assert np.array_equal(sizes, ndimage.sum_labels(mask, pieces, index).astype(int))
+    assert np.allclose(heights, [c[2] for c in ndimage.center_of_mass(mask, pieces, index)])
+    values = np.random.default_rng(1).random((40, 1, 20))
+    expected = ndimage.maximum(np.broadcast_to(values, mask.shape), pieces, index)
+    assert np.allclose(piece_maxima(values, pieces, count), expected)
