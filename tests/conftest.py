@@ -52,12 +52,14 @@ def phantom_dir(tmp_path_factory, phantom_of) -> Path:
 
 
 @pytest.fixture(scope="session")
-def viewer_plan_dir(phantom_dir, tmp_path_factory) -> Path:
-    """:func:`phantom_dir` planned on its ground-truth labels (2 needles), without the report: the plan
-    folder the viewer's tests serve (a test that saves into a plan works on a copy or a plan of its own)."""
+def truth_plan_dir(phantom_dir, tmp_path_factory) -> Path:
+    """:func:`phantom_dir` planned on its ground-truth labels (both techniques, 2 needles, the defaults),
+    without the report: the plan folder that the viewer's tests serve and the card, Slicer-file and
+    ``evaluate`` tests read. No test changes it (one that saves into a plan works on a copy or a plan of
+    its own)."""
     from trajplan.cli import main
 
-    out = tmp_path_factory.mktemp("viewer") / "plan"
+    out = tmp_path_factory.mktemp("truth") / "plan"
     assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
                  str(phantom_dir / "labels.nii.gz"), "--no-report"]) == 0
     return out

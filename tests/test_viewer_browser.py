@@ -35,9 +35,9 @@ SCREENSHOTS = (Path(__file__).resolve().parents[1] / "docs" / "viewer" if os.env
 
 
 @pytest.fixture(scope="module")
-def plan_dir(viewer_plan_dir):
-    """The served plan folder (conftest's ``viewer_plan_dir``)."""
-    return viewer_plan_dir
+def plan_dir(truth_plan_dir):
+    """The served plan folder (conftest's ``truth_plan_dir``)."""
+    return truth_plan_dir
 
 
 def serve(plan_dir: Path) -> ViewerServer:
