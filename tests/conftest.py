@@ -42,6 +42,24 @@ def phantom_of():
 
 
 @pytest.fixture(scope="session")
+def plan_of(phantom_of):
+    """``plan_needles`` on a phantom's ground-truth labels with its CT, each (parameters, options) planned once
+    per session: ``plan_of(params, needles=3, mc_samples=100)``. Tests only read the plan."""
+    from trajplan.planning import PlanOptions, plan_needles
+
+    made: dict = {}
+
+    def get(params, **options):
+        key = (params, tuple(sorted(options.items())))
+        if key not in made:
+            phantom = phantom_of(params)
+            made[key] = plan_needles(phantom.labels, PlanOptions(**options), ct=phantom.ct)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory, phantom_of) -> Path:
     """A written 2 mm phantom case with a bilateral fracture (ct.nii.gz, labels.nii.gz, ...)."""
     from sample_ct.phantom import PhantomParams, write_phantom

@@ -23,10 +23,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def planned(request, phantom_of):
-    phantom = phantom_of(CASES[request.param])
-    plan = plan_needles(phantom.labels, PlanOptions(needles=3, mc_samples=100), ct=phantom.ct)
-    return request.param, phantom, plan
+def planned(request, phantom_of, plan_of):
+    return request.param, phantom_of(CASES[request.param]), plan_of(CASES[request.param], needles=3, mc_samples=100)
 
 
 def test_every_safe_needle_is_safe_by_an_independent_check(planned):
