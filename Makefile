@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) -m trajplan plan out/demo_case/ct.nii.gz -o out/demo
 	@echo "demo outputs in out/demo/: labels.nii.gz plan.json scene.png report.html (open out/demo/report.html in a browser, or run: .venv/bin/trajplan view out/demo)"
 
-## make test: the test suite (small phantoms, coarse spacing; about 10 minutes on 2 cores)
+## make test: the test suite (small phantoms, coarse spacing; about 6.5 minutes of one core)
 test: $(STAMP) browser dicom3tools
 	$(PY) -m pytest -q
 

@@ -42,6 +42,24 @@ def phantom_of():
 
 
 @pytest.fixture(scope="session")
+def plan_of(phantom_of):
+    """``plan_needles`` on a phantom's ground-truth labels with its CT, each (parameters, options) planned once
+    per session: ``plan_of(params, needles=3, mc_samples=100)``. Tests only read the plan."""
+    from trajplan.planning import PlanOptions, plan_needles
+
+    made: dict = {}
+
+    def get(params, **options):
+        key = (params, tuple(sorted(options.items())))
+        if key not in made:
+            phantom = phantom_of(params)
+            made[key] = plan_needles(phantom.labels, PlanOptions(**options), ct=phantom.ct)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory, phantom_of) -> Path:
     """A written 2 mm phantom case with a bilateral fracture (ct.nii.gz, labels.nii.gz, ...)."""
     from sample_ct.phantom import PhantomParams, write_phantom
@@ -52,12 +70,14 @@ def phantom_dir(tmp_path_factory, phantom_of) -> Path:
 
 
 @pytest.fixture(scope="session")
-def viewer_plan_dir(phantom_dir, tmp_path_factory) -> Path:
-    """:func:`phantom_dir` planned on its ground-truth labels (2 needles), without the report: the plan
-    folder the viewer's tests serve (a test that saves into a plan works on a copy or a plan of its own)."""
+def truth_plan_dir(phantom_dir, tmp_path_factory) -> Path:
+    """:func:`phantom_dir` planned on its ground-truth labels (both techniques, 2 needles, the defaults),
+    without the report: the plan folder that the viewer's tests serve and the card, Slicer-file and
+    ``evaluate`` tests read. No test changes it (one that saves into a plan works on a copy or a plan of
+    its own)."""
     from trajplan.cli import main
 
-    out = tmp_path_factory.mktemp("viewer") / "plan"
+    out = tmp_path_factory.mktemp("truth") / "plan"
     assert main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--labels",
                  str(phantom_dir / "labels.nii.gz"), "--no-report"]) == 0
     return out

@@ -82,13 +82,14 @@ def test_mixed_folder_fails_alone(archive, planned):
 
 
 @pytest.mark.slow
-def test_killed_then_resumed_equals_uninterrupted(archive, tmp_path):
-    whole = tmp_path / "whole"  # the same options as the command line below
-    run_batch(BatchOptions(input=archive, output=whole, plan=PlanOptions(needles=1), report=False))
+def test_killed_then_resumed_equals_uninterrupted(archive, planned, tmp_path):
+    whole, _ = planned  # the uninterrupted run, with PLAN: the options of the command line below
+    settings = tmp_path / "plan.toml"
+    settings.write_text(f"[placement_error]\nsamples = {PLAN.mc_samples}\n")
 
     resumed = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "trajplan", "batch", str(archive), "-o", str(resumed),
-           "--needles", "1", "--no-report"]
+           "--needles", str(PLAN.needles), "--config", str(settings), "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:  # kill as soon as one case is done, mid-way through the next

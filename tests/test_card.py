@@ -158,18 +158,12 @@ def test_add_cards_on_hand_made_needles():
 
 
 @pytest.fixture(scope="module")
-def demo_plan(phantom_dir, tmp_path_factory):
+def demo_plan(truth_plan_dir):
     """The demo-like case (2 mm bilateral fracture phantom, both techniques, 2 needles) planned
-    on its ground-truth labels without the views: (plan folder, plan.json)."""
+    on its ground-truth labels without the views (conftest's ``truth_plan_dir``): (plan folder, plan.json)."""
     import json
 
-    from trajplan.pipeline import run_plan
-    from trajplan.planning import PlanOptions
-
-    out = tmp_path_factory.mktemp("demo") / "plan"
-    run_plan(phantom_dir / "ct.nii.gz", out, PlanOptions(technique="both", needles=2, mc_samples=50),
-             labels_path=phantom_dir / "labels.nii.gz", report=False)
-    return out, json.loads((out / "plan.json").read_text())
+    return truth_plan_dir, json.loads((truth_plan_dir / "plan.json").read_text())
 
 
 def test_demo_like_plan_has_a_card_for_every_needle(demo_plan):

@@ -31,6 +31,7 @@ def cohort_out(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow   # a cohort of four phantoms
 def test_one_row_per_case_and_configuration(cohort_out):
     rows = read_rows(cohort_out / "comparison.csv")
     assert list(rows[0]) == list(COMPARISON_COLUMNS)
@@ -43,6 +44,7 @@ def test_one_row_per_case_and_configuration(cohort_out):
         assert int(r["needles_placed"]) <= int(r["needles_requested"])
 
 
+@pytest.mark.slow   # a cohort of four phantoms
 def test_every_reported_clearance_respects_its_margin(cohort_out):
     rows = [r for r in read_rows(cohort_out / "comparison.csv") if int(r["needles_placed"])]
     assert rows
@@ -53,6 +55,7 @@ def test_every_reported_clearance_respects_its_margin(cohort_out):
                 assert float(value) >= margin, (r["case_id"], r["technique"], cls, value)
 
 
+@pytest.mark.slow   # a cohort of four phantoms
 def test_long_axis_is_longer_in_bone_and_reaches_more_cement(cohort_out):
     rows = [r for r in read_rows(cohort_out / "comparison.csv")
             if r["needles_requested"] == "1" and r["needles_placed"] == "1" and r["gauge"] == "11"]
@@ -66,6 +69,7 @@ def test_long_axis_is_longer_in_bone_and_reaches_more_cement(cohort_out):
     assert more_cement >= len(pairs) - 1
 
 
+@pytest.mark.slow   # a cohort of four phantoms
 def test_markdown_links_real_figures(cohort_out):
     text = (cohort_out / "comparison.md").read_text()
     assert "What a phantom can and cannot say" in text and "cement flow" in text

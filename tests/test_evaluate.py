@@ -13,17 +13,16 @@ from trajplan.pipeline import run_evaluate
 
 
 @pytest.fixture(scope="module")
-def short_plan(phantom_dir, tmp_path_factory) -> Path:
-    """A short-axis plan folder of the phantom (planned on its ground-truth labels)."""
-    out = tmp_path_factory.mktemp("plan") / "plan"
-    code = cli.main(["-q", "plan", str(phantom_dir / "ct.nii.gz"), "-o", str(out), "--technique", "short",
-                     "--labels", str(phantom_dir / "labels.nii.gz"), "--no-report"])
-    assert code == 0
-    return out
+def short_plan(truth_plan_dir) -> Path:
+    """A plan folder of the phantom, planned on its ground-truth labels (conftest's ``truth_plan_dir``),
+    whose first short-axis needle the tests draw again."""
+    return truth_plan_dir
 
 
 def _needle(plan_dir: Path) -> dict:
-    return json.loads((plan_dir / "plan.json").read_text())["needles"][0]
+    """The plan's first short-axis needle (of its needles, else its alternatives)."""
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    return next(n for n in plan["needles"] + plan["alternatives"] if n["technique"] == "short_axis")
 
 
 def _same(a: dict, b: dict) -> None:

@@ -211,6 +211,7 @@ def holding(files: int):
     return lambda partial: partial is not None and len(list(partial.iterdir())) >= files
 
 
+@pytest.mark.slow   # five plan runs, four of them killed
 def test_sigkill_leaves_the_plan_folder_whole_or_absent(ct, tmp_path):
     out = tmp_path / "plan"
     cmd = trajplan("plan", str(ct), "-o", str(out), "--no-report", "--seed", "1")
@@ -236,6 +237,7 @@ def test_sigkill_leaves_the_plan_folder_whole_or_absent(ct, tmp_path):
 
 
 # ------------------------------------------------------------------ batch
+@pytest.mark.slow   # two batches of two cases
 def test_two_batches_started_together_on_one_folder(archive, tmp_path):
     out = tmp_path / "out"
     cmd = trajplan("batch", str(archive), "-o", str(out), "--no-report", "--needles", "1")
@@ -255,6 +257,7 @@ def test_two_batches_started_together_on_one_folder(archive, tmp_path):
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
 
 
+@pytest.mark.slow   # a batch of two cases
 def test_batch_stops_cleanly_when_its_folder_vanishes(archive, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(trajplan("batch", str(archive), "-o", str(out), "--no-report", "--needles", "1"),

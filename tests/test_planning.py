@@ -11,7 +11,7 @@ from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.planning import PlanOptions, evaluate_path, plan_needles
-from trajplan.planning.defaults import CRITICAL_STRUCTURES, resolve_margins
+from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES, resolve_margins
 from trajplan.planning.plan import candidate_pool
 from trajplan.planning.verify import distance_to_structure, needle_surface_points
 
@@ -23,10 +23,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def planned(request, phantom_of):
-    phantom = phantom_of(CASES[request.param])
-    plan = plan_needles(phantom.labels, PlanOptions(needles=3, mc_samples=100), ct=phantom.ct)
-    return request.param, phantom, plan
+def planned(request, phantom_of, plan_of):
+    return request.param, phantom_of(CASES[request.param]), plan_of(CASES[request.param], needles=3, mc_samples=100)
 
 
 def test_every_safe_needle_is_safe_by_an_independent_check(planned):
@@ -39,10 +37,12 @@ def test_every_safe_needle_is_safe_by_an_independent_check(planned):
             continue
         points = needle_surface_points(needle["entry_lps"], needle["tip_lps"], needle["diameter_mm"] / 2)
         for structure in CRITICAL_STRUCTURES:
-            d = distance_to_structure(points, phantom.labels, structure)
+            # searched within 31 mm of the needle (exact there, inf beyond: the next test), which holds every
+            # margin and every reported clearance below the 30 mm cap; a third of the time of the whole map
+            d = distance_to_structure(points, phantom.labels, structure, within_mm=CLEARANCE_CAP_MM + 1.0)
             assert d >= margins[structure] - 1e-6, (needle["technique"], needle["side"], structure, d)
             reported = needle["clearance_mm"].get(structure)
-            if reported is not None and reported < 30:
+            if reported is not None and reported < CLEARANCE_CAP_MM:
                 assert reported <= d + 1e-6  # the planner never overstates a clearance
         checked += 1
     assert checked >= 10

@@ -14,7 +14,7 @@ from sample_ct.phantom import PhantomParams, make_phantom
 from segmentation.metrics import compare, dice
 from segmentation.pipeline import segment, write_segmentation
 from trajplan import labels as lt
-from trajplan.errors import InputError, NoSacrumError
+from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.volume import Volume
@@ -120,6 +120,7 @@ def test_crop_whose_split_takes_in_the_ilia_falls_back_to_the_whole_ct(monkeypat
             <= 0.01 * lt.sacral_bone(seg.labels).sum(), side
 
 
+@pytest.mark.slow   # a 1.5 mm phantom
 def test_canal_keeps_to_its_width_where_the_foramina_crowd_low_down():
     # Low in the sacrum the foramina join the canal's axial hole in most slices; a running
     # median of the hole's width then let the canal swallow the S3 foramina's dorsal branches
@@ -222,12 +223,11 @@ def test_external_sacrum_mask_on_another_grid(caplog):
         segment(phantom.ct, sacrum_mask=far)
 
 
-def test_no_sacrum_in_upper_abdomen(shared_ct):
-    ct = read_ct(shared_ct / "ts_example_dicom")
-    with pytest.raises(NoSacrumError, match="no sacrum in the field of view"):
-        segment(ct)
+# A CT without a sacrum (the upper abdomen of ts_example_dicom) is refused with NoSacrumError: checked through
+# the command line (exit 2, one line) by test_cli.py::test_no_sacrum_in_upper_abdomen_dicom on the same CT.
 
 
+@pytest.mark.slow   # segments the real CT
 def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     ct = read_ct(shared_ct / "ts_example_ct.nii.gz")
     seg = segment(ct)
@@ -249,6 +249,7 @@ def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     assert canal.sum() * ct.voxel_volume_ml >= 4.0
 
 
+@pytest.mark.slow   # two phantoms segmented through the random-walk split
 @pytest.mark.parametrize("seed, osteoporosis, fracture", [(104, 0.97, "left"), (6, 1.0, "right")])
 def test_bone_as_dark_as_muscle_is_split_by_its_trabecular_compartments(seed, osteoporosis, fracture):
     # Trabecular bone at 50-56 HU under a 0.8 mm cortex that a 2 mm voxel dims to 250 HU: no
@@ -348,6 +349,7 @@ def test_foramina_are_not_joined_through_the_corners_of_dark_trabecular_voxels(s
     assert figures["dice_ala"] >= 0.9 and figures["dice_foramina"] >= 0.8, figures        # 0.919, 0.842
 
 
+@pytest.mark.slow   # a 1.5 mm phantom
 def test_no_lesion_is_read_into_the_texture_of_bone_as_dark_as_a_lesion():
     # Trabecular bone of 50 HU (osteoporosis 1.0) with its texture: its dark voxels gave 9.8 ml of
     # "lesion" in this phantom at 1 mm, which has none; 0.75 ml at 1.5 mm (none at 2 mm, where the
@@ -414,6 +416,7 @@ def test_fracture_line_is_followed_to_the_edge_of_the_ala_where_one_side_is_left
     assert not (found & (ndimage.distance_transform_edt(~crack) > 3.0)).any()
 
 
+@pytest.mark.slow   # a 1.25 mm phantom
 def test_fine_ct_is_segmented_on_the_work_grid_and_labelled_on_its_own(monkeypatch):
     from segmentation import pipeline
 

@@ -52,15 +52,10 @@ def test_seg_nrrd_of_an_oblique_label_map(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def plan_dir(phantom_dir, tmp_path_factory):
-    """A plan folder of the phantom, planned on its ground-truth labels, without the report."""
-    from trajplan.pipeline import run_plan
-    from trajplan.planning import PlanOptions
-
-    out = tmp_path_factory.mktemp("slicer") / "plan"
-    run_plan(phantom_dir / "ct.nii.gz", out, PlanOptions(technique="both", needles=2, mc_samples=50),
-             labels_path=phantom_dir / "labels.nii.gz", report=False)
-    return out
+def plan_dir(truth_plan_dir):
+    """A plan folder of the phantom, planned on its ground-truth labels, without the report
+    (conftest's ``truth_plan_dir``)."""
+    return truth_plan_dir
 
 
 def test_plan_folder_seg_nrrd_matches_labels_nii(plan_dir):

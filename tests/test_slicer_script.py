@@ -14,13 +14,13 @@ from trajplan.io.slicer_script import LOAD_PLAN
 SLICER_MODULES = {"os", "slicer", "DICOMLib"}
 
 
-def test_every_plan_folder_carries_a_script_that_compiles(viewer_plan_dir):
-    path = viewer_plan_dir / LOAD_PLAN
+def test_every_plan_folder_carries_a_script_that_compiles(truth_plan_dir):
+    path = truth_plan_dir / LOAD_PLAN
     compile(path.read_text(encoding="utf-8"), str(path), "exec")
 
 
-def test_the_script_imports_only_slicer_and_names_only_files_of_its_folder(viewer_plan_dir):
-    tree = ast.parse((viewer_plan_dir / LOAD_PLAN).read_text(encoding="utf-8"))
+def test_the_script_imports_only_slicer_and_names_only_files_of_its_folder(truth_plan_dir):
+    tree = ast.parse((truth_plan_dir / LOAD_PLAN).read_text(encoding="utf-8"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= SLICER_MODULES, imported
@@ -28,7 +28,7 @@ def test_the_script_imports_only_slicer_and_names_only_files_of_its_folder(viewe
     names = [s for s in strings if "." in s and " " not in s]     # file names: not the docstrings, not "CT"
     assert sorted(names) == ["ct_roi.nii.gz", "labels.seg.nrrd", "plan.mrk.json"]
     for name in names:
-        assert (viewer_plan_dir / name).is_file(), name
+        assert (truth_plan_dir / name).is_file(), name
 
 
 class FakeSlicer(types.ModuleType):
@@ -63,18 +63,18 @@ def run_script(folder: Path, monkeypatch, **given) -> list[tuple[str, str]]:
     return fake.calls
 
 
-def test_run_from_a_moved_folder_it_loads_that_folders_files(viewer_plan_dir, tmp_path, monkeypatch):
+def test_run_from_a_moved_folder_it_loads_that_folders_files(truth_plan_dir, tmp_path, monkeypatch):
     moved = tmp_path / "moved"
     moved.mkdir()
     for name in (LOAD_PLAN, "ct_roi.nii.gz", "labels.seg.nrrd", "plan.mrk.json"):
-        shutil.copy(viewer_plan_dir / name, moved / name)
+        shutil.copy(truth_plan_dir / name, moved / name)
     assert run_script(moved, monkeypatch) == [
         ("loadVolume", str(moved / "ct_roi.nii.gz")), ("loadSegmentation", str(moved / "labels.seg.nrrd")),
         ("CreateClosedSurfaceRepresentation", ""), ("loadMarkups", str(moved / "plan.mrk.json")),
         ("setSliceViewerLayers", "ct node")]
 
 
-def test_a_given_ct_file_is_loaded_instead_of_the_region(viewer_plan_dir, monkeypatch):
-    calls = run_script(viewer_plan_dir, monkeypatch, CT="/data/ct.nii.gz")
+def test_a_given_ct_file_is_loaded_instead_of_the_region(truth_plan_dir, monkeypatch):
+    calls = run_script(truth_plan_dir, monkeypatch, CT="/data/ct.nii.gz")
     assert calls[0] == ("loadVolume", "/data/ct.nii.gz")
     assert not any(path.endswith("ct_roi.nii.gz") for _, path in calls)

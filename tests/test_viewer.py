@@ -26,9 +26,9 @@ from trajplan.viewer.session import NeedleSpec, ViewerSession
 
 
 @pytest.fixture(scope="module")
-def plan_dir(viewer_plan_dir):
-    """The served plan folder (conftest's ``viewer_plan_dir``)."""
-    return viewer_plan_dir
+def plan_dir(truth_plan_dir):
+    """The served plan folder (conftest's ``truth_plan_dir``)."""
+    return truth_plan_dir
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,9 @@ SCREENSHOTS = (Path(__file__).resolve().parents[1] / "docs" / "viewer" if os.env
 
 
 @pytest.fixture(scope="module")
-def plan_dir(viewer_plan_dir):
-    """The served plan folder (conftest's ``viewer_plan_dir``)."""
-    return viewer_plan_dir
+def plan_dir(truth_plan_dir):
+    """The served plan folder (conftest's ``truth_plan_dir``)."""
+    return truth_plan_dir
 
 
 def serve(plan_dir: Path) -> ViewerServer:
@@ -217,6 +217,7 @@ def pixel(page, xy) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)[0, 0]
 
 
+@pytest.mark.slow   # 3D surfaces in software WebGL
 def test_the_legend_hides_structures_the_slider_fades_them_and_the_3d_view_shows_surfaces_and_needles(browser, server):
     page, errors, _ = open_viewer(browser, server)
     present = [lt.name(v) for v in np.unique(server.session.labels.array) if v]
@@ -360,6 +361,7 @@ def test_a_needle_is_placed_by_clicking_its_entry_then_its_tip_with_the_chosen_t
     page.close()
 
 
+@pytest.mark.slow   # renders the report of the saved plan
 def test_saving_writes_a_plan_that_render_reads_back(browser, plan_dir, tmp_path):
     work = tmp_path / "plan"
     shutil.copytree(plan_dir, work)
