@@ -8,37 +8,18 @@ and then to the sacral region; the label map is written back on the CT's own gri
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import (
-    ball,
-    body_mask,
-    bounding_box,
-    closing,
-    enclosed_in_slices,
-    fill_holes,
-    smooth_hu,
-    solid_bone,
-)
-from segmentation.lumens import carry_open_ends, find_canal, find_foramina
+from segmentation.bone import ball, body_mask, bounding_box, closing, enclosed_in_slices, smooth_hu, solid_bone
 from segmentation.metrics import dice
-from segmentation.parts import (
-    FRACTURE_SIDE_MM,
-    LESION_MIN_TRABECULAR_HU,
-    alae,
-    anterior_cortex,
-    disc,
-    fracture_lines,
-    joints,
-    lesions,
-    sacral_axis,
-    uncorticated_fraction,
-)
+from segmentation.parts import LESION_MIN_TRABECULAR_HU
+from segmentation.region import Region, midline_of_body
 from segmentation.rims import partial_volume_rims
+from segmentation.sacral import label_sacral_region
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
@@ -52,9 +33,6 @@ log = logging.getLogger("trajplan")
 
 METAL_HU = 3000.0
 SACRAL_PAD_MM = 30.0
-DIM_BONE_HU = 110.0
-DIM_BONE_REACH_MM = 30.0
-DIM_BONE_MIN_SPACING_MM = 2.0     # finer grids resolve the cortex that encloses the dim bone
 MIN_SACRUM_ML = 30.0
 ILIUM_ASYMMETRY = 1.6
 LOCATE_ABOVE_VOXELS = 12_000_000     # larger CTs are searched at LOCATE_SPACING_MM first
@@ -62,13 +40,8 @@ LOCATE_SPACING_MM = 2.0
 LOCATE_PAD_MM = (45.0, 35.0, 35.0)   # crop margin around the located sacrum (L, P, S)
 WORK_BELOW_MM = 0.75                 # a CT finer than this (any axis) is segmented on a grid of
 WORK_SPACING_MM = 1.0                # this spacing (per axis, at least the CT's own)
-FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
-FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 CROP_AGREEMENT = 0.88                # least Dice of the crop's sacrum with the located one
-LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes: dark lumps this thick,
-CANAL_RUN_MM = 11.0                  # or dark runs this long head to foot (see below)
-MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cortex is flagged (a bright organ joined)
 ENCLOSURE_HU = 110.0                 # dark marrow: what this threshold, closed by ENCLOSURE_CLOSE_MM, encloses
 ENCLOSURE_CLOSE_MM = 2.0             # in the bone's sections, where its parts thicker than 2 x MARROW_MM
 MARROW_MM = 2.0                      # hold more than MARROW_FRACTION of the bone (see _dark_marrow)
@@ -78,7 +51,6 @@ CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
-CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
 
 
 @dataclass(frozen=True)
@@ -137,26 +109,6 @@ def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, *,
         return enclosed
     thick = ndimage.binary_opening(enclosed, structure=ball(MARROW_MM, spacing))
     return enclosed if thick.sum() > MARROW_FRACTION * solid.sum() else None
-
-
-def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarray, lumen: np.ndarray,
-                   spacing: np.ndarray) -> np.ndarray:
-    """``sacrum`` grown through the bone brighter than DIM_BONE_HU that joins it, up to DIM_BONE_REACH_MM.
-
-    On a coarse grid (3 mm) the thin lower sacrum and the dim bone of the alae average below
-    every cortex threshold, so no shell encloses them and the bone split leaves them out (real
-    sacra at 3 mm: 20-35 % of the sacrum). They are still brighter than soft tissue, muscle and
-    the lumens' contents, and joined to the sacrum; the other bones (``neighbours``) bound them,
-    and what lies nearer to one of them than to the sacrum (an ilium's own dim bone) is left to it.
-    The lumens found in the sacrum (``lumen``) bound them too: the bright rim of a foramen is not bone.
-    """
-    dim = (smooth > DIM_BONE_HU) & ~neighbours & ~sacrum & ~lumen
-    if neighbours.any():
-        dim &= (ndimage.distance_transform_edt(~sacrum, sampling=spacing)
-                < ndimage.distance_transform_edt(~neighbours, sampling=spacing))
-    steps = int(np.ceil(DIM_BONE_REACH_MM / float(np.min(spacing))))
-    return ndimage.binary_dilation(sacrum, structure=ndimage.generate_binary_structure(3, 1),
-                                   iterations=steps, mask=dim | sacrum)
 
 
 def _implausible_sacrum(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> list[str]:
@@ -336,64 +288,110 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     is the ``last_resort`` and the shell-fill bone split finds no sacrum, the random-walk split
     (:mod:`segmentation.walker`) is tried.
     """
+    canon, reorder = ct.to_canonical()
+    external = _external_on_canonical(ct, reorder, sacrum_mask, external_labels)
+    region, partial = _body_region(canon, midline_x_mm)
+    notes: list[str] = []
+    solid, cortex_hu, marrow = _solid_bone(region, dark_marrow, notes)
+    ext = {k: v[region.box] for k, v in external.items()}
+    bones = _split(region, solid, ext, last_resort)
+    notes.extend(bones.notes)
+    cortex_solid = solid                 # the bone the cortex encloses: the split may fill in more
+    if bones.lumens_filled:              # the bones were split from enclosed volumes: their dim bone is solid too
+        solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right
+    partial.extend(_checked_bones(bones, solid, region, external_sacrum="sacrum" in ext, notes=notes))
+    if bones_only:
+        out = np.zeros(canon.shape, dtype=np.uint8)
+        inside = out[region.box]
+        for name in ("sacrum", *NEIGHBOURS):
+            inside[getattr(bones, name)] = lt.value(name)
+        return Segmentation(labels=ct.with_array(reorder.undo(canon.with_array(out)).array),
+                            report={"notes": notes, "midline_x_mm": region.midline_x_mm,
+                                    "dark_marrow": marrow is not None})
+
+    # Steps 4-10: fine work in the sacral region only.
+    roi = bounding_box(bones.sacrum, np.ceil(SACRAL_PAD_MM / region.spacing).astype(int))
+    sacral = label_sacral_region(region.sub(roi), _cropped(bones, roi), solid[roi], cortex_solid[roi], cortex_hu,
+                                 external_sacrum="sacrum" in ext)
+    notes.extend(sacral.notes)
+    partial.extend(sacral.partial)
+    labels = ct.with_array(reorder.undo(canon.with_array(_whole_label_map(canon, region, roi, sacral.labels,
+                                                                          bones))).array)
+    report = segmentation_report(labels, notes=notes, partial=partial,
+                                 trabecular_hu=sacral.trabecular_hu, foramina_found=sacral.foramina_found,
+                                 source="external sacrum mask" if "sacrum" in ext else "ct")
+    return Segmentation(labels=labels, report=report)
+
+
+def _external_on_canonical(ct: Volume, reorder, sacrum_mask: Volume | None,
+                           external_labels: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The external masks (a sacrum mask on any grid, masks on the CT's grid) on the canonical grid."""
     from segmentation.external import mask_on_grid
 
-    canon, reorder = ct.to_canonical()
-    spacing = canon.spacing
     external = dict(external_labels or {})
     if sacrum_mask is not None:
         external["sacrum"] = mask_on_grid(sacrum_mask, ct, "sacrum")
-    external = {k: reorder.apply(ct.with_array(v.astype(np.uint8))).array.astype(bool) for k, v in external.items()}
+    return {k: reorder.apply(ct.with_array(v.astype(np.uint8))).array.astype(bool) for k, v in external.items()}
 
-    notes: list[str] = []
-    partial: list[str] = []
+
+def _body_region(canon: Volume, midline_x_mm: float | None) -> tuple[Region, list[str]]:
+    """Step 1: the body (the largest region above -400 HU) and its box, the CT smoothed in it,
+    and the body's midline (measured unless ``midline_x_mm`` gives it); flags for metal."""
     body = body_mask(canon.array)
     if body.sum() * canon.voxel_volume_ml < 500:
         raise NoSacrumError("no sacrum in the field of view: no body (less than 0.5 l above -400 HU)")
     box = bounding_box(body, np.full(3, 2))
     hu = canon.array[box].astype(np.float32)
-    ext = {k: v[box] for k, v in external.items()}
+    partial = []
     metal = hu > METAL_HU
     if metal.sum() * canon.voxel_volume_ml > 0.5:
         partial.append(f"metal (> {METAL_HU:g} HU, {metal.sum() * canon.voxel_volume_ml:.1f} ml): "
                        "structures near it may be wrong")
-    smooth = smooth_hu(hu, spacing)
-    solid, cortex_hu = solid_bone(smooth, spacing)
+    midline = (midline_of_body(canon, body, box) if midline_x_mm is None
+               else (float(midline_x_mm), 0.0, 0.0))
+    return Region(canon, box, hu, smooth_hu(hu, canon.spacing), midline), partial
+
+
+def _solid_bone(region: Region, dark_marrow: bool | None,
+                notes: list[str]) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Steps 2 and 2a: the bone the cortex encloses, its cortex threshold, and the dark marrow taken
+    as bone with it (None when none is)."""
+    solid, cortex_hu = solid_bone(region.smooth, region.spacing)
     notes.append(f"bone enclosed by cortex > {cortex_hu:g} HU")
-    marrow = _dark_marrow(smooth, solid, spacing, decided=dark_marrow)
+    marrow = _dark_marrow(region.smooth, solid, region.spacing, decided=dark_marrow)
     if marrow is not None:
         solid |= marrow
-        notes.append(f"{marrow.sum() * canon.voxel_volume_ml:.0f} ml of dark marrow that the cortex encloses in its "
-                     "sections, not in 3-D, taken as bone")
-    body_c = body[box]
-    if midline_x_mm is None:
-        column = body_c.sum(axis=(1, 2))
-        midline_i = float((np.arange(len(column)) * column).sum() / column.sum())
-    else:
-        midline_i = float(canon.world_to_index(np.array([[midline_x_mm, 0.0, 0.0]]))[0, 0]) - box[0].start
+        notes.append(f"{marrow.sum() * region.canon.voxel_volume_ml:.0f} ml of dark marrow that the cortex encloses "
+                     "in its sections, not in 3-D, taken as bone")
+    return solid, cortex_hu, marrow
+
+
+def _split(region: Region, solid: np.ndarray, ext: dict[str, np.ndarray], last_resort: bool) -> Bones:
+    """Step 3 (3a, 3b): the sacrum, ilia, L5 and coccyx; from the external masks when given."""
     if "sacrum" in ext:
-        bones = _bones_from_masks(ext, smooth, solid, spacing, midline_i)
-    else:
+        return _bones_from_masks(ext, region.smooth, solid, region.spacing, region.midline_i)
+    try:
+        return split_bones(region.smooth, solid, region.spacing, region.midline_mm, dim_cortex=last_resort)
+    except NoSacrumError as shells:
+        if not last_resort:
+            raise
         try:
-            bones = split_bones(smooth, solid, spacing, midline_i * spacing[0], dim_cortex=last_resort)
-        except NoSacrumError as shells:
-            if not last_resort:
-                raise
-            try:
-                bones = split_bones_by_walker(hu, spacing, midline_i)
-            except NoSacrumError as walk:
-                log.info("the random-walk bone split found no sacrum either: %s", walk)
-                raise shells from None
-    notes.extend(bones.notes)
-    if bones.caveat:
-        partial.append(bones.caveat)
-    cortex_solid = solid                 # the bone the cortex encloses: the split may fill in more
-    if bones.lumens_filled:              # the bones were split from enclosed volumes: their dim bone is solid too
-        solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right
-    if bones.sacrum.sum() * canon.voxel_volume_ml < MIN_SACRUM_ML:
+            return split_bones_by_walker(region.hu, region.spacing, region.midline_i)
+        except NoSacrumError as walk:
+            log.info("the random-walk bone split found no sacrum either: %s", walk)
+            raise shells from None
+
+
+def _checked_bones(bones: Bones, solid: np.ndarray, region: Region, *, external_sacrum: bool,
+                   notes: list[str]) -> list[str]:
+    """Why the split bones are not to be trusted as they are (the partial flags), after refusing a
+    sacrum of less than MIN_SACRUM_ML; a note when no L5 is in the field of view."""
+    ml = region.canon.voxel_volume_ml
+    if bones.sacrum.sum() * ml < MIN_SACRUM_ML:
         raise NoSacrumError(f"no sacrum in the field of view: the sacral candidate holds only "
-                            f"{bones.sacrum.sum() * canon.voxel_volume_ml:.0f} ml of bone")
-    partial.extend(_implausible_sacrum(bones.sacrum, spacing, midline_i))
+                            f"{bones.sacrum.sum() * ml:.0f} ml of bone")
+    partial = [bones.caveat] if bones.caveat else []
+    partial.extend(_implausible_sacrum(bones.sacrum, region.spacing, region.midline_i))
     ilia = sorted(float(getattr(bones, f"ilium_{side}").sum()) for side in ("left", "right"))
     if ilia[0] > 0 and ilia[1] / ilia[0] > ILIUM_ASYMMETRY:
         partial.append(f"the two ilia differ {ilia[1] / ilia[0]:.1f}-fold in volume: the sacrum and an ilium "
@@ -402,158 +400,33 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     for axis, name in ((2, "cranio-caudal"), (0, "left-right"), (1, "antero-posterior")):
         if sac_idx[:, axis].min() == 0 or sac_idx[:, axis].max() == bones.sacrum.shape[axis] - 1:
             partial.append(f"the sacrum is cut by the field of view ({name})")
-    if not bones.L5.any() and sac_idx[:, 2].max() < bones.sacrum.shape[2] - 1 and "sacrum" not in ext:
-        if _bone_above(solid, int(sac_idx[:, 2].max()), spacing, midline_i) >= L5_MIN_ML:
+    if not bones.L5.any() and sac_idx[:, 2].max() < bones.sacrum.shape[2] - 1 and not external_sacrum:
+        if _bone_above(solid, int(sac_idx[:, 2].max()), region.spacing, region.midline_i) >= L5_MIN_ML:
             partial.append("no L5 was separated above the sacrum: if L5 is in the field of view, it may be "
                            "labelled as sacrum")
         else:
             notes.append("no bone above the sacrum near the midline: L5 is not in the field of view")
-    if bones_only:
-        out = np.zeros(canon.shape, dtype=np.uint8)
-        inside = out[box]
-        for name in ("sacrum", *NEIGHBOURS):
-            inside[getattr(bones, name)] = lt.value(name)
-        midline_x = float(canon.index_to_world(np.array([[midline_i + box[0].start, 0.0, 0.0]]))[0, 0])
-        return Segmentation(labels=ct.with_array(reorder.undo(canon.with_array(out)).array),
-                            report={"notes": notes, "midline_x_mm": midline_x, "dark_marrow": marrow is not None})
+    return partial
 
-    # Fine work in the sacral region only.
-    pad = np.ceil(SACRAL_PAD_MM / spacing).astype(int)
-    roi = bounding_box(bones.sacrum, pad)
-    sm = smooth[roi]
-    neighbours = bones.L5[roi] | bones.ilium_left[roi] | bones.ilium_right[roi] | bones.coccyx[roi]
-    sac = bones.sacrum[roi]
-    sol = solid[roi]
-    midline_r = midline_i - roi[0].start
-    interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
-    trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
-    dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
-    # Bones split from enclosed volumes (the random walk's, a dim cortex's compartments) have
-    # the canal filled in. The dark voxels they filled in beyond the bone the cortex encloses
-    # are taken out again for the canal search where they form lumps at least 2 x
-    # LUMEN_OPENING_MM thick or run on head to foot for CANAL_RUN_MM (the speckle of dark
-    # trabecular bone does neither). The runs keep the lower canal where its dark core is too
-    # shallow for such lumps; the lumps keep the canal where it runs obliquely.
-    if bones.lumens_filled:
-        dark_fill = ~cortex_solid[roi] & (sm < dark_hu)
-        run = np.ones((1, 1, 2 * int(np.round(CANAL_RUN_MM / 2 / spacing[2])) + 1), dtype=bool)
-        filled_dark = (ndimage.binary_opening(dark_fill, structure=ball(LUMEN_OPENING_MM, spacing))
-                       | ndimage.binary_opening(dark_fill, structure=run))
-        canal = find_canal(sac & ~filled_dark, spacing, midline_r)
-    else:
-        canal = find_canal(sac, spacing, midline_r)
-    if canal.any():
-        midline_r = float(np.argwhere(canal)[:, 0].mean())
-    foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, midline_r, dark_hu, hu=hu[roi])
-    canal = carry_open_ends(canal | canal_corners, sac & ~canal_corners)
-    if lumen_hu < dark_hu:
-        partial.append(f"the trabecular bone is nearly as dark as the foramina: they were searched below "
-                       f"{lumen_hu:.0f} HU instead of {dark_hu:.0f} HU and may be incomplete")
-    lumen = canal.copy()
-    for masks in foramina.values():
-        for m in masks:
-            lumen |= m
-    canal_axis = sacral_axis(canal, spacing)
-    if bones.lumens_filled:
-        # The canal's rim, which partial volume with the bright wall lifts above the lumen
-        # threshold, up to the wall (as a hole of the cortex-enclosed bone has it); only now:
-        # before the foramen search it set the canal against thin walls that the search crossed.
-        # The axis is the core's: the rim is uneven, and shifted the anterior cortex.
-        rim = ndimage.binary_dilation(canal, structure=ndimage.generate_binary_structure(3, 1))
-        canal |= rim & sac & ~lumen & (sm < cortex_hu)
-        lumen |= canal
-    if "sacrum" not in ext and spacing.max() >= DIM_BONE_MIN_SPACING_MM:     # an external mask is taken as it is
-        sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
-        sol = sol | sac
-    bone = sac & ~lumen
-    ala = alae(bone, foramina, spacing, midline_r)
-    # A fracture line is sought from the foramina's lumen outwards (the ala label starts a little
-    # further out, and a line runs on through that strip).
-    lateral_halves = alae(bone, foramina, spacing, midline_r, beyond_mm=0.0)
-    lateral = lateral_halves["left"] | lateral_halves["right"]
-    envelope = fill_holes(bone | lumen)
-    cortex = anterior_cortex(envelope, bone, spacing, canal_axis)
-    uncorticated = uncorticated_fraction(cortex, bone, sm, spacing) if spacing[1] <= CORTEX_RESOLVED_MM else 0.0
-    if uncorticated > MAX_UNCORTICATED:
-        partial.append(f"{uncorticated:.0%} of the sacrum's pelvic surface shows no cortex brighter than the bone "
-                       "behind it: something as bright as bone without a cortex of its own (contrast-filled bowel?) "
-                       "may be joined to the sacrum there: check its anterior border on the images")
-    foramina = _with_openings(foramina, envelope | sol, spacing)
-    side_of = np.sign(np.arange(sm.shape[0]) - midline_r)[:, None, None]
-    joint = {side: joints(sac, getattr(bones, f"ilium_{side}")[roi], sol, spacing) & (side_of == sign)
-             for side, sign in (("left", 1), ("right", -1))}
-    if trabecular < LESION_MIN_TRABECULAR_HU:
-        lytic = np.zeros_like(bone)
-        notes.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
-                     f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
-    else:
-        lytic = lesions(sm, bone, lumen, spacing, dark_hu)
-    beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
-    if lytic.any():
-        beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
-    # The line is sought behind the cortex and the voxel its partial volume darkens, then carried
-    # forward through that voxel up to the cortex (never into it: the cortex stays a critical label).
-    behind = np.roll(cortex, 1, axis=1) & ~cortex & lateral
-    crack = fracture_lines(sm, lateral & ~cortex & ~behind & ~beside, spacing)
-    crack |= behind & np.roll(crack, -1, axis=1)
-    lytic &= ~crack
 
-    out = np.zeros(sm.shape, dtype=np.uint8)
-    for name in ("ilium_left", "ilium_right", "L5", "coccyx"):
-        out[getattr(bones, name)[roi]] = lt.value(name)
-    out[disc(sac, bones.L5[roi], sol, sm, spacing, midline_r)] = lt.value("L5_S1_disc")
-    out[bone] = lt.value("sacrum")
-    out[ala["left"]] = lt.value("ala_left")
-    out[ala["right"]] = lt.value("ala_right")
-    out[cortex] = lt.value("anterior_cortex")
-    out[lytic] = lt.value("lesion")
-    out[crack] = lt.value("fracture")
-    for side, sheet in joint.items():                # the joint sheet is cut from the bones beside it
-        out[sheet] = lt.value(f"si_joint_{side}")
-    out[canal] = lt.value("canal")
-    for side, masks in foramina.items():
-        for level, m in enumerate(masks, start=1):
-            out[m] = lt.value(f"foramen_S{level}_{side}")
+def _cropped(bones: Bones, roi: tuple[slice, ...]) -> Bones:
+    """``bones`` cropped to ``roi``."""
+    return replace(bones, **{name: getattr(bones, name)[roi] for name in ("sacrum", *NEIGHBOURS)})
 
+
+def _whole_label_map(canon: Volume, region: Region, roi: tuple[slice, ...], sacral: np.ndarray,
+                     bones: Bones) -> np.ndarray:
+    """The canonical CT's label array: the sacral region's labels, and the neighbouring bones beyond it."""
     full = np.zeros(canon.shape, dtype=np.uint8)
-    crop_full = tuple(slice(b.start + r.start, b.start + r.stop) for b, r in zip(box, roi))
-    full[crop_full] = out
+    crop_full = region.sub(roi).box
+    full[crop_full] = sacral
     outside = np.ones(canon.shape, dtype=bool)
     outside[crop_full] = False
-    for name in ("ilium_left", "ilium_right", "L5", "coccyx"):   # neighbours beyond the sacral region
+    for name in NEIGHBOURS:
         whole = np.zeros(canon.shape, dtype=bool)
-        whole[box] = getattr(bones, name)
+        whole[region.box] = getattr(bones, name)
         full[whole & outside] = lt.value(name)
-    labels = reorder.undo(canon.with_array(full))
-    labels = ct.with_array(labels.array)
-    found_foramina = {side: len(m) for side, m in foramina.items()}
-    report = segmentation_report(labels, notes=notes, partial=partial,
-                                 trabecular_hu=trabecular, foramina_found=found_foramina,
-                                 source="external sacrum mask" if "sacrum" in ext else "ct")
-    return Segmentation(labels=labels, report=report)
-
-
-def _with_openings(foramina: dict[str, list[np.ndarray]], solid: np.ndarray,
-                   spacing: np.ndarray) -> dict[str, list[np.ndarray]]:
-    """Each foramen extended FORAMEN_OPENING_MM out of the bone where it opens on the surface.
-
-    The foramina are found inside the sacral envelope, but the nerve leaves through an
-    opening that continues past the bone surface (dorsally, right where a long-axis needle
-    runs). Soft-tissue voxels within FORAMEN_OPENING_MM of a foramen go to the nearest one.
-    """
-    found = [(side, level, mask) for side, masks in foramina.items() for level, mask in enumerate(masks)]
-    if not found:
-        return foramina
-    index = np.zeros(solid.shape, dtype=np.int16)
-    for number, (_, _, mask) in enumerate(found, start=1):
-        index[mask] = number
-    distance, nearest = ndimage.distance_transform_edt(index == 0, sampling=spacing, return_indices=True)
-    opening = ~solid & (distance <= FORAMEN_OPENING_MM)
-    owner = index[tuple(nearest)]
-    out: dict[str, list[np.ndarray]] = {side: list(masks) for side, masks in foramina.items()}
-    for number, (side, level, mask) in enumerate(found, start=1):
-        out[side][level] = mask | (opening & (owner == number))
-    return out
+    return full
 
 
 def structure_table(labels: Volume) -> dict[str, dict]:

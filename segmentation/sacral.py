@@ -1,0 +1,239 @@
+"""Steps 4-10 of the segmentation (docs/segmentation.md): the parts of the sacral region.
+
+The bones are split (steps 1-3, :mod:`segmentation.pipeline`); here, in the region around the
+sacrum, its lumens (canal, foramina), the dim bone of a coarse grid, the alae, the anterior
+cortex, the sacroiliac joints, the L5-S1 disc, fracture lines and lytic lesions are found and
+written into one label array of the region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from segmentation.bone import ball, fill_holes
+from segmentation.lumens import carry_open_ends, find_canal, find_foramina
+from segmentation.parts import (
+    FRACTURE_SIDE_MM,
+    LESION_MIN_TRABECULAR_HU,
+    alae,
+    anterior_cortex,
+    disc,
+    fracture_lines,
+    joints,
+    lesions,
+    sacral_axis,
+    uncorticated_fraction,
+)
+from segmentation.region import Region
+from segmentation.separation import Bones
+from trajplan import labels as lt
+
+DIM_BONE_HU = 110.0
+DIM_BONE_REACH_MM = 30.0
+DIM_BONE_MIN_SPACING_MM = 2.0     # finer grids resolve the cortex that encloses the dim bone
+FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
+FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
+LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes: dark lumps this thick,
+CANAL_RUN_MM = 11.0                  # or dark runs this long head to foot (see _lumens)
+MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cortex is flagged (a bright organ joined)
+CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
+
+
+@dataclass(frozen=True)
+class SacralParts:
+    """The label array of the sacral region and what was found and noticed on the way."""
+
+    labels: np.ndarray
+    trabecular_hu: float
+    foramina_found: dict[str, int]
+    notes: list[str]
+    partial: list[str]
+
+
+@dataclass(frozen=True)
+class _Lumens:
+    canal: np.ndarray
+    foramina: dict[str, list[np.ndarray]]
+    lumen: np.ndarray            # canal and foramina
+    canal_axis: np.ndarray       # the canal's core's axis (before its rim is added)
+    region: Region               # with its midline at the canal's centre
+
+
+def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_solid: np.ndarray, cortex_hu: float,
+                        *, external_sacrum: bool) -> SacralParts:
+    """Steps 4-10 in ``region`` (the sacral crop): ``bones``, ``solid`` (the bone the split grew
+    into) and ``cortex_solid`` (the bone the cortex encloses above ``cortex_hu``) are cropped to it
+    already. ``external_sacrum``: the sacrum came from a given mask, taken as it is (no dim-bone
+    growth)."""
+    notes: list[str] = []
+    partial: list[str] = []
+    spacing, sm = region.spacing, region.smooth
+    sac = bones.sacrum
+    neighbours = bones.L5 | bones.ilium_left | bones.ilium_right | bones.coccyx
+    interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
+    trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
+    dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
+    found = _lumens(region, bones, cortex_solid, cortex_hu, dark_hu, partial)
+    region, lumen = found.region, found.lumen
+    if not external_sacrum and spacing.max() >= DIM_BONE_MIN_SPACING_MM:
+        sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
+        solid = solid | sac
+    labels = _parts(region, bones, sac, solid, found, trabecular, dark_hu, notes, partial)
+    return SacralParts(labels, trabecular, {side: len(m) for side, m in found.foramina.items()}, notes, partial)
+
+
+def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: float, dark_hu: float,
+            partial: list[str]) -> _Lumens:
+    """Steps 4-5: the canal, then the foramina (the region's midline moved to the canal's centre).
+
+    Bones split from enclosed volumes (the random walk's, a dim cortex's compartments) have the
+    canal filled in. The dark voxels they filled in beyond the bone the cortex encloses are taken
+    out again for the canal search where they form lumps at least 2 x LUMEN_OPENING_MM thick or
+    run on head to foot for CANAL_RUN_MM (the speckle of dark trabecular bone does neither). The
+    runs keep the lower canal where its dark core is too shallow for such lumps; the lumps keep
+    the canal where it runs obliquely. There the canal's rim, which partial volume with the
+    bright wall lifts above the lumen threshold, is added up to the wall (as a hole of the
+    cortex-enclosed bone has it) once the foramina are found: before the foramen search it set
+    the canal against thin walls that the search crossed. The axis is the core's: the rim is
+    uneven, and shifted the anterior cortex.
+    """
+    spacing, sm, sac = region.spacing, region.smooth, bones.sacrum
+    if bones.lumens_filled:
+        dark_fill = ~cortex_solid & (sm < dark_hu)
+        run = np.ones((1, 1, 2 * int(np.round(CANAL_RUN_MM / 2 / spacing[2])) + 1), dtype=bool)
+        filled_dark = (ndimage.binary_opening(dark_fill, structure=ball(LUMEN_OPENING_MM, spacing))
+                       | ndimage.binary_opening(dark_fill, structure=run))
+        canal = find_canal(sac & ~filled_dark, spacing, region.midline_i)
+    else:
+        canal = find_canal(sac, spacing, region.midline_i)
+    if canal.any():
+        region = region.midline_at(float(np.argwhere(canal)[:, 0].mean()))
+    foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, region.midline_i, dark_hu,
+                                                      hu=region.hu)
+    canal = carry_open_ends(canal | canal_corners, sac & ~canal_corners)
+    if lumen_hu < dark_hu:
+        partial.append(f"the trabecular bone is nearly as dark as the foramina: they were searched below "
+                       f"{lumen_hu:.0f} HU instead of {dark_hu:.0f} HU and may be incomplete")
+    lumen = canal.copy()
+    for masks in foramina.values():
+        for m in masks:
+            lumen |= m
+    canal_axis = sacral_axis(canal, spacing)
+    if bones.lumens_filled:
+        rim = ndimage.binary_dilation(canal, structure=ndimage.generate_binary_structure(3, 1))
+        canal = canal | (rim & sac & ~lumen & (sm < cortex_hu))
+        lumen = lumen | canal
+    return _Lumens(canal, foramina, lumen, canal_axis, region)
+
+
+def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, found: _Lumens, trabecular: float,
+           dark_hu: float, notes: list[str], partial: list[str]) -> np.ndarray:
+    """Steps 6-10 and the region's label array: alae, anterior cortex, SI joints, disc, fracture
+    lines and lesions, over the neighbouring bones, with the lumens last."""
+    spacing, sm, midline_i = region.spacing, region.smooth, region.midline_i
+    canal, foramina, lumen = found.canal, found.foramina, found.lumen
+    bone = sac & ~lumen
+    ala = alae(bone, foramina, spacing, midline_i)
+    # A fracture line is sought from the foramina's lumen outwards (the ala label starts a little
+    # further out, and a line runs on through that strip).
+    lateral_halves = alae(bone, foramina, spacing, midline_i, beyond_mm=0.0)
+    lateral = lateral_halves["left"] | lateral_halves["right"]
+    envelope = fill_holes(bone | lumen)
+    cortex = anterior_cortex(envelope, bone, spacing, found.canal_axis)
+    uncorticated = uncorticated_fraction(cortex, bone, sm, spacing) if spacing[1] <= CORTEX_RESOLVED_MM else 0.0
+    if uncorticated > MAX_UNCORTICATED:
+        partial.append(f"{uncorticated:.0%} of the sacrum's pelvic surface shows no cortex brighter than the bone "
+                       "behind it: something as bright as bone without a cortex of its own (contrast-filled bowel?) "
+                       "may be joined to the sacrum there: check its anterior border on the images")
+    foramina = _with_openings(foramina, envelope | solid, spacing)
+    side_of = np.sign(np.arange(sm.shape[0]) - midline_i)[:, None, None]
+    joint = {side: joints(sac, getattr(bones, f"ilium_{side}"), solid, spacing) & (side_of == sign)
+             for side, sign in (("left", 1), ("right", -1))}
+    lytic, crack = _lesions_and_fractures(sm, bone, lumen, lateral, cortex, joint, spacing, trabecular, dark_hu, notes)
+
+    out = np.zeros(sm.shape, dtype=np.uint8)
+    for name in ("ilium_left", "ilium_right", "L5", "coccyx"):
+        out[getattr(bones, name)] = lt.value(name)
+    out[disc(sac, bones.L5, solid, sm, spacing, midline_i)] = lt.value("L5_S1_disc")
+    out[bone] = lt.value("sacrum")
+    out[ala["left"]] = lt.value("ala_left")
+    out[ala["right"]] = lt.value("ala_right")
+    out[cortex] = lt.value("anterior_cortex")
+    out[lytic] = lt.value("lesion")
+    out[crack] = lt.value("fracture")
+    for side, sheet in joint.items():                # the joint sheet is cut from the bones beside it
+        out[sheet] = lt.value(f"si_joint_{side}")
+    out[canal] = lt.value("canal")
+    for side, masks in foramina.items():
+        for level, m in enumerate(masks, start=1):
+            out[m] = lt.value(f"foramen_S{level}_{side}")
+    return out
+
+
+def _lesions_and_fractures(sm: np.ndarray, bone: np.ndarray, lumen: np.ndarray, lateral: np.ndarray,
+                           cortex: np.ndarray, joint: dict[str, np.ndarray], spacing: np.ndarray, trabecular: float,
+                           dark_hu: float, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 9-10: lytic lesions (not in trabecular bone too dark to tell them from its texture)
+    and fracture lines in the lateral sacrum, clear of the SI joints and the lesions."""
+    if trabecular < LESION_MIN_TRABECULAR_HU:
+        lytic = np.zeros_like(bone)
+        notes.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
+                     f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
+    else:
+        lytic = lesions(sm, bone, lumen, spacing, dark_hu)
+    beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
+    if lytic.any():
+        beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
+    # The line is sought behind the cortex and the voxel its partial volume darkens, then carried
+    # forward through that voxel up to the cortex (never into it: the cortex stays a critical label).
+    behind = np.roll(cortex, 1, axis=1) & ~cortex & lateral
+    crack = fracture_lines(sm, lateral & ~cortex & ~behind & ~beside, spacing)
+    crack |= behind & np.roll(crack, -1, axis=1)
+    return lytic & ~crack, crack
+
+
+def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarray, lumen: np.ndarray,
+                   spacing: np.ndarray) -> np.ndarray:
+    """Step 5a: ``sacrum`` grown through the bone brighter than DIM_BONE_HU that joins it, up to
+    DIM_BONE_REACH_MM.
+
+    On a coarse grid (2-3 mm) the thin lower sacrum and the dim bone of the alae average below
+    every cortex threshold, so no shell encloses them and the bone split leaves them out (real
+    sacra at 3 mm: 20-35 % of the sacrum). They are still brighter than soft tissue, muscle and
+    the lumens' contents, and joined to the sacrum; the other bones (``neighbours``) bound them,
+    and what lies nearer to one of them than to the sacrum (an ilium's own dim bone) is left to it.
+    The lumens found in the sacrum (``lumen``) bound them too: the bright rim of a foramen is not bone.
+    """
+    dim = (smooth > DIM_BONE_HU) & ~neighbours & ~sacrum & ~lumen
+    if neighbours.any():
+        dim &= (ndimage.distance_transform_edt(~sacrum, sampling=spacing)
+                < ndimage.distance_transform_edt(~neighbours, sampling=spacing))
+    steps = int(np.ceil(DIM_BONE_REACH_MM / float(np.min(spacing))))
+    return ndimage.binary_dilation(sacrum, structure=ndimage.generate_binary_structure(3, 1),
+                                   iterations=steps, mask=dim | sacrum)
+
+
+def _with_openings(foramina: dict[str, list[np.ndarray]], solid: np.ndarray,
+                   spacing: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Each foramen extended FORAMEN_OPENING_MM out of the bone where it opens on the surface.
+
+    The foramina are found inside the sacral envelope, but the nerve leaves through an
+    opening that continues past the bone surface (dorsally, right where a long-axis needle
+    runs). Soft-tissue voxels within FORAMEN_OPENING_MM of a foramen go to the nearest one.
+    """
+    found = [(side, level, mask) for side, masks in foramina.items() for level, mask in enumerate(masks)]
+    if not found:
+        return foramina
+    index = np.zeros(solid.shape, dtype=np.int16)
+    for number, (_, _, mask) in enumerate(found, start=1):
+        index[mask] = number
+    distance, nearest = ndimage.distance_transform_edt(index == 0, sampling=spacing, return_indices=True)
+    opening = ~solid & (distance <= FORAMEN_OPENING_MM)
+    owner = index[tuple(nearest)]
+    out: dict[str, list[np.ndarray]] = {side: list(masks) for side, masks in foramina.items()}
+    for number, (side, level, mask) in enumerate(found, start=1):
+        out[side][level] = mask | (opening & (owner == number))
+    return out
