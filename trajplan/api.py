@@ -345,6 +345,11 @@ class Plan:
         return tuple(self._document.get("warnings", ()))
 
     @property
+    def margins_mm(self) -> dict[str, float]:
+        """The margin (mm) every critical structure was held to."""
+        return dict(self._document["parameters"]["margins_mm"])
+
+    @property
     def case_name(self) -> str:
         """The case's name (given, else ``case-`` and 12 hex digits of the input checksum)."""
         return self._document["case"]["name"]
@@ -639,6 +644,11 @@ class Evaluation:
     def clearance_mm(self) -> dict[str, float]:
         """Clearance (mm, from the needle's surface) of every critical structure."""
         return dict(self._document["needles"][0]["clearance_mm"])
+
+    @property
+    def margins_mm(self) -> dict[str, float]:
+        """The margin (mm) every critical structure was held to."""
+        return dict(self._document["parameters"]["margins_mm"])
 
     @property
     def card(self) -> dict:
