@@ -115,6 +115,8 @@ def test_bad_input_raises_input_errors_with_clear_messages(case, phantom_dir, tm
     ct, labels = case
     with pytest.raises(trajplan.InputError, match="ct must be a trajplan Volume.*got str"):
         trajplan.plan(str(phantom_dir / "ct.nii.gz"))
+    with pytest.raises(trajplan.InputError, match="labels must be a trajplan Volume .from trajplan.read_labels"):
+        trajplan.plan(ct, str(phantom_dir / "labels.nii.gz"))
     with pytest.raises(trajplan.InputError, match="options must be a trajplan PlanOptions"):
         trajplan.plan(ct, labels, {"needles": 1})
     shifted = trajplan.Volume(labels.array, labels.spacing, labels.origin + 5.0, labels.direction)

@@ -48,6 +48,7 @@ _HOMES = {
     "InputError": "trajplan.errors",
     "DicomError": "trajplan.errors",
     "NoSacrumError": "trajplan.errors",
+    "NoSafePathError": "trajplan.errors",
     "OutputError": "trajplan.errors",
 }
 
@@ -59,7 +60,7 @@ __all__ = [
     "Plan", "Evaluation", "PlanOptions", "Volume", "Segmentation",
     "Needle", "NeedlePath", "NeedleMetrics", "PlacedNeedle", "Technique", "Verdict",
     "Side", "Label", "LABELS",
-    "InputError", "DicomError", "NoSacrumError", "OutputError",
+    "InputError", "DicomError", "NoSacrumError", "NoSafePathError", "OutputError",
 ]
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
         write_plan_folder,
         write_segmentation_folder,
     )
-    from trajplan.errors import DicomError, InputError, NoSacrumError, OutputError
+    from trajplan.errors import DicomError, InputError, NoSacrumError, NoSafePathError, OutputError
     from trajplan.io.reader import read_ct
     from trajplan.labels import LABELS, Label, Side
     from trajplan.needle import Needle, NeedleMetrics, NeedlePath, PlacedNeedle, Technique, Verdict

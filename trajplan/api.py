@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 
 # ------------------------------------------------------------------ checks of what the caller gives
 def _check_volume(value: object, name: str) -> Volume:
-    """``value`` when it is a :class:`Volume`, else an InputError naming ``name``."""
+    """``value`` when it is a :class:`Volume`, else an InputError naming ``name`` and where to get one."""
     if not isinstance(value, Volume):
-        raise InputError(f"{name} must be a trajplan Volume (read one with trajplan.read_ct), "
-                         f"got {type(value).__name__}")
+        where = "trajplan.read_ct" if name == "ct" else "trajplan.read_labels or trajplan.segment"
+        raise InputError(f"{name} must be a trajplan Volume (from {where}), got {type(value).__name__}")
     return value
 
 

@@ -177,7 +177,7 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
         ct = read_ct(ct_path, series_uid=series_uid)
         labels = read_labels(plan_dir / LABELS, ct)
         headers = source_headers(ct_path, series_uid)
-    from_labels_file = plan.get("segmentation", {}).get("source") == "labels file"
+    from_labels_file = plan.get("segmentation", {}).get("source") in ("labels file", "labels given")
     with staged_folder(out_dir) as work, warnings.catch_warnings():
         # A name in the source as the scanner wrote it ("Eve") is copied as it is, not rewritten.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
