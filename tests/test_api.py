@@ -137,6 +137,9 @@ def test_bad_input_raises_input_errors_with_clear_messages(case, phantom_dir, tm
     with pytest.raises(trajplan.InputError, match="unknown window"):
         trajplan.render_plan(trajplan.plan(ct, labels, trajplan.PlanOptions(needles=1, mc_samples=10)),
                              tmp_path, window="dark")
+    with pytest.raises(trajplan.InputError, match="plan must be a trajplan Plan"):
+        trajplan.write_plan_folder({"needles": []}, tmp_path / "plan")
+    assert not (tmp_path / "plan").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not trajplan's")
     with pytest.raises(trajplan.InputError):

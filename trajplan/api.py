@@ -271,7 +271,8 @@ def write_segmentation_folder(segmentation: Segmentation, out_dir: str | Path) -
     Raises
     ------
     InputError
-        ``out_dir`` is a non-empty folder that holds no trajplan output.
+        ``segmentation`` is not a Segmentation; ``out_dir`` is a non-empty folder that holds no
+        trajplan output.
     OutputError
         The folder cannot be written (full disk, read-only, permission, a file in the way).
 
@@ -280,8 +281,11 @@ def write_segmentation_folder(segmentation: Segmentation, out_dir: str | Path) -
     >>> trajplan.write_segmentation_folder(trajplan.segment(ct), "case_seg")   # doctest: +SKIP
     PosixPath('case_seg')
     """
-    from segmentation.pipeline import write_segmentation
+    from segmentation.pipeline import Segmentation, write_segmentation
 
+    if not isinstance(segmentation, Segmentation):
+        raise InputError(f"segmentation must be a trajplan Segmentation (from trajplan.segment), "
+                         f"got {type(segmentation).__name__}")
     out = Path(out_dir)
     with staged_folder(out) as work:
         write_segmentation(segmentation, work)
@@ -440,6 +444,12 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
     return Plan(document, ct, seg, options)
 
 
+def _check_plan(plan: object) -> None:
+    """An InputError unless ``plan`` is a :class:`Plan`."""
+    if not isinstance(plan, Plan):
+        raise InputError(f"plan must be a trajplan Plan (from trajplan.plan), got {type(plan).__name__}")
+
+
 def write_plan_folder(plan: Plan, out_dir: str | Path, *, report: bool = True,
                       timer: StageTimer | None = None) -> Path:
     """Write the plan folder ``trajplan plan`` writes.
@@ -469,7 +479,7 @@ def write_plan_folder(plan: Plan, out_dir: str | Path, *, report: bool = True,
     Raises
     ------
     InputError
-        ``out_dir`` is a non-empty folder that holds no trajplan output.
+        ``plan`` is not a Plan; ``out_dir`` is a non-empty folder that holds no trajplan output.
     OutputError
         The folder cannot be written (full disk, read-only, permission, a file in the way).
 
@@ -478,6 +488,7 @@ def write_plan_folder(plan: Plan, out_dir: str | Path, *, report: bool = True,
     >>> trajplan.write_plan_folder(p, "case_plan", report=False)         # doctest: +SKIP
     PosixPath('case_plan')
     """
+    _check_plan(plan)
     out = Path(out_dir)
     with staged_folder(out) as work:
         write_plan_files(plan, work, report=report, timer=timer)
@@ -491,8 +502,6 @@ def write_plan_files(plan: Plan, folder: Path, *, report: bool = True, timer: St
     from trajplan.views.region import view_region
     from trajplan.views.scene3d import render_scene_png
 
-    if not isinstance(plan, Plan):
-        raise InputError(f"plan must be a trajplan Plan (from trajplan.plan), got {type(plan).__name__}")
     timer = timer or StageTimer(show_progress=False)
     document = plan.to_json()
     write_segmentation(plan.segmentation, folder)
@@ -545,8 +554,7 @@ def render_plan(plan: Plan, out_dir: str | Path, *, window: str = "bone") -> Pat
     from trajplan.report import write_report
     from trajplan.views.region import view_region
 
-    if not isinstance(plan, Plan):
-        raise InputError(f"plan must be a trajplan Plan (from trajplan.plan), got {type(plan).__name__}")
+    _check_plan(plan)
     if window not in ("bone", "soft"):
         raise InputError(f"unknown window {window!r} (bone or soft)")
     out = Path(out_dir)
@@ -658,13 +666,13 @@ class Evaluation:
     def to_json(self) -> dict:
         """What ``trajplan --json evaluate`` prints: the needle object of ``plan.json`` with its
         ``drawn_line`` block (a copy)."""
-        return {**copy.deepcopy(self._document["needles"][0]), "drawn_line": dict(self.drawn_line)}
+        return {**copy.deepcopy(self._document["needles"][0]), "drawn_line": copy.deepcopy(dict(self.drawn_line))}
 
     def evaluation_json(self, timings_s: Mapping[str, float] | None = None) -> dict:
         """The ``evaluation.json`` dict (a copy), with ``timings_s`` when given."""
         doc = copy.deepcopy(self._document)
         needle = doc.pop("needles")[0]
-        doc.update(drawn_line=dict(self.drawn_line), needle=needle)
+        doc.update(drawn_line=copy.deepcopy(dict(self.drawn_line)), needle=needle)
         if timings_s is not None:
             doc["timings_s"] = dict(timings_s)
         return doc
@@ -799,7 +807,8 @@ def write_evaluation_folder(evaluation: Evaluation, out_dir: str | Path, *,
     Raises
     ------
     InputError
-        ``out_dir`` is a non-empty folder that holds no trajplan output.
+        ``evaluation`` is not an Evaluation; ``out_dir`` is a non-empty folder that holds no
+        trajplan output.
     OutputError
         The folder cannot be written.
 
