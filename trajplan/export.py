@@ -164,8 +164,8 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
     OutputError
         When the folder cannot be written; it is then absent.
     """
+    from trajplan.api import read_labels
     from trajplan.io.dicom_seg import dicom_segmentation
-    from trajplan.pipeline import read_label_map
 
     plan_dir, ct_path, out_dir = Path(plan_dir), Path(ct_path), Path(out_dir)
     timer = StageTimer()
@@ -175,9 +175,9 @@ def run_export(plan_dir: str | Path, ct_path: str | Path, out_dir: str | Path, *
         check_source(plan, plan_dir, ct_path)
     with timer.stage("reading CT"):
         ct = read_ct(ct_path, series_uid=series_uid)
-        labels = read_label_map(plan_dir / LABELS, ct)
+        labels = read_labels(plan_dir / LABELS, ct)
         headers = source_headers(ct_path, series_uid)
-    from_labels_file = plan.get("segmentation", {}).get("source") == "labels file"
+    from_labels_file = plan.get("segmentation", {}).get("source") in ("labels file", "labels given")
     with staged_folder(out_dir) as work, warnings.catch_warnings():
         # A name in the source as the scanner wrote it ("Eve") is copied as it is, not rewritten.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")

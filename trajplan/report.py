@@ -73,7 +73,8 @@ def _segmentation_words(seg: dict | None) -> str:
     """``{"source": "ct", "partial": False}`` in words."""
     if not seg:
         return "not recorded"
-    source = {"ct": "segmented from the CT by trajplan", "labels file": "a label map given with --labels"}.get(
+    source = {"ct": "segmented from the CT by trajplan", "labels file": "a label map given with --labels",
+              "labels given": "a label map given to trajplan.plan"}.get(
         seg.get("source"), f"from {seg.get('source')}")
     return f"{source}; {'partial (see the warnings)' if seg.get('partial') else 'complete'}"
 

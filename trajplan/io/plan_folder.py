@@ -2,8 +2,7 @@
 
 A plan folder (``trajplan plan -o``) holds the segmentation's files, the plan files, the
 CT around the sacrum and the views. ``segmentation/`` and ``sample_ct/`` write the label files
-under the same names, and ``trajplan.pipeline`` still spells the evaluation folder's other files
-(``evaluation.mrk.json``, its ``card.html``) and ``scene.png`` itself.
+under the same names.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ SCENE_HTML = "scene.html"
 REPORT = "report.html"
 # evaluation folder (``trajplan evaluate -o``)
 EVALUATION = "evaluation.json"
+EVALUATION_MARKUPS = "evaluation.mrk.json"    # the scored line for 3D Slicer
 # a batch case folder
 CASE = "case.json"
 # a DICOM export folder (``trajplan export --dicom``)

@@ -31,6 +31,12 @@ def read_ct(path: str | Path, *, series_uid: str | None = None) -> Volume:
     InputError
         With one line naming the problem (missing file, unsupported type, DICOM
         problems, NaN voxels, 2-D or tiny volume, values that are not CT HU).
+
+    Examples
+    --------
+    >>> ct = trajplan.read_ct("case/ct.nii.gz")                          # doctest: +SKIP
+    >>> ct.shape, ct.spacing                                             # doctest: +SKIP
+    ((340, 270, 210), array([1., 1., 1.]))
     """
     path = Path(path)
     if not path.exists():

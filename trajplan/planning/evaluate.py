@@ -119,12 +119,14 @@ def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: i
 
 def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
                   margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
-                  mc_samples: int = MC_SAMPLES, seed: int = 0, weights: dict[str, float] | None = None,
+                  technique: str | None = None, mc_samples: int = MC_SAMPLES, seed: int = 0,
+                  weights: dict[str, float] | None = None,
                   entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
 
-    The technique is the long axis when the path runs within LONG_AXIS_WITHIN_DEG (35 degrees)
-    of the sacrum's long axis, the short axis otherwise; the side is that of the tip.
+    The technique is ``technique`` when given, else the long axis when the path runs within
+    LONG_AXIS_WITHIN_DEG (35 degrees) of the sacrum's long axis, the short axis otherwise; the
+    side is that of the tip.
     ``weights`` (overrides of :data:`trajplan.planning.defaults.WEIGHTS`) score it;
     ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
     :func:`trajplan.planning.robustness.breach_probability`).
@@ -132,12 +134,12 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
     Raises
     ------
     InputError
-        If entry and target are less than 1 mm apart.
+        If entry and target are less than 1 mm apart, or ``technique`` is unknown.
     """
     entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
     if np.linalg.norm(tip - entry) < 1.0:
         raise InputError("entry and target are less than 1 mm apart")
-    return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, ct=ct,
+    return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, technique=technique, ct=ct,
                                mc_samples=mc_samples, seed=seed, weights=weights,
                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
 

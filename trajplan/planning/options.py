@@ -31,7 +31,40 @@ PLACEMENT_KEYS = {"entry_sigma_mm": "entry_sigma_mm", "angle_sigma_deg": "angle_
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """What to plan; validated at construction (clear InputErrors). Defaults: :mod:`trajplan.planning.defaults`."""
+    """What to plan; validated at construction. Defaults: :mod:`trajplan.planning.defaults`.
+
+    Parameters
+    ----------
+    technique : {"both", "short", "long"}
+    gauge : {11, 13}
+    needles : int
+        Needles in the plan, 1 to 5.
+    side : {"both", "left", "right"}
+    margins_mm : dict, optional
+        Margins (mm) by class (``canal``, ``foramen``, ``anterior_cortex``, ``si_joint``, ``ilium``,
+        ``L5_S1_disc``, ...) or by structure (``foramen_S2_left``), over the defaults.
+    min_separation_mm : float
+        Smallest distance between two needles of a plan.
+    entry_sigma_mm, angle_sigma_deg : float
+        The placement error of the Monte Carlo.
+    mc_samples : int
+        Monte Carlo samples per needle, 10 to 100000.
+    seed : int
+        The Monte Carlo's seed.
+    weights : dict, optional
+        Score weights over :data:`trajplan.planning.defaults.WEIGHTS`.
+    needle_lengths_mm : tuple of float, optional
+        The needle lengths the cards choose from (default the standard lengths).
+
+    Raises
+    ------
+    InputError
+        For any value out of its range, an unknown margin or weight name.
+
+    Examples
+    --------
+    >>> options = trajplan.PlanOptions(technique="short", needles=1, margins_mm={"canal": 4})  # doctest: +SKIP
+    """
 
     technique: str = "both"      # short|long|both
     gauge: int = GAUGE           # 11|13
