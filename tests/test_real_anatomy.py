@@ -17,6 +17,7 @@ from sample_ct.bone_only import real_case
 from segmentation.metrics import dice
 from segmentation.pipeline import segment
 from trajplan import labels as lt
+from trajplan.io.reader import read_ct
 
 CROP_MM = 30.0
 
@@ -106,3 +107,23 @@ def test_real_sacrum_found_with_its_alae_and_kept_off_the_ilia(real_001):
 @pytest.mark.validation
 def test_real_scan_is_not_flagged_for_what_is_not_there(real_001):
     assert_not_flagged_for_what_is_not_there(real_001[2])
+
+
+@pytest.mark.validation
+def test_visible_human_sacrum_stops_below_L5_and_L4(shared_ct):
+    """The 1 mm Visible Human pelvis (DICOM, no reference masks): no erosion parts L5 from the sacrum
+    there (a thin disc), so the sacroiliac joints do; before, the 'sacrum' held L5 and L4 (266 ml)."""
+    folder = shared_ct / "vhf_pelvis_dicom"
+    if not folder.is_dir():
+        pytest.skip(f"the Visible Human pelvis is not in {folder}")
+    ct = read_ct(folder)
+    seg = segment(ct)
+    canon, reorder = ct.to_canonical()
+    labels = reorder.apply(seg.labels).array
+    sacral, l5 = lt.sacral_bone(labels), labels == lt.value("L5")
+    ml = ct.voxel_volume_ml
+    assert l5.sum() * ml >= 100.0                      # L5 and L4: 137 ml measured
+    assert sacral.sum() * ml <= 200.0
+    height = canon.spacing[2]
+    assert (np.argwhere(l5)[:, 2].mean() - np.argwhere(sacral)[:, 2].mean()) * height >= 40.0
+    assert any("lumbar spine" in note for note in seg.report["notes"])
