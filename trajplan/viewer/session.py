@@ -1,8 +1,10 @@
 """One viewer session: a plan folder loaded once, edited needles re-scored, the plan saved back.
 
-The label map, the CT around the sacrum (``ct_roi.nii.gz``) and ``plan.json`` are read
-once; the distance maps, landmarks, KD-trees and targets are built once
-(:func:`trajplan.scoring.path_context`).
+``plan.json`` and the label map are read when the session starts; the CT around the sacrum
+(``ct_roi.nii.gz``) is read, and the distance maps, landmarks, KD-trees and targets are built
+(:func:`trajplan.scoring.path_context`), once, in a background thread that starts with the
+session, so that the page is served and drawn meanwhile: what needs them (the CT sent to the
+page, scoring, the oblique plane, saving) waits for them.
 An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the code behind
 ``trajplan evaluate``, with the plan's margins and placement-error parameters.
 """
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file
 from trajplan.io.reader import read_ct
-from trajplan.margins import CRITICAL_STRUCTURES
+from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
 from trajplan.plan_io import write_plan
 from trajplan.scoring import PathContext, evaluate_in_context, path_context
 from trajplan.views.render import CT_ROI
@@ -75,6 +80,38 @@ class NeedleSpec:
                 and self.gauge == needle["gauge"] and self.technique in (None, needle["technique"]))
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """What scoring an edit needs, built once: the label map's context and, for the procedure card,
+    the body's midline (None without a CT) and the sacral levels' heights."""
+
+    context: PathContext
+    midline_x: float | None
+    levels: dict[str, float]
+
+
+def nifti_int16(volume: Volume) -> bytes:
+    """``volume`` as an uncompressed NIfTI-1 file of 16-bit integers (values rounded and clipped).
+
+    The CT is sent to the page this way: half the bytes of float32 to take in and no gzip
+    to undo (the page's NIfTI reader takes either). The geometry is the sform (scanner space,
+    RAS mm), as SimpleITK writes it.
+    """
+    header = bytearray(352)                       # the header and an empty extension flag
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, *volume.shape, 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, 4, 16)    # datatype NIFTI_TYPE_INT16, bits per voxel
+    struct.pack_into("<8f", header, 76, 1.0, *volume.spacing, 0, 0, 0, 0)
+    struct.pack_into("<3f", header, 108, 352.0, 1.0, 0.0)   # vox_offset, scl_slope, scl_inter
+    header[123] = 2                               # xyzt_units: mm
+    struct.pack_into("<hh", header, 252, 0, 1)    # qform_code unknown, sform_code scanner
+    struct.pack_into("<12f", header, 280, *ras[:3].ravel())
+    header[344:348] = b"n+1\0"
+    voxels = np.clip(np.rint(volume.array), -32768, 32767).astype("<i2")
+    return bytes(header) + voxels.tobytes(order="F")
+
+
 def _point(value: object, key: str) -> tuple[float, float, float]:
     if (not isinstance(value, list) or len(value) != 3
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -118,20 +155,71 @@ class ViewerSession:
         except (ValueError, KeyError) as exc:
             raise InputError(f"{self.plan_dir / 'plan.json'}: not a trajplan plan ({exc})") from None
         self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
-        self.region: Volume | None = (read_volume_file(self.plan_dir / CT_ROI)
-                                      if (self.plan_dir / CT_ROI).is_file() else None)
-        self.ct: Volume | None = self.region if ct_path is None else self._plan_ct(ct_path, series_uid)
+        self.has_region: bool = (self.plan_dir / CT_ROI).is_file()
+        self._whole_ct: Volume | None = None if ct_path is None else self._plan_ct(ct_path, series_uid)
         self.present_labels: list[int] = [int(v) for v in np.unique(self.labels.array) if v != 0]
-        self.context: PathContext = path_context(self.labels, self.parameters.get("margins_mm"))
-        for structure in CRITICAL_STRUCTURES:  # the KD-trees too, so that the first edit is as quick as the rest
-            self.context.maps.tree(structure)
-        for side in ("left", "right"):
-            self.context.targets(side)
+        self.margins_mm: dict[str, float] = resolve_margins(self.parameters.get("margins_mm"))
         self._surfaces: list[dict] | None = None
-        # what every edit's procedure card needs of the CT and the labels, measured once
-        self._midline_x = None if self.ct is None else body_midline_x(self.ct)
-        self._levels = level_heights(self.labels)
+        self._surfaces_lock = threading.Lock()
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
+        # made in this order by one background thread: the CT region, the CT for the page, scoring
+        self._region: Future[Volume | None] = Future()
+        self._region_nifti: Future[bytes | None] = Future()
+        self._scoring: Future[_Scoring] = Future()
+        threading.Thread(target=self._prepare, name="trajplan-viewer-prepare", daemon=True).start()
+
+    def _prepare(self) -> None:
+        """Fill the futures of ``__init__`` in turn (run by its background thread); each keeps the
+        exception that its step raised, for whoever waits for it."""
+        steps: list[tuple[Future, Callable[[], object]]] = [
+            (self._region, lambda: read_volume_file(self.plan_dir / CT_ROI) if self.has_region else None),
+            (self._region_nifti, lambda: None if self.region is None else nifti_int16(self.region)),
+            (self._scoring, self._build_scoring),
+        ]
+        for future, step in steps:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(step())
+            except BaseException as exc:  # raised again by Future.result in the thread that waits
+                future.set_exception(exc)
+
+    def _build_scoring(self) -> _Scoring:
+        """The distance maps, landmarks, KD-trees and targets of the label map (the KD-trees and
+        targets too, so that the first edit is as quick as the rest), and what every edit's
+        procedure card needs of the CT and the labels."""
+        context = path_context(self.labels, self.parameters.get("margins_mm"))
+        for structure in CRITICAL_STRUCTURES:
+            context.maps.tree(structure)
+        for side in ("left", "right"):
+            context.targets(side)
+        return _Scoring(context, None if self.ct is None else body_midline_x(self.ct), level_heights(self.labels))
+
+    @property
+    def region(self) -> Volume | None:
+        """The CT region of the folder (``ct_roi.nii.gz``; None without one), once read."""
+        return self._region.result()
+
+    @property
+    def ct(self) -> Volume | None:
+        """The CT that edits are scored on: the whole CT when given, else the CT region (or None)."""
+        return self._whole_ct if self._whole_ct is not None else self.region
+
+    @property
+    def context(self) -> PathContext:
+        """The scoring context of the label map, once built (what building it raised, else)."""
+        return self._scoring.result().context
+
+    def region_nifti(self) -> bytes | None:
+        """The CT region as the page reads it (:func:`nifti_int16`; None without one), once made."""
+        return self._region_nifti.result()
+
+    def wait_until_prepared(self, timeout: float | None = None) -> bool:
+        """Wait until scoring is ready (or has failed); False when ``timeout`` seconds passed first."""
+        try:
+            self._scoring.exception(timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _plan_ct(self, ct_path: str | Path, series_uid: str | None) -> Volume:
         """The whole CT of the plan, refused when its checksum or grid is not the plan's."""
@@ -156,9 +244,10 @@ class ViewerSession:
             "needles": self.needles(),
             "labels": lt.table_json(),
             "present_labels": self.present_labels,
-            "margins_mm": self.context.maps.margins,
-            "files": {"ct": CT_ROI if self.region is not None else None, "labels": LABELS_FILE},
-            "scored_on": ("labels only" if self.ct is None else "CT region" if self.ct is self.region else "whole CT"),
+            "margins_mm": self.margins_mm,
+            "files": {"ct": CT_ROI if self.has_region else None, "labels": LABELS_FILE},
+            "scored_on": ("whole CT" if self._whole_ct is not None else "CT region" if self.has_region
+                          else "labels only"),
             "saved_original": (self.plan_dir / ORIGINAL_PLAN).is_file(),
         }
 
@@ -170,7 +259,7 @@ class ViewerSession:
         smoothed, on every voxel up to ``SURFACE_STEP_MM`` (every second voxel of a 1 mm label map),
         which keeps the answer a few MB.
         """
-        with self._lock:
+        with self._surfaces_lock:
             if self._surfaces is None:
                 from trajplan.views.surfaces import SURFACE_GROUPS, mask_surface
 
@@ -198,9 +287,10 @@ class ViewerSession:
         """
         error = self.parameters.get("placement_error", {})
         settings = self.plan.get("settings", {})
+        scoring = self._scoring.result()
         with self._lock:
             needle = evaluate_in_context(
-                self.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
+                scoring.context, spec.entry_lps, spec.tip_lps, gauge=spec.gauge, technique=spec.technique,
                 ct=self.ct, mc_samples=int(error.get("samples", 300)), seed=int(error.get("seed", 0)),
                 entry_sigma_mm=float(error.get("entry_sigma_mm", 2.0)),
                 angle_sigma_deg=float(error.get("angle_sigma_deg", 2.0)), weights=settings.get("weights"),
@@ -209,8 +299,8 @@ class ViewerSession:
                 position = self.plan.get("patient_position", {})
                 add_cards({"needles": [needle]}, self.ct, self.labels, position=position.get("position", "prone"),
                           position_source=position.get("source", "assumed"),
-                          lengths_mm=settings.get("needle_lengths_mm"), midline_x=self._midline_x,
-                          levels=self._levels)
+                          lengths_mm=settings.get("needle_lengths_mm"), midline_x=scoring.midline_x,
+                          levels=scoring.levels)
             return needle
 
     def oblique(self, spec: NeedleSpec, *, opacity: float = 0.35, hidden: tuple[int, ...] = ()) -> dict:
