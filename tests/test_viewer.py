@@ -22,7 +22,7 @@ from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
 from trajplan.scoring import evaluate_path
 from trajplan.viewer.server import ViewerServer
-from trajplan.viewer.session import NeedleSpec, ViewerSession
+from trajplan.viewer.session import NeedleSpec, ViewerSession, nifti_int16
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +230,9 @@ def test_the_ct_route_answers_the_ct_region_as_16_bit_nifti_and_a_folder_without
     sent, region = read_volume_file(tmp_path / "ct.nii"), served.session.region
     assert sent.array.dtype == np.int16 and sent.same_geometry(region, tol_mm=1e-4)
     assert np.array_equal(sent.array, np.rint(region.array))
+    (tmp_path / "written.nii").write_bytes(nifti_int16(region))      # the way for a file not read directly
+    assert np.array_equal(read_volume_file(tmp_path / "written.nii").array, sent.array)
+    assert read_volume_file(tmp_path / "written.nii").same_geometry(region, tol_mm=1e-4)
     labels_only = tmp_path / "labels_only"
     labels_only.mkdir()
     for name in ("plan.json", "labels.nii.gz"):

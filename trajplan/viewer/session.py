@@ -11,6 +11,7 @@ An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import struct
@@ -90,13 +91,43 @@ class _Scoring:
     levels: dict[str, float]
 
 
-def nifti_int16(volume: Volume) -> bytes:
-    """``volume`` as an uncompressed NIfTI-1 file of 16-bit integers (values rounded and clipped).
+NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4"}
 
-    The CT is sent to the page this way: half the bytes of float32 to take in and no gzip
-    to undo (the page's NIfTI reader takes either). The geometry is the sform (scanner space,
-    RAS mm), as SimpleITK writes it.
+
+def page_ct(path: Path) -> bytes:
+    """The CT file ``path`` (NIfTI, gzipped or not) as the page reads it: uncompressed NIfTI-1 of
+    16-bit integers (values rounded and clipped), half the bytes of float32 and no gzip to undo.
+
+    A 3-D NIfTI-1 file of finite numbers (as ``trajplan plan`` writes ``ct_roi.nii.gz``) keeps its
+    header, geometry included, and is decompressed once; any other file is read by
+    :func:`trajplan.io.files.read_volume_file` (its checks included) and written by :func:`nifti_int16`.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read as a volume.
     """
+    raw = path.read_bytes()
+    raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    endian = next((e for e in "<>" if len(raw) >= 352 and struct.unpack_from(e + "i", raw)[0] == 348), None)
+    if endian is not None and raw[344:348] == b"n+1\0":
+        dims = struct.unpack_from(endian + "8h", raw, 40)
+        datatype = struct.unpack_from(endian + "h", raw, 70)[0]
+        offset, slope, inter = struct.unpack_from(endian + "3f", raw, 108)
+        if datatype in NIFTI_TYPES and dims[0] in (3, 4) and (dims[0] == 3 or dims[4] == 1) and min(dims[1:4]) > 0:
+            values = np.frombuffer(raw, endian + NIFTI_TYPES[datatype], int(np.prod(dims[1:4])), int(offset))
+            values = values * slope + inter if slope not in (0, 1) or inter != 0 else values
+            if values.dtype.kind != "f" or np.isfinite(values).all():
+                header = bytearray(raw[:348]) + bytes(4)   # no extensions
+                struct.pack_into(endian + "hh", header, 70, 4, 16)   # datatype NIFTI_TYPE_INT16, bits per voxel
+                struct.pack_into(endian + "3f", header, 108, 352.0, 1.0, 0.0)   # vox_offset, scl_slope, scl_inter
+                return bytes(header) + np.clip(np.rint(values), -32768, 32767).astype(endian + "i2").tobytes()
+    return nifti_int16(read_volume_file(path))
+
+
+def nifti_int16(volume: Volume) -> bytes:
+    """``volume`` as an uncompressed NIfTI-1 file of 16-bit integers (values rounded and clipped),
+    its geometry the sform (scanner space, RAS mm)."""
     header = bytearray(352)                       # the header and an empty extension flag
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
     struct.pack_into("<i", header, 0, 348)
@@ -110,6 +141,20 @@ def nifti_int16(volume: Volume) -> bytes:
     header[344:348] = b"n+1\0"
     voxels = np.clip(np.rint(volume.array), -32768, 32767).astype("<i2")
     return bytes(header) + voxels.tobytes(order="F")
+
+
+def _in_background(steps: list[tuple[Future, Callable[[], object]]]) -> None:
+    """Run ``steps`` in turn in a new daemon thread, each filling its future with its result or with the
+    exception it raised (raised again by ``Future.result`` in the thread that waits for it)."""
+    def run() -> None:
+        for future, step in steps:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(step())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="trajplan-viewer", daemon=True).start()
 
 
 def _point(value: object, key: str) -> tuple[float, float, float]:
@@ -154,39 +199,32 @@ class ViewerSession:
             self.parameters: dict = self.plan["parameters"]
         except (ValueError, KeyError) as exc:
             raise InputError(f"{self.plan_dir / 'plan.json'}: not a trajplan plan ({exc})") from None
-        self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
+        # the CT for the page, then the CT region, made and read in a background thread from now on; then
+        # (once the label map is read) the scoring context in another: each kept by its future with the
+        # exception that its step raised, for whoever waits for it
         self.has_region: bool = (self.plan_dir / CT_ROI).is_file()
+        self._region: Future[Volume | None] = Future()
+        self._region_nifti: Future[bytes | None] = Future()
+        self._scoring: Future[_Scoring] = Future()
+        _in_background([
+            (self._region_nifti, lambda: page_ct(self.plan_dir / CT_ROI) if self.has_region else None),
+            (self._region, lambda: read_volume_file(self.plan_dir / CT_ROI) if self.has_region else None),
+        ])
+        self.labels: Volume = read_volume_file(self.plan_dir / LABELS_FILE)
         self._whole_ct: Volume | None = None if ct_path is None else self._plan_ct(ct_path, series_uid)
         self.present_labels: list[int] = [int(v) for v in np.unique(self.labels.array) if v != 0]
         self.margins_mm: dict[str, float] = resolve_margins(self.parameters.get("margins_mm"))
         self._surfaces: list[dict] | None = None
         self._surfaces_lock = threading.Lock()
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
-        # made in this order by one background thread: the CT region, the CT for the page, scoring
-        self._region: Future[Volume | None] = Future()
-        self._region_nifti: Future[bytes | None] = Future()
-        self._scoring: Future[_Scoring] = Future()
-        threading.Thread(target=self._prepare, name="trajplan-viewer-prepare", daemon=True).start()
-
-    def _prepare(self) -> None:
-        """Fill the futures of ``__init__`` in turn (run by its background thread); each keeps the
-        exception that its step raised, for whoever waits for it."""
-        steps: list[tuple[Future, Callable[[], object]]] = [
-            (self._region, lambda: read_volume_file(self.plan_dir / CT_ROI) if self.has_region else None),
-            (self._region_nifti, lambda: None if self.region is None else nifti_int16(self.region)),
-            (self._scoring, self._build_scoring),
-        ]
-        for future, step in steps:
-            future.set_running_or_notify_cancel()
-            try:
-                future.set_result(step())
-            except BaseException as exc:  # raised again by Future.result in the thread that waits
-                future.set_exception(exc)
+        _in_background([(self._scoring, self._build_scoring)])
 
     def _build_scoring(self) -> _Scoring:
         """The distance maps, landmarks, KD-trees and targets of the label map (the KD-trees and
         targets too, so that the first edit is as quick as the rest), and what every edit's
-        procedure card needs of the CT and the labels."""
+        procedure card needs of the CT and the labels; begun once the CT region is read (the
+        page's first picture waits for the CT, not for scoring)."""
+        self._region.exception()
         context = path_context(self.labels, self.parameters.get("margins_mm"))
         for structure in CRITICAL_STRUCTURES:
             context.maps.tree(structure)
@@ -210,7 +248,7 @@ class ViewerSession:
         return self._scoring.result().context
 
     def region_nifti(self) -> bytes | None:
-        """The CT region as the page reads it (:func:`nifti_int16`; None without one), once made."""
+        """The CT region as the page reads it (:func:`page_ct`; None without one), once made."""
         return self._region_nifti.result()
 
     def wait_until_prepared(self, timeout: float | None = None) -> bool:
