@@ -243,12 +243,12 @@ def test_the_ct_route_answers_the_ct_region_as_16_bit_nifti_and_a_folder_without
 
 
 def test_scoring_is_prepared_in_the_background_and_a_failure_answers_every_edit(plan_dir, monkeypatch):
-    import trajplan.viewer.session as session_module
+    import trajplan.scoring
 
     def no_context(labels, margins_mm):
         raise InputError("no sacral bone in the label map")
 
-    monkeypatch.setattr(session_module, "path_context", no_context)
+    monkeypatch.setattr(trajplan.scoring, "path_context", no_context)
     server = ViewerServer(ViewerSession(plan_dir))       # serves at once: the failure is for the edits
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,12 +30,12 @@ from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
 from trajplan.io.files import read_volume_file
-from trajplan.io.reader import read_ct
 from trajplan.margins import CRITICAL_STRUCTURES, resolve_margins
-from trajplan.plan_io import write_plan
-from trajplan.scoring import PathContext, evaluate_in_context, path_context
 from trajplan.views.render import CT_ROI
 from trajplan.volume import Volume
+
+if TYPE_CHECKING:       # imported where used: scoring, saving and DICOM take a second to import
+    from trajplan.scoring import PathContext
 
 LABELS_FILE = "labels.nii.gz"
 ORIGINAL_PLAN = "plan.orig.json"
@@ -225,6 +226,8 @@ class ViewerSession:
         procedure card needs of the CT and the labels; begun once the CT region is read (the
         page's first picture waits for the CT, not for scoring)."""
         self._region.exception()
+        from trajplan.scoring import path_context
+
         context = path_context(self.labels, self.parameters.get("margins_mm"))
         for structure in CRITICAL_STRUCTURES:
             context.maps.tree(structure)
@@ -265,6 +268,8 @@ class ViewerSession:
         if expected is not None and sha256_of(ct_path) != expected:
             raise InputError(f"{ct_path}: not the CT this plan was made from (its SHA-256 differs from "
                              "the one in plan.json)")
+        from trajplan.io.reader import read_ct
+
         ct = read_ct(ct_path, series_uid=series_uid)
         if not ct.same_geometry(self.labels, tol_mm=1e-2):
             raise InputError(f"{ct_path}: not on the grid of the plan's labels.nii.gz")
@@ -323,6 +328,8 @@ class ViewerSession:
         InputError
             If entry and tip are less than 1 mm apart.
         """
+        from trajplan.scoring import evaluate_in_context
+
         error = self.parameters.get("placement_error", {})
         settings = self.plan.get("settings", {})
         scoring = self._scoring.result()
@@ -387,6 +394,7 @@ class ViewerSession:
             return self._save(specs)
 
     def _save(self, specs: list[NeedleSpec]) -> dict[str, Path]:
+        from trajplan.plan_io import write_plan
         from trajplan.planning import TargetPoints, plan_summary
 
         loaded = self.needles()
