@@ -16,6 +16,8 @@ Makes the sample case (the `make demo` phantom) and plans it without the report,
   them) and the run counts only when most of them are lit (the CT is there). The labels over
   the CT, the 3D view's surfaces and the server's scoring context (distance maps, KD-trees)
   follow, and are printed too;
+- the command itself: ``trajplan view PLAN_DIR --no-browser`` run ``--runs`` times until it prints
+  its address (Python's start and imports included, which the figures above leave out);
 - re-scoring: ``--edits`` POST /api/evaluate requests with the tip of a planned needle moved
   by up to 5 mm (server time, what any browser waits for), and five edits typed into the
   page until the table shows the new verdict.
@@ -30,6 +32,8 @@ import http.client
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -105,6 +109,7 @@ def main() -> None:
                     stop(server)
             describe(server.session)
             print_startup(runs)
+            command_start(plan_dir, args.runs)
             if args.screenshot:
                 page.screenshot(path=str(args.screenshot))
             rescoring(server, args.edits)
@@ -159,6 +164,23 @@ def print_startup(runs: list[dict[str, float]]) -> None:
     after = [r["page: first picture"] - r["serving (plan.json and labels read)"] for r in runs]
     print(f"first picture (CT slices and needles on the canvas): median {statistics.median(first):.2f} s from the "
           f"start, {statistics.median(after):.2f} s after serving began (goal <= 3 s)")
+
+
+def command_start(plan_dir: Path, runs: int) -> None:
+    """Seconds from starting ``trajplan view`` until it prints its address, median of ``runs``."""
+    seconds = []
+    for _ in range(runs):
+        start = time.time()
+        process = subprocess.Popen([sys.executable, "-m", "trajplan", "view", str(plan_dir), "--no-browser"],
+                                   stdout=subprocess.PIPE, text=True)
+        line = process.stdout.readline()
+        seconds.append(time.time() - start)
+        process.terminate()
+        process.wait()
+        if "serving" not in line:
+            raise SystemExit(f"trajplan view did not start: {line!r}")
+    print(f"trajplan view prints its address (imports included): median {statistics.median(seconds):.2f} s "
+          f"[{min(seconds):.2f}-{max(seconds):.2f}] over {runs}")
 
 
 def rescoring(server, edits: int) -> None:
