@@ -18,6 +18,8 @@ Makes the sample case (the `make demo` phantom) and plans it without the report,
   follow, and are printed too;
 - the command itself: ``trajplan view PLAN_DIR --no-browser`` run ``--runs`` times until it prints
   its address (Python's start and imports included, which the figures above leave out);
+- redrawing: the labels box and a window button clicked, each until the GPU has drawn the views
+  again (the label overlay refreshed alone; the CT and the overlay);
 - re-scoring: ``--edits`` POST /api/evaluate requests with the tip of a planned needle moved
   by up to 5 mm (server time, what any browser waits for), and five edits typed into the
   page until the table shows the new verdict.
@@ -112,6 +114,7 @@ def main() -> None:
             command_start(plan_dir, args.runs)
             if args.screenshot:
                 page.screenshot(path=str(args.screenshot))
+            redraws(page)
             rescoring(server, args.edits)
             typed_edits(page, server.session.needles()[0])
             browser.close()
@@ -181,6 +184,20 @@ def command_start(plan_dir: Path, runs: int) -> None:
             raise SystemExit(f"trajplan view did not start: {line!r}")
     print(f"trajplan view prints its address (imports included): median {statistics.median(seconds):.2f} s "
           f"[{min(seconds):.2f}-{max(seconds):.2f}] over {runs}")
+
+
+def redraws(page) -> None:
+    """Seconds from a click on the labels box or a window button until the views are drawn again."""
+    seconds = {}
+    for name, selector in (("labels box (the overlay alone)", "#show-labels"),
+                           ("soft-tissue window (the CT and the overlay)", "[data-window='soft']")):
+        seconds[name] = page.evaluate("""(selector) => {
+            const start = performance.now(), gl = nv.gl;
+            document.querySelector(selector).click();
+            gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));   // waits for the GPU
+            return (performance.now() - start) / 1000;
+        }""", selector)
+    print("redrawn after a click, until drawn: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
 
 
 def rescoring(server, edits: int) -> None:

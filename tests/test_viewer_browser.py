@@ -347,6 +347,13 @@ def test_the_ct_shows_first_then_the_labels_and_the_3d_surfaces_and_the_boxes_hi
     page.locator("#show-labels").check()
     page.wait_for_timeout(150)
     assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12
+    axial = tile_box(page, 0)
+    bone_window = lit_pixels(page, axial)
+    page.click("[data-window='soft']")                                       # the CT alone is refreshed
+    page.wait_for_timeout(150)
+    assert abs(lit_pixels(page, axial) - bone_window) > 0.05 * bone_window     # fat dark, muscle lighter
+    assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12           # the labels still over it
+    page.click("[data-window='bone']")
     box = tile_box(page, 4)
     surfaces = lit_pixels(page, box)
     page.locator("#ct-3d").check()                                            # the CT's volume rendering added

@@ -81,12 +81,19 @@ function updateOverlay() {
   showOblique();
 }
 
-// Only the label overlay is made again on the GPU (resampled onto the CT's grid in its colours and
-// opacity), not the CT as NiiVue's updateGLVolume would: refreshLayers is NiiVue 0.69's internal
-// refresh of one volume. Without a CT the labels are the background, refreshed as NiiVue does.
+// One volume made again on the GPU, not both as NiiVue's updateGLVolume would: the label overlay
+// (resampled onto the CT's grid in its colours and opacity) or the CT (in its window). refreshLayers
+// is NiiVue 0.69's internal refresh of one volume. Without a CT the labels are the background, and
+// before the labels arrive the CT is alone: refreshed as NiiVue does.
 function refreshOverlay() {
   if (!state.ctImage) { nv.updateGLVolume(); return; }
   nv.refreshLayers(state.labelImage, 1);
+  nv.drawScene();
+}
+
+function refreshCt() {
+  if (!state.labelImage) { nv.updateGLVolume(); return; }
+  nv.refreshLayers(state.ctImage, 0);
   nv.drawScene();
 }
 
@@ -248,7 +255,7 @@ function drawScaleBars() {
 function setWindow(name) {
   if (!state.ctImage) return;
   [state.ctImage.cal_min, state.ctImage.cal_max] = WINDOWS[name];
-  nv.updateGLVolume();
+  refreshCt();
   for (const b of document.querySelectorAll("[data-window]")) b.classList.toggle("on", b.dataset.window === name);
 }
 
@@ -718,7 +725,7 @@ async function start() {
   document.getElementById("surfaces-3d").addEventListener("change", (event) => { state.showSurfaces = event.target.checked; nv.drawScene(); });
   document.getElementById("ct-3d").addEventListener("change", (event) => {
     state.volume3D = event.target.checked;
-    if (state.volume3D) nv.updateGLVolume(); else nv.drawScene();     // with the CT's gradients (above)
+    if (state.volume3D) refreshCt(); else nv.drawScene();     // with the CT's gradients (above)
   });
   // the first picture: the CT and the needles in the 2D views
   document.body.dataset.picture = axialViewLit().toFixed(3);
