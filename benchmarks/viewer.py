@@ -19,7 +19,7 @@ Makes the sample case (the `make demo` phantom) and plans it without the report,
 - the command itself: ``trajplan view PLAN_DIR --no-browser`` run ``--runs`` times until it prints
   its address (Python's start and imports included, which the figures above leave out);
 - redrawing: the labels box and a window button clicked, each until the GPU has drawn the views
-  again (the label overlay refreshed alone; the CT and the overlay);
+  again (the label overlay refreshed alone; the CT alone);
 - re-scoring: ``--edits`` POST /api/evaluate requests with the tip of a planned needle moved
   by up to 5 mm (server time, what any browser waits for), and five edits typed into the
   page until the table shows the new verdict.
@@ -190,7 +190,7 @@ def redraws(page) -> None:
     """Seconds from a click on the labels box or a window button until the views are drawn again."""
     seconds = {}
     for name, selector in (("labels box (the overlay alone)", "#show-labels"),
-                           ("soft-tissue window (the CT and the overlay)", "[data-window='soft']")):
+                           ("soft-tissue window (the CT alone)", "[data-window='soft']")):
         seconds[name] = page.evaluate("""(selector) => {
             const start = performance.now(), gl = nv.gl;
             document.querySelector(selector).click();
