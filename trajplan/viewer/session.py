@@ -2,7 +2,7 @@
 
 ``plan.json`` and the label map are read when the session starts; the CT around the sacrum
 (``ct_roi.nii.gz``) is read, and the distance maps, landmarks, KD-trees and targets are built
-(:func:`trajplan.scoring.path_context`), once, in a background thread that starts with the
+(:func:`trajplan.scoring.path_context`), once, in background threads that start with the
 session, so that the page is served and drawn meanwhile: what needs them (the CT sent to the
 page, scoring, the oblique plane, saving) waits for them.
 An edited needle is scored by :func:`trajplan.scoring.evaluate_in_context`, the code behind
@@ -115,8 +115,10 @@ def page_ct(path: Path) -> bytes:
         dims = struct.unpack_from(endian + "8h", raw, 40)
         datatype = struct.unpack_from(endian + "h", raw, 70)[0]
         offset, slope, inter = struct.unpack_from(endian + "3f", raw, 108)
-        if datatype in NIFTI_TYPES and dims[0] in (3, 4) and (dims[0] == 3 or dims[4] == 1) and min(dims[1:4]) > 0:
-            values = np.frombuffer(raw, endian + NIFTI_TYPES[datatype], int(np.prod(dims[1:4])), int(offset))
+        count = int(np.prod(dims[1:4]))
+        if (datatype in NIFTI_TYPES and dims[0] in (3, 4) and (dims[0] == 3 or dims[4] == 1) and min(dims[1:4]) > 0
+                and 348 <= offset and int(offset) + count * np.dtype(NIFTI_TYPES[datatype]).itemsize <= len(raw)):
+            values = np.frombuffer(raw, endian + NIFTI_TYPES[datatype], count, int(offset))
             values = values * slope + inter if slope not in (0, 1) or inter != 0 else values
             if values.dtype.kind != "f" or np.isfinite(values).all():
                 header = bytearray(raw[:348]) + bytes(4)   # no extensions
