@@ -29,7 +29,7 @@ def case(phantom_dir):
 
 @pytest.fixture(scope="module")
 def api_plan(case, phantom_dir) -> trajplan.Plan:
-    """The phantom planned through the API as ``viewer_plan_dir`` is by the command line."""
+    """The phantom planned through the API as ``truth_plan_dir`` is by the command line."""
     ct, labels = case
     return trajplan.plan(ct, labels, trajplan.PlanOptions(), source=phantom_dir / "ct.nii.gz")
 
@@ -53,8 +53,8 @@ def test_import_is_lazy_and_every_public_name_resolves():
         trajplan.nothing  # noqa: B018
 
 
-def test_a_plan_through_the_api_has_the_needles_of_the_cli_plan(api_plan, viewer_plan_dir, tmp_path):
-    written = json.loads((viewer_plan_dir / "plan.json").read_text())
+def test_a_plan_through_the_api_has_the_needles_of_the_cli_plan(api_plan, truth_plan_dir, tmp_path):
+    written = json.loads((truth_plan_dir / "plan.json").read_text())
     doc = api_plan.to_json()
     for key in ("needles", "alternatives", "input", "outcome", "parameters", "summary", "warnings", "settings"):
         assert doc[key] == written[key], key
@@ -65,7 +65,7 @@ def test_a_plan_through_the_api_has_the_needles_of_the_cli_plan(api_plan, viewer
     assert doc["segmentation"] == {"source": "labels given", "partial": False}
     out = trajplan.write_plan_folder(api_plan, tmp_path / "plan", report=False)
     for name in ("plan.csv", "plan.mrk.json", "load_plan.py"):
-        assert (out / name).read_bytes() == (viewer_plan_dir / name).read_bytes(), name
+        assert (out / name).read_bytes() == (truth_plan_dir / name).read_bytes(), name
     assert (out / "labels.nii.gz").is_file() and (out / "scene.png").is_file()
 
 

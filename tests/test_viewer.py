@@ -22,7 +22,7 @@ from trajplan.errors import InputError
 from trajplan.io.files import read_volume_file
 from trajplan.planning import evaluate_path
 from trajplan.viewer.server import ViewerServer
-from trajplan.viewer.session import NeedleSpec, ViewerSession
+from trajplan.viewer.session import NeedleSpec, ViewerSession, nifti_int16
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,42 @@ def test_the_surfaces_route_answers_the_label_surfaces_in_ras(served):
     lps = positions * [-1, -1, 1]
     assert np.allclose(lps.min(axis=0), bone.min(axis=0), atol=2.1)
     assert np.allclose(lps.max(axis=0), bone.max(axis=0), atol=2.1)
+
+
+def test_the_ct_route_answers_the_ct_region_as_16_bit_nifti_and_a_folder_without_one_the_labels_alone(
+        plan_dir, served, tmp_path):
+    status, data = request(served, "GET", "/api/ct")
+    assert status == 200
+    (tmp_path / "ct.nii").write_bytes(data)
+    sent, region = read_volume_file(tmp_path / "ct.nii"), served.session.region
+    assert sent.array.dtype == np.int16 and sent.same_geometry(region, tol_mm=1e-4)
+    assert np.array_equal(sent.array, np.rint(region.array))
+    (tmp_path / "written.nii").write_bytes(nifti_int16(region))      # the way for a file not read directly
+    assert np.array_equal(read_volume_file(tmp_path / "written.nii").array, sent.array)
+    assert read_volume_file(tmp_path / "written.nii").same_geometry(region, tol_mm=1e-4)
+    labels_only = tmp_path / "labels_only"
+    labels_only.mkdir()
+    for name in ("plan.json", "labels.nii.gz"):
+        (labels_only / name).write_bytes((plan_dir / name).read_bytes())
+    session = ViewerSession(labels_only)
+    assert session.region is None and session.ct is None and session.region_nifti() is None
+    assert session.view()["files"]["ct"] is None and session.view()["scored_on"] == "labels only"
+
+
+def test_scoring_is_prepared_in_the_background_and_a_failure_answers_every_edit(plan_dir, monkeypatch):
+    import trajplan.planning.evaluate
+
+    def no_context(labels, margins_mm):
+        raise InputError("no sacral bone in the label map")
+
+    monkeypatch.setattr(trajplan.planning.evaluate, "path_context", no_context)
+    server = ViewerServer(ViewerSession(plan_dir))       # serves at once: the failure is for the edits
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert server.session.wait_until_prepared(timeout=60)
+        assert request(server, "GET", "/api/plan")[0] == 200
+        status, data = request(server, "POST", "/api/evaluate", body=server.session.needles()[0])
+        assert status == 400 and json.loads(data)["error"] == "no sacral bone in the label map"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -329,6 +329,42 @@ def lit_pixels(page, box) -> int:
     return int((np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int).max(axis=2) > 40).sum())
 
 
+def test_the_ct_shows_first_then_the_labels_and_the_3d_surfaces_and_the_boxes_hide_and_add_layers(browser, server):
+    page, errors, _ = open_viewer(browser, server)
+    steps = json.loads(page.locator("body").get_attribute("data-timings"))
+    order = ["plan", "NiiVue ready", "CT read", "first picture", "labels", "3D surfaces", "ready"]
+    assert [steps[s] for s in order] == sorted(steps[s] for s in order)
+    assert float(page.locator("body").get_attribute("data-picture")) > 0.2       # the CT lit the axial view
+    canal = canal_point(server.session.labels)
+    page.evaluate("(p) => centreOn(p)", canal)
+    where = np.add(canvas_point(page, canal, 0), 2)
+    page.mouse.move(5, 5)
+    page.locator("#label-opacity").fill("1")
+    page.wait_for_timeout(150)
+    assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12
+    page.locator("#show-labels").uncheck()                                    # the labels box: the CT alone
+    page.wait_for_timeout(150)
+    assert np.ptp(pixel(page, where)) <= 6
+    page.locator("#show-labels").check()
+    page.wait_for_timeout(150)
+    assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12
+    axial = tile_box(page, 0)
+    bone_window = lit_pixels(page, axial)
+    page.click("[data-window='soft']")                                       # the CT alone is refreshed
+    page.wait_for_timeout(150)
+    assert abs(lit_pixels(page, axial) - bone_window) > 0.05 * bone_window     # fat dark, muscle lighter
+    assert np.abs(pixel(page, where) - lt.color("canal")).max() <= 12           # the labels still over it
+    page.click("[data-window='bone']")
+    box = tile_box(page, 4)
+    surfaces = lit_pixels(page, box)
+    page.locator("#ct-3d").check()                                            # the CT's volume rendering added
+    page.wait_for_timeout(150)
+    assert lit_pixels(page, box) > 1.2 * surfaces
+    assert page.evaluate("[nv.volumes[0].cal_min, nv.volumes[0].cal_max]") == [-600, 1400]
+    assert errors == []
+    page.close()
+
+
 def test_a_needle_is_placed_by_clicking_its_entry_then_its_tip_with_the_chosen_technique_and_gauge(browser, server):
     page, errors, _ = open_viewer(browser, server)
     tip = server.session.needles()[0]["tip_lps"]

@@ -8,7 +8,8 @@ only from the plan folder and the packaged static folder, never through ``..``, 
 absolute path or a symbolic link that leads out.
 
 Routes: ``GET /`` the page, ``GET /static/NAME``, ``GET /files/PATH`` (a file of the plan
-folder), ``GET /api/plan``, ``GET /api/surfaces`` (the label surfaces of the 3D view),
+folder), ``GET /api/plan``, ``GET /api/ct`` (the CT region as the page reads it: uncompressed
+NIfTI of 16-bit integers), ``GET /api/surfaces`` (the label surfaces of the 3D view),
 ``POST /api/evaluate`` (one needle), ``POST /api/oblique`` (one needle and
 ``"view": {"opacity", "hidden"}``: its oblique plane as a PNG in JSON) and ``POST /api/save``
 (``{"needles": [...]}``).
@@ -100,6 +101,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(inside(self.server.session.plan_dir, path[len("/files/"):]))
         elif path == "/api/plan":
             self._send_json(self.server.session.view())
+        elif path == "/api/ct":
+            try:
+                nifti = self.server.session.region_nifti()
+            except InputError as exc:
+                self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+                return
+            if nifti is None:
+                self._send_error(HTTPStatus.NOT_FOUND, "no CT region in this plan folder")
+            else:
+                self._send(HTTPStatus.OK, nifti, "application/octet-stream")
         elif path == "/api/surfaces":
             self._send_json(self.server.session.surfaces())
         else:

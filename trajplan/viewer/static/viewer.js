@@ -9,10 +9,19 @@ const GRAB_MM = 5;                                  // a press this close (in th
 const IN_PLANE = { 0: [0, 1], 1: [0, 2], 2: [1, 2] };  // LPS axes shown by the axial, coronal, sagittal views
 
 const state = { needles: [], selected: null, undo: [], margins: {}, cursor: null, pending: 0,
-                pointerDown: false, drag: null, hasCt: false, labelNames: {},
+                pointerDown: false, drag: null, ctImage: null, labelImage: null, labelNames: {},
                 labelTable: [], hiddenLabels: new Set(), showSurfaces: true,
                 volume3D: false, placing: null, placeView: null };
 let nv = null;
+
+// Milliseconds from the start of the page's navigation to each step of its start-up, kept in
+// body[data-timings] (benchmarks/viewer.py prints them).
+const timings = {};
+
+function mark(step) {
+  timings[step] = Math.round(performance.now());
+  document.body.dataset.timings = JSON.stringify(timings);
+}
 
 // ------------------------------------------------------------------ helpers
 async function api(path, body) {
@@ -64,11 +73,28 @@ function overlayOpacity() {
 }
 
 function updateOverlay() {
-  const overlay = nv.volumes[nv.volumes.length - 1];
-  overlay.setColormapLabel(labelColormap(state.labelTable, state.hiddenLabels));
-  overlay.opacity = overlayOpacity();
-  nv.updateGLVolume();
+  if (state.labelImage) {                 // else applied when the labels arrive
+    state.labelImage.setColormapLabel(labelColormap(state.labelTable, state.hiddenLabels));
+    state.labelImage.opacity = overlayOpacity();
+    refreshOverlay();
+  }
   showOblique();
+}
+
+// One volume made again on the GPU, not both as NiiVue's updateGLVolume would: the label overlay
+// (resampled onto the CT's grid in its colours and opacity) or the CT (in its window). refreshLayers
+// is NiiVue 0.69's internal refresh of one volume. Without a CT the labels are the background, and
+// before the labels arrive the CT is alone: refreshed as NiiVue does.
+function refreshOverlay() {
+  if (!state.ctImage) { nv.updateGLVolume(); return; }
+  nv.refreshLayers(state.labelImage, 1);
+  nv.drawScene();
+}
+
+function refreshCt() {
+  if (!state.labelImage) { nv.updateGLVolume(); return; }
+  nv.refreshLayers(state.ctImage, 0);
+  nv.drawScene();
 }
 
 function renderLegend(present) {
@@ -86,7 +112,33 @@ function renderLegend(present) {
   }
 }
 
-async function loadImages(view, surfaces) {
+// NiiVue refreshes every volume's GPU textures (each overlay resampled onto the CT's grid) whenever a
+// volume or a mesh is added (its updateGLVolume): held back while several are added (see the callers).
+function withoutRefresh(action) {
+  nv.updateGLVolume = () => {};
+  try {
+    action();
+  } finally {
+    delete nv.updateGLVolume;       // NiiVue's own method again
+  }
+}
+
+// Each refresh of the volumes also makes the CT's gradients (a blur and a Sobel pass over the whole
+// volume, NiiVue 0.69's internal gradient shaders) for the lighting of its volume rendering: most of
+// the refresh's time in software WebGL, and unused unless "3D: CT" is ticked. Their draw calls are
+// skipped until then; ticking the box refreshes the volumes with them.
+function skipGradientsUnlessRendered() {
+  const gl = nv.gl;
+  const gradientPrograms = new Set([nv.blurShader, nv.gradientPrePassShader, nv.sobelFirstOrderShader,
+                                    nv.sobelSecondOrderShader].map((shader) => shader.program));
+  const useProgram = gl.useProgram.bind(gl), drawArrays = gl.drawArrays.bind(gl);
+  let current = null;
+  gl.useProgram = (program) => { current = program; useProgram(program); };
+  gl.drawArrays = (...args) => (state.volume3D || !gradientPrograms.has(current) ? drawArrays(...args) : undefined);
+}
+
+// NiiVue on the page's canvas, the needle meshes made (before any volume: each mesh added refreshes them).
+async function startNiivue() {
   nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     crosshairColor: [0.3, 0.7, 1, 0.8], isOrientCube: false, loadingText: "loading CT",
@@ -95,6 +147,8 @@ async function loadImages(view, surfaces) {
     isRadiologicalConvention: true,   // the patient's right on the left of the screen, as on the CT console
   });
   await nv.attachTo("gl");
+  skipGradientsUnlessRendered();
+  nv.setSliceType(nv.sliceTypeMultiplanar);
   for (const [verdict, rgb] of Object.entries(VERDICT_RGB)) {
     nv.addColormap(`trajplan_${verdict}`, { R: [rgb[0], rgb[0]], G: [rgb[1], rgb[1]], B: [rgb[2], rgb[2]],
                                              A: [255, 255], I: [0, 255] });
@@ -113,21 +167,25 @@ async function loadImages(view, surfaces) {
   const drawImage3D = nv.drawImage3D.bind(nv);
   nv.drawImage3D = (...args) => (state.volume3D ? drawImage3D(...args) : undefined);
   createNeedleMeshes();
-  createSurfaceMeshes(surfaces);
   // a scale bar in each 2D view, on a canvas over NiiVue's, after each of its frames (NiiVue's own
   // ruler is not drawn in the radiological convention)
   const drawScene = nv.drawScene.bind(nv);
   nv.drawScene = (...args) => { const result = drawScene(...args); drawScaleBars(); return result; };
-  const volumes = [];
-  if (view.files.ct) volumes.push({ url: `/files/${view.files.ct}`, name: view.files.ct, colormap: "gray",
-                                    cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
-  volumes.push({ url: `/files/${view.files.labels}`, name: view.files.labels, opacity: overlayOpacity() });
-  // fetched and decoded in parallel, the label colours set before the GPU sees them: each refresh of an
-  // overlay resamples it onto the CT grid, the slowest step of loading
-  const images = await Promise.all(volumes.map((spec) => niivue.NVImage.loadFromUrl(spec)));
-  images[images.length - 1].setColormapLabel(labelColormap(view.labels));
-  for (const image of images) nv.addVolume(image);
-  nv.setSliceType(nv.sliceTypeMultiplanar);
+}
+
+async function fetchBytes(path, step) {
+  const response = await fetch(path, { credentials: "same-origin" });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  const bytes = await response.arrayBuffer();
+  mark(step);
+  return bytes;
+}
+
+// A NIfTI volume (its bytes, fetched) read by NiiVue; name tells NiiVue its format.
+const readVolume = async (bytes, spec) => niivue.NVImage.loadFromUrl({ ...spec, url: spec.name, buffer: await bytes });
+
+// The crosshair, the readout and dragging follow the mouse once the first volume is shown.
+function listenToViews() {
   nv.onLocationChange = (location) => {
     state.cursor = [-location.mm[0], -location.mm[1], location.mm[2]].map((v) => Math.round(v * 10) / 10);
     showReadout("crosshair", location.mm);
@@ -156,9 +214,10 @@ function valueAt(volume, mm) {
 
 function showReadout(source, mm) {
   const lps = [-mm[0], -mm[1], mm[2]];
-  const hu = state.hasCt ? valueAt(nv.volumes[0], mm) : null;
-  const label = valueAt(nv.volumes[nv.volumes.length - 1], mm);
-  const name = label === null ? "outside" : label === 0 ? "background" : state.labelNames[Math.round(label)] || `label ${label}`;
+  const hu = state.ctImage ? valueAt(state.ctImage, mm) : null;
+  const label = state.labelImage ? valueAt(state.labelImage, mm) : null;
+  const name = !state.labelImage ? "labels loading" : label === null ? "outside" : label === 0 ? "background"
+    : state.labelNames[Math.round(label)] || `label ${label}`;
   const readout = document.getElementById("cursor");
   readout.dataset.source = source;
   readout.dataset.lps = JSON.stringify(lps.map((v) => Math.round(v * 10) / 10));
@@ -194,9 +253,9 @@ function drawScaleBars() {
 }
 
 function setWindow(name) {
-  if (!nv || !state.hasCt) return;
-  [nv.volumes[0].cal_min, nv.volumes[0].cal_max] = WINDOWS[name];
-  nv.updateGLVolume();
+  if (!state.ctImage) return;
+  [state.ctImage.cal_min, state.ctImage.cal_max] = WINDOWS[name];
+  refreshCt();
   for (const b of document.querySelectorAll("[data-window]")) b.classList.toggle("on", b.dataset.window === name);
 }
 
@@ -218,16 +277,34 @@ function createNeedleMeshes() {
   }
 }
 
-// The label surfaces of the 3D view, made once before the volumes are loaded (as the needles).
+// The label surfaces of the 3D view, added after the first picture, without refreshing the volumes
+// (NiiVue's addMesh would, once a surface); the 3D view's zoom then spans them too, as NiiVue's refresh sets it.
 const surfaceMeshes = [];
 
-function createSurfaceMeshes(surfaces) {
+async function addSurfaceMeshes() {
+  const surfaces = await api("/api/surfaces");
   for (const surface of surfaces) {
     const mesh = new niivue.NVMesh(new Float32Array(surface.positions), new Uint32Array(surface.triangles),
                                    surface.name, new Uint8Array([...surface.color, 255]), surface.opacity, true, nv.gl);
-    nv.addMesh(mesh);
+    withoutRefresh(() => nv.addMesh(mesh));
     surfaceMeshes.push(mesh);
   }
+  nv.furthestVertexFromOrigin = Math.max(nv.furthestVertexFromOrigin,
+                                         ...surfaceMeshes.map((mesh) => mesh.furthestVertexFromOrigin));
+  nv.drawScene();
+}
+
+// The share of the axial view's pixels that are not black in a frame drawn now: read back from the
+// canvas (which waits until the GPU has drawn it), it tells that the CT is on screen.
+function axialViewLit() {
+  nv.drawScene();
+  const tile = nv.screenSlices.find((slice) => slice.axCorSag === 0);
+  const [left, top, width, height] = tile.leftTopWidthHeight.map(Math.round);
+  const pixels = new Uint8Array(4 * width * height);
+  nv.gl.readPixels(left, nv.gl.canvas.height - top - height, width, height, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, pixels);
+  let lit = 0;
+  for (let k = 0; k < pixels.length; k += 4) if (pixels[k] + pixels[k + 1] + pixels[k + 2] > 30) lit += 1;
+  return lit / (width * height);
 }
 
 function drawNeedles() {
@@ -602,15 +679,32 @@ function fromPlan(needle) {
 async function start() {
   history.replaceState(null, "", "/");   // the token stays in the cookie, not in the address bar
   const view = await api("/api/plan");
+  mark("plan");
   state.margins = view.margins_mm;
   state.labelTable = view.labels;
   state.labelNames = Object.fromEntries(view.labels.map((label) => [label.value, label.name]));
   state.needles = view.needles.map(fromPlan);
   const folder = document.getElementById("folder");
   folder.textContent = `${view.plan.outcome || "planned"} · ${view.needles.length} needle(s) · scored on ${view.scored_on}`;
-  state.hasCt = Boolean(view.files.ct);
   renderTable();
-  await loadImages(view, await api("/api/surfaces"));
+  // the volumes are fetched while NiiVue starts; the CT is shown first, with the needles (the first
+  // picture), then the labels over it, then the 3D view's surfaces
+  const ctBytes = view.files.ct ? fetchBytes("/api/ct", "CT fetched") : null;
+  const labelBytes = fetchBytes(`/files/${view.files.labels}`, "labels fetched");
+  await startNiivue();
+  mark("NiiVue ready");
+  const labelSpec = { name: view.files.labels, opacity: overlayOpacity() };
+  if (ctBytes) {
+    state.ctImage = await readVolume(ctBytes, { name: view.files.ct.replace(/\.gz$/, ""), colormap: "gray",
+                                                cal_min: WINDOWS.bone[0], cal_max: WINDOWS.bone[1] });
+    mark("CT read");
+    nv.addVolume(state.ctImage);
+  } else {
+    state.labelImage = await readVolume(labelBytes, labelSpec);
+    state.labelImage.setColormapLabel(labelColormap(state.labelTable));
+    nv.addVolume(state.labelImage);
+  }
+  listenToViews();
   drawNeedles();
   if (state.needles.length) centreOn(state.needles[0].spec.tip_lps);
   document.getElementById("add").addEventListener("click", addNeedle);
@@ -625,16 +719,30 @@ async function start() {
     () => state.selected && state.cursor && edit(state.selected, { tip_lps: [...state.cursor] }));
   for (const b of document.querySelectorAll("[data-window]")) b.addEventListener("click", () => setWindow(b.dataset.window));
   for (const id of ["show-labels", "label-opacity"]) {
-    document.getElementById(id).addEventListener(id === "show-labels" ? "change" : "input", () => {
-      nv.setOpacity(nv.volumes.length - 1, overlayOpacity());
-      showOblique();
-    });
+    document.getElementById(id).addEventListener(id === "show-labels" ? "change" : "input", updateOverlay);
   }
   renderLegend(view.present_labels);
   document.getElementById("surfaces-3d").addEventListener("change", (event) => { state.showSurfaces = event.target.checked; nv.drawScene(); });
-  document.getElementById("ct-3d").addEventListener("change", (event) => { state.volume3D = event.target.checked; nv.drawScene(); });
-  // ready once the first picture is on screen: after two frames the GPU has drawn it
+  document.getElementById("ct-3d").addEventListener("change", (event) => {
+    state.volume3D = event.target.checked;
+    if (state.volume3D) refreshCt(); else nv.drawScene();     // with the CT's gradients (above)
+  });
+  // the first picture: the CT and the needles in the 2D views
+  document.body.dataset.picture = axialViewLit().toFixed(3);
+  mark("first picture");
+  if (!state.labelImage) {
+    const labels = await readVolume(labelBytes, labelSpec);
+    withoutRefresh(() => nv.addVolume(labels));
+    state.labelImage = labels;
+    updateOverlay();                      // in the colours, opacity and structures chosen by then
+    nv.createOnLocationChange();          // the readout names the structure
+    mark("labels");
+  }
+  await addSurfaceMeshes();
+  mark("3D surfaces");
+  // ready once the whole page is on screen: after two frames the GPU has drawn it
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  mark("ready");
   document.body.dataset.ready = "1";
 }
 
