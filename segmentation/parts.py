@@ -11,7 +11,8 @@ from segmentation.bone import SMOOTH_MM, ball, bounding_box
 CORTEX_BAND_MM = 2.0
 CORTEX_CONTRAST_HU = 50.0                # a cortex is this much brighter than the bone behind it,
 BEHIND_CORTEX_MM = (3.0, 10.0)           # measured this far behind the anterior cortex band
-BRIGHT_BEHIND_HU = 200.0                 # what lies behind an uncorticated surface of contrast-filled bowel
+BRIGHT_BEHIND_HU = 200.0                 # what lies behind an uncorticated surface of contrast-filled bowel,
+FLUID_SD_HU = 25.0                       # as even as a fluid there (smoothed; trabecular bone: 40-65 HU)
 ALA_BEYOND_FORAMEN_MM = 2.0              # the ala begins this far lateral to a foramen's lumen
 JOINT_REACH_MM = 4.0
 JOINT_HALF_WIDTH_MM = 1.5
@@ -118,12 +119,15 @@ def uncorticated_fraction(cortex: np.ndarray, bone: np.ndarray, smooth: np.ndarr
     """The fraction of the anterior ``cortex`` band's columns (along y) that show no cortex.
 
     A column shows none where the band's brightest voxel is less than CORTEX_CONTRAST_HU above
-    the mean of the ``bone`` BEHIND_CORTEX_MM behind the band, and that mean is at least
-    BRIGHT_BEHIND_HU: what is joined to the sacrum there is as bright as dense bone but has no
-    cortex of its own (contrast-filled bowel). A thin cortex over dark osteoporotic bone is
-    dim but is no such thing (real sacra: 42-75 % of their columns without the second condition). Columns
-    with no bone that deep are not counted; 0 when none is left. Only meaningful where the
-    voxels resolve a cortex (see ``pipeline.CORTEX_RESOLVED_MM``).
+    the mean of the ``bone`` BEHIND_CORTEX_MM behind the band, that mean is at least
+    BRIGHT_BEHIND_HU, and that bone is as even as a fluid (standard deviation below FLUID_SD_HU):
+    what is joined to the sacrum there is as bright as dense bone but has no cortex of its own
+    and no trabecular texture (contrast-filled bowel). A thin cortex over dark osteoporotic bone
+    is dim but is no such thing (real sacra: 42-75 % of their columns without the second
+    condition), nor is a thin cortex over dense trabecular bone (real sacra at 2 mm: 44 and 58 %
+    without the third; their bone there varies by 49-66 HU). Columns with no bone that deep are
+    not counted; 0 when none is left. Only meaningful where the voxels resolve a cortex (see
+    ``sacral.CORTEX_RESOLVED_MM``).
     """
     y = np.arange(cortex.shape[1])[None, :, None]
     band = cortex.any(axis=1)                                               # (x, z)
@@ -135,8 +139,11 @@ def uncorticated_fraction(cortex: np.ndarray, bone: np.ndarray, smooth: np.ndarr
     counted = band & (count > 0)
     if not counted.any():
         return 0.0
-    mean_behind = np.where(behind, smooth, 0.0).sum(axis=1)[counted] / count[counted]
-    return float(np.mean((brightest[counted] - mean_behind < CORTEX_CONTRAST_HU) & (mean_behind >= BRIGHT_BEHIND_HU)))
+    values = np.where(behind, smooth, 0.0).astype(np.float64)
+    mean_behind = values.sum(axis=1)[counted] / count[counted]
+    sd_behind = np.sqrt(np.maximum((values ** 2).sum(axis=1)[counted] / count[counted] - mean_behind ** 2, 0.0))
+    return float(np.mean((brightest[counted] - mean_behind < CORTEX_CONTRAST_HU) & (mean_behind >= BRIGHT_BEHIND_HU)
+                         & (sd_behind < FLUID_SD_HU)))
 
 
 def distances_where_both_near(a: np.ndarray, b: np.ndarray, spacing: np.ndarray,

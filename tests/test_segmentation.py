@@ -148,8 +148,8 @@ def test_foramen_levels_are_not_joined_along_the_canal_nor_taken_from_its_hiatus
 
 
 def _contrast_bowel(phantom):
-    """The phantom's CT with a slab of 300 HU (contrast-filled bowel) on the front of the sacrum,
-    24 mm deep, 60 mm wide and 80 mm high, touching its anterior cortex."""
+    """The phantom's CT with a slab of 300 HU (contrast-filled bowel; noise of sd 20 HU) on the front
+    of the sacrum, 24 mm deep, 60 mm wide and 80 mm high, touching its anterior cortex."""
     hu = phantom.ct.array.copy()
     cortex = lt.mask(phantom.labels, "anterior_cortex")
     i, j, k = np.ogrid[:hu.shape[0], :hu.shape[1], :hu.shape[2]]
@@ -158,7 +158,8 @@ def _contrast_bowel(phantom):
     centre = np.argwhere(cortex).mean(axis=0)
     slab = ((np.abs(i - centre[0]) * spacing[0] <= 30) & (np.abs(k - centre[2]) * spacing[2] <= 40)
             & (j < front) & ((front - j) * spacing[1] <= 24))
-    hu[slab & (hu < 100)] = 300.0
+    filled = slab & (hu < 100)
+    hu[filled] = 300.0 + np.random.default_rng(0).normal(0.0, 20.0, int(filled.sum()))
     return phantom.ct.with_array(hu)
 
 
