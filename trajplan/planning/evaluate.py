@@ -58,6 +58,20 @@ def technique_of(direction: np.ndarray, sacral_axis: np.ndarray) -> Technique:
     return Technique.LONG_AXIS if angle < LONG_AXIS_WITHIN_DEG else Technique.SHORT_AXIS
 
 
+def line_points(entry_lps, target_lps) -> tuple[np.ndarray, np.ndarray]:
+    """A hand-drawn path's entry and target as arrays (LPS mm).
+
+    Raises
+    ------
+    InputError
+        If they are less than 1 mm apart.
+    """
+    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
+    if np.linalg.norm(tip - entry) < 1.0:
+        raise InputError("entry and target are less than 1 mm apart")
+    return entry, tip
+
+
 def score_drawn_path(context: PathContext, entry_lps, target_lps, *, gauge: int = GAUGE,
                      technique: str | None = None, ct: Volume | None = None, mc_samples: int = MC_SAMPLES,
                      seed: int = 0, weights: dict[str, float] | None = None,
@@ -69,9 +83,7 @@ def score_drawn_path(context: PathContext, entry_lps, target_lps, *, gauge: int 
     InputError
         If entry and target are less than 1 mm apart, or ``technique`` is unknown.
     """
-    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
-    if np.linalg.norm(tip - entry) < 1.0:
-        raise InputError("entry and target are less than 1 mm apart")
+    entry, tip = line_points(entry_lps, target_lps)
     maps, marks = context.maps, context.marks
     side = Side.LEFT if marks.side_of(tip[0]) > 0 else Side.RIGHT
     direction = (tip - entry) / np.linalg.norm(tip - entry)
@@ -136,9 +148,7 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
     InputError
         If entry and target are less than 1 mm apart, or ``technique`` is unknown.
     """
-    entry, tip = np.asarray(entry_lps, float), np.asarray(target_lps, float)
-    if np.linalg.norm(tip - entry) < 1.0:
-        raise InputError("entry and target are less than 1 mm apart")
+    entry, tip = line_points(entry_lps, target_lps)          # refused before the distance maps are built
     return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, technique=technique, ct=ct,
                                mc_samples=mc_samples, seed=seed, weights=weights,
                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
