@@ -96,3 +96,15 @@ def browser():
             "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         yield browser
         browser.close()
+
+
+def recorded_page(browser, width: int, *, keep=lambda url: True):
+    """A new page of ``width`` x 1000 px with its console errors (and page errors) and the URLs of the
+    requests that ``keep`` keeps recorded: (page, errors, requests)."""
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url) if keep(r.url) else None)
+    return page, errors, requests

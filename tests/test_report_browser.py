@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from conftest import recorded_page
 
 from trajplan.cli import main
 
@@ -25,12 +26,8 @@ def plan_dir(phantom_dir, tmp_path_factory):
 
 
 def _open(browser, path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "blob:")) else None)
+    page, errors, requests = recorded_page(browser, 1400,
+                                           keep=lambda url: not url.startswith(("file:", "data:", "blob:")))
     page.goto(path.as_uri(), wait_until="load")
     return page, errors, requests
 

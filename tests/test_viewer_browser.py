@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import recorded_page
 
 from trajplan import labels as lt
 from trajplan.cli import main
@@ -56,12 +57,7 @@ def server(plan_dir):
 
 def open_viewer(browser, server):
     """The page loaded up to its first picture; console errors and requests recorded."""
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: requests.append(r.url))
+    page, errors, requests = recorded_page(browser, 1500)
     page.goto(server.url)
     page.wait_for_selector("body[data-ready='1']", timeout=60000)
     return page, errors, requests
