@@ -61,6 +61,7 @@ class _Lumens:
     foramina: dict[str, list[np.ndarray]]
     lumen: np.ndarray            # canal and foramina
     mouths: np.ndarray           # soft tissue within FORAMEN_OPENING_MM of the lumens that the sacrum encloses
+    lumen_hu: float              # the threshold the foramina were found below
     canal_axis: np.ndarray       # the canal's core's axis (before its rim is added)
     region: Region               # with its midline at the canal's centre
 
@@ -84,7 +85,7 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
     if not external_sacrum:
         if spacing.max() >= DIM_BONE_MIN_SPACING_MM:
             sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
-        sac, mouths = _with_enclosed_marrow(sac, sm, neighbours, lumen, spacing)
+        sac, mouths = _with_enclosed_marrow(sac, sm, neighbours, lumen, found.lumen_hu, spacing)
         found = replace(found, mouths=mouths)
         solid = solid | sac
     labels = _parts(region, bones, sac, solid, found, trabecular, dark_hu, notes, partial)
@@ -132,7 +133,7 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
         rim = ndimage.binary_dilation(canal, structure=ndimage.generate_binary_structure(3, 1))
         canal = canal | (rim & sac & ~lumen & (sm < cortex_hu))
         lumen = lumen | canal
-    return _Lumens(canal, foramina, lumen, np.zeros_like(lumen), canal_axis, region)
+    return _Lumens(canal, foramina, lumen, np.zeros_like(lumen), lumen_hu, canal_axis, region)
 
 
 def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, found: _Lumens, trabecular: float,
@@ -220,7 +221,7 @@ def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarra
 
 
 def _with_enclosed_marrow(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarray, lumen: np.ndarray,
-                          spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                          lumen_hu: float, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Step 5b: ``sacrum`` with the marrow it encloses in its sections across gaps up to about
     2 x MARROW_CLOSE_MM wide: the sections' holes (:func:`segmentation.bone.enclosed_in_slices`)
     are filled in the sacrum dilated by a ball of MARROW_CLOSE_MM, then the dilation is taken back
@@ -232,9 +233,12 @@ def _with_enclosed_marrow(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np
     at 0.9 mm: 10-25 ml of their marrow left out as holes and bays). The lumens found (``lumen``)
     count as the sacrum's own, so that they are not filled, and the soft tissue within
     FORAMEN_OPENING_MM of them is returned apart (where a foramen opens, its mouth: see
-    :func:`_with_openings`, which must still reach it now that the sacrum encloses it); what lies nearer
-    to another bone (``neighbours``) than to the sacrum (the sacroiliac joint's gap) and what is
-    darker than MARROW_MIN_HU (gas) are left out.
+    :func:`_with_openings`, which must still reach it now that the sacrum encloses it). Left out
+    too: what lies nearer to another bone (``neighbours``) than to the sacrum (the sacroiliac
+    joint's gap), what is darker than MARROW_MIN_HU (gas), and the voxels darker than ``lumen_hu``
+    (the threshold the foramina were found below) joined to a mouth through such voxels: the part
+    of a lumen that its search missed (the wide forward opening of S1 at 2 mm: 1.6 ml of true
+    foramina labelled bone on validation phantom 109 without this rule, 0.01 ml with it).
     """
     wall = sacrum | lumen
     structure = ball(MARROW_CLOSE_MM, spacing)
@@ -247,6 +251,9 @@ def _with_enclosed_marrow(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np
     mouths = np.zeros_like(marrow)
     if lumen.any():
         mouths = marrow & (ndimage.distance_transform_edt(~lumen, sampling=spacing) <= FORAMEN_OPENING_MM)
+        pieces, _ = ndimage.label((marrow & (smooth < lumen_hu)) | mouths)
+        touching = np.unique(pieces[mouths])
+        marrow &= ~(np.isin(pieces, touching[touching > 0]) & ~mouths)      # a lumen's unfound continuation
     return sacrum | (marrow & ~mouths), mouths
 
 

@@ -36,7 +36,7 @@ def _hollow_sacrum() -> dict[str, np.ndarray]:
 
 def test_the_marrow_behind_a_gap_is_filled_and_the_foramen_is_not():
     case = _hollow_sacrum()
-    grown, mouths = _with_enclosed_marrow(case["sacrum"], case["smooth"], case["ilium"], case["foramen"], SPACING)
+    grown, mouths = _with_enclosed_marrow(case["sacrum"], case["smooth"], case["ilium"], case["foramen"], 0.0, SPACING)
     added = grown & ~case["sacrum"]
     near_foramen = ndimage.distance_transform_edt(~case["foramen"], sampling=SPACING) <= FORAMEN_OPENING_MM
     marrow = case["inside"] & ~near_foramen & ~case["gas"]
@@ -57,7 +57,24 @@ def test_a_sacrum_open_on_one_side_is_not_filled():
     case = _hollow_sacrum()
     open_side = case["sacrum"].copy()
     open_side[:, 43:45, :] = False                         # the whole dorsal wall removed
-    grown, _ = _with_enclosed_marrow(open_side, case["smooth"], case["ilium"], case["foramen"], SPACING)
+    grown, _ = _with_enclosed_marrow(open_side, case["smooth"], case["ilium"], case["foramen"], 0.0, SPACING)
     clear = ndimage.distance_transform_edt(~(open_side | case["foramen"]), sampling=SPACING) > 2 * MARROW_CLOSE_MM
     assert clear[case["inside"]].sum() > 5000
     assert not (grown & clear).any()
+
+
+def test_the_unfound_rest_of_a_foramen_is_not_filled():
+    """A foramen found over half its length: its dark rest, joined to the found half's mouth, is the
+    lumen's continuation, not marrow (the marrow around it, brighter than the lumens' threshold,
+    is still filled)."""
+    case = _hollow_sacrum()
+    smooth = case["smooth"].copy()
+    smooth[case["inside"] & ~case["foramen"] & ~case["gas"]] = 120.0      # marrow brighter than the lumens
+    found = case["foramen"].copy()
+    found[:, 30:, :] = False
+    rest = case["foramen"] & ~found
+    grown, _ = _with_enclosed_marrow(case["sacrum"] | (case["foramen"] & ~found & ~case["inside"]), smooth,
+                                     case["ilium"], found, 80.0, SPACING)
+    assert not (grown & rest & case["inside"]).any()
+    far = case["inside"] & (ndimage.distance_transform_edt(~case["foramen"], sampling=SPACING) > 3.0) & ~case["gas"]
+    assert grown[far].mean() > 0.99
