@@ -8,12 +8,12 @@ written into one label array of the region.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, bounding_box, enclosed_in_slices, fill_holes
+from segmentation.bone import ball, fill_holes
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
     FRACTURE_SIDE_MM,
@@ -34,8 +34,6 @@ from trajplan import labels as lt
 DIM_BONE_HU = 110.0
 DIM_BONE_REACH_MM = 30.0
 DIM_BONE_MIN_SPACING_MM = 2.0     # finer grids resolve the cortex that encloses the dim bone
-MARROW_CLOSE_MM = 4.0             # the sacrum is dilated by a ball this big before its enclosed marrow is filled
-MARROW_MIN_HU = -200.0            # the enclosed marrow is fat or brighter (gas is not)
 FRACTURE_CLEAR_MM = 2.0              # fracture lines are sought this far from the SI joints
 FORAMEN_OPENING_MM = 2.0             # foramina continue this far out of the bone surface
 LUMEN_OPENING_MM = 1.5               # the canal in bones split from enclosed volumes: dark lumps this thick,
@@ -60,8 +58,6 @@ class _Lumens:
     canal: np.ndarray
     foramina: dict[str, list[np.ndarray]]
     lumen: np.ndarray            # canal and foramina
-    mouths: np.ndarray           # soft tissue within FORAMEN_OPENING_MM of the lumens that the sacrum encloses
-    lumen_hu: float              # the threshold the foramina were found below
     canal_axis: np.ndarray       # the canal's core's axis (before its rim is added)
     region: Region               # with its midline at the canal's centre
 
@@ -82,11 +78,8 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
     dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
     found = _lumens(region, bones, cortex_solid, cortex_hu, dark_hu, partial)
     region, lumen = found.region, found.lumen
-    if not external_sacrum:
-        if spacing.max() >= DIM_BONE_MIN_SPACING_MM:
-            sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
-        sac, mouths = _with_enclosed_marrow(sac, sm, neighbours, lumen, found.lumen_hu, spacing)
-        found = replace(found, mouths=mouths)
+    if not external_sacrum and spacing.max() >= DIM_BONE_MIN_SPACING_MM:
+        sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
         solid = solid | sac
     labels = _parts(region, bones, sac, solid, found, trabecular, dark_hu, notes, partial)
     return SacralParts(labels, trabecular, {side: len(m) for side, m in found.foramina.items()}, notes, partial)
@@ -133,7 +126,7 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
         rim = ndimage.binary_dilation(canal, structure=ndimage.generate_binary_structure(3, 1))
         canal = canal | (rim & sac & ~lumen & (sm < cortex_hu))
         lumen = lumen | canal
-    return _Lumens(canal, foramina, lumen, np.zeros_like(lumen), lumen_hu, canal_axis, region)
+    return _Lumens(canal, foramina, lumen, canal_axis, region)
 
 
 def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, found: _Lumens, trabecular: float,
@@ -155,7 +148,7 @@ def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, fou
         partial.append(f"{uncorticated:.0%} of the sacrum's pelvic surface shows no cortex brighter than the bone "
                        "behind it: something as bright as bone without a cortex of its own (contrast-filled bowel?) "
                        "may be joined to the sacrum there: check its anterior border on the images")
-    foramina = _with_openings(foramina, (envelope | solid) & ~found.mouths, spacing)
+    foramina = _with_openings(foramina, envelope | solid, spacing)
     side_of = np.sign(np.arange(sm.shape[0]) - midline_i)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}"), solid, spacing) & (side_of == sign)
              for side, sign in (("left", 1), ("right", -1))}
@@ -214,55 +207,13 @@ def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarra
     and what lies nearer to one of them than to the sacrum (an ilium's own dim bone) is left to it.
     The lumens found in the sacrum (``lumen``) bound them too: the bright rim of a foramen is not bone.
     """
-    dim = (smooth > DIM_BONE_HU) & ~sacrum & ~lumen & _nearer_to_sacrum(sacrum, neighbours, spacing)
+    dim = (smooth > DIM_BONE_HU) & ~neighbours & ~sacrum & ~lumen
+    if neighbours.any():
+        dim &= (ndimage.distance_transform_edt(~sacrum, sampling=spacing)
+                < ndimage.distance_transform_edt(~neighbours, sampling=spacing))
     steps = int(np.ceil(DIM_BONE_REACH_MM / float(np.min(spacing))))
     return ndimage.binary_dilation(sacrum, structure=ndimage.generate_binary_structure(3, 1),
                                    iterations=steps, mask=dim | sacrum)
-
-
-def _with_enclosed_marrow(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarray, lumen: np.ndarray,
-                          lumen_hu: float, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Step 5b: ``sacrum`` with the marrow it encloses in its sections across gaps up to about
-    2 x MARROW_CLOSE_MM wide: the sections' holes (:func:`segmentation.bone.enclosed_in_slices`)
-    are filled in the sacrum dilated by a ball of MARROW_CLOSE_MM, then the dilation is taken back
-    (an erosion by the same ball). A plain closing leaves a gap in a thin cortex open, however
-    narrow: the ball's tip reaches into it from both sides.
-
-    Real alae and S1 often hold fatty marrow as dark as soft tissue or fat behind a thin cortex
-    with gaps, and the bone split takes in only the bright trabecular bone around it (real sacra
-    at 0.9 mm: 10-25 ml of their marrow left out as holes and bays). The lumens found (``lumen``)
-    count as the sacrum's own, so that they are not filled, and the soft tissue within
-    FORAMEN_OPENING_MM of them is returned apart (where a foramen opens, its mouth: see
-    :func:`_with_openings`, which must still reach it now that the sacrum encloses it). Left out
-    too: what lies nearer to another bone (``neighbours``) than to the sacrum (the sacroiliac
-    joint's gap), what is darker than MARROW_MIN_HU (gas), and the voxels darker than ``lumen_hu``
-    (the threshold the foramina were found below) joined to a mouth through such voxels: the part
-    of a lumen that its search missed (the wide forward opening of S1 at 2 mm: 1.6 ml of true
-    foramina labelled bone on validation phantom 109 without this rule, 0.01 ml with it).
-    """
-    wall = sacrum | lumen
-    structure = ball(MARROW_CLOSE_MM, spacing)
-    box = bounding_box(wall, np.asarray(structure.shape) // 2 + 1)
-    enclosed = wall.copy()
-    grown = ndimage.binary_dilation(wall[box], structure=structure)
-    enclosed[box] |= ndimage.binary_erosion(enclosed_in_slices(grown), structure=structure)
-    marrow = (enclosed & ~wall & (smooth > MARROW_MIN_HU)
-              & _nearer_to_sacrum(sacrum, neighbours, spacing))
-    mouths = np.zeros_like(marrow)
-    if lumen.any():
-        mouths = marrow & (ndimage.distance_transform_edt(~lumen, sampling=spacing) <= FORAMEN_OPENING_MM)
-        pieces, _ = ndimage.label((marrow & (smooth < lumen_hu)) | mouths)
-        touching = np.unique(pieces[mouths])
-        marrow &= ~(np.isin(pieces, touching[touching > 0]) & ~mouths)      # a lumen's unfound continuation
-    return sacrum | (marrow & ~mouths), mouths
-
-
-def _nearer_to_sacrum(sacrum: np.ndarray, neighbours: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Voxels outside the other bones (``neighbours``) nearer to ``sacrum`` than to them."""
-    if not neighbours.any():
-        return np.ones_like(sacrum)
-    return ~neighbours & (ndimage.distance_transform_edt(~sacrum, sampling=spacing)
-                          < ndimage.distance_transform_edt(~neighbours, sampling=spacing))
 
 
 def _with_openings(foramina: dict[str, list[np.ndarray]], solid: np.ndarray,
