@@ -89,26 +89,3 @@ def test_bone_a_voxel_thick_outside_its_cortex_gives_its_rim_to_the_soft_tissue(
     # A sacrum from a given mask (--sacrum-mask, --labels) keeps its surface.
     kept = partial_volume_rims(found, hu.astype(np.float32), np.full(3, spacing), TRABECULAR_HU, surface=False)
     assert np.array_equal(kept, found)
-
-
-def test_bone_a_coarse_voxel_too_thick_gives_its_rim_to_the_soft_tissue():
-    # At 2 mm the same rod (scanned at 0.25 mm, block averaged: a voxel is bone when bone fills
-    # more than half of it) labelled a voxel too thick: the voxels in front of the cortex that are
-    # darker than half way to it are mostly soft tissue (real sacra at 2-3 mm: 25-40 % of the outer
-    # surface voxels lay outside the reference sacrum, at 110-190 HU).
-    fine, spacing = 0.25, 2.0
-    n = int(round(32 / spacing))
-    x, y = (np.mgrid[:n * 8, :n * 8] - (n * 8 - 1) / 2) * fine
-    r = np.hypot(x, y)
-    bone_fine = r <= 6.0
-    hu_fine = np.where(r <= 4.5, TRABECULAR_HU, np.where(bone_fine, CORTEX_HU, 40.0))
-    blocks = (n, 8, n, 8)
-    hu = hu_fine.reshape(blocks).mean(axis=(1, 3))[:, :, None] * np.ones((1, 1, 6))
-    bone = (bone_fine.reshape(blocks).mean(axis=(1, 3)) > 0.5)[:, :, None] * np.ones((1, 1, 6), dtype=bool)
-    hu = hu + np.random.default_rng(2).normal(0.0, 15.0, hu.shape)
-    found = np.zeros(bone.shape, dtype=np.uint8)
-    found[ndimage.binary_dilation(bone, ndimage.generate_binary_structure(3, 1)[:, :, 1:2])] = lt.value("sacrum")
-    out = partial_volume_rims(found, hu.astype(np.float32), np.full(3, spacing), TRABECULAR_HU)
-    before, after = dice(found > 0, bone), dice(out > 0, bone)
-    assert after > before + 0.1, (before, after)                          # 0.76 -> 1.0
-    assert (bone & (out == 0)).sum() <= 0.02 * bone.sum()                   # no bone given away
