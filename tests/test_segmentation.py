@@ -628,3 +628,20 @@ def test_lytic_lesion_speckled_by_its_texture_on_a_coarse_scan_is_found(speckled
     # texture): the 3-voxel opening of its dark voxels left nothing, and none was labelled.
     figures = speckled_119
     assert figures["dice_lesion"] >= 0.75, figures                                           # 0 before
+
+
+def test_marrow_pockets_enclosed_by_the_sacrum_are_bone_but_bays_lumens_and_joint_gaps_are_not():
+    from segmentation.sacral import marrow_pockets
+
+    spacing = np.array([1.0, 1.0, 1.0])
+    sacrum, ilium, canal = lt.value("sacrum"), lt.value("ilium_left"), lt.value("canal")
+    labels = np.zeros((60, 40, 30), dtype=np.uint8)
+    labels[5:40, 5:35, 5:25] = sacrum
+    labels[40:55, 5:35, 5:25] = ilium
+    labels[10:16, 15:22, 10:18] = 0                    # dark marrow deep in the ala: a pocket
+    labels[20:26, 28:35, 10:18] = 0                    # a bay open behind (to the dorsal surface)
+    labels[28:32, 15:22, 5:25] = canal                 # a found lumen, running head to foot
+    labels[39:44, 15:22, 10:18] = 0                    # a gap walled mostly by the ilium
+    pockets = marrow_pockets(labels, spacing)
+    assert pockets[10:16, 15:22, 10:18].all()
+    assert pockets.sum() == 6 * 7 * 8                  # nothing of the bay, the canal or the gap
