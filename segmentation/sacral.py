@@ -245,10 +245,10 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     pieces, count = ndimage.label(holes)
     if not count:
         return holes
-    walls = ndimage.binary_dilation(holes) & occupied
-    _, nearest = ndimage.distance_transform_edt(pieces == 0, return_indices=True)
-    owner = pieces[tuple(nearest)][walls]
-    sacral = np.isin(labels[walls], [lt.value(name) for name in lt.SACRAL_BONE])
+    faces = ndimage.generate_binary_structure(3, 1)
+    walls = ndimage.binary_dilation(holes, structure=faces) & occupied
+    owner = ndimage.grey_dilation(pieces, footprint=faces)[walls]      # the hole each wall voxel touches
+    sacral = lt.sacral_bone(labels[walls])
     total = np.bincount(owner, minlength=count + 1)
     by_sacrum = np.bincount(owner, weights=sacral, minlength=count + 1)
     kept = by_sacrum >= POCKET_SACRAL_SHARE * np.maximum(total, 1)
@@ -258,7 +258,7 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 def _given_to_nearest_sacral_label(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
     """``labels`` with the voxels ``where`` given the label of the nearest sacral-bone voxel."""
-    sacral = np.isin(labels, [lt.value(name) for name in lt.SACRAL_BONE])
+    sacral = lt.sacral_bone(labels)
     _, nearest = ndimage.distance_transform_edt(~sacral, return_indices=True)
     out = labels.copy()
     out[where] = labels[tuple(nearest)][where]
