@@ -36,6 +36,18 @@ def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ..
     return tuple(box)
 
 
+def dilated(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """:func:`scipy.ndimage.binary_dilation` of ``mask`` by a centred (odd-sized) ``structure``,
+    computed in the mask's bounding box widened by the structure's half size: the same voxels,
+    in a fraction of the time when the mask is small in a large grid (one foramen level in the
+    sacral crop)."""
+    out = np.zeros_like(mask, dtype=bool)
+    if mask.any():
+        box = bounding_box(mask, np.asarray(structure.shape) // 2)
+        out[box] = ndimage.binary_dilation(mask[box], structure=structure)
+    return out
+
+
 def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> np.ndarray:
     """``mask`` with its holes filled: :func:`scipy.ndimage.binary_fill_holes`, by labelling.
 

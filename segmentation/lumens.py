@@ -32,6 +32,7 @@ from segmentation.bone import (
     ball,
     bounding_box,
     closing,
+    dilated,
     fill_holes,
     largest_piece,
     piece_maxima,
@@ -317,9 +318,17 @@ def _extension(level: np.ndarray, levels: list[np.ndarray], sharp_levels: list[n
         if other is not level:
             taken |= other
     beyond = np.isin(pieces, hit[hit > 0]) & ~taken & ~level
+    if not beyond.any():
+        return beyond
     reach = FORAMEN_GROW_MM + spacing.max()
-    far = beyond & (ndimage.distance_transform_edt(~level, sampling=spacing) > reach)
-    return beyond & (ndimage.distance_transform_edt(~far, sampling=spacing) <= reach)
+    # Both distances are read at ``beyond`` only, and ``level`` and ``far`` lie in its box with it.
+    box = bounding_box(beyond | level)
+    far = beyond[box] & (ndimage.distance_transform_edt(~level[box], sampling=spacing) > reach)
+    out = np.zeros_like(level)
+    if not far.any():
+        return out
+    out[box] = beyond[box] & (ndimage.distance_transform_edt(~far, sampling=spacing) <= reach)
+    return out
 
 
 def _too_large(level: np.ndarray, spacing: np.ndarray) -> bool:
@@ -338,7 +347,7 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     """:func:`find_foramina` at one lumen threshold (HU, or per voxel), inside the closed sacral
     ``envelope``, in trabecular bone of ``bone_hu``."""
     dark = (smooth < dark_hu) & envelope & ~canal
-    touching = ndimage.binary_dilation(canal, structure=np.ones((3, 3, 3))) & ~canal
+    touching = dilated(canal, np.ones((3, 3, 3), dtype=bool)) & ~canal
     # In bone brighter than DIM_BONE_HU the threshold stays at half its HU, and a tenth of a 2 mm
     # scan's trabecular voxels fall below it: joined through voxel corners, that speckle
     # percolates (it joined the S1 and S2 foramina of validation phantom 119 through its ala), so
@@ -358,7 +367,7 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     # channels are grouped into levels: where the canal's width limit falls a voxel short of
     # its wall, they form a strip up the canal's side that would join one foramen to the next.
     # Each then goes to a level it touches; the rest are the canal's.
-    rim = channels & ndimage.binary_dilation(canal, structure=np.ones((3, 1, 1), dtype=bool))
+    rim = channels & dilated(canal, np.ones((3, 1, 1), dtype=bool))
     hiatus = _below_canal(channels & ~rim, canal, spacing, midline_i)
     grow = ball(FORAMEN_GROW_MM, spacing)
     claimed = canal | (channels & ~rim)
@@ -372,8 +381,8 @@ def _foramina_below(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray,
     for side, sign in (("left", 1.0), ("right", -1.0)):
         out[side] = []
         for level in _levels(channels & ~rim & ~hiatus & (sign * (x - midline_i) > 0), spacing):
-            level = level | (rim & ndimage.binary_dilation(level, structure=np.ones((3, 3, 3))) & ~claimed)
-            grown = level | (ndimage.binary_dilation(level, structure=grow) & envelope & ~claimed)
+            level = level | (rim & dilated(level, np.ones((3, 3, 3), dtype=bool)) & ~claimed)
+            grown = level | (dilated(level, grow) & envelope & ~claimed)
             if bright and not out[side] and not _opens_on_surface(grown, envelope, spacing):
                 continue
             claimed |= grown

@@ -451,13 +451,14 @@ def _whole_label_map(canon: Volume, region: Region, roi: tuple[slice, ...], sacr
 def structure_table(labels: Volume) -> dict[str, dict]:
     """Per label name: value, voxels, volume (ml), LPS bounding box and "ok" / "not found"."""
     structures = {}
-    counts = np.bincount(labels.array.reshape(-1), minlength=256)
-    boxes = ndimage.find_objects(labels.array)                     # one pass for every label
+    # One pass finds every label's box; each is counted inside its own box (a bincount over the
+    # whole grid casts it to 64 bits first: seconds on a 512 x 512 x 300 CT).
+    boxes = ndimage.find_objects(labels.array)
     for label in lt.LABELS:
-        n = int(counts[label.value])
+        box = boxes[label.value - 1] if label.value <= len(boxes) else None
+        n = 0 if box is None else int(np.count_nonzero(labels.array[box] == label.value))
         entry: dict = {"value": label.value, "voxels": n, "volume_ml": round(n * labels.voxel_volume_ml, 3)}
         if n:
-            box = boxes[label.value - 1]
             corners = labels.index_to_world(np.array([[b.start for b in box], [b.stop - 1 for b in box]]))
             entry["bbox_lps_mm"] = [np.round(corners.min(axis=0), 1).tolist(),
                                     np.round(corners.max(axis=0), 1).tolist()]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segmentation.bone import ball, piece_maxima, piece_sizes_and_heights
+from segmentation.bone import ball, dilated, piece_maxima, piece_sizes_and_heights
 from segmentation.separation import EROSION_STEPS_MM, _Erosions
 
 
@@ -21,6 +21,16 @@ def test_erosion_by_distance_equals_binary_erosion_by_ball(spacing):
     for depth in EROSION_STEPS_MM:
         expected = ndimage.binary_erosion(mask, structure=ball(depth, spacing))
         assert np.array_equal(erosions(depth), expected), depth
+
+
+@pytest.mark.parametrize("structure", [ball(2.5, np.array([0.8, 0.8, 1.0])), np.ones((3, 3, 3), dtype=bool),
+                                       np.ones((3, 1, 1), dtype=bool)])
+def test_dilation_in_the_bounding_box_equals_binary_dilation(structure):
+    small = np.zeros((60, 50, 40), dtype=bool)
+    small[20:24, 30:33, 10:12] = True
+    small[0, 49, 39] = True                 # at the array's corner: the box is clipped there
+    for mask in (small, _blobs(), np.zeros_like(small)):
+        assert np.array_equal(dilated(mask, structure), ndimage.binary_dilation(mask, structure=structure))
 
 
 def test_piece_sizes_heights_and_maxima_equal_scipy_measurements():
