@@ -39,6 +39,7 @@ from segmentation.bone import (
     piece_sizes_and_heights,
     smooth_hu,
 )
+from segmentation.distance import distance_mm
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0
@@ -183,7 +184,7 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         return found, corners, dark_hu
     beyond = _beyond_side_wall(canal, spacing, midline_i)
     outside = _dorsal_outside(envelope, canal, beyond)
-    gap = ndimage.distance_transform_edt(~outside, sampling=spacing)
+    gap = distance_mm(~outside, spacing)
     reach = DORSAL_GAP_MM + spacing.max()
 
     def short(level: np.ndarray) -> bool:
@@ -272,11 +273,10 @@ def _traced_branch(level: np.ndarray, channel: np.ndarray, taken: np.ndarray, sm
         return nothing
     path = np.zeros_like(start)
     path[tuple(trace[new].T)] = True
-    inscribed = float(ndimage.distance_transform_edt(np.pad(level[bounding_box(level)], 1),
-                                                     sampling=spacing).max())
+    inscribed = float(distance_mm(np.pad(level[bounding_box(level)], 1), spacing).max())
     radius = max(inscribed - 0.5 * float(spacing.max()), float(spacing.max()))
     branch = nothing.copy()
-    branch[box] = (ndimage.distance_transform_edt(~path, sampling=spacing) <= radius) & inside & ~start
+    branch[box] = (distance_mm(~path, spacing) <= radius) & inside & ~start
     return branch & ~taken
 
 
@@ -323,11 +323,11 @@ def _extension(level: np.ndarray, levels: list[np.ndarray], sharp_levels: list[n
     reach = FORAMEN_GROW_MM + spacing.max()
     # Both distances are read at ``beyond`` only, and ``level`` and ``far`` lie in its box with it.
     box = bounding_box(beyond | level)
-    far = beyond[box] & (ndimage.distance_transform_edt(~level[box], sampling=spacing) > reach)
+    far = beyond[box] & (distance_mm(~level[box], spacing) > reach)
     out = np.zeros_like(level)
     if not far.any():
         return out
-    out[box] = beyond[box] & (ndimage.distance_transform_edt(~far, sampling=spacing) <= reach)
+    out[box] = beyond[box] & (distance_mm(~far, spacing) <= reach)
     return out
 
 
@@ -397,7 +397,7 @@ def _opens_on_surface(level: np.ndarray, envelope: np.ndarray, spacing: np.ndarr
     box = bounding_box(level, np.ceil(reach / spacing).astype(int) + 1)
     if envelope[box].all():                   # no outside within reach (and nothing to measure to)
         return False
-    near = ndimage.distance_transform_edt(envelope[box], sampling=spacing) <= reach
+    near = distance_mm(envelope[box], spacing) <= reach
     return bool((level[box] & near).any())
 
 

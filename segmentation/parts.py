@@ -7,6 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import SMOOTH_MM, ball, bounding_box
+from segmentation.distance import distance_mm
 
 CORTEX_BAND_MM = 2.0
 CORTEX_CONTRAST_HU = 50.0                # a cortex is this much brighter than the bone behind it,
@@ -168,7 +169,7 @@ def distances_where_both_near(a: np.ndarray, b: np.ndarray, spacing: np.ndarray,
     box = tuple(slice(max(lo - w, 0), min(up + w, n)) for lo, up, w, n in zip(lower, upper, pad, a.shape))
     for mask, out in ((a, d_a), (b, d_b)):
         if mask[box].any():
-            out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+            out[box] = distance_mm(~mask[box], spacing)
     return d_a, d_b
 
 

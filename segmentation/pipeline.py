@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import ball, body_mask, bounding_box, closing, enclosed_in_slices, smooth_hu, solid_bone
+from segmentation.distance import distance_mm
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
 from segmentation.rims import partial_volume_rims
@@ -101,7 +102,7 @@ def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, *,
     if decided is False:
         return None
     if decided is None:
-        interior = ndimage.distance_transform_edt(solid, sampling=spacing) > MARROW_MM
+        interior = distance_mm(solid, spacing) > MARROW_MM
         if not interior.any() or np.median(smooth[interior]) <= ENCLOSURE_HU:
             return None      # bone dim throughout: the trabecular compartments of a dim cortex (separation.py)
     enclosed = enclosed_in_slices(closing(smooth > ENCLOSURE_HU, ball(ENCLOSURE_CLOSE_MM, spacing))) & ~solid
@@ -249,8 +250,8 @@ def _agreement(crop: np.ndarray, located: np.ndarray, spacing: np.ndarray) -> fl
         return 0.0
     box = bounding_box(crop | located, np.ceil(CROP_NEAR_MM / spacing).astype(int) + 1)
     crop, located = crop[box], located[box]
-    near_located = ndimage.distance_transform_edt(~located, sampling=spacing) <= CROP_NEAR_MM
-    near_crop = ndimage.distance_transform_edt(~crop, sampling=spacing) <= CROP_NEAR_MM
+    near_located = distance_mm(~located, spacing) <= CROP_NEAR_MM
+    near_crop = distance_mm(~crop, spacing) <= CROP_NEAR_MM
     return min(float((crop & near_located).sum() / crop.sum()), float((located & near_crop).sum() / located.sum()))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import ball, fill_holes, fill_slice_holes
+from segmentation.distance import distance_mm
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
     FRACTURE_SIDE_MM,
@@ -194,7 +195,7 @@ def _lesions_and_fractures(sm: np.ndarray, bone: np.ndarray, lumen: np.ndarray, 
         lytic = lesions(sm, bone, lumen, spacing, dark_hu)
     beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
     if lytic.any():
-        beside |= ndimage.distance_transform_edt(~lytic, sampling=spacing) <= FRACTURE_SIDE_MM
+        beside |= distance_mm(~lytic, spacing) <= FRACTURE_SIDE_MM
     # The line is sought behind the cortex and the voxel its partial volume darkens, then carried
     # forward through that voxel up to the cortex (never into it: the cortex stays a critical label).
     behind = np.roll(cortex, 1, axis=1) & ~cortex & lateral
@@ -217,8 +218,7 @@ def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarra
     """
     dim = (smooth > DIM_BONE_HU) & ~neighbours & ~sacrum & ~lumen
     if neighbours.any():
-        dim &= (ndimage.distance_transform_edt(~sacrum, sampling=spacing)
-                < ndimage.distance_transform_edt(~neighbours, sampling=spacing))
+        dim &= distance_mm(~sacrum, spacing) < distance_mm(~neighbours, spacing)
     steps = int(np.ceil(DIM_BONE_REACH_MM / float(np.min(spacing))))
     return ndimage.binary_dilation(sacrum, structure=ndimage.generate_binary_structure(3, 1),
                                    iterations=steps, mask=dim | sacrum)
@@ -241,7 +241,7 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     occupied = labels > 0
     holes = fill_slice_holes(occupied, 2) & ~occupied
     outside = ~occupied & ~holes
-    holes &= ndimage.distance_transform_edt(~outside, sampling=spacing) > POCKET_CLEAR_MM
+    holes &= distance_mm(~outside, spacing) > POCKET_CLEAR_MM
     pieces, count = ndimage.label(holes)
     if not count:
         return holes

@@ -22,6 +22,7 @@ from scipy import ndimage
 from skimage.segmentation import expand_labels, watershed
 
 from segmentation.bone import SMOOTH_MM, ball, bounding_box, closing, fill_holes
+from segmentation.distance import distance_mm
 from trajplan.errors import NoSacrumError
 
 EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)
@@ -107,7 +108,7 @@ def _gap_mm(labels: np.ndarray, a: _Piece, b: _Piece, spacing: np.ndarray) -> fl
     sub = labels[box]
     if not (sub == b.label).any():
         return np.inf
-    dist = ndimage.distance_transform_edt(sub != a.label, sampling=spacing)
+    dist = distance_mm(sub != a.label, spacing)
     return float(dist[sub == b.label].min())
 
 
@@ -177,7 +178,7 @@ class _Erosions:
             return ndimage.binary_erosion(self.seeds, structure=ball(depth_mm, self.spacing))
         if self._depth_voxels is None:
             padded = np.pad(self.seeds, 1)
-            self._depth_voxels = ndimage.distance_transform_edt(padded)[1:-1, 1:-1, 1:-1]
+            self._depth_voxels = distance_mm(padded, 1.0)[1:-1, 1:-1, 1:-1]
         return self._depth_voxels > half[0]
 
 
@@ -408,7 +409,7 @@ def _lumbar_part(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacin
         return None
     box = bounding_box(sacrum, np.ceil(SI_CONTACT_MM / spacing).astype(int) + 1)
     sac = sacrum[box]
-    contacts = tuple(sac & (ndimage.distance_transform_edt(~ilium[box], sampling=spacing) <= SI_CONTACT_MM)
+    contacts = tuple(sac & (distance_mm(~ilium[box], spacing) <= SI_CONTACT_MM)
                      if ilium[box].any() else np.zeros_like(sac) for ilium in ilia)
     top = _joints_top(contacts)
     if top is None:
@@ -423,7 +424,7 @@ def _lumbar_part(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacin
     at_joints = (contacts[0] | contacts[1]) & (z <= top * spacing[2])
     markers[(sac & (z <= top * spacing[2] - SACRAL_MARK_MM)) | at_joints] = 1
     markers[lumbar] = 2
-    depth = ndimage.distance_transform_edt(sac, sampling=spacing)
+    depth = distance_mm(sac, spacing)
     out = np.zeros_like(sacrum)
     out[box] = watershed(-depth, markers, mask=sac) == 2
     return out
@@ -445,7 +446,7 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
         # neck (a watershed on the distance to its surface, as the bones are split below).
         sacral_seed, l5_seed, depth_l5 = deeper
         joined = markers == 1
-        depth_in = ndimage.distance_transform_edt(joined, sampling=spacing)
+        depth_in = distance_mm(joined, spacing)
         split = watershed(-depth_in, sacral_seed + 2 * l5_seed.astype(np.int32), mask=joined)
         markers[split == 2] = order.index("L5") + 1
     other = len(order) + 1
