@@ -7,6 +7,7 @@ found, its small gaps are closed, and everything it encloses is filled in.
 
 from __future__ import annotations
 
+import edt
 import numpy as np
 from scipy import ndimage
 
@@ -25,6 +26,64 @@ def ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     return sum((g / max(h, 1)) ** 2 for g, h in zip(grids, half)) <= 1.0
 
+
+# Squared distances are exact in float32 up to 2**24; the ball's own squared radius stays far below.
+_MAX_BALL_SQUARED = 2 ** 20
+
+
+def ball_metric(radius_mm: float, spacing: np.ndarray) -> tuple[tuple[int, ...], int] | None:
+    """Integer axis weights and squared radius under which :func:`ball` is a sphere.
+
+    The ball holds the offsets ``g`` with ``sum((g_i / h_i) ** 2) <= 1`` (``h`` its radius in
+    voxels per axis). With ``L`` the least common multiple of ``h``, that is
+    ``sum((g_i * L / h_i) ** 2) <= L ** 2``: integers throughout, so a squared distance
+    transform with those weights tells exactly which voxels the ball reaches. None when an
+    axis has no reach (``h_i = 0``) or the squared radius is too large to be exact.
+    """
+    half = np.round(radius_mm / np.asarray(spacing, dtype=float)).astype(int)
+    if half.min() < 1:
+        return None
+    lcm = int(np.lcm.reduce(half))
+    if lcm * lcm > _MAX_BALL_SQUARED:
+        return None
+    return tuple(lcm // int(h) for h in half), lcm * lcm
+
+
+def squared_depth(mask: np.ndarray, weights: tuple[int, ...]) -> np.ndarray:
+    """Squared distance (float32, axis ``weights`` per voxel step) from each voxel of ``mask`` to
+    the nearest voxel outside it or outside the array: ``mask`` eroded by the ball of
+    :func:`ball_metric` is ``squared_depth(mask, weights) > squared + 0.5``."""
+    inside = np.pad(np.asarray(mask, dtype=bool), 1).view(np.uint8)       # edt reads uint8 faster than bool
+    return edt.edtsq(inside, anisotropy=weights, black_border=False, parallel=1)[1:-1, 1:-1, 1:-1]
+
+
+def eroded_by_ball(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_erosion(mask, ball(radius_mm, spacing))`` (the array's outside empty),
+    by one exact squared distance transform instead of a sweep of the ball (a 10 mm ball on a
+    1 mm grid holds 4,000 voxels)."""
+    metric = ball_metric(radius_mm, spacing)
+    if metric is None:
+        return ndimage.binary_erosion(mask, structure=ball(radius_mm, spacing))
+    weights, squared = metric
+    return squared_depth(mask, weights) > squared + 0.5
+
+
+def dilated_by_ball(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, ball(radius_mm, spacing))``, by one exact squared distance
+    transform (see :func:`ball_metric`)."""
+    metric = ball_metric(radius_mm, spacing)
+    if metric is None:
+        return ndimage.binary_dilation(mask, structure=ball(radius_mm, spacing))
+    weights, squared = metric
+    outside = np.ascontiguousarray(~np.asarray(mask, dtype=bool)).view(np.uint8)
+    return edt.edtsq(outside, anisotropy=weights, black_border=False, parallel=1) <= squared + 0.5
+
+
+
+def opening(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_opening(mask, ball(radius_mm, spacing))`` (the array's outside empty), by
+    :func:`eroded_by_ball` and :func:`dilated_by_ball`."""
+    return dilated_by_ball(eroded_by_ball(mask, radius_mm, spacing), radius_mm, spacing)
 
 def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ...]:
     """Index box of a non-empty ``mask``, widened by ``pad`` voxels per axis and clipped to the array."""
@@ -107,17 +166,18 @@ def enclosed_in_slices(mask: np.ndarray) -> np.ndarray:
     return sagittal & (fill_slice_holes(mask, 2) | fill_slice_holes(mask, 1))
 
 
-def closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
-    """Binary closing with the outside taken as empty, computed only on ``mask``'s box.
+def closing(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Binary closing by ``ball(radius_mm, spacing)`` with the outside taken as empty, computed
+    only on ``mask``'s box.
 
-    The same as ``ndimage.binary_closing(mask, structure, border_value=0)``: the box is
-    widened by the structure's reach, beyond which the dilation adds nothing.
+    The same as ``ndimage.binary_closing(mask, ball(radius_mm, spacing), border_value=0)``: the
+    box is widened by the ball's reach, beyond which the dilation adds nothing.
     """
-    out = np.zeros_like(mask)
+    out = np.zeros_like(mask, dtype=bool)
     if not mask.any():
         return out
-    box = bounding_box(mask, np.asarray(structure.shape) // 2 + 1)
-    out[box] = ndimage.binary_closing(mask[box], structure=structure, border_value=0)
+    box = bounding_box(mask, np.round(radius_mm / np.asarray(spacing, dtype=float)).astype(int) + 1)
+    out[box] = eroded_by_ball(dilated_by_ball(mask[box], radius_mm, spacing), radius_mm, spacing)
     return out
 
 
@@ -189,10 +249,9 @@ def solid_bone(smooth: np.ndarray, spacing: np.ndarray, *, close_mm: float = 2.0
         Radius of the closing that seals cracks (fracture lines, thin cortex).
     """
     best = None
-    structure = ball(close_mm, spacing)
     for threshold in CORTEX_THRESHOLDS_HU:
         cortex = smooth > threshold
-        closed = ndimage.binary_closing(cortex, structure=structure, border_value=0)
+        closed = closing(cortex, close_mm, spacing)
         solid = fill_holes(closed | cortex)
         ratio = solid.sum() / max(int(cortex.sum()), 1)
         if ratio >= MIN_FILL_RATIO:

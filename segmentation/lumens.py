@@ -156,7 +156,7 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     lumen_hu : float
         The lowest threshold used (``dark_hu`` or lower).
     """
-    envelope = fill_holes(closing(sacrum | canal, ball(ENVELOPE_CLOSE_MM, spacing)))
+    envelope = fill_holes(closing(sacrum | canal, ENVELOPE_CLOSE_MM, spacing))
     bone_hu = 2.0 * dark_hu                     # the trabecular bone's HU, before any halving
     threshold = np.full(smooth.shape, dark_hu, dtype=np.float32)
     found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold, bone_hu)

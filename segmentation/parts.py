@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import SMOOTH_MM, ball, bounding_box
+from segmentation.bone import SMOOTH_MM, bounding_box, opening
 from segmentation.distance import distance_mm
 
 CORTEX_BAND_MM = 2.0
@@ -103,16 +103,15 @@ def anterior_cortex(envelope: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
     depth = y - first[:, None, :]                                           # voxels behind the surface
     layers = max(int(round(CORTEX_BAND_MM / spacing[1])), 1)                # the whole voxels nearest the band
     smooth = ndimage.gaussian_filter(envelope.astype(np.float32), sigma=1.5 / np.asarray(spacing))
-    grad = np.stack(np.gradient(smooth), axis=0) / np.asarray(spacing)[:, None, None, None]
-    norm = np.maximum(np.linalg.norm(grad, axis=0), 1e-6)
-    along = -(grad[1] * up[None, None, :, 0] + grad[2] * up[None, None, :, 1]) / norm    # outward normal . up
-    surface = np.zeros_like(envelope)
     xs, zs = np.nonzero(hit)
-    surface[xs, first[xs, zs], zs] = True
-    surface &= np.abs(along) <= END_FACE_COS
+    ys = first[xs, zs]                                                      # the surface voxel of each column
+    grad = np.stack([g[xs, ys, zs] for g in np.gradient(smooth)], axis=0) / np.asarray(spacing)[:, None]
+    norm = np.maximum(np.linalg.norm(grad, axis=0), 1e-6)
+    along = -(grad[1] * up[zs, 0] + grad[2] * up[zs, 1]) / norm             # outward normal . up
+    facing = np.abs(along) <= END_FACE_COS
     reach = hit[:, None, :] & (depth >= 0) & (depth < layers)
     keep_column = np.zeros_like(hit)
-    keep_column[xs, zs] = surface[xs, first[xs, zs], zs]
+    keep_column[xs[facing], zs[facing]] = True
     return bone & reach & keep_column[:, None, :]
 
 
@@ -289,7 +288,7 @@ def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: n
     opened = ndimage.binary_opening(dark, structure=cube)
     sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - SMOOTH_MM ** 2, 0.0)) / np.asarray(spacing)
     mean, _ = _mean_within(smooth, inside, sigma)
-    found = ndimage.binary_opening(inside & (mean < dark_hu), structure=ball(LESION_CORE_MM, spacing))
+    found = opening(inside & (mean < dark_hu), LESION_CORE_MM, spacing)
     grow = max(int(round(LESION_SMOOTH_MM / float(np.min(spacing)))), 1)
     found = opened | (ndimage.binary_dilation(found, structure=cube, iterations=grow) & (found | dark))
     return _lesion_pieces(found, inside, spacing)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, body_mask, bounding_box, closing, enclosed_in_slices, smooth_hu, solid_bone
+from segmentation.bone import body_mask, bounding_box, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
 from segmentation.distance import distance_mm
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
@@ -105,10 +105,10 @@ def _dark_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, *,
         interior = distance_mm(solid, spacing) > MARROW_MM
         if not interior.any() or np.median(smooth[interior]) <= ENCLOSURE_HU:
             return None      # bone dim throughout: the trabecular compartments of a dim cortex (separation.py)
-    enclosed = enclosed_in_slices(closing(smooth > ENCLOSURE_HU, ball(ENCLOSURE_CLOSE_MM, spacing))) & ~solid
+    enclosed = enclosed_in_slices(closing(smooth > ENCLOSURE_HU, ENCLOSURE_CLOSE_MM, spacing)) & ~solid
     if decided:
         return enclosed
-    thick = ndimage.binary_opening(enclosed, structure=ball(MARROW_MM, spacing))
+    thick = opening(enclosed, MARROW_MM, spacing)
     return enclosed if thick.sum() > MARROW_FRACTION * solid.sum() else None
 
 

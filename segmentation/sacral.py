@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import ball, fill_holes, fill_slice_holes
+from segmentation.bone import dilated_by_ball, eroded_by_ball, fill_holes, fill_slice_holes, opening
 from segmentation.distance import distance_mm
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
@@ -76,7 +76,7 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
     spacing, sm = region.spacing, region.smooth
     sac = bones.sacrum
     neighbours = bones.L5 | bones.ilium_left | bones.ilium_right | bones.coccyx
-    interior = ndimage.binary_erosion(sac, structure=ball(3.0, spacing))
+    interior = eroded_by_ball(sac, 3.0, spacing)
     trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
     dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
     found = _lumens(region, bones, cortex_solid, cortex_hu, dark_hu, partial)
@@ -113,7 +113,7 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
     if bones.lumens_filled:
         dark_fill = ~cortex_solid & (sm < dark_hu)
         run = np.ones((1, 1, 2 * int(np.round(CANAL_RUN_MM / 2 / spacing[2])) + 1), dtype=bool)
-        filled_dark = (ndimage.binary_opening(dark_fill, structure=ball(LUMEN_OPENING_MM, spacing))
+        filled_dark = (opening(dark_fill, LUMEN_OPENING_MM, spacing)
                        | ndimage.binary_opening(dark_fill, structure=run))
         canal = find_canal(sac & ~filled_dark, spacing, region.midline_i)
     else:
@@ -193,7 +193,7 @@ def _lesions_and_fractures(sm: np.ndarray, bone: np.ndarray, lumen: np.ndarray, 
                      f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
     else:
         lytic = lesions(sm, bone, lumen, spacing, dark_hu)
-    beside = ndimage.binary_dilation(joint["left"] | joint["right"], structure=ball(FRACTURE_CLEAR_MM, spacing))
+    beside = dilated_by_ball(joint["left"] | joint["right"], FRACTURE_CLEAR_MM, spacing)
     if lytic.any():
         beside |= distance_mm(~lytic, spacing) <= FRACTURE_SIDE_MM
     # The line is sought behind the cortex and the voxel its partial volume darkens, then carried

@@ -21,7 +21,17 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import expand_labels, watershed
 
-from segmentation.bone import SMOOTH_MM, ball, bounding_box, closing, fill_holes
+from segmentation.bone import (
+    SMOOTH_MM,
+    ball,
+    ball_metric,
+    bounding_box,
+    closing,
+    eroded_by_ball,
+    fill_holes,
+    opening,
+    squared_depth,
+)
 from segmentation.distance import distance_mm
 from trajplan.errors import NoSacrumError
 
@@ -159,27 +169,25 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
 class _Erosions:
     """``seeds`` eroded by balls of growing radius (:func:`segmentation.bone.ball`), as asked.
 
-    On a grid whose ball is a sphere in voxels (the same radius in voxels on every axis), a
-    voxel survives erosion by a ball of ``h`` voxels exactly when no voxel outside ``seeds``
-    (nor the array's outside) lies within ``h`` voxels: one distance transform, computed at the
-    first radius over EDT_FROM_VOXELS, then serves every deeper erosion (a 10 mm ball on a 1 mm
-    grid holds 4,000 voxels, and the bone split tries up to six depths for each of eight seeds).
+    A voxel survives erosion by a ball exactly when no voxel outside ``seeds`` (nor the array's
+    outside) lies within it, which one squared distance transform tells for every ball of the
+    same shape in voxels (:func:`segmentation.bone.ball_metric`): each transform is computed
+    once and serves every deeper erosion of that shape (a 10 mm ball on a 1 mm grid holds 4,000
+    voxels, and the bone split tries up to six depths for each of eight seeds).
     """
-
-    EDT_FROM_VOXELS = 3
 
     def __init__(self, seeds: np.ndarray, spacing: np.ndarray):
         self.seeds, self.spacing = seeds, np.asarray(spacing, dtype=float)
-        self._depth_voxels: np.ndarray | None = None
+        self._depths: dict[tuple[int, ...], np.ndarray] = {}
 
     def __call__(self, depth_mm: float) -> np.ndarray:
-        half = np.round(depth_mm / self.spacing).astype(int)
-        if half.min() != half.max() or half[0] < self.EDT_FROM_VOXELS:
+        metric = ball_metric(depth_mm, self.spacing)
+        if metric is None:
             return ndimage.binary_erosion(self.seeds, structure=ball(depth_mm, self.spacing))
-        if self._depth_voxels is None:
-            padded = np.pad(self.seeds, 1)
-            self._depth_voxels = distance_mm(padded, 1.0)[1:-1, 1:-1, 1:-1]
-        return self._depth_voxels > half[0]
+        weights, squared = metric
+        if weights not in self._depths:
+            self._depths[weights] = squared_depth(self.seeds, weights)
+        return self._depths[weights] > squared + 0.5
 
 
 def _named_at(erosions: _Erosions, depth: float, spacing: np.ndarray,
@@ -244,7 +252,7 @@ class _Named:
 
 def _enclosed(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """The volume a dim cortex encloses: above COMPARTMENT_CORTEX_HU, closed by COMPARTMENT_CLOSE_MM, filled."""
-    return fill_holes(closing(smooth > COMPARTMENT_CORTEX_HU, ball(COMPARTMENT_CLOSE_MM, spacing)))
+    return fill_holes(closing(smooth > COMPARTMENT_CORTEX_HU, COMPARTMENT_CLOSE_MM, spacing))
 
 
 def _walls(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -280,7 +288,7 @@ def _shell_candidates(smooth: np.ndarray, spacing: np.ndarray):
     for threshold, close_mm in SOLID_SETTINGS:
         cortex = smooth > threshold
         if close_mm:
-            cortex = ndimage.binary_closing(cortex, structure=ball(close_mm, spacing), border_value=0)
+            cortex = closing(cortex, close_mm, spacing)
         yield fill_holes(cortex), f"bones seeded from cortex > {threshold:g} HU" + (
             f" closed by {close_mm:g} mm" if close_mm else "")
 
@@ -288,7 +296,7 @@ def _shell_candidates(smooth: np.ndarray, spacing: np.ndarray):
 def _missed(enclosed: np.ndarray, held: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """The parts of ``enclosed`` that ``held`` misses, thicker than 2 x MISSED_THICK_MM (trabecular
     bone under a cortex too dim for ``held``, and the canal; not the joints a closing bridged)."""
-    return ndimage.binary_opening(enclosed & ~held, structure=ball(MISSED_THICK_MM, spacing))
+    return opening(enclosed & ~held, MISSED_THICK_MM, spacing)
 
 
 def _filled_in(enclosed: np.ndarray, solid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -339,7 +347,7 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     if dim_cortex:
         enclosed = _enclosed(smooth, spacing)
         if bones is None or found.depth >= EROSION_STEPS_MM[-1] or _misses_the_sacrum(bones, enclosed, solid, spacing):
-            inner = ndimage.binary_erosion(enclosed, structure=ball(SURFACE_MM, spacing))
+            inner = eroded_by_ball(enclosed, SURFACE_MM, spacing)
             how = f"bones seeded from their trabecular compartments between walls > {WALL_HU:g} HU"
             dim = _first_named([(inner & ~_walls(smooth, spacing), how)], spacing, midline_mm)
             if dim is not None:

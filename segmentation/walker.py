@@ -32,7 +32,7 @@ from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import random_walker
 
-from segmentation.bone import ball, fill_holes, largest_piece, smooth_hu
+from segmentation.bone import ball, dilated_by_ball, eroded_by_ball, fill_holes, largest_piece, smooth_hu
 from segmentation.separation import MAX_SACRUM_WIDTH_MM, MIN_SACRUM_WIDTH_MM, Bones
 from trajplan.errors import NoSacrumError
 from trajplan.volume import Volume
@@ -103,7 +103,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     dim = smooth_hu(hu, spacing, DIM_SMOOTH_MM) > DIM_BONE_HU
     bright = _fill_slices(apply_hysteresis_threshold(smooth, *BRIGHT_HU), SLICE_HOLE_MM2, spacing)
     x = (np.arange(hu.shape[0]) - midline_i)[:, None, None] * spacing[0]
-    labels, count = ndimage.label(ndimage.binary_erosion(bright, structure=ball(SEED_EROSION_MM, spacing)))
+    labels, count = ndimage.label(eroded_by_ball(bright, SEED_EROSION_MM, spacing))
     centres = ndimage.center_of_mass(labels > 0, labels, index=np.arange(1, count + 1))
     markers = np.where(bright, 0, -1).astype(np.int32)
     for value, sign in ((2, 1.0), (3, -1.0)):
@@ -128,7 +128,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
         distance = np.where(core, sign * x, np.inf)
         medial = distance.min(axis=0)[None]                  # the core's medial face in each (y, z) row
         in_row = np.isfinite(medial)
-        near = ndimage.binary_dilation((walked == value) | core, structure=ball(ILIUM_REACH_MM, spacing))
+        near = dilated_by_ball((walked == value) | core, ILIUM_REACH_MM, spacing)
         ilium = core | (region & side & in_row & (sign * x >= medial)) | ((walked == value) & ~in_row)
         ilium |= region & side & near & ~(in_row & spine_rows & (sign * x < medial))
         ilia[value] = ilium
@@ -145,7 +145,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     height = [np.flatnonzero(body.any(axis=0))[[0, -1]] for body in bodies]
     band = spine & (np.abs(x) < 2 * SPINE_BAND_MM)
     split = np.where(spine, 0, -1).astype(np.int32)
-    split[spine & ndimage.binary_dilation(ilia[2] | ilia[3], structure=ball(GRID_MM, spacing))
+    split[spine & dilated_by_ball(ilia[2] | ilia[3], GRID_MM, spacing)
           & (z < height[0][1])] = 1                       # the sacrum beside the ilia, below S1's top
     split[spine & (z < height[0][0])] = 1                 # and all below S1
     split[spine & (z > height[1][1])] = 2                 # the spine above L5
@@ -192,7 +192,7 @@ def split_bones_by_walker(hu: np.ndarray, spacing: np.ndarray, midline_i: float)
     width = (columns[-1] - columns[0] + 1) * grid[0] if columns.size else 0.0
     if not MIN_SACRUM_WIDTH_MM <= width <= MAX_SACRUM_WIDTH_MM:
         raise NoSacrumError(f"the bone between the ilia is {width:.0f} mm wide")
-    reach = ndimage.binary_dilation(sacrum, structure=ball(ILIUM_REACH_MM, grid))
+    reach = dilated_by_ball(sacrum, ILIUM_REACH_MM, grid)
     for name in ("ilium_left", "ilium_right"):
         if masks[name].sum() * np.prod(grid) / 1000.0 < MIN_ILIUM_ML or not (reach & masks[name]).any():
             raise NoSacrumError(f"no {name.replace('_', ' ')} beside the bone on the midline")

@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segmentation.bone import ball, dilated, piece_maxima, piece_sizes_and_heights
+from segmentation.bone import (
+    ball,
+    closing,
+    dilated,
+    dilated_by_ball,
+    eroded_by_ball,
+    opening,
+    piece_maxima,
+    piece_sizes_and_heights,
+)
 from segmentation.distance import distance_mm
 from segmentation.separation import EROSION_STEPS_MM, _Erosions
 
@@ -16,13 +25,27 @@ def _blobs(shape=(60, 50, 40), seed=1) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.8, 0.8, 1.0)])
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.8, 0.8, 1.0), (0.86, 0.86, 1.0),
+                                     (2.0, 2.0, 3.0), (0.7, 0.7, 1.25)])
 def test_erosion_by_distance_equals_binary_erosion_by_ball(spacing):
     mask, spacing = _blobs(), np.asarray(spacing)
     erosions = _Erosions(mask, spacing)
     for depth in EROSION_STEPS_MM:
         expected = ndimage.binary_erosion(mask, structure=ball(depth, spacing))
         assert np.array_equal(erosions(depth), expected), depth
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.86, 0.86, 1.0), (0.97, 0.97, 1.0), (3.0, 3.0, 3.0),
+                                     (2.0, 2.0, 3.0)])
+def test_morphology_by_ball_equals_scipy_with_the_ball(spacing):
+    mask, spacing = _blobs(), np.asarray(spacing)
+    for radius in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0):         # 0.5 mm on a coarse grid: no reach, scipy itself
+        structure = ball(radius, spacing)
+        assert np.array_equal(eroded_by_ball(mask, radius, spacing), ndimage.binary_erosion(mask, structure))
+        assert np.array_equal(dilated_by_ball(mask, radius, spacing), ndimage.binary_dilation(mask, structure))
+        assert np.array_equal(opening(mask, radius, spacing), ndimage.binary_opening(mask, structure))
+        assert np.array_equal(closing(mask, radius, spacing),
+                              ndimage.binary_closing(mask, structure, border_value=0)), radius
 
 
 @pytest.mark.parametrize("structure", [ball(2.5, np.array([0.8, 0.8, 1.0])), np.ones((3, 3, 3), dtype=bool),
