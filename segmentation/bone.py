@@ -79,11 +79,11 @@ def dilated_by_ball(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> 
     return edt.edtsq(outside, anisotropy=weights, black_border=False, parallel=1) <= squared + 0.5
 
 
-
 def opening(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     """``ndimage.binary_opening(mask, ball(radius_mm, spacing))`` (the array's outside empty), by
     :func:`eroded_by_ball` and :func:`dilated_by_ball`."""
     return dilated_by_ball(eroded_by_ball(mask, radius_mm, spacing), radius_mm, spacing)
+
 
 def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ...]:
     """Index box of a non-empty ``mask``, widened by ``pad`` voxels per axis and clipped to the array."""
