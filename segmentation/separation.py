@@ -23,7 +23,6 @@ from skimage.segmentation import expand_labels, watershed
 
 from segmentation.bone import (
     SMOOTH_MM,
-    ball,
     ball_metric,
     bounding_box,
     closing,
@@ -183,7 +182,7 @@ class _Erosions:
     def __call__(self, depth_mm: float) -> np.ndarray:
         metric = ball_metric(depth_mm, self.spacing)
         if metric is None:
-            return ndimage.binary_erosion(self.seeds, structure=ball(depth_mm, self.spacing))
+            return eroded_by_ball(self.seeds, depth_mm, self.spacing)
         weights, squared = metric
         if weights not in self._depths:
             self._depths[weights] = squared_depth(self.seeds, weights)
