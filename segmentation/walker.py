@@ -20,7 +20,11 @@ cortex. This split uses that (canonical axes L, P, S; lengths in mm):
    3 cm², in the front of the spine) are S1 (the lowest), L5 and L4; a second random walk
    over the spine splits it into sacrum (S1, all below, and the spine beside the ilia) and
    the rest, a third splits L5 from L4 and above (with no L4 body found, the whole spine above
-   the sacrum is L5).
+   the sacrum is L5). A spine whose top the field of view shows COLUMN_END_MM clear of bone
+   above it is not split: a lumbar spine runs on up (L4 lies a disc above L5), so a column that
+   ends in the field is all sacrum. Its dark, osteoporotic bodies show only as fragments of
+   cortex, two of which were taken for S1 and L5 (real sacrum 001 darkened: 66 ml of its upper
+   sacrum labelled L5).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ MIN_BODY_MM2 = 300.0
 BODY_FRONT_MM = 36.0
 BETA = 500.0
 MIN_ILIUM_ML = 30.0
+COLUMN_END_MM = 30.0
 
 
 def _fill_slices(mask: np.ndarray, max_mm2: float, spacing: np.ndarray) -> np.ndarray:
@@ -97,6 +102,18 @@ def _bodies(smooth: np.ndarray, spine: np.ndarray, spacing: np.ndarray, mid: int
     return sorted(bodies, key=lambda footprint: np.nonzero(footprint)[1].mean())
 
 
+def _column_ends(spine: np.ndarray, region: np.ndarray, x: np.ndarray, spacing: np.ndarray) -> bool:
+    """Whether the field shows COLUMN_END_MM above the top of ``spine`` free of ``region`` bone
+    within 2 SPINE_BAND_MM of the midline, over the spine's front-to-back extent."""
+    top = np.flatnonzero(spine.any(axis=(0, 1)))[-1]
+    reach = int(np.ceil(COLUMN_END_MM / spacing[2]))
+    if top + reach >= spine.shape[2]:
+        return False
+    rows = np.flatnonzero(spine.any(axis=(0, 2)))
+    above = region[:, rows[0]:rows[-1] + 1, top + 1:top + reach + 1]
+    return not (above & (np.abs(x) < 2 * SPINE_BAND_MM)).any()
+
+
 def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict[str, np.ndarray]:
     """Sacrum, ilia, L5 on a coarse grid (see the module docstring); raises NoSacrumError."""
     smooth = smooth_hu(hu, spacing)
@@ -139,7 +156,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     bodies = _bodies(smooth, spine, spacing, int(round(midline_i)))
     if not bodies:
         raise NoSacrumError("no vertebral body on the midline")
-    if len(bodies) == 1:
+    if len(bodies) == 1 or _column_ends(spine, region, x, spacing):
         return {"sacrum": spine, "ilium_left": ilia[2], "ilium_right": ilia[3], "L5": np.zeros_like(spine)}
     z = np.arange(hu.shape[2])[None, None, :]
     height = [np.flatnonzero(body.any(axis=0))[[0, -1]] for body in bodies]
