@@ -10,6 +10,7 @@ from __future__ import annotations
 import edt
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import expand_labels
 
 BODY_HU = -400.0
 
@@ -93,6 +94,20 @@ def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ..
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
     return tuple(box)
+
+
+def expanded_labels(labels: np.ndarray, distance: float, spacing: np.ndarray) -> np.ndarray:
+    """:func:`skimage.segmentation.expand_labels` (each voxel within ``distance`` mm of a label
+    takes the nearest one), computed in the labels' bounding box widened by ``distance``: the
+    same labels, since every voxel that can take one lies in that box, without a distance
+    transform (with the nearest voxel's indices) of the whole array."""
+    out = np.zeros_like(labels)
+    if not labels.any():
+        return out
+    spacing = np.asarray(spacing, dtype=float)
+    box = bounding_box(labels > 0, np.ceil(distance / spacing).astype(int) + 1)
+    out[box] = expand_labels(labels[box], distance=distance, spacing=spacing)
+    return out
 
 
 def dilated(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:

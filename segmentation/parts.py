@@ -232,13 +232,27 @@ def fracture_lines(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray
     compared on both sides spans FRACTURE_MIN_HEIGHT_MM cranio-caudally (one-sided growth
     does not join short pieces into a tall one). The averaging widens the sheet, so
     only its ridge (the contrast's maximum along x) and one voxel either side are kept.
+    Everything is computed in the alae's bounding box, widened by the averaging's reach and
+    the side distance: the same result as on the whole array, unless that margin meets the
+    array's left or right edge (where the sideways comparison wraps round either way).
     """
     out = np.zeros_like(ala_mask)
     if not ala_mask.any():
         return out
     sigma = (FRACTURE_ACROSS_MM / spacing[0], FRACTURE_SHEET_MM / spacing[1], FRACTURE_SHEET_MM / spacing[2])
-    mean, cover = _mean_within(smooth, ala_mask, sigma)
     shift = max(int(round(FRACTURE_SIDE_MM / spacing[0])), 1)
+    reach = np.array([int(4.0 * s + 0.5) for s in sigma]) + shift + 2     # scipy's Gaussian truncates at 4 sigma
+    box = bounding_box(ala_mask, reach)
+    out[box] = _fracture_sheets(smooth[box], ala_mask[box], spacing, sigma, shift)
+    return out
+
+
+def _fracture_sheets(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarray, sigma: tuple[float, ...],
+                     shift: int) -> np.ndarray:
+    """:func:`fracture_lines` in a box that holds the alae with a margin (``sigma`` of the
+    in-plane averaging in voxels, ``shift`` voxels to the bone compared on each side)."""
+    out = np.zeros_like(ala_mask)
+    mean, cover = _mean_within(smooth, ala_mask, sigma)
     left, right = np.roll(mean, shift, axis=0), np.roll(mean, -shift, axis=0)
     contrast = np.maximum(mean - np.maximum(left, right), np.minimum(left, right) - mean)
     has_left, has_right = np.roll(cover, shift, axis=0) > 0.3, np.roll(cover, -shift, axis=0) > 0.3

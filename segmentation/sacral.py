@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import dilated_by_ball, eroded_by_ball, fill_holes, fill_slice_holes, opening
+from segmentation.bone import dilated_by_ball, eroded_by_ball, expanded_labels, fill_holes, fill_slice_holes, opening
 from segmentation.distance import distance_mm
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
@@ -279,9 +279,8 @@ def _with_openings(foramina: dict[str, list[np.ndarray]], solid: np.ndarray,
     index = np.zeros(solid.shape, dtype=np.int16)
     for number, (_, _, mask) in enumerate(found, start=1):
         index[mask] = number
-    distance, nearest = ndimage.distance_transform_edt(index == 0, sampling=spacing, return_indices=True)
-    opening = ~solid & (distance <= FORAMEN_OPENING_MM)
-    owner = index[tuple(nearest)]
+    owner = expanded_labels(index, FORAMEN_OPENING_MM, spacing)       # the nearest foramen within reach
+    opening = ~solid & (owner > 0)
     out: dict[str, list[np.ndarray]] = {side: list(masks) for side, masks in foramina.items()}
     for number, (side, level, mask) in enumerate(found, start=1):
         out[side][level] = mask | (opening & (owner == number))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import expand_labels, watershed
+from skimage.segmentation import watershed
 
 from segmentation.bone import (
     SMOOTH_MM,
@@ -27,6 +27,7 @@ from segmentation.bone import (
     bounding_box,
     closing,
     eroded_by_ball,
+    expanded_labels,
     fill_holes,
     opening,
     squared_depth,
@@ -474,7 +475,7 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
     # bones), then let a watershed through bright bone first give the rest (thin parts that the
     # erosion removed) to the nearest bone across the least dark path.
     reach = depth + float(np.max(spacing))
-    grown = expand_labels(markers, distance=reach, spacing=spacing) * (solid | (markers > 0))
+    grown = expanded_labels(markers, reach, spacing) * (solid | (markers > 0))
     grown = watershed(-np.clip(smooth, -200.0, 1500.0), grown, mask=solid | (markers > 0))
     masks = {name: grown == value for value, name in enumerate(order, start=1)}
     notes = [f"{found.how}, eroded {depth:g} mm"]

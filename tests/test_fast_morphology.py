@@ -4,6 +4,7 @@ precision, the same voxels at every threshold read)."""
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage.segmentation import expand_labels
 
 from segmentation.bone import (
     ball,
@@ -11,12 +12,15 @@ from segmentation.bone import (
     dilated,
     dilated_by_ball,
     eroded_by_ball,
+    expanded_labels,
     opening,
     piece_maxima,
     piece_sizes_and_heights,
 )
 from segmentation.distance import distance_mm
+from segmentation.parts import FRACTURE_ACROSS_MM, FRACTURE_SHEET_MM, FRACTURE_SIDE_MM, _fracture_sheets, fracture_lines
 from segmentation.separation import EROSION_STEPS_MM, _Erosions
+from trajplan import labels as lt
 
 
 def _blobs(shape=(60, 50, 40), seed=1) -> np.ndarray:
@@ -84,3 +88,40 @@ def test_distance_in_mm_equals_scipy_distance_transform(spacing):
 def test_distance_in_mm_without_an_outside_is_infinite():
     assert np.all(np.isinf(distance_mm(np.ones((4, 5, 6), dtype=bool), (1.0, 1.0, 1.0))))
     assert np.all(distance_mm(np.zeros((4, 5, 6), dtype=bool), 2.0) == 0)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.86, 0.86, 1.0), (2.0, 2.0, 3.0)])
+@pytest.mark.parametrize("reach_mm", [2.0, 4.5, 12.0])
+def test_labels_expanded_in_their_box_equal_expand_labels(spacing, reach_mm):
+    # Three labelled blobs in the middle of a larger array (the box is smaller than the array),
+    # the nearest label given at equal distances as skimage gives it.
+    labels = np.zeros((90, 80, 60), dtype=np.int32)
+    inner, _ = ndimage.label(_blobs((40, 36, 30), seed=3))
+    labels[30:70, 25:61, 20:50] = np.minimum(inner, 3)
+    expected = expand_labels(labels, distance=reach_mm, spacing=spacing)
+    assert np.array_equal(expanded_labels(labels, reach_mm, np.asarray(spacing)), expected)
+    assert not expanded_labels(np.zeros_like(labels), reach_mm, np.asarray(spacing)).any()
+
+
+def test_fracture_lines_in_the_alae_box_equal_those_on_the_whole_array():
+    # A textured ala block with a dark crack, well inside a larger array.
+    spacing = np.array([0.8, 0.8, 1.0])
+    shape = (110, 70, 80)
+    x, y, z = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    ala = (x >= 35) & (x < 75) & (y >= 20) & (y < 50) & (z >= 15) & (z < 65)
+    texture = ndimage.gaussian_filter(np.random.default_rng(2).normal(0.0, 1.0, shape), 1.0)
+    hu = np.where(ala & (np.abs(x - 60.0) <= 0.75), 0.0, 150.0 + 25.0 * texture / texture.std())
+    hu = ndimage.gaussian_filter(np.where(ala, hu, 40.0), 0.5).astype(np.float32)
+    found = fracture_lines(hu, ala, spacing)
+    sigma = (FRACTURE_ACROSS_MM / 0.8, FRACTURE_SHEET_MM / 0.8, FRACTURE_SHEET_MM / 1.0)
+    whole = _fracture_sheets(hu, ala, spacing, sigma, int(round(FRACTURE_SIDE_MM / 0.8)))
+    assert found.sum() > 100                                  # the crack is found
+    assert np.array_equal(found, whole)
+
+
+def test_label_mask_by_look_up_table_equals_isin():
+    labels = np.random.default_rng(4).integers(0, 40, (30, 20, 10)).astype(np.uint8)
+    for names in (lt.SACRAL_BONE, ("canal",), ("ilium_left", "L5")):
+        values = [lt.value(n) for n in names]
+        assert np.array_equal(lt.mask(labels, *names), np.isin(labels, values))
+        assert np.array_equal(lt.mask(labels.astype(np.int32), *names), np.isin(labels, values))
