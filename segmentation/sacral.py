@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import dilated_by_ball, eroded_by_ball, expanded_labels, fill_holes, fill_slice_holes, opening
+from segmentation.bone import (
+    bounding_box,
+    dilated_by_ball,
+    eroded_by_ball,
+    expanded_labels,
+    fill_holes,
+    fill_slice_holes,
+    opening,
+)
 from segmentation.distance import distance_mm
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
@@ -43,6 +51,7 @@ MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cort
 CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
 POCKET_CLEAR_MM = 2.5                # marrow pockets (step 10a) lie deeper than this from the unlabelled outside
 POCKET_SACRAL_SHARE = 0.6            # and are bounded at least this much by sacral bone
+POCKET_NEAREST_PAD = 10              # voxels around the pockets searched first for their nearest sacral bone
 
 
 @dataclass(frozen=True)
@@ -257,11 +266,21 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 
 def _given_to_nearest_sacral_label(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """``labels`` with the voxels ``where`` given the label of the nearest sacral-bone voxel."""
-    sacral = lt.sacral_bone(labels)
-    _, nearest = ndimage.distance_transform_edt(~sacral, return_indices=True)
+    """``labels`` with the voxels ``where`` given the label of the nearest sacral-bone voxel.
+
+    Measured in the box of ``where`` widened by POCKET_NEAREST_PAD voxels, and on the whole
+    array only if some voxel of ``where`` lies farther than that from sacral bone in the box
+    (within the pad, the nearest sacral voxel is in the box: the same answer).
+    """
+    box = bounding_box(where, POCKET_NEAREST_PAD)
+    sacral = lt.sacral_bone(labels[box])
+    distance, nearest = ndimage.distance_transform_edt(~sacral, return_indices=True)
+    if not sacral.any() or distance[where[box]].max() > POCKET_NEAREST_PAD:
+        box = tuple(slice(None) for _ in labels.shape)
+        _, nearest = ndimage.distance_transform_edt(~lt.sacral_bone(labels), return_indices=True)
     out = labels.copy()
-    out[where] = labels[tuple(nearest)][where]
+    inside = where[box]
+    out[box][inside] = labels[box][tuple(nearest)][inside]
     return out
 
 

@@ -84,28 +84,33 @@ def _pieces(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, list[_Pi
     """The face-connected pieces of ``mask`` (label array) and those of at least MIN_PIECE_ML.
 
     Sizes and centres come from one bincount each over the labelled voxels, so a noisy mask
-    with many specks costs no more than a clean one.
+    with many specks costs no more than a clean one. The pieces are labelled in the mask's
+    bounding box (the same numbers: the box keeps the raster order of the voxels).
     """
-    labels, count = ndimage.label(mask)
-    pieces = []
-    if count == 0:
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    pieces: list[_Piece] = []
+    if not mask.any():
         return labels, pieces
+    box = bounding_box(mask)
+    start = np.array([b.start for b in box])
+    sub, count = ndimage.label(mask[box])
+    labels[box] = sub
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    flat = labels.reshape(-1)
+    flat = sub.reshape(-1)
     sizes = np.bincount(flat, minlength=count + 1)
     kept = np.flatnonzero(sizes * voxel_ml >= MIN_PIECE_ML)
     kept = kept[kept > 0]
     if not len(kept):
         return labels, pieces
     index = np.nonzero(flat)[0]
-    coordinates = np.unravel_index(index, labels.shape)
+    coordinates = [c + offset for c, offset in zip(np.unravel_index(index, sub.shape), start)]
     sums = [np.bincount(flat[index], weights=c, minlength=count + 1) for c in coordinates]
-    boxes = ndimage.find_objects(labels)
+    boxes = ndimage.find_objects(sub)
     for i in kept:
-        box = boxes[i - 1]
+        piece_box = boxes[i - 1]
         centre = np.array([total[i] for total in sums]) / sizes[i]
-        lo = np.array([b.start for b in box]) * spacing
-        hi = np.array([b.stop - 1 for b in box]) * spacing
+        lo = (np.array([b.start for b in piece_box]) + start) * spacing
+        hi = (np.array([b.stop - 1 for b in piece_box]) + start) * spacing
         pieces.append(_Piece(int(i), float(sizes[i] * voxel_ml), centre * spacing, lo, hi))
     return labels, pieces
 

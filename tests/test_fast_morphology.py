@@ -125,3 +125,41 @@ def test_label_mask_by_look_up_table_equals_isin():
         values = [lt.value(n) for n in names]
         assert np.array_equal(lt.mask(labels, *names), np.isin(labels, values))
         assert np.array_equal(lt.mask(labels.astype(np.int32), *names), np.isin(labels, values))
+
+
+@pytest.mark.parametrize("far", [False, True])
+def test_pockets_given_the_nearest_sacral_label_in_their_box_as_on_the_whole_array(far):
+    from segmentation.sacral import _given_to_nearest_sacral_label
+
+    labels = np.zeros((80, 70, 60), dtype=np.uint8)
+    labels[20:60, 20:50, 10:50] = lt.value("sacrum")
+    labels[20:60, 20:50, 30:50][_blobs((40, 30, 20), seed=5)] = lt.value("ala_left")
+    where = np.zeros(labels.shape, dtype=bool)
+    where[30:40, 28:40, 25:35] = True                       # a pocket inside the bone
+    labels[where] = 0
+    if far:                                                 # and a voxel 15 voxels from any sacral bone
+        where[5, 5, 5] = True
+    sacral = lt.sacral_bone(labels)
+    _, nearest = ndimage.distance_transform_edt(~sacral, return_indices=True)
+    expected = labels.copy()
+    expected[where] = labels[tuple(nearest)][where]
+    assert np.array_equal(_given_to_nearest_sacral_label(labels, where), expected)
+    assert {lt.name(v) for v in np.unique(expected[where])} == {"sacrum", "ala_left"}
+
+
+def test_pieces_labelled_in_their_box_equal_scipy_labels_and_measurements():
+    from segmentation.separation import MIN_PIECE_ML, _pieces
+
+    spacing = np.array([0.8, 0.8, 1.0])
+    mask = np.zeros((90, 80, 70), dtype=bool)
+    mask[20:70, 15:65, 10:60] = _blobs((50, 50, 50), seed=6)[:, :, :50]
+    labels, pieces = _pieces(mask, spacing)
+    expected, count = ndimage.label(mask)
+    assert np.array_equal(labels, expected)
+    sizes = ndimage.sum_labels(mask, expected, np.arange(1, count + 1)) * np.prod(spacing) / 1000.0
+    assert [p.label for p in pieces] == [i + 1 for i in np.flatnonzero(sizes >= MIN_PIECE_ML)]
+    for piece in pieces:
+        box = ndimage.find_objects(expected)[piece.label - 1]
+        assert np.allclose(piece.centre, np.array(ndimage.center_of_mass(expected == piece.label)) * spacing)
+        assert np.allclose(piece.lo, [b.start * h for b, h in zip(box, spacing)])
+        assert np.allclose(piece.hi, [(b.stop - 1) * h for b, h in zip(box, spacing)])
