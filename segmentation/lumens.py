@@ -39,7 +39,7 @@ from segmentation.bone import (
     piece_sizes_and_heights,
     smooth_hu,
 )
-from segmentation.distance import distance_mm
+from trajplan.distance import distance_mm
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0

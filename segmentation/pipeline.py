@@ -15,7 +15,6 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import body_mask, bounding_box, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
-from segmentation.distance import distance_mm
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
 from segmentation.rims import partial_volume_rims
@@ -23,6 +22,7 @@ from segmentation.sacral import label_sacral_region
 from segmentation.separation import Bones, split_bones
 from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
+from trajplan.distance import distance_mm
 from trajplan.errors import NoSacrumError
 from trajplan.io.atomic import write_json
 from trajplan.io.files import write_volume_file

@@ -22,7 +22,6 @@ from segmentation.bone import (
     fill_slice_holes,
     opening,
 )
-from segmentation.distance import distance_mm
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
     FRACTURE_SIDE_MM,
@@ -39,6 +38,7 @@ from segmentation.parts import (
 from segmentation.region import Region
 from segmentation.separation import Bones
 from trajplan import labels as lt
+from trajplan.distance import distance_mm
 
 DIM_BONE_HU = 110.0
 DIM_BONE_REACH_MM = 30.0

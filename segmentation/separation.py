@@ -32,7 +32,7 @@ from segmentation.bone import (
     opening,
     squared_depth,
 )
-from segmentation.distance import distance_mm
+from trajplan.distance import distance_mm
 from trajplan.errors import NoSacrumError
 
 EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)

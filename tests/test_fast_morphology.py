@@ -17,10 +17,10 @@ from segmentation.bone import (
     piece_maxima,
     piece_sizes_and_heights,
 )
-from segmentation.distance import distance_mm
 from segmentation.parts import FRACTURE_ACROSS_MM, FRACTURE_SHEET_MM, FRACTURE_SIDE_MM, _fracture_sheets, fracture_lines
 from segmentation.separation import EROSION_STEPS_MM, _Erosions
 from trajplan import labels as lt
+from trajplan.distance import distance_mm
 
 
 def _blobs(shape=(60, 50, 40), seed=1) -> np.ndarray:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trajplan", "segmentation", "sample_ct")
-CORE = ("trajplan.volume", "trajplan.labels", "trajplan.errors", "trajplan.io", "trajplan.needle", "trajplan.planning")
+CORE = ("trajplan.volume", "trajplan.labels", "trajplan.errors", "trajplan.distance", "trajplan.io", "trajplan.needle",
+        "trajplan.planning")
 
 
 def _modules() -> dict[str, Path]:

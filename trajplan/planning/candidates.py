@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from trajplan import labels as lt
+from trajplan.distance import distance_mm
 from trajplan.errors import InputError
 from trajplan.labels import Side
 from trajplan.needle import Technique
@@ -75,7 +76,7 @@ def find_landmarks(maps: DistanceMaps) -> Landmarks:
     inward = crop.direction @ g
     inward /= np.maximum(np.linalg.norm(inward, axis=0), 1e-6)
     dorsal = -inward[1] > 0.3                                               # outward normal points posterior
-    depth = ndimage.distance_transform_edt(maps.bone, sampling=crop.spacing).astype(np.float32)
+    depth = distance_mm(maps.bone, crop.spacing)
     return Landmarks(midline_x=midline_x, level_z=level_z, axis=axis,
                      inward_normal=inward[:, dorsal], surface_index=idx[dorsal], depth_mm=depth)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from trajplan import labels as lt
+from trajplan.distance import distance_mm
 from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES
 from trajplan.volume import Volume
 
@@ -78,7 +78,7 @@ def structure_distance(mask: np.ndarray, spacing: np.ndarray, cap_mm: float = CL
     lo = np.maximum(idx.min(axis=0) - pad, 0)
     hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    dist = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+    dist = distance_mm(~mask[box], spacing)
     out[box] = np.minimum(dist, cap_mm)
     return out
 

@@ -1,9 +1,11 @@
-"""Euclidean distance maps in mm, for the segmentation's many distance thresholds.
+"""Euclidean distance maps in mm: the segmentation's many distance thresholds and the
+planner's clearance maps.
 
 The exact Euclidean distance transform of the ``edt`` package (Zlateski, Silversmith et al.;
 the same distances as :func:`scipy.ndimage.distance_transform_edt` to float32 precision)
 takes a tenth of scipy's time on a sacral crop: the segmentation measures 30-60 such maps
-per CT. Where the nearest voxel itself is needed, scipy's ``return_indices`` is used.
+per CT, the planner one per critical structure. Where the nearest voxel itself is needed,
+scipy's ``return_indices`` is used.
 """
 
 from __future__ import annotations
