@@ -75,3 +75,26 @@ def test_needles_in_bone_on_ground_truth_are_not_marked(params, plan_of):
         assert n["ct_guard"]["checked"] and n["safe"], n
         assert n["ct_guard"]["walls_crossed"] == 0
         assert n["ct_guard"]["leaves_bone_mm"] is None or n["ct_guard"]["leaves_bone_mm"] <= 3.0
+
+
+def test_an_approach_through_an_ilium_the_labels_missed_is_unsafe_by_the_ct(phantom):
+    # On a real sacrum a plate of posterior ilium was labelled nothing, and a needle called safe crossed it.
+    labels = phantom.labels
+    ala = np.argwhere(lt.mask(labels, "ala_left"))
+    ilium = np.argwhere(lt.mask(labels, "ilium_left"))
+    tip = labels.index_to_world(ala.mean(axis=0).round()[None])[0]
+    behind = ilium[ilium[:, 1] > ala[:, 1].mean() + 10]                  # posterior to the ala (P axis)
+    through = labels.index_to_world(behind[np.argmin(np.linalg.norm(behind - ala.mean(axis=0), axis=1))][None])[0]
+    direction = (tip - through) / np.linalg.norm(tip - through)
+    along = np.arange(0.0, np.linalg.norm(tip - through), 0.25)
+    points = np.rint(labels.world_to_index(through + along[:, None] * direction)).astype(int)
+    in_sacrum = lt.sacral_bone(labels.array[tuple(points.T)])
+    entry = through + along[np.argmax(in_sacrum)] * direction              # where the line enters the sacrum
+    assert in_sacrum.any() and np.linalg.norm(tip - entry) > 5.0
+    blind = labels.with_array(np.where(lt.mask(labels, "ilium_left"), 0, labels.array).astype(labels.array.dtype))
+    seen = evaluate_path(blind, entry, tip, ct=phantom.ct, mc_samples=20)
+    assert "ilium_left" not in seen["reasons"]                           # the labels no longer show it
+    assert "ct_bone_on_approach" in seen["reasons"] and not seen["safe"], seen
+    assert seen["ct_guard"]["approach_bone_mm"] >= 2.0, seen["ct_guard"]
+    labelled = evaluate_path(labels, entry, tip, ct=phantom.ct, mc_samples=20)
+    assert "ilium_left" in labelled["reasons"]

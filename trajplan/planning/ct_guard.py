@@ -10,6 +10,12 @@ the image two questions that need no label:
 - does it **cross a cortical wall** after the entry: a bright run (cortex) beside a
   dark run (the gap beyond the wall), i.e. the needle exits the bone or re-enters it.
 
+and, from the skin to the bone entry, a third:
+
+- does the **approach cross bone**: a run of bone-bright HU (``APPROACH_BONE_HU``) at least
+  ``APPROACH_BONE_RUN_MM`` long, short of the entry's own cortex: an ilium or a vertebra that
+  the labels missed (on a real sacrum, a plate of posterior ilium labelled nothing).
+
 Every threshold is relative to the trabecular HU of the case, because osteoporotic
 trabecular bone can be 100 HU or less: the trabecular HU is the larger of the median
 on the path (past the entry cortex) and the median of the labelled trabecular bone
@@ -45,12 +51,15 @@ SMOOTH_SIGMA_MM = 0.5
 REFERENCE_BOX_MM = 10.0          # labelled trabecular bone within this of the path's box
 REFERENCE_DEPTH_MM = 3.0         # ... at least this deep in it (the cortical shell is left out)
 REFERENCE_VOXELS = 20_000        # at most this many of them are read (evenly strided)
+APPROACH_BONE_HU = 200.0         # on the approach, bone: soft tissue, even enhanced, stays below
+APPROACH_BONE_RUN_MM = 1.0       # over a run at least this long
 EXPECTED_DARK = ("fracture", "lesion")   # targets that are dark in the image by nature
 TRABECULAR = ("sacrum", "ala_left", "ala_right")
 
 REASON_TEXT = {
     "ct_leaves_bone": "the CT shows soft tissue on the path between the bone entry and the tip",
     "ct_crosses_cortex": "the CT shows a cortical wall crossed after the bone entry",
+    "ct_bone_on_approach": "the CT shows bone on the approach before the bone entry",
 }
 
 
@@ -170,11 +179,29 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
     }
 
 
-def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: float,
-             label_at: np.ndarray) -> dict:
-    """The CT guard of one needle (``axis_pts``: entry to tip, ``label_at``: their labels).
+def approach_bone_mm(ct: Volume, skin: np.ndarray, entry: np.ndarray, step_mm: float = 0.25) -> float:
+    """The longest run of bone-bright CT (smoothed HU >= APPROACH_BONE_HU) on the approach from
+    ``skin`` to the bone ``entry`` (LPS mm), short of the entry's own cortex (the last
+    ENTRY_ZONE_MM, and two voxels, before the entry, which partial volume brightens)."""
+    voxel_mm = float(np.max(ct.spacing))
+    reach = float(np.linalg.norm(entry - skin)) - max(ENTRY_ZONE_MM, 2.0 * voxel_mm)
+    if reach <= 0.0:
+        return 0.0
+    along = np.arange(0.0, reach, step_mm)
+    direction = (entry - skin) / np.linalg.norm(entry - skin)
+    hu = sample_ct(ct, skin[None, :] + along[:, None] * direction[None, :])
+    smooth = ndimage.gaussian_filter1d(hu.astype(float), SMOOTH_SIGMA_MM / step_mm, mode="nearest")
+    return round(max(((b - a) * step_mm for a, b in runs(smooth >= APPROACH_BONE_HU)), default=0.0), 2)
 
-    Without a CT: ``{"checked": False, "reasons": []}``. See :func:`guard_profile`.
+
+def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: float,
+             label_at: np.ndarray, skin: np.ndarray | None = None) -> dict:
+    """The CT guard of one needle (``axis_pts``: entry to tip, ``label_at``: their labels; ``skin``:
+    where the approach starts, if known).
+
+    Without a CT: ``{"checked": False, "reasons": []}``. See :func:`guard_profile`; with a skin
+    point, ``approach_bone_mm`` (:func:`approach_bone_mm`) is added, and the reason
+    ``ct_bone_on_approach`` when it reaches APPROACH_BONE_RUN_MM.
     """
     if ct is None:
         return {"checked": False, "reasons": []}
@@ -182,6 +209,11 @@ def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: flo
     expected = np.isin(label_at, [lt.value(n) for n in EXPECTED_DARK])
     if expected.any():                     # and their partial volume, one voxel either side
         expected = ndimage.binary_dilation(expected, iterations=int(np.ceil(voxel_mm / max(step_mm, 1e-6))))
-    return guard_profile(sample_ct(ct, axis_pts), step_mm, expected,
-                         reference=reference_trabecular(ct, crop, axis_pts),
-                         voxel_mm=voxel_mm)
+    guard = guard_profile(sample_ct(ct, axis_pts), step_mm, expected,
+                          reference=reference_trabecular(ct, crop, axis_pts),
+                          voxel_mm=voxel_mm)
+    if skin is not None:
+        guard["approach_bone_mm"] = approach_bone_mm(ct, np.asarray(skin, float), np.asarray(axis_pts[0], float))
+        if guard["approach_bone_mm"] >= APPROACH_BONE_RUN_MM:
+            guard["reasons"].append("ct_bone_on_approach")
+    return guard

@@ -243,7 +243,8 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         reasons.append("outside_bone")
     if not in_bone[-1]:
         reasons.append("tip_outside_bone")
-    guard = ct_guard(ct, crop, axis_pts, step, label_at)
+    skin = skin_entry(ct, entry, direction)
+    guard = ct_guard(ct, crop, axis_pts, step, label_at, skin)
     reasons.extend(guard.pop("reasons"))
 
     cortex = maps.tree("anterior_cortex")
@@ -260,7 +261,6 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         near = np.argmin(np.linalg.norm(marks.surface_index - i, axis=1)) if len(marks.surface_index) else None
         normal = marks.inward_normal[:, near] if near is not None else None
     angles = {k: round(float(v), 2) for k, v in path_angles(direction, normal, side.sign, marks.axis).items()}
-    skin = skin_entry(ct, entry, direction)
     crossed = approach_crossings(maps, entry, direction, skin)
     reasons.extend(name for name in crossed if name not in reasons)
     length_in_bone = min(float(np.count_nonzero(in_bone[1:]) * step), length)
