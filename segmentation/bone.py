@@ -181,6 +181,44 @@ def enclosed_in_slices(mask: np.ndarray) -> np.ndarray:
     return sagittal & (fill_slice_holes(mask, 2) | fill_slice_holes(mask, 1))
 
 
+NEIGHBOUR_STEPS = tuple((i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
+                        if (i, j, k) != (0, 0, 0))
+
+
+def open_directions(wall: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """For each voxel, in how many of the 26 neighbour directions a straight ray leads out: it runs
+    through ``free`` voxels and then meets a voxel that is not ``wall`` (nor ``free``) or the
+    array's edge, instead of a ``wall`` voxel.
+
+    A marrow pocket behind a cortex broken by a crack or a foramen is walled in nearly every
+    direction, though a 3-D fill leaks out through the gap; a bay of the bone's surface is open
+    on its whole outer side. Each direction is one sweep over the array's slices across an axis
+    that it moves along (the voxel's ray ends where its next voxel's ends).
+    """
+    count = np.zeros(wall.shape, dtype=np.uint8)
+    for step in NEIGHBOUR_STEPS:
+        axis = next(index for index, value in enumerate(step) if value)
+        walls = np.moveaxis(wall, axis, 0)
+        frees = np.moveaxis(free, axis, 0)
+        across = [value for index, value in enumerate(step) if index != axis]
+        walled = np.zeros(walls.shape, dtype=bool)
+        order = range(walls.shape[0] - 2, -1, -1) if step[axis] > 0 else range(1, walls.shape[0])
+        for index in order:
+            ahead = index + step[axis]
+            walled[index] = _shifted_back(walls[ahead] | (frees[ahead] & walled[ahead]), across)
+        count += ~np.moveaxis(walled, 0, axis)
+    return count
+
+
+def _shifted_back(plane: np.ndarray, step: list[int]) -> np.ndarray:
+    """``out[p] = plane[p + step]`` for a 2-D ``plane`` (False beyond its edge)."""
+    out = np.zeros_like(plane)
+    target = tuple(slice(max(-s, 0), n - max(s, 0)) for s, n in zip(step, plane.shape))
+    source = tuple(slice(max(s, 0), n - max(-s, 0)) for s, n in zip(step, plane.shape))
+    out[target] = plane[source]
+    return out
+
+
 def closing(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     """Binary closing by ``ball(radius_mm, spacing)`` with the outside taken as empty, computed
     only on ``mask``'s box.

@@ -20,6 +20,7 @@ from segmentation.bone import (
     expanded_labels,
     fill_holes,
     fill_slice_holes,
+    open_directions,
     opening,
 )
 from segmentation.lumens import carry_open_ends, find_canal, find_foramina
@@ -51,6 +52,10 @@ MAX_UNCORTICATED = 0.35              # more of the pelvic surface without a cort
 CORTEX_RESOLVED_MM = 2.0             # where voxels (antero-posterior) are at most this, a cortex shows in the band
 POCKET_CLEAR_MM = 2.5                # marrow pockets (step 10a) lie deeper than this from the unlabelled outside
 POCKET_SACRAL_SHARE = 0.6            # and are bounded at least this much by sacral bone
+POCKET_OPEN_MM = 15.0                # soft tissue this far from bone is outside the pockets
+POCKET_OPEN_DIRECTIONS = 1           # a pocket voxel leads out in at most this many of 26 directions
+POCKET_OPEN_CLEAR_MM = 1.5           # farther than this from the unlabelled voxels that lead out in more
+POCKET_LUMEN_CLEAR_MM = 2.0          # and lies farther than this from the canal and foramina
 POCKET_NEAREST_PAD = 10              # voxels around the pockets searched first for their nearest sacral bone
 
 
@@ -98,8 +103,8 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
         pockets = marrow_pockets(labels, spacing)
         if pockets.any():
             labels = _given_to_nearest_sacral_label(labels, pockets)
-            notes.append(f"{pockets.sum() * np.prod(spacing) / 1000.0:.1f} ml of dark marrow pockets enclosed in "
-                         "the sacrum's axial sections labelled as its bone")
+            notes.append(f"{pockets.sum() * np.prod(spacing) / 1000.0:.1f} ml of dark marrow pockets that the "
+                         "sacrum walls in labelled as its bone")
     return SacralParts(labels, trabecular, {side: len(m) for side, m in found.foramina.items()}, notes, partial)
 
 
@@ -234,23 +239,47 @@ def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarra
 
 
 def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Step 10a: the unlabelled holes of the labelled sacral region's axial sections that lie deeper
-    than POCKET_CLEAR_MM from the unlabelled outside and are bounded at least POCKET_SACRAL_SHARE
-    by sacral bone (canonical axes; ``labels`` holds every label of the region).
+    """Step 10a: the unlabelled voxels that the labelled sacral region walls in, in pieces bounded at
+    least POCKET_SACRAL_SHARE by sacral bone (canonical axes; ``labels`` holds every label of the
+    region).
+
+    Walled in means (each kind in its own pieces) a hole of the labelled region's axial sections
+    deeper than POCKET_CLEAR_MM from the unlabelled outside, or walled in 3-D: at most POCKET_OPEN_DIRECTIONS
+    of the 26 neighbour directions lead through unlabelled voxels (and the canal and foramina) to
+    soft tissue farther than POCKET_OPEN_MM from bone, and the voxel lies farther than
+    POCKET_CLEAR_MM from the unlabelled voxels that lead out in more and POCKET_LUMEN_CLEAR_MM from
+    the canal and foramina.
 
     Real alae hold fatty marrow darker than soft tissue behind a thin cortex broken by the
-    foramina, so neither the shell fill (step 2) nor the bone split grows into it, and the
-    labels are left with holes there (real sacra at 0.9-1 mm: 19-28 ml of the reference sacrum
-    unlabelled, nearly all of it such marrow). Every label counts as a wall (the lumens with
-    their openings, the joints, the other bones), so a found canal or foramen is never filled; a
-    hole bounded mostly by an ilium or a joint is not the sacrum's; and the clearance from the
-    outside keeps the bays of the dorsal surface out (filling them put a planned bone entry in
-    soft tissue).
+    foramina and by fractures, so neither the shell fill (step 2) nor the bone split grows into
+    it, and the labels are left with holes there (real sacra at 0.9-1 mm: 19-28 ml of the
+    reference sacrum unlabelled, nearly all of it such marrow); a pocket that a crack opens to the
+    outside is no hole of the axial sections through the crack. Every label counts as a wall for
+    the holes (the lumens with their openings, the joints, the other bones), so a found canal or
+    foramen is never filled; a hole bounded mostly by an ilium or a joint is not the sacrum's; and
+    the clearance from the outside keeps the bays of the dorsal surface out (filling them put a
+    planned bone entry in soft tissue). The rays pass through the lumens, so that the parts of a
+    canal or foramen that the lumens missed open out along them, and the lumens' clearance keeps
+    their missed rims unfilled.
     """
     occupied = labels > 0
     holes = fill_slice_holes(occupied, 2) & ~occupied
     outside = ~occupied & ~holes
     holes &= distance_mm(~outside, spacing) > POCKET_CLEAR_MM
+    lumens = lt.mask(labels, "canal", *lt.FORAMINA)
+    bone = occupied & ~lumens
+    open_to = ~bone & (distance_mm(~bone, spacing) > POCKET_OPEN_MM)
+    walled = ~occupied & (open_directions(bone, ~bone & ~open_to) <= POCKET_OPEN_DIRECTIONS) & ~open_to
+    leads_out = ~occupied & ~walled
+    walled &= distance_mm(~leads_out, spacing) > POCKET_OPEN_CLEAR_MM
+    walled &= distance_mm(~lumens, spacing) > POCKET_LUMEN_CLEAR_MM
+    return _walled_by_sacrum(holes, labels) | _walled_by_sacrum(walled, labels)
+
+
+def _walled_by_sacrum(holes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The pieces of ``holes`` whose labelled neighbours (across a face) are at least
+    POCKET_SACRAL_SHARE sacral bone."""
+    occupied = labels > 0
     pieces, count = ndimage.label(holes)
     if not count:
         return holes

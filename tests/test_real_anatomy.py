@@ -85,8 +85,9 @@ def test_real_sacrum_at_its_own_spacing_is_segmented_once_in_the_crop(real_scan)
     # (124 s, now 44 s); the crop is now judged by whether each lies within 5 mm of the other (91 %).
     _, ref, seg = real_scan("001", "own")
     assert seg.report["notes"][0].startswith("sacrum located on a 2 x 2 x 2 mm grid"), seg.report["notes"]
-    # The marrow pockets of step 10a raised it from 0.890 (19 ml of dark alar marrow left unlabelled).
-    assert dice(lt.sacral_bone(seg.labels), ref.array == 1) >= 0.90                # 0.911
+    # The marrow pockets of step 10a raised it from 0.890 (19 ml of dark alar marrow left unlabelled) to
+    # 0.911, and those walled in 3-D (behind gaps in the cortex) to 0.929.
+    assert dice(lt.sacral_bone(seg.labels), ref.array == 1) >= 0.92
 
 
 @pytest.fixture(scope="module")
