@@ -43,6 +43,7 @@ WORK_SPACING_MM = 1.0                # this spacing (per axis, at least the CT's
 NEIGHBOURS = ("ilium_left", "ilium_right", "L5", "coccyx")
 CROP_AGREEMENT = 0.85                # least share of the crop's sacral bone within CROP_NEAR_MM of the located
 CROP_NEAR_MM = 5.0                   # sacrum, and of the located sacrum within it of the crop's (_agreement)
+LOCATED_BONE_CLEAR_MM = 5.0          # the located neighbours fill what the crop left unlabelled this far from sacrum
 ENCLOSURE_HU = 110.0                 # dark marrow: what this threshold, closed by ENCLOSURE_CLOSE_MM, encloses
 ENCLOSURE_CLOSE_MM = 2.0             # in the bone's sections, where its parts thicker than 2 x MARROW_MM
 MARROW_MM = 2.0                      # hold more than MARROW_FRACTION of the bone (see _dark_marrow)
@@ -229,11 +230,30 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
                  "other): segmenting the whole CT at full resolution", 100 * agreement, CROP_NEAR_MM)
         return _segment_grid(ct, last_resort=True)
     full[full == lt.value("sacrum")] = 0
-    full[inside] = fine.labels.array
+    full[inside] = _with_located_neighbours(fine.labels.array, full[inside], ct.spacing)
     return _moved(fine, ct.with_array(full),
                   f"sacrum located on a {' x '.join(f'{s:g}' for s in rough.labels.spacing)} mm grid, then "
                   "segmented at full resolution in a "
                   f"{' x '.join(str(int(u - lo)) for lo, u in zip(lower, upper))} voxel crop")
+
+
+def _with_located_neighbours(fine: np.ndarray, located: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The crop's labels ``fine``, with the located pass's neighbouring bones (NEIGHBOURS, ``located``
+    on the crop's grid) where ``fine`` holds nothing, farther than LOCATED_BONE_CLEAR_MM from its
+    sacral bone.
+
+    The crop cuts the ilia open, and its bone split can leave parts of them unlabelled that the
+    located pass, on the whole CT, has: on real case 003, 15 mm of the posterior end of the left
+    ilium, which a needle called safe then crossed on its way to the sacrum. Near the sacrum the
+    crop's finer labels (its joints, its marrow) stand as they are.
+    """
+    keep = (fine == 0) & lt.mask(located, *NEIGHBOURS)
+    if not keep.any():
+        return fine
+    keep &= distance_mm(~lt.sacral_bone(fine), spacing) > LOCATED_BONE_CLEAR_MM
+    out = fine.copy()
+    out[keep] = located[keep]
+    return out
 
 
 def _agreement(crop: np.ndarray, located: np.ndarray, spacing: np.ndarray) -> float:
