@@ -85,6 +85,27 @@ def test_large_ct_located_coarse_then_segmented_in_a_crop_gives_the_full_resolut
     assert located.report["structures"]["canal"]["voxels"] == int(lt.mask(located.labels, "canal").sum())
 
 
+def test_located_ilium_fills_what_the_crop_left_unlabelled_away_from_the_sacrum():
+    # Real case 003 at its own spacing: the crop's bone split left 15 mm of the posterior left ilium
+    # unlabelled, and a needle called safe crossed it; the 2 mm located pass had it.
+    from segmentation.pipeline import LOCATED_BONE_CLEAR_MM, _with_located_neighbours
+
+    spacing = np.array([1.0, 1.0, 1.0])
+    sacrum, ilium, joint = lt.value("sacrum"), lt.value("ilium_left"), lt.value("si_joint_left")
+    fine = np.zeros((60, 30, 20), dtype=np.uint8)
+    fine[:20] = sacrum
+    fine[20:22] = joint
+    fine[30:45] = ilium                                  # the crop's ilium: its end (45-60) unlabelled
+    located = np.zeros_like(fine)
+    located[22:60] = ilium                               # the located ilium: coarse, reaching the joint
+    out = _with_located_neighbours(fine, located, spacing)
+    assert (out[45:60] == ilium).all()                   # the missed end is the ilium's again
+    assert (out[:22] == fine[:22]).all()                 # the crop's sacrum and joint stand
+    gap = out[22:30]                                     # unlabelled in the crop, the ilium in the located pass
+    near = np.arange(22, 30) - 19 <= LOCATED_BONE_CLEAR_MM   # within reach of the crop's sacrum (its last row: 19)
+    assert (gap[near] == 0).all() and (gap[~near] == ilium).all()
+
+
 @pytest.mark.slow   # a 1.25 mm phantom
 def test_L5_joined_to_a_tilted_sacrum_is_split_off_and_the_cortex_stops_at_the_endplate():
     # At 1.25 mm the thin back of this wedge-shaped disc is bridged: L5 stays joined to the
