@@ -244,11 +244,12 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     region).
 
     Walled in means (each kind in its own pieces) a hole of the labelled region's axial sections
-    deeper than POCKET_CLEAR_MM from the unlabelled outside, or walled in 3-D: at most POCKET_OPEN_DIRECTIONS
-    of the 26 neighbour directions lead through unlabelled voxels (and the canal and foramina) to
-    soft tissue farther than POCKET_OPEN_MM from bone, and the voxel lies farther than
-    POCKET_CLEAR_MM from the unlabelled voxels that lead out in more and POCKET_LUMEN_CLEAR_MM from
-    the canal and foramina.
+    deeper than POCKET_CLEAR_MM from the unlabelled outside, or walled in 3-D: at most
+    POCKET_OPEN_DIRECTIONS of the 26 neighbour directions lead through unlabelled voxels (and the
+    canal and foramina) to soft tissue farther than POCKET_OPEN_MM from bone, and the voxel lies
+    farther than POCKET_OPEN_CLEAR_MM from the unlabelled voxels that lead out in more (the bottom
+    of a slot deeper than wide sees out through its mouth alone) and POCKET_LUMEN_CLEAR_MM from the
+    canal and foramina.
 
     Real alae hold fatty marrow darker than soft tissue behind a thin cortex broken by the
     foramina and by fractures, so neither the shell fill (step 2) nor the bone split grows into
