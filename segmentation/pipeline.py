@@ -284,7 +284,7 @@ def _with_rims(seg: Segmentation, ct: Volume) -> Segmentation:
     changed = labels != seg.labels.array
     if not changed.any():
         return seg
-    lumens = np.isin(labels[changed], [lt.value(name) for name in ("canal", *lt.FORAMINA)])
+    lumens = np.isin(labels[changed], [lt.value(name) for name in lt.LUMENS])
     ml = ct.voxel_volume_ml
     return _moved(seg, ct.with_array(labels),
                   f"partial-volume rims settled at half way to the cortex: {lumens.sum() * ml:.1f} ml of bone "

@@ -29,7 +29,6 @@ from trajplan import labels as lt
 
 RIM_REACH_MM = 1.5
 RIM_WALL_CONTRAST = 2.0
-LUMENS = ("canal", *lt.FORAMINA)
 BONE = ("sacrum", "ala_left", "ala_right", "anterior_cortex")
 _FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -67,7 +66,7 @@ def partial_volume_rims(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray,
         return out
     box = bounding_box(bone, steps + 1)
     region, ct = out[box], hu[box]          # writes to the view ``region`` land in ``out``
-    for name in LUMENS:
+    for name in lt.LUMENS:
         lumen = region == lt.value(name)
         if lumen.any():
             near = bounding_box(lumen, steps + 1)

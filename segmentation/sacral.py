@@ -267,7 +267,7 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     holes = fill_slice_holes(occupied, 2) & ~occupied
     outside = ~occupied & ~holes
     holes &= distance_mm(~outside, spacing) > POCKET_CLEAR_MM
-    lumens = lt.mask(labels, "canal", *lt.FORAMINA)
+    lumens = lt.mask(labels, *lt.LUMENS)
     bone = occupied & ~lumens
     open_to = ~bone & (distance_mm(~bone, spacing) > POCKET_OPEN_MM)
     walled = ~occupied & (open_directions(bone, ~bone & ~open_to) <= POCKET_OPEN_DIRECTIONS) & ~open_to

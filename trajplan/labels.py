@@ -81,6 +81,7 @@ _BY_NAME = {label.name: label for label in LABELS}
 _BY_VALUE = {label.value: label for label in LABELS}
 
 FORAMINA: tuple[str, ...] = tuple(f"foramen_{lv}_{side}" for lv in LEVELS for side in SIDES)
+LUMENS: tuple[str, ...] = ("canal", *FORAMINA)     # the nerve lumens: soft tissue walled by sacral bone
 SACRAL_BONE: tuple[str, ...] = (
     "sacrum", "ala_left", "ala_right", "anterior_cortex", "fracture", "lesion",
 )
