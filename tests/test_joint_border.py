@@ -1,0 +1,66 @@
+"""Step 3b: the sacrum-ilium border moved onto the joint's dark sheet (segmentation.joint_border)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from segmentation.joint_border import border_on_joint, valley_sheetness
+from segmentation.metrics import dice
+
+SPACING = np.array([1.0, 1.0, 1.0])
+JOINT_X = 50                       # the joint gap: x = 50, 51, 52 (3 mm)
+GAP = 3
+
+
+def _sacrum_and_ilium() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(smoothed CT, true sacrum, true ilium): an ala of fatty marrow (-40 HU) in a 2 mm cortex
+    (700 HU) beside an ilium of brighter bone (250 HU) in its own cortex, a 3 mm joint gap
+    (30 HU) between them that partial volume bridges at the top (z >= 44: 350 HU)."""
+    shape = (90, 40, 50)
+    x = np.arange(shape[0])[:, None, None]
+    z = np.arange(shape[2])[None, None, :]
+    body = np.zeros(shape, dtype=bool)
+    body[10:80, 8:32, 5:47] = True
+    sacrum = body & (x < JOINT_X)
+    ilium = body & (x >= JOINT_X + GAP)
+    ct = np.full(shape, 30.0, dtype=np.float32)
+    for bone, marrow in ((sacrum, -40.0), (ilium, 250.0)):
+        inner = ndimage.binary_erosion(bone, iterations=2)
+        ct[bone] = 700.0
+        ct[inner] = marrow
+    bridge = body & (x >= JOINT_X) & (x < JOINT_X + GAP) & (z >= 44)
+    ct[bridge] = 350.0
+    rng = np.random.default_rng(0)
+    ct += rng.normal(0.0, 10.0, shape).astype(np.float32)
+    return ndimage.gaussian_filter(ct, 0.7), sacrum, ilium | bridge
+
+
+def test_the_border_moves_from_the_fatty_ala_onto_the_joint():
+    ct, sacrum, ilium = _sacrum_and_ilium()
+    x = np.arange(ct.shape[0])[:, None, None]
+    split_sacrum = sacrum & (x < JOINT_X - 12)            # the bone split's border 12 mm inside the ala
+    split_ilium = (sacrum | ilium) & ~split_sacrum
+    assert dice(split_sacrum, sacrum) < 0.85
+    moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, ct, SPACING)
+    assert dice(moved_sacrum, sacrum) > 0.97
+    assert (moved_sacrum & ilium).sum() <= 0.01 * sacrum.sum()
+    assert not (moved_sacrum & moved_ilium).any()
+    assert np.array_equal(moved_sacrum | moved_ilium, sacrum | ilium)
+
+
+def test_the_joint_is_the_strongest_dark_sheet_and_marrow_is_not_one():
+    ct, sacrum, ilium = _sacrum_and_ilium()
+    sheet = valley_sheetness(ct, SPACING)
+    joint = sheet[JOINT_X:JOINT_X + GAP, 12:28, 10:40].max(axis=0)     # its strongest across the gap
+    marrow = sheet[20:40, 14:26, 12:38]
+    assert np.median(joint) > 10 * max(np.median(marrow), 1e-3)
+
+
+def test_voxels_coarser_than_the_gap_are_left_as_split():
+    ct, sacrum, ilium = _sacrum_and_ilium()
+    x = np.arange(ct.shape[0])[:, None, None]
+    split_sacrum = sacrum & (x < JOINT_X - 12)
+    split_ilium = (sacrum | ilium) & ~split_sacrum
+    moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, ct, np.array([3.0, 3.0, 3.0]))
+    assert np.array_equal(moved_sacrum, split_sacrum) and np.array_equal(moved_ilium, split_ilium)
