@@ -21,7 +21,6 @@ from segmentation.parts import distances_where_both_near
 VALLEY_SIGMA_MM = 2.0        # the scale of the joint gap (2-4 mm wide with its partial volume)
 BORDER_BAND_MM = 15.0        # the border may move this far into either bone (at 20 a fracture line
                              # beside the joint was taken for it: real case 003, 6 ml of its ala to the ilium)
-BORDER_PASSES = 2            # each from the last one's border: up to 30 mm in all
 MAX_SPACING_MM = 2.0         # coarser voxels blur the gap into its plates
 
 
@@ -60,15 +59,15 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
                     spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``sacrum`` and ``ilium`` with the border between them moved onto the darkest sheet.
 
-    In each of BORDER_PASSES passes, the voxels of either bone within BORDER_BAND_MM of the other
-    are given again, by a watershed on :func:`valley_sheetness` seeded by the rest of each bone:
-    the two sides flood through bone and marrow alike and meet on the strongest dark sheet between
-    them, the joint. The next pass starts from that border, so a border that lay deeper than the
-    band inside the ala (real case 003 at 2 mm) still reaches the joint, while the seeds of each
-    pass stay clear of a fracture line beside it (one pass with a band of 20 mm took real case
-    003's lateral ala fragment to the ilium). Nothing outside the two bones changes, and neither
-    bone grows beyond their union. On voxels coarser than MAX_SPACING_MM on any axis the bones are
-    returned as they are.
+    The voxels of either bone within BORDER_BAND_MM of the other are given again, by a watershed
+    on :func:`valley_sheetness` seeded by the rest of each bone: the two sides flood through bone
+    and marrow alike and meet on the strongest dark sheet between them, the joint. Nothing outside
+    the two bones changes, and neither bone grows beyond their union. On voxels coarser than
+    MAX_SPACING_MM on any axis the bones are returned as they are.
+
+    One pass: a second one from the first one's border (30 mm in all) raised real case 001 at
+    2 mm from a sacral Dice of 0.88 to 0.91, but relabelled its thin lower sacrum, where the plan
+    then put short-axis needles that leave the reference bone.
 
     Parameters
     ----------
@@ -81,14 +80,6 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     """
     if np.max(spacing) > MAX_SPACING_MM:
         return sacrum, ilium
-    for _ in range(BORDER_PASSES):
-        sacrum, ilium = _border_pass(sacrum, ilium, smooth, spacing)
-    return sacrum, ilium
-
-
-def _border_pass(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
-                 spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One pass of :func:`border_on_joint`."""
     d_sac, d_il = distances_where_both_near(sacrum, ilium, spacing, BORDER_BAND_MM)
     band = (sacrum & (d_il <= BORDER_BAND_MM)) | (ilium & (d_sac <= BORDER_BAND_MM))
     if not band.any():
