@@ -56,7 +56,6 @@ POCKET_OPEN_MM = 15.0                # soft tissue this far from bone is outside
 POCKET_OPEN_DIRECTIONS = 1           # a pocket voxel leads out in at most this many of 26 directions
 POCKET_OPEN_CLEAR_MM = 1.5           # farther than this from the unlabelled voxels that lead out in more
 POCKET_LUMEN_CLEAR_MM = 2.0          # and lies farther than this from the canal and foramina
-POCKET_MIN_SPACING_MM = 2.0          # on coarser grids pockets are sought only where dark marrow was found (step 2a)
 POCKET_NEAREST_PAD = 10              # voxels around the pockets searched first for their nearest sacral bone
 
 
@@ -81,12 +80,11 @@ class _Lumens:
 
 
 def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_solid: np.ndarray, cortex_hu: float,
-                        *, external_sacrum: bool, dark_marrow: bool) -> SacralParts:
+                        *, external_sacrum: bool) -> SacralParts:
     """Steps 4-10 in ``region`` (the sacral crop): ``bones``, ``solid`` (the bone the split grew
     into) and ``cortex_solid`` (the bone the cortex encloses above ``cortex_hu``) are cropped to it
     already. ``external_sacrum``: the sacrum came from a given mask, taken as it is (no dim-bone
-    growth, no marrow pockets). ``dark_marrow``: step 2a took dark marrow as bone, so marrow
-    pockets (step 10a) are sought on a coarse grid too."""
+    growth)."""
     notes: list[str] = []
     partial: list[str] = []
     spacing, sm = region.spacing, region.smooth
@@ -101,7 +99,7 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
         sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
         solid = solid | sac
     labels = _parts(region, bones, sac, solid, found, trabecular, dark_hu, notes, partial)
-    if not external_sacrum and (dark_marrow or spacing.max() < POCKET_MIN_SPACING_MM):
+    if not external_sacrum and spacing.max() < DIM_BONE_MIN_SPACING_MM:
         pockets = marrow_pockets(labels, spacing)
         if pockets.any():
             labels = _given_to_nearest_sacral_label(labels, pockets)
