@@ -1,4 +1,4 @@
-"""Step 3b: the sacrum-ilium border moved onto the joint's dark sheet (segmentation.joint_border)."""
+"""Step 3c: the sacrum-ilium border moved onto the joint's dark sheet (segmentation.joint_border)."""
 
 from __future__ import annotations
 
