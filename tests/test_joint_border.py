@@ -36,11 +36,16 @@ def _sacrum_and_ilium() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ndimage.gaussian_filter(ct, 0.7), sacrum, ilium | bridge
 
 
+def _split_inside_the_ala(sacrum: np.ndarray, ilium: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sacrum, ilium) as a bone split that put their border 12 mm inside the ala leaves them."""
+    x = np.arange(sacrum.shape[0])[:, None, None]
+    split_sacrum = sacrum & (x < JOINT_X - 12)
+    return split_sacrum, (sacrum | ilium) & ~split_sacrum
+
+
 def test_the_border_moves_from_the_fatty_ala_onto_the_joint():
     ct, sacrum, ilium = _sacrum_and_ilium()
-    x = np.arange(ct.shape[0])[:, None, None]
-    split_sacrum = sacrum & (x < JOINT_X - 12)            # the bone split's border 12 mm inside the ala
-    split_ilium = (sacrum | ilium) & ~split_sacrum
+    split_sacrum, split_ilium = _split_inside_the_ala(sacrum, ilium)
     assert dice(split_sacrum, sacrum) < 0.85
     moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, ct, SPACING)
     assert dice(moved_sacrum, sacrum) > 0.97
@@ -59,8 +64,6 @@ def test_the_joint_is_the_strongest_dark_sheet_and_marrow_is_not_one():
 
 def test_voxels_coarser_than_the_gap_are_left_as_split():
     ct, sacrum, ilium = _sacrum_and_ilium()
-    x = np.arange(ct.shape[0])[:, None, None]
-    split_sacrum = sacrum & (x < JOINT_X - 12)
-    split_ilium = (sacrum | ilium) & ~split_sacrum
+    split_sacrum, split_ilium = _split_inside_the_ala(sacrum, ilium)
     moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, ct, np.array([3.0, 3.0, 3.0]))
     assert np.array_equal(moved_sacrum, split_sacrum) and np.array_equal(moved_ilium, split_ilium)
