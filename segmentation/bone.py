@@ -12,6 +12,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
+from trajplan.volume import bounding_box
+
 BODY_HU = -400.0
 
 
@@ -86,14 +88,14 @@ def opening(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarr
     return dilated_by_ball(eroded_by_ball(mask, radius_mm, spacing), radius_mm, spacing)
 
 
-def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ...]:
-    """Index box of a non-empty ``mask``, widened by ``pad`` voxels per axis and clipped to the array."""
-    pad = np.broadcast_to(np.asarray(pad, dtype=int), (mask.ndim,))
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
-    return tuple(box)
+def bone_above(mask: np.ndarray, top: int, spacing: np.ndarray, midline_i: float, half_width_mm: float,
+               height_mm: float, rows: slice = slice(None)) -> float:
+    """ml of ``mask`` (canonical axes L, P, S) in the slab ``height_mm`` high above slice ``top``,
+    within ``half_width_mm`` of the midline (index ``midline_i`` on the first axis) and over ``rows``
+    of the second axis: where the next vertebra up would lie."""
+    central = np.abs(np.arange(mask.shape[0]) - midline_i) * spacing[0] <= half_width_mm
+    above = mask[central, rows, top + 1:top + 1 + int(np.ceil(height_mm / spacing[2]))]
+    return float(above.sum() * np.prod(spacing) / 1000.0)
 
 
 def expanded_labels(labels: np.ndarray, distance: float, spacing: np.ndarray) -> np.ndarray:

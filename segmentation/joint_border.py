@@ -15,8 +15,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from segmentation.bone import bounding_box
 from segmentation.parts import distances_where_both_near
+from trajplan.volume import bounding_box
 
 VALLEY_SIGMA_MM = 2.0        # the scale of the joint gap (2-4 mm wide with its partial volume)
 BORDER_BAND_MM = 15.0        # the border may move this far into either bone (at 20 a fracture line

@@ -30,7 +30,6 @@ from skimage.graph import MCP_Geometric
 
 from segmentation.bone import (
     ball,
-    bounding_box,
     closing,
     dilated,
     fill_holes,
@@ -40,6 +39,7 @@ from segmentation.bone import (
     smooth_hu,
 )
 from trajplan.distance import distance_mm
+from trajplan.volume import bounding_box
 
 CANAL_SEARCH_MM = 12.0
 MIDLINE_BAND_MM = 2.0

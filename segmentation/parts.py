@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import SMOOTH_MM, bounding_box, opening
+from segmentation.bone import SMOOTH_MM, opening
 from trajplan.distance import distance_mm
+from trajplan.volume import bounding_box
 
 CORTEX_BAND_MM = 2.0
 CORTEX_CONTRAST_HU = 50.0                # a cortex is this much brighter than the bone behind it,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import body_mask, bounding_box, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
+from segmentation.bone import body_mask, bone_above, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
 from segmentation.joint_border import border_on_joint
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
@@ -28,7 +28,7 @@ from trajplan.errors import NoSacrumError
 from trajplan.io.atomic import write_json
 from trajplan.io.files import write_volume_file
 from trajplan.io.slicer_seg import write_slicer_segmentation
-from trajplan.volume import Volume
+from trajplan.volume import Volume, bounding_box
 
 log = logging.getLogger("trajplan")
 
@@ -131,14 +131,6 @@ def _implausible_sacrum(sacrum: np.ndarray, spacing: np.ndarray, midline_i: floa
                    "body's midline: it is probably part of an ilium; do not plan on it without checking it on the "
                    "images")
     return why
-
-
-def _bone_above(solid: np.ndarray, top: int, spacing: np.ndarray, midline_i: float) -> float:
-    """ml of ``solid`` within ABOVE_SACRUM_MM above slice ``top`` and CENTRAL_MM of the midline
-    (where L5 would be)."""
-    x = np.abs(np.arange(solid.shape[0]) - midline_i) * spacing[0] <= CENTRAL_MM
-    above = solid[x, :, top + 1:top + 1 + int(np.ceil(ABOVE_SACRUM_MM / spacing[2]))]
-    return float(above.sum() * np.prod(spacing) / 1000.0)
 
 
 def _bones_from_masks(external: dict[str, np.ndarray], smooth: np.ndarray, solid: np.ndarray,
@@ -464,7 +456,8 @@ def _checked_bones(bones: Bones, solid: np.ndarray, region: Region, *, external_
         if sac_idx[:, axis].min() == 0 or sac_idx[:, axis].max() == bones.sacrum.shape[axis] - 1:
             partial.append(f"the sacrum is cut by the field of view ({name})")
     if not bones.L5.any() and sac_idx[:, 2].max() < bones.sacrum.shape[2] - 1 and not external_sacrum:
-        if _bone_above(solid, int(sac_idx[:, 2].max()), region.spacing, region.midline_i) >= L5_MIN_ML:
+        if bone_above(solid, int(sac_idx[:, 2].max()), region.spacing, region.midline_i, CENTRAL_MM,
+                      ABOVE_SACRUM_MM) >= L5_MIN_ML:
             partial.append("no L5 was separated above the sacrum: if L5 is in the field of view, it may be "
                            "labelled as sacrum")
         else:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import bounding_box
 from trajplan import labels as lt
+from trajplan.volume import bounding_box
 
 RIM_REACH_MM = 1.5
 RIM_WALL_CONTRAST = 2.0

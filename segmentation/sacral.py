@@ -14,7 +14,6 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import (
-    bounding_box,
     dilated_by_ball,
     eroded_by_ball,
     expanded_labels,
@@ -40,6 +39,7 @@ from segmentation.region import Region
 from segmentation.separation import Bones
 from trajplan import labels as lt
 from trajplan.distance import distance_mm
+from trajplan.volume import bounding_box
 
 DIM_BONE_HU = 110.0
 DIM_BONE_REACH_MM = 30.0

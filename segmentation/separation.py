@@ -24,7 +24,6 @@ from skimage.segmentation import watershed
 from segmentation.bone import (
     SMOOTH_MM,
     ball_metric,
-    bounding_box,
     closing,
     eroded_by_ball,
     expanded_labels,
@@ -34,6 +33,7 @@ from segmentation.bone import (
 )
 from trajplan.distance import distance_mm
 from trajplan.errors import NoSacrumError
+from trajplan.volume import bounding_box
 
 EROSION_STEPS_MM = (1.5, 3.0, 4.5, 6.0, 8.0, 10.0)
 MIN_PIECE_ML = 0.5

@@ -36,7 +36,7 @@ from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import random_walker
 
-from segmentation.bone import ball, dilated_by_ball, eroded_by_ball, fill_holes, largest_piece, smooth_hu
+from segmentation.bone import ball, bone_above, dilated_by_ball, eroded_by_ball, fill_holes, largest_piece, smooth_hu
 from segmentation.separation import MAX_SACRUM_WIDTH_MM, MIN_SACRUM_WIDTH_MM, Bones
 from trajplan.errors import NoSacrumError
 from trajplan.volume import Volume
@@ -102,16 +102,15 @@ def _bodies(smooth: np.ndarray, spine: np.ndarray, spacing: np.ndarray, mid: int
     return sorted(bodies, key=lambda footprint: np.nonzero(footprint)[1].mean())
 
 
-def _column_ends(spine: np.ndarray, region: np.ndarray, x: np.ndarray, spacing: np.ndarray) -> bool:
+def _column_ends(spine: np.ndarray, region: np.ndarray, spacing: np.ndarray, midline_i: float) -> bool:
     """Whether the field shows COLUMN_END_MM above the top of ``spine`` free of ``region`` bone
     within 2 SPINE_BAND_MM of the midline, over the spine's front-to-back extent."""
     top = np.flatnonzero(spine.any(axis=(0, 1)))[-1]
-    reach = int(np.ceil(COLUMN_END_MM / spacing[2]))
-    if top + reach >= spine.shape[2]:
+    if top + int(np.ceil(COLUMN_END_MM / spacing[2])) >= spine.shape[2]:
         return False
     rows = np.flatnonzero(spine.any(axis=(0, 2)))
-    above = region[:, rows[0]:rows[-1] + 1, top + 1:top + reach + 1]
-    return not (above & (np.abs(x) < 2 * SPINE_BAND_MM)).any()
+    return bone_above(region, top, spacing, midline_i, 2 * SPINE_BAND_MM, COLUMN_END_MM,
+                      slice(rows[0], rows[-1] + 1)) == 0.0
 
 
 def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict[str, np.ndarray]:
@@ -156,7 +155,7 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     bodies = _bodies(smooth, spine, spacing, int(round(midline_i)))
     if not bodies:
         raise NoSacrumError("no vertebral body on the midline")
-    if len(bodies) == 1 or _column_ends(spine, region, x, spacing):
+    if len(bodies) == 1 or _column_ends(spine, region, spacing, midline_i):
         return {"sacrum": spine, "ilium_left": ilia[2], "ilium_right": ilia[3], "L5": np.zeros_like(spine)}
     z = np.arange(hu.shape[2])[None, None, :]
     height = [np.flatnonzero(body.any(axis=0))[[0, -1]] for body in bodies]

@@ -26,6 +26,16 @@ from trajplan.errors import InputError
 MAX_SPACING_MM = 10.0
 
 
+def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ...]:
+    """Index box of a non-empty ``mask``, widened by ``pad`` voxels per axis and clipped to the array."""
+    pad = np.broadcast_to(np.asarray(pad, dtype=int), (mask.ndim,))
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(hit[0] - pad[axis], 0), min(hit[-1] + pad[axis] + 1, mask.shape[axis])))
+    return tuple(box)
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3-D voxel array with spacing, origin and direction (LPS mm).

@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 from trajplan import labels as lt
 from trajplan.distance import distance_mm
 from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES
-from trajplan.volume import Volume
+from trajplan.volume import Volume, bounding_box
 
 CROP_PAD_MM = 40.0
 
@@ -58,10 +58,8 @@ class DistanceMaps:
 
 def sacral_crop(labels: Volume, pad_mm: float = CROP_PAD_MM) -> Volume:
     """The label map cropped to the sacral bone's bounding box plus ``pad_mm``."""
-    bone = lt.sacral_bone(labels)
-    idx = np.argwhere(bone)
-    pad = np.ceil(pad_mm / labels.spacing).astype(int)
-    return labels.crop(tuple(idx.min(axis=0) - pad), tuple(idx.max(axis=0) + pad + 1))
+    box = bounding_box(lt.sacral_bone(labels), np.ceil(pad_mm / labels.spacing).astype(int))
+    return labels.crop(tuple(b.start for b in box), tuple(b.stop for b in box))
 
 
 def structure_distance(mask: np.ndarray, spacing: np.ndarray, cap_mm: float = CLEARANCE_CAP_MM) -> np.ndarray:
@@ -71,13 +69,9 @@ def structure_distance(mask: np.ndarray, spacing: np.ndarray, cap_mm: float = CL
     away get ``cap_mm``. An empty mask gives ``cap_mm`` everywhere.
     """
     out = np.full(mask.shape, cap_mm, dtype=np.float32)
-    idx = np.argwhere(mask)
-    if not len(idx):
+    if not mask.any():
         return out
-    pad = np.ceil(cap_mm / spacing).astype(int) + 1
-    lo = np.maximum(idx.min(axis=0) - pad, 0)
-    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = bounding_box(mask, np.ceil(cap_mm / np.asarray(spacing)).astype(int) + 1)
     dist = distance_mm(~mask[box], spacing)
     out[box] = np.minimum(dist, cap_mm)
     return out
