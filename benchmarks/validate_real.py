@@ -57,6 +57,8 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
         "in_ilium": float((sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)),
         "alae_ml": [float(lt.mask(seg.labels, f"ala_{side}").sum() * ml) for side in lt.SIDES],
         "partial": seg.report["partial_reason"] or "",
+        "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
+        "lesion_quality": seg.report["structures"]["lesion"]["quality"],
         "safe": 0, "leaving": 0, "crossing_ilium": 0, "plan": "not planned",
     }
     if plan:
@@ -76,8 +78,8 @@ def table(rows: list[dict]) -> str:
     """The markdown table of the rows."""
     lines = ["| case | scan | voxels mm | Dice sacral bone (target) | with the coccyx "
              "| sacral bone ml (reference) | alae ml L / R | in a reference ilium | safe needles "
-             "| leave the reference sacrum | cross an ilium | seconds | flagged partial |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| leave the reference sacrum | cross an ilium | lesion ml (none there) | seconds | flagged partial |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         met = "met" if r["dice"] >= TARGET_DICE[r["variant"]] else "not met"
         needles = (f"{r['safe']} | {r['leaving']} | {r['crossing_ilium']}" if r["plan"] == "planned"
@@ -86,6 +88,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {target:.2f}, {met}) "
                      f"| {r['dice_with_coccyx']:.3f} | {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) "
                      f"| {r['alae_ml'][0]:.0f} / {r['alae_ml'][1]:.0f} | {r['in_ilium']:.1%} | {needles} "
+                     f"| {r['lesion_ml']:.1f}{' (uncertain)' if r['lesion_quality'].startswith('uncertain') else ''} "
                      f"| {r['seconds']:.0f} | {r['partial'] or 'no'} |")
     return "\n".join(lines)
 
@@ -98,11 +101,15 @@ def summary(rows: list[dict]) -> str:
     bad = sum(max(r["leaving"], r["crossing_ilium"]) for r in rows)
     silent = [f"{r['case']} {r['variant']}" for r in rows
               if (r["dice"] < 0.5 or r["in_ilium"] > 0.2) and not r["partial"]]
+    lesions = [r for r in rows if r["lesion_ml"] > 0]
+    unmarked = [f"{r['case']} {r['variant']}" for r in lesions if not r["lesion_quality"].startswith("uncertain")]
     return (f"Dice target met in {met} of {len(rows)} scans; at most {MAX_IN_ILIUM:.0%} of the sacral bone in a "
             f"reference ilium in {leak} of {len(rows)}. Of {safe} needles called safe, {bad} leave the reference "
             f"sacrum or cross an ilium. Results known to be wrong (Dice below 0.5 or over 20 % in an ilium) "
-            f"passed on without a flag: {', '.join(silent) or 'none'}. Seconds are wall time on 2 cores shared "
-            "with other jobs.")
+            f"passed on without a flag: {', '.join(silent) or 'none'}. Neither sacrum has a lytic lesion: one was "
+            f"labelled in {len(lesions)} of {len(rows)} scans (dark fatty marrow), marked uncertain in "
+            f"{len(lesions) - len(unmarked)} of them" + (f" (not in {', '.join(unmarked)})" if unmarked else "")
+            + ". Seconds are wall time on 2 cores shared with other jobs.")
 
 
 def main() -> None:
@@ -142,7 +149,9 @@ the coccyx where the source drew it (case 003), which the segmentation labels `c
 "with the coccyx" counts that label as sacral bone too (the targets are judged without it). A needle called safe
 (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
 bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
-from the skin to the tip meets a reference ilium.
+from the skin to the tip meets a reference ilium. Neither sacrum has a lytic lesion: the `lesion`
+column is the volume labelled `lesion` anyway (dark fatty marrow), "(uncertain)" where
+`segmentation.json` marks it so (`structures.lesion.quality`).
 
 Regenerate: `python benchmarks/validate_real.py` (part of `make validate`).
 """

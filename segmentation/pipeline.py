@@ -52,6 +52,8 @@ MARROW_FRACTION = 0.02
 ABOVE_SACRUM_MM = 40.0               # L5 lies within this above the sacrum's top,
 CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
+LESION_IN_FATTY_MARROW = ("uncertain: the sacrum holds dark fatty marrow, which looks like a lytic lesion on CT; "
+                          "confirm the lesion on the images (or MR) before targeting it")
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
 
@@ -354,7 +356,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
                                                                           bones))).array)
     report = segmentation_report(labels, notes=notes, partial=partial,
                                  trabecular_hu=sacral.trabecular_hu, foramina_found=sacral.foramina_found,
-                                 source="external sacrum mask" if "sacrum" in ext else "ct")
+                                 source="external sacrum mask" if "sacrum" in ext else "ct",
+                                 fatty_marrow=marrow is not None)
     return Segmentation(labels=labels, report=report)
 
 
@@ -505,8 +508,13 @@ def structure_table(labels: Volume) -> dict[str, dict]:
 
 
 def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str], trabecular_hu: float,
-                        foramina_found: dict[str, int], source: str) -> dict:
-    """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag."""
+                        foramina_found: dict[str, int], source: str, fatty_marrow: bool = False) -> dict:
+    """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag.
+
+    With ``fatty_marrow`` (step 2a took dark marrow as bone) a lesion found is ``uncertain``: fatty
+    marrow is as dark as a lytic lesion on CT (the two real sacra of ``../shared/ct/real_bone``, which
+    have none, had 8-32 ml of it labelled lesion at every spacing).
+    """
     structures = structure_table(labels)
     for side, count in foramina_found.items():
         for level in range(count + 1, 5):
@@ -517,6 +525,8 @@ def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str],
             structures[name]["quality"] = "none seen"
     if trabecular_hu < LESION_MIN_TRABECULAR_HU:
         structures["lesion"]["quality"] = f"not sought: the trabecular bone is below {LESION_MIN_TRABECULAR_HU:.0f} HU"
+    elif fatty_marrow and structures["lesion"]["voxels"]:
+        structures["lesion"]["quality"] = LESION_IN_FATTY_MARROW
     if not structures["canal"]["voxels"]:
         partial.append("no sacral canal found")
     return {

@@ -90,6 +90,15 @@ def test_a_sacrum_known_to_be_wrong_is_flagged(real_scan, case, scan):
         assert seg.report["partial"] and "the sacrum found" in seg.report["partial_reason"], seg.report
 
 
+@pytest.mark.parametrize("case, scan", [("001", "3mm"), ("003", "3mm")])
+def test_fatty_marrow_labelled_lesion_is_marked_uncertain(real_scan, case, scan):
+    # Neither real sacrum has a lytic lesion, yet its dark fatty marrow is labelled lesion (17 and
+    # 18 ml at 3 mm): segmentation.json must not pass that on as a finding ("ok").
+    _, _, seg = real_scan(case, scan)
+    lesion = seg.report["structures"]["lesion"]
+    assert not lesion["voxels"] or lesion["quality"].startswith("uncertain: the sacrum holds dark fatty marrow"), lesion
+
+
 # ------------------------------------------------------------------ own spacing: make validate
 @pytest.mark.validation
 def test_real_sacrum_at_its_own_spacing_is_segmented_once_in_the_crop(real_scan):

@@ -432,9 +432,14 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
         document.setdefault("warnings", []).append(
             f"segmentation is partial: {seg_report.get('partial_reason', 'see segmentation.json')}"
         )
-    lesion_quality = seg_report.get("structures", {}).get("lesion", {}).get("quality", "")
+    lesion = seg_report.get("structures", {}).get("lesion", {})
+    lesion_quality = lesion.get("quality", "")
     if lesion_quality.startswith("not sought"):
         document.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
+    elif lesion_quality.startswith("uncertain"):
+        document.setdefault("warnings", []).append(
+            f"the lytic lesion found ({lesion.get('volume_ml', 0):.1f} ml; targeted where no fracture line is) "
+            f"is {lesion_quality}")
     with timer.stage("procedure cards"):
         document["case"] = case_json(document["input"]["sha256"], case_name)
         lying, where = patient_position(source, series_uid, position)
