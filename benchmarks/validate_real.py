@@ -58,7 +58,7 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
         "alae_ml": [float(lt.mask(seg.labels, f"ala_{side}").sum() * ml) for side in lt.SIDES],
         "partial": seg.report["partial_reason"] or "",
         "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
-        "lesion_quality": seg.report["structures"]["lesion"]["quality"],
+        "lesion_uncertain": seg.report["structures"]["lesion"]["quality"].startswith("uncertain"),
         "safe": 0, "leaving": 0, "crossing_ilium": 0, "plan": "not planned",
     }
     if plan:
@@ -88,7 +88,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {target:.2f}, {met}) "
                      f"| {r['dice_with_coccyx']:.3f} | {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) "
                      f"| {r['alae_ml'][0]:.0f} / {r['alae_ml'][1]:.0f} | {r['in_ilium']:.1%} | {needles} "
-                     f"| {r['lesion_ml']:.1f}{' (uncertain)' if r['lesion_quality'].startswith('uncertain') else ''} "
+                     f"| {r['lesion_ml']:.1f}{' (uncertain)' if r['lesion_uncertain'] else ''} "
                      f"| {r['seconds']:.0f} | {r['partial'] or 'no'} |")
     return "\n".join(lines)
 
@@ -102,7 +102,7 @@ def summary(rows: list[dict]) -> str:
     silent = [f"{r['case']} {r['variant']}" for r in rows
               if (r["dice"] < 0.5 or r["in_ilium"] > 0.2) and not r["partial"]]
     lesions = [r for r in rows if r["lesion_ml"] > 0]
-    unmarked = [f"{r['case']} {r['variant']}" for r in lesions if not r["lesion_quality"].startswith("uncertain")]
+    unmarked = [f"{r['case']} {r['variant']}" for r in lesions if not r["lesion_uncertain"]]
     return (f"Dice target met in {met} of {len(rows)} scans; at most {MAX_IN_ILIUM:.0%} of the sacral bone in a "
             f"reference ilium in {leak} of {len(rows)}. Of {safe} needles called safe, {bad} leave the reference "
             f"sacrum or cross an ilium. Results known to be wrong (Dice below 0.5 or over 20 % in an ilium) "
