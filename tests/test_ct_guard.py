@@ -9,7 +9,9 @@ import pytest
 from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
 from trajplan.planning import evaluate_path
-from trajplan.planning.ct_guard import guard_profile
+from trajplan.planning.ct_guard import entry_on_bone_edge, guard_profile
+from trajplan.planning.verify import entry_offset_mm
+from trajplan.volume import Volume
 
 STEP = 0.5
 
@@ -39,6 +41,54 @@ def test_trabecular_bone_alone_passes_even_when_dark_and_a_labelled_fracture_is_
     fracture[33:43] = True
     assert guard_profile(hu, STEP, fracture, reference=None, voxel_mm=1.0)["reasons"] == []
     assert guard_profile(hu, STEP, ~fracture & False, reference=None, voxel_mm=1.0)["reasons"] == ["ct_leaves_bone"]
+
+
+def scanned_slab(voxel_mm: float, edge_mm: float, *, outside_hu: float = 35.0) -> Volume:
+    """A CT of a bone slab whose dorsal surface lies at y = ``edge_mm`` (LPS; the bone lies anterior,
+    at smaller y): 1.5 mm of 900 HU cortex, then 200 HU trabecular bone, ``outside_hu`` behind
+    it; drawn on a 0.1 mm grid and block-averaged to ``voxel_mm`` (the partial volume of a scan)."""
+    fine = 0.1
+    y = np.arange(0.0, 60.0, fine) + fine / 2
+    hu = np.where(y > edge_mm, outside_hu, np.where(y > edge_mm - 1.5, 900.0, 200.0))
+    per = int(round(voxel_mm / fine))
+    column = hu[: len(hu) // per * per].reshape(-1, per).mean(axis=1)
+    array = np.broadcast_to(column[None, :, None], (5, len(column), 5)).astype(np.float32)
+    return Volume(array.copy(), spacing=(voxel_mm,) * 3, origin=(0.0, voxel_mm / 2, 0.0))
+
+
+@pytest.mark.parametrize("voxel_mm", [1.0, 2.0, 3.0])
+def test_a_bone_entry_a_voxel_proud_of_the_bone_moves_towards_its_edge_and_not_past_it(voxel_mm):
+    edge = 30.0 + 0.3 * voxel_mm                       # 0.3 of a voxel's cortex: that voxel is bright, its centre outside
+    ct = scanned_slab(voxel_mm, edge)
+    centres = ct.origin[1] + voxel_mm * np.arange(ct.shape[1])
+    proud = centres[np.flatnonzero(ct.array[2, :, 2] > 100.0).max() + 1]    # one soft-tissue voxel labelled bone
+    x = ct.index_to_world(np.array([[2.0, 0.0, 2.0]]))[0, 0]
+    entry, tip = np.array([x, proud, 0.0]), np.array([x, proud - 30.0, 0.0])    # posterior to anterior
+    moved = entry_on_bone_edge(ct, entry, tip)
+    assert np.allclose(moved[[0, 2]], entry[[0, 2]])                           # along the axis
+    assert proud - voxel_mm - 1e-6 <= moved[1] <= proud - 0.4 * voxel_mm       # forward, by 0.4 to 1 voxel
+    assert moved[1] >= edge - 0.5, (voxel_mm, moved[1], edge)                   # not into the bone
+    truth = Volume((np.indices(ct.shape)[1] * voxel_mm + ct.origin[1] <= edge).astype(np.uint8), spacing=ct.spacing,
+                   origin=ct.origin)
+    before = entry_offset_mm({"entry_lps": entry.tolist(), "tip_lps": tip.tolist()}, truth)
+    after = entry_offset_mm({"entry_lps": moved.tolist(), "tip_lps": tip.tolist()}, truth)
+    assert 0.0 <= after < before - 0.3 * voxel_mm, (before, after)
+
+
+def test_a_bone_entry_without_a_brighter_cortex_beyond_stays_where_the_labels_put_it():
+    ct = scanned_slab(2.0, 31.7, outside_hu=850.0)         # bone (another bone) on the outside too
+    entry, tip = np.array([4.0, 33.0, 4.0]), np.array([4.0, 3.0, 4.0])
+    assert np.array_equal(entry_on_bone_edge(ct, entry, tip), entry)
+
+
+def test_the_entry_offset_is_signed_along_the_axis():
+    bone = np.zeros((5, 60, 5), np.uint8)
+    bone[:, :30] = 1                                       # bone at y < 30 (1 mm voxels: 29.5 its last centre)
+    ref = Volume(bone, spacing=(1.0,) * 3)
+    inward = {"tip_lps": [2.0, 5.0, 2.0]}
+    assert entry_offset_mm({**inward, "entry_lps": [2.0, 33.0, 2.0]}, ref) == pytest.approx(3.5, abs=0.3)
+    assert entry_offset_mm({**inward, "entry_lps": [2.0, 25.0, 2.0]}, ref) == pytest.approx(-4.5, abs=0.3)
+    assert entry_offset_mm({"entry_lps": [2.0, 45.0, 2.0], "tip_lps": [2.0, 40.0, 2.0]}, ref) is None
 
 
 @pytest.fixture(scope="module")

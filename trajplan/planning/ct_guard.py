@@ -53,6 +53,9 @@ REFERENCE_DEPTH_MM = 3.0         # ... at least this deep in it (the cortical sh
 REFERENCE_VOXELS = 20_000        # at most this many of them are read (evenly strided)
 APPROACH_BONE_HU = 200.0         # on the approach, bone: soft tissue, even enhanced, stays below
 APPROACH_BONE_RUN_MM = 1.0       # over a run at least this long
+EDGE_OUTSIDE_MM = 2.0            # the soft tissue outside the bone entry: this long, a voxel before it
+EDGE_PEAK_VOXELS = 3.0           # the cortex is sought this many voxels past the labelled entry
+EDGE_MIN_CONTRAST_HU = 100.0     # the bone's edge is sought where its cortex is this much brighter
 EXPECTED_DARK = ("fracture", "lesion")   # targets that are dark in the image by nature
 TRABECULAR = ("sacrum", "ala_left", "ala_right")
 
@@ -177,6 +180,40 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
         "walls_crossed": int(walls),
         "reasons": reasons,
     }
+
+
+def entry_on_bone_edge(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: float = 0.25) -> np.ndarray:
+    """The labelled bone entry moved along the axis onto the bone's edge in the CT (LPS mm).
+
+    A labelled bone surface can stand up to a voxel proud of the bone: partial volume lifts the
+    voxel outside the cortex above the bone threshold (real sacra at 2-3 mm: 20-30 ml of such
+    voxels, a median 150 HU against 220 for the true surface voxels). The edge is where the CT,
+    smoothed along the axis, first reaches half way from the soft tissue outside the entry (the
+    median of EDGE_OUTSIDE_MM of axis, one voxel before the entry) to the brightest point within
+    EDGE_PEAK_VOXELS voxels past it (the cortex: the entry can be a voxel proud, and a voxel's
+    partial volume spreads the edge over two more). The entry moves only forward, at most one voxel (the CT's
+    largest) and a quarter of the path; it stays where it is when that cortex is not
+    EDGE_MIN_CONTRAST_HU brighter than the outside (another bone or dim bone there) or the half way
+    point lies farther in.
+    """
+    entry, tip = np.asarray(entry, float), np.asarray(tip, float)
+    length = float(np.linalg.norm(tip - entry))
+    voxel_mm = float(np.max(ct.spacing))
+    reach = min(voxel_mm, 0.25 * length)
+    if reach < step_mm:
+        return entry
+    direction = (tip - entry) / length
+    along = np.arange(-voxel_mm - EDGE_OUTSIDE_MM, EDGE_PEAK_VOXELS * voxel_mm + 1e-9, step_mm)
+    hu = ndimage.gaussian_filter1d(sample_ct(ct, entry + along[:, None] * direction).astype(float),
+                                   SMOOTH_SIGMA_MM / step_mm, mode="nearest")
+    outside = float(np.median(hu[along <= -voxel_mm]))
+    peak = float(hu[along >= 0.0].max())
+    if peak - outside < EDGE_MIN_CONTRAST_HU:
+        return entry
+    reached = np.flatnonzero((along >= 0.0) & (along <= reach) & (hu >= 0.5 * (outside + peak)))
+    if not len(reached):
+        return entry
+    return entry + along[reached[0]] * direction
 
 
 def approach_bone_mm(ct: Volume, skin: np.ndarray, entry: np.ndarray, step_mm: float = 0.25) -> float:

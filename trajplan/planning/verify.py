@@ -67,6 +67,19 @@ def recheck(needle: dict, labels: Volume, margins: dict[str, float]) -> dict[str
     return violations
 
 
+def _mask_on_line(reference: Volume, start: np.ndarray, stop: np.ndarray,
+                  step_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The values of ``reference`` (nearest voxel; 0 outside it) at points every ``step_mm`` or
+    less from ``start`` to ``stop``, and their distances from ``start`` (mm)."""
+    count = max(int(np.ceil(np.linalg.norm(stop - start) / step_mm)), 1) + 1
+    along = np.linspace(0.0, 1.0, count)
+    index = np.rint(reference.world_to_index(start + along[:, None] * (stop - start))).astype(int)
+    inside = np.all((index >= 0) & (index < reference.shape), axis=1)
+    out = np.zeros(count, dtype=reference.array.dtype)
+    out[inside] = reference.array[tuple(index[inside].T)]
+    return out, along * np.linalg.norm(stop - start)
+
+
 def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidden: tuple[int, ...] = (),
                       end_tolerance_mm: float = 1.0, step_mm: float = 0.25) -> tuple[float, bool]:
     """How a needle's axis sits in a reference bone mask (a solid bone whose lumens are holes).
@@ -79,19 +92,34 @@ def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidd
     """
     entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
     skin = np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float)
-
-    def values(start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        count = max(int(np.ceil(np.linalg.norm(stop - start) / step_mm)), 1) + 1
-        along = np.linspace(0.0, 1.0, count)
-        index = np.rint(reference.world_to_index(start + along[:, None] * (stop - start))).astype(int)
-        inside = np.all((index >= 0) & (index < reference.shape), axis=1)
-        out = np.zeros(count, dtype=reference.array.dtype)
-        out[inside] = reference.array[tuple(index[inside].T)]
-        return out, along * np.linalg.norm(stop - start)
-
-    found, distance = values(entry, tip)
+    found, distance = _mask_on_line(reference, entry, tip, step_mm)
     length = float(distance[-1])
     core = (distance >= end_tolerance_mm) & (distance <= length - end_tolerance_mm)
     outside_mm = float(np.count_nonzero(core & (found != bone)) * length / max(len(found) - 1, 1))
-    crosses = bool(forbidden) and bool(np.isin(values(skin, tip)[0], forbidden).any())
+    crosses = bool(forbidden) and bool(np.isin(_mask_on_line(reference, skin, tip, step_mm)[0], forbidden).any())
     return outside_mm, crosses
+
+
+def entry_offset_mm(needle: dict, reference: Volume, *, bone: int = 1, reach_mm: float = 20.0,
+                    step_mm: float = 0.25) -> float | None:
+    """Where a needle's axis enters a reference bone mask, from its planned bone entry (mm along
+    the axis; positive where the bone begins deeper than planned, negative where it begins before).
+
+    The reference entry is the start of the run of bone on the axis that holds the planned entry
+    (followed back at most ``reach_mm``) or, where the planned entry lies outside the bone, of the
+    first run after it. None when the axis meets no such bone before the tip.
+    """
+    entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
+    direction = (tip - entry) / np.linalg.norm(tip - entry)
+    found, distance = _mask_on_line(reference, entry - reach_mm * direction, tip, step_mm)
+    inside = found == bone
+    at_entry = int(np.searchsorted(distance, reach_mm))
+    if inside[at_entry]:
+        outside_before = np.flatnonzero(~inside[:at_entry])
+        start = outside_before[-1] + 1 if len(outside_before) else 0
+    else:
+        after = np.flatnonzero(inside[at_entry:])
+        if not len(after):
+            return None
+        start = at_entry + after[0]
+    return round(float(distance[start] - reach_mm), 2)
