@@ -150,6 +150,12 @@ def test_impossible_margins_and_bad_requests(phantom):
     outside[lt.mask(phantom.labels, "presacral_vessels")] = lt.value("lesion")   # a "lesion" in front of the sacrum
     with pytest.raises(InputError, match="lesion lies outside the sacrum"):
         plan_needles(phantom.labels.with_array(outside), PlanOptions(mc_samples=20))
+    boneless = phantom.labels.with_array(np.where(lt.sacral_bone(phantom.labels), 0,
+                                                  phantom.labels.array).astype(np.uint8))
+    for scoring in (lambda: plan_needles(boneless, PlanOptions(mc_samples=20)),     # trajplan plan
+                    lambda: evaluate_path(boneless, [0.0, 0.0, 0.0], [0.0, -30.0, 0.0])):   # evaluate, viewer edits
+        with pytest.raises(InputError, match="no sacral bone"):
+            scoring()
     for kwargs, word in (({"technique": "oblique"}, "technique"), ({"gauge": 12}, "gauge"),
                          ({"needles": 7}, "needles"), ({"margins_mm": {"nerve": 3}}, "margin")):
         with pytest.raises(InputError, match=word):

@@ -17,6 +17,7 @@ from scipy.spatial import cKDTree
 
 from trajplan import labels as lt
 from trajplan.distance import distance_mm
+from trajplan.errors import InputError
 from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES
 from trajplan.volume import Volume, bounding_box
 
@@ -57,8 +58,17 @@ class DistanceMaps:
 
 
 def sacral_crop(labels: Volume, pad_mm: float = CROP_PAD_MM) -> Volume:
-    """The label map cropped to the sacral bone's bounding box plus ``pad_mm``."""
-    box = bounding_box(lt.sacral_bone(labels), np.ceil(pad_mm / labels.spacing).astype(int))
+    """The label map cropped to the sacral bone's bounding box plus ``pad_mm``.
+
+    Raises
+    ------
+    InputError
+        When the label map holds no sacral bone.
+    """
+    bone = lt.sacral_bone(labels)
+    if not bone.any():
+        raise InputError("the label map holds no sacral bone (sacrum, ala, anterior_cortex): nothing to plan on")
+    box = bounding_box(bone, np.ceil(pad_mm / labels.spacing).astype(int))
     return labels.crop(tuple(b.start for b in box), tuple(b.stop for b in box))
 
 
@@ -83,7 +93,8 @@ def build_distance_maps(labels: Volume, margins: dict[str, float]) -> DistanceMa
     Parameters
     ----------
     labels : Volume
-        Exclusive label map with at least some sacral bone.
+        Exclusive label map with at least some sacral bone (else InputError, from
+        :func:`sacral_crop`).
     margins : dict
         Margin (mm) per critical structure (see :func:`trajplan.planning.defaults.resolve_margins`).
     """

@@ -157,10 +157,8 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     NoSafePathError
         With ``require_safe``: no candidate meets the margins (the message names the closest call).
     """
-    if not lt.sacral_bone(labels).any():
-        raise InputError("the label map holds no sacral bone (sacrum, ala, anterior_cortex): nothing to plan on")
     margins = resolve_margins(options.margins_mm)
-    maps = build_distance_maps(labels, margins)
+    maps = build_distance_maps(labels, margins)                 # InputError without sacral bone
     marks = find_landmarks(maps)
     needles: list[Needle] = []
     closest: list[Needle] = []
