@@ -349,7 +349,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     # Steps 4-10: fine work in the sacral region only.
     roi = bounding_box(bones.sacrum, np.ceil(SACRAL_PAD_MM / region.spacing).astype(int))
     sacral = label_sacral_region(region.sub(roi), _cropped(bones, roi), solid[roi], cortex_solid[roi], cortex_hu,
-                                 external_sacrum="sacrum" in ext)
+                                 external_sacrum="sacrum" in ext, dark_marrow=marrow is not None)
     notes.extend(sacral.notes)
     partial.extend(sacral.partial)
     labels = ct.with_array(reorder.undo(canon.with_array(_whole_label_map(canon, region, roi, sacral.labels,

@@ -80,11 +80,12 @@ class _Lumens:
 
 
 def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_solid: np.ndarray, cortex_hu: float,
-                        *, external_sacrum: bool) -> SacralParts:
-    """Steps 4-10 in ``region`` (the sacral crop): ``bones``, ``solid`` (the bone the split grew
+                        *, external_sacrum: bool, dark_marrow: bool = False) -> SacralParts:
+    """Steps 4-10a in ``region`` (the sacral crop): ``bones``, ``solid`` (the bone the split grew
     into) and ``cortex_solid`` (the bone the cortex encloses above ``cortex_hu``) are cropped to it
     already. ``external_sacrum``: the sacrum came from a given mask, taken as it is (no dim-bone
-    growth)."""
+    growth, no marrow pockets). ``dark_marrow``: step 2a took dark fatty marrow as bone, so the
+    marrow pockets are filled on coarse grids too."""
     notes: list[str] = []
     partial: list[str] = []
     spacing, sm = region.spacing, region.smooth
@@ -99,7 +100,7 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
         sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
         solid = solid | sac
     labels = _parts(region, bones, sac, solid, found, trabecular, dark_hu, notes, partial)
-    if not external_sacrum and spacing.max() < DIM_BONE_MIN_SPACING_MM:
+    if not external_sacrum and (dark_marrow or spacing.max() < DIM_BONE_MIN_SPACING_MM):
         pockets = marrow_pockets(labels, spacing)
         if pockets.any():
             labels = _given_to_nearest_sacral_label(labels, pockets)

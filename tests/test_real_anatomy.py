@@ -45,7 +45,7 @@ def in_an_ilium(sacral: np.ndarray, ref) -> float:
     return (sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)
 
 
-@pytest.mark.parametrize("case, min_dice", [("001", 0.65), ("003", 0.57)])   # 0.696 and 0.595
+@pytest.mark.parametrize("case, min_dice", [("001", 0.70), ("003", 0.59)])   # 0.736 and 0.622
 def test_real_sacrum_at_3mm_found_and_kept_off_the_ilia(real_scan, case, min_dice):
     _, ref, seg = real_scan(case, "3mm")
     sacral = lt.sacral_bone(seg.labels)
@@ -53,14 +53,16 @@ def test_real_sacrum_at_3mm_found_and_kept_off_the_ilia(real_scan, case, min_dic
     assert in_an_ilium(sacral, ref) < 0.01                                     # none in either
 
 
-def test_real_sacrum_at_2mm_has_its_border_with_the_ilium_on_the_joint(real_scan):
+def test_real_sacrum_at_2mm_has_its_border_with_the_ilium_on_the_joint_and_its_marrow(real_scan):
     # Fatty ala marrow darker than the joint left the bone split's border inside the left ala
     # (17 ml of the reference sacrum labelled ilium, Dice 0.814); step 3c moves it onto the joint's
-    # dark sheet: 9 ml labelled ilium, Dice 0.834.
+    # dark sheet: 9 ml labelled ilium, Dice 0.834. The marrow pockets the sacrum walls in (step 10a,
+    # on a 2 mm grid where step 2a took dark marrow as bone) bring it to 0.881, the target of 0.88.
     ct, ref, seg = real_scan("001", "2mm")
     sacral = lt.sacral_bone(seg.labels)
     truth = ref.array == 1
-    assert dice(sacral, truth) >= 0.825
+    assert dice(sacral, truth) >= 0.88
+    assert any("dark marrow pockets" in note for note in seg.report["notes"])
     assert (truth & lt.mask(seg.labels, "ilium_left")).sum() * ct.voxel_volume_ml <= 12.0
     assert in_an_ilium(sacral, ref) < 0.01
     assert any("borders moved onto the joints" in note for note in seg.report["notes"])
