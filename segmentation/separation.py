@@ -469,11 +469,13 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
         if piece.label in known:
             continue
         # An ala fragment cut off by a fracture line lies beside the sacral seed, within its height;
-        # a piece on the midline that reaches up to L5's seed is the L5-S1 disc.
+        # the lower sacrum cut off by a fracture (or at the thin S2-S4) reaches up into that height
+        # from below; a piece on the midline that reaches up to L5's seed is the L5-S1 disc.
         disc = ("L5" in named and piece.lo[0] < midline_mm < piece.hi[0]
                 and piece.hi[2] >= named["L5"].lo[2] - 2 * depth)
         beside = (piece.lo[0] >= sacrum.lo[0] - FRAGMENT_REACH_MM and piece.hi[0] <= sacrum.hi[0] + FRAGMENT_REACH_MM
-                  and piece.lo[2] >= sacrum.lo[2] - FRAGMENT_BELOW_MM and piece.hi[2] <= sacrum.hi[2] + 5.0
+                  and (piece.lo[2] >= sacrum.lo[2] - FRAGMENT_BELOW_MM or piece.hi[2] >= sacrum.lo[2])
+                  and piece.hi[2] <= sacrum.hi[2] + 5.0
                   and piece.volume_ml < 0.5 * sacrum.volume_ml and not disc)
         markers[labels == piece.label] = 1 if beside else other
     # Grow each seed back by the depth it was eroded (borders midway across the gaps between

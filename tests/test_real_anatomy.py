@@ -45,7 +45,7 @@ def in_an_ilium(sacral: np.ndarray, ref) -> float:
     return (sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)
 
 
-@pytest.mark.parametrize("case, min_dice", [("001", 0.70), ("003", 0.59)])   # 0.736 and 0.622
+@pytest.mark.parametrize("case, min_dice", [("001", 0.70), ("003", 0.66)])   # 0.736 and 0.695
 def test_real_sacrum_at_3mm_found_and_kept_off_the_ilia(real_scan, case, min_dice):
     _, ref, seg = real_scan(case, "3mm")
     sacral = lt.sacral_bone(seg.labels)
