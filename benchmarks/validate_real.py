@@ -32,7 +32,7 @@ from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.atomic import atomic_path
 from trajplan.planning import PlanOptions, plan_needles
-from trajplan.planning.verify import axis_outside_bone
+from trajplan.planning.verify import axis_outside_bone, entry_offset_mm
 
 REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
 TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88}
@@ -59,7 +59,7 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
         "partial": seg.report["partial_reason"] or "",
         "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
         "lesion_uncertain": seg.report["structures"]["lesion"]["quality"].startswith("uncertain"),
-        "safe": 0, "leaving": 0, "crossing_ilium": 0, "plan": "not planned",
+        "safe": 0, "leaving": 0, "crossing_ilium": 0, "entry_offsets": [], "plan": "not planned",
     }
     if plan:
         try:
@@ -69,21 +69,31 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
             return row
         safe = [n for n in result["needles"] + result["alternatives"] if n["safe"]]
         checks = [axis_outside_bone(n, ref, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
+        offsets = [entry_offset_mm(n, ref) for n in safe]
         row.update(safe=len(safe), leaving=sum(mm > 0 for mm, _ in checks),
-                   crossing_ilium=sum(ilium for _, ilium in checks), plan="planned")
+                   crossing_ilium=sum(ilium for _, ilium in checks), plan="planned",
+                   entry_offsets=[mm for mm in offsets if mm is not None])
     return row
+
+
+def _offsets(mm: list[float]) -> str:
+    """Median (range) of the bone entries' offsets from the reference, or a dash."""
+    if not mm:
+        return "-"
+    return f"{np.median(mm):+.1f} ({min(mm):+.1f} to {max(mm):+.1f})"
 
 
 def table(rows: list[dict]) -> str:
     """The markdown table of the rows."""
     lines = ["| case | scan | voxels mm | Dice sacral bone (target) | with the coccyx "
              "| sacral bone ml (reference) | alae ml L / R | in a reference ilium | safe needles "
-             "| leave the reference sacrum | cross an ilium | lesion ml (none there) | seconds | flagged partial |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| leave the reference sacrum | cross an ilium | bone entry to the reference's, mm | lesion ml (none there) "
+             "| seconds | flagged partial |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         met = "met" if r["dice"] >= TARGET_DICE[r["variant"]] else "not met"
-        needles = (f"{r['safe']} | {r['leaving']} | {r['crossing_ilium']}" if r["plan"] == "planned"
-                   else f"{r['plan']} | - | -")
+        needles = (f"{r['safe']} | {r['leaving']} | {r['crossing_ilium']} | {_offsets(r['entry_offsets'])}"
+                   if r["plan"] == "planned" else f"{r['plan']} | - | - | -")
         target = TARGET_DICE[r["variant"]]
         lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {target:.2f}, {met}) "
                      f"| {r['dice_with_coccyx']:.3f} | {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) "
@@ -149,7 +159,11 @@ the coccyx where the source drew it (case 003), which the segmentation labels `c
 "with the coccyx" counts that label as sacral bone too (the targets are judged without it). A needle called safe
 (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
 bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
-from the skin to the tip meets a reference ilium. Neither sacrum has a lytic lesion: the `lesion`
+from the skin to the tip meets a reference ilium. "Bone entry to the reference's" is, over those
+needles, the median (and range) of where the axis enters the reference sacrum, measured from the
+planned bone entry (`entry_lps`) along the axis: positive where the reference bone begins deeper
+than planned (a labelled surface proud of the bone), negative where it begins before (bone the
+labels missed at the surface: the needle meets bone earlier than `skin_to_bone_mm` says). Neither sacrum has a lytic lesion: the `lesion`
 column is the volume labelled `lesion` anyway (dark fatty marrow), "(uncertain)" where
 `segmentation.json` marks it so (`structures.lesion.quality`).
 
