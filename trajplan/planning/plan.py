@@ -23,7 +23,7 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
 from trajplan.needle import Needle, PlacedNeedle, Technique, needle_json, radius_mm
 from trajplan.planning.candidates import Landmarks, Targets, candidate_pairs, find_landmarks, find_targets
-from trajplan.planning.ct_guard import REASON_TEXT
+from trajplan.planning.ct_guard import REASON_TEXT, entry_on_bone_edge
 from trajplan.planning.defaults import resolve_margins, resolve_weights
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
 from trajplan.planning.options import SIDE_CHOICES, TECHNIQUE_CHOICES, PlanOptions, settings_json
@@ -104,9 +104,13 @@ def _plan_one(maps: DistanceMaps, marks: Landmarks, technique: Technique, side: 
         else:
             near = cKDTree(targets.points).query(tips)[0]
         order = np.lexsort((near, -np.minimum(np.floor(clearance), 3.0), ~feasible))
+    shortlist = order[:SHORTLIST]
+    if ct is not None:                   # a labelled surface can stand a voxel proud of the bone
+        entries = entries.copy()
+        entries[shortlist] = [entry_on_bone_edge(ct, entries[i], tips[i]) for i in shortlist]
     measured = [measure_path(maps, marks, entries[i], tips[i], technique=technique, side=side,
                              gauge=options.gauge, targets=targets, normal=normals[i], ct=ct, weights=weights)
-                for i in order[:SHORTLIST]]
+                for i in shortlist]
     safe = sorted((n for n in measured if n.safe), key=lambda n: -n.score)
     closest = sorted(measured, key=lambda n: -_above_margin(n, maps.margins))[:ALTERNATIVES] if not safe else []
     why = None if safe else _no_safe_reason(technique, side, closest, maps.margins)

@@ -20,7 +20,7 @@ from trajplan import labels as lt
 from trajplan.labels import Side
 from trajplan.needle import Needle, NeedleMetrics, NeedlePath, Technique, Verdict, diameter_mm
 from trajplan.planning.candidates import Landmarks, Targets
-from trajplan.planning.ct_guard import ct_guard, entry_on_bone_edge
+from trajplan.planning.ct_guard import ct_guard
 from trajplan.planning.defaults import (
     CEMENT_FILL_FRACTION,
     CEMENT_RADIUS_MM,
@@ -221,12 +221,8 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
                  normal: np.ndarray | None = None, ct: Volume | None = None,
                  weights: dict[str, float] | None = None) -> Needle:
     """Exact metrics and verdict of one path, without breach probabilities (scored with
-    ``weights``, by default the defaults). With a ``ct`` the entry is first moved onto the bone's
-    edge in it (:func:`~trajplan.planning.ct_guard.entry_on_bone_edge`: a labelled surface can be a
-    voxel proud of the bone). Entry and tip are kept rounded to 0.01 mm, as written."""
+    ``weights``, by default the defaults). Entry and tip are kept rounded to 0.01 mm, as written."""
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
-    if ct is not None:
-        entry = entry_on_bone_edge(ct, entry, tip)
     radius = diameter_mm(gauge) / 2.0
     length = float(np.linalg.norm(tip - entry))
     direction = (tip - entry) / max(length, 1e-9)
