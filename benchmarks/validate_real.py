@@ -71,7 +71,7 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
         checks = [axis_outside_bone(n, ref, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
         offsets = [entry_offset_mm(n, ref) for n in safe]
         row.update(safe=len(safe), leaving=sum(mm > 0 for mm, _ in checks),
-                   crossing_ilium=sum(ilium for _, ilium in checks), plan="planned",
+                   crossing_ilium=sum(ilium for _, ilium in checks), plan=result["outcome"],
                    entry_offsets=[mm for mm in offsets if mm is not None])
     return row
 
@@ -87,13 +87,15 @@ def table(rows: list[dict]) -> str:
     """The markdown table of the rows."""
     lines = ["| case | scan | voxels mm | Dice sacral bone (target) | with the coccyx "
              "| sacral bone ml (reference) | alae ml L / R | in a reference ilium | safe needles "
-             "| leave the reference sacrum | cross an ilium | bone entry to the reference's, mm | lesion ml (none there) "
+             "| leave the reference sacrum | cross an ilium | bone entry to the reference's, mm "
+             "| lesion ml (none there) "
              "| seconds | flagged partial |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         met = "met" if r["dice"] >= TARGET_DICE[r["variant"]] else "not met"
-        needles = (f"{r['safe']} | {r['leaving']} | {r['crossing_ilium']} | {_offsets(r['entry_offsets'])}"
-                   if r["plan"] == "planned" else f"{r['plan']} | - | - | -")
+        needles = (f"{r['safe']}{' (no safe path)' if r['plan'] == 'no_safe_path' else ''} | {r['leaving']} "
+                   f"| {r['crossing_ilium']} | {_offsets(r['entry_offsets'])}"
+                   if r["plan"] in ("planned", "no_safe_path") else f"{r['plan']} | - | - | -")
         target = TARGET_DICE[r["variant"]]
         lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {target:.2f}, {met}) "
                      f"| {r['dice_with_coccyx']:.3f} | {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) "
@@ -156,16 +158,16 @@ trabecular bone darkened to a median of 90 HU (severe osteoporosis) and noise of
 Sacral bone is `sacrum` + `ala_*` + `anterior_cortex` + `fracture` + `lesion`, against the reference
 sacrum (solid bone: the canal, foramina and joint gaps are holes in it). The reference sacrum holds
 the coccyx where the source drew it (case 003), which the segmentation labels `coccyx`: the column
-"with the coccyx" counts that label as sacral bone too (the targets are judged without it). A needle called safe
-(chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
+"with the coccyx" counts that label as sacral bone too (the targets are judged without it). A needle
+called safe (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
 bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
 from the skin to the tip meets a reference ilium. "Bone entry to the reference's" is, over those
 needles, the median (and range) of where the axis enters the reference sacrum, measured from the
 planned bone entry (`entry_lps`) along the axis: positive where the reference bone begins deeper
 than planned (a labelled surface proud of the bone), negative where it begins before (bone the
-labels missed at the surface: the needle meets bone earlier than `skin_to_bone_mm` says). Neither sacrum has a lytic lesion: the `lesion`
-column is the volume labelled `lesion` anyway (dark fatty marrow), "(uncertain)" where
-`segmentation.json` marks it so (`structures.lesion.quality`).
+labels missed at the surface: the needle meets bone earlier than `skin_to_bone_mm` says). Neither
+sacrum has a lytic lesion: the `lesion` column is the volume labelled `lesion` anyway (dark fatty
+marrow), "(uncertain)" where `segmentation.json` marks it so (`structures.lesion.quality`).
 
 Regenerate: `python benchmarks/validate_real.py` (part of `make validate`).
 """

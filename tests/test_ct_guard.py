@@ -58,7 +58,7 @@ def scanned_slab(voxel_mm: float, edge_mm: float, *, outside_hu: float = 35.0) -
 
 @pytest.mark.parametrize("voxel_mm", [1.0, 2.0, 3.0])
 def test_a_bone_entry_a_voxel_proud_of_the_bone_moves_towards_its_edge_and_not_past_it(voxel_mm):
-    edge = 30.0 + 0.3 * voxel_mm                       # 0.3 of a voxel's cortex: that voxel is bright, its centre outside
+    edge = 30.0 + 0.3 * voxel_mm           # 0.3 of a voxel's cortex: that voxel is bright, its centre outside
     ct = scanned_slab(voxel_mm, edge)
     centres = ct.origin[1] + voxel_mm * np.arange(ct.shape[1])
     proud = centres[np.flatnonzero(ct.array[2, :, 2] > 100.0).max() + 1]    # one soft-tissue voxel labelled bone

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from trajplan import labels as lt
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
 from trajplan.needle import Needle, PlacedNeedle, Technique, needle_json, radius_mm
