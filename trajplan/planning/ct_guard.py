@@ -16,6 +16,9 @@ and, from the skin to the bone entry, a third:
   ``APPROACH_BONE_RUN_MM`` long, short of the entry's own cortex: an ilium or a vertebra that
   the labels missed (on a real sacrum, a plate of posterior ilium labelled nothing).
 
+Before those, the planner moves a candidate's labelled bone entry onto the bone's edge in the
+CT (:func:`entry_on_bone_edge`): a labelled surface can stand a voxel proud of the bone.
+
 Every threshold is relative to the trabecular HU of the case, because osteoporotic
 trabecular bone can be 100 HU or less: the trabecular HU is the larger of the median
 on the path (past the entry cortex) and the median of the labelled trabecular bone
@@ -191,10 +194,10 @@ def entry_on_bone_edge(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: 
     smoothed along the axis, first reaches half way from the soft tissue outside the entry (the
     median of EDGE_OUTSIDE_MM of axis, one voxel before the entry) to the brightest point within
     EDGE_PEAK_VOXELS voxels past it (the cortex: the entry can be a voxel proud, and a voxel's
-    partial volume spreads the edge over two more). The entry moves only forward, at most one voxel (the CT's
-    largest) and a quarter of the path; it stays where it is when that cortex is not
-    EDGE_MIN_CONTRAST_HU brighter than the outside (another bone or dim bone there) or the half way
-    point lies farther in.
+    partial volume spreads the edge over two more). The entry moves only forward, at most one
+    voxel (the CT's largest) and a quarter of the path; it stays where it is when that cortex is
+    not EDGE_MIN_CONTRAST_HU brighter than the outside (another bone or dim bone there) or the
+    half way point lies farther in.
     """
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
     length = float(np.linalg.norm(tip - entry))

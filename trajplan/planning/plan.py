@@ -103,13 +103,11 @@ def _plan_one(maps: DistanceMaps, marks: Landmarks, technique: Technique, side: 
         else:
             near = cKDTree(targets.points).query(tips)[0]
         order = np.lexsort((near, -np.minimum(np.floor(clearance), 3.0), ~feasible))
-    shortlist = order[:SHORTLIST]
-    if ct is not None:                   # a labelled surface can stand a voxel proud of the bone
-        entries = entries.copy()
-        entries[shortlist] = [entry_on_bone_edge(ct, entries[i], tips[i]) for i in shortlist]
-    measured = [measure_path(maps, marks, entries[i], tips[i], technique=technique, side=side,
+    shortlist = order[:SHORTLIST]        # with a CT, entered where the bone's edge is (labels can stand proud)
+    starts = [entries[i] if ct is None else entry_on_bone_edge(ct, entries[i], tips[i]) for i in shortlist]
+    measured = [measure_path(maps, marks, start, tips[i], technique=technique, side=side,
                              gauge=options.gauge, targets=targets, normal=normals[i], ct=ct, weights=weights)
-                for i in shortlist]
+                for start, i in zip(starts, shortlist)]
     safe = sorted((n for n in measured if n.safe), key=lambda n: -n.score)
     closest = sorted(measured, key=lambda n: -_above_margin(n, maps.margins))[:ALTERNATIVES] if not safe else []
     why = None if safe else _no_safe_reason(technique, side, closest, maps.margins)
