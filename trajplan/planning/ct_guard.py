@@ -75,6 +75,11 @@ def sample_ct(ct: Volume, points: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(ct.array.astype(np.float32, copy=False), idx.T, order=1, mode="nearest")
 
 
+def smoothed(hu: np.ndarray, step_mm: float) -> np.ndarray:
+    """A CT profile sampled every ``step_mm`` along a line, smoothed along it (SMOOTH_SIGMA_MM)."""
+    return ndimage.gaussian_filter1d(np.asarray(hu, dtype=float), SMOOTH_SIGMA_MM / step_mm, mode="nearest")
+
+
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs of True in a 1-D boolean array as (start, stop) index pairs (stop exclusive)."""
     padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
@@ -142,7 +147,7 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
         ``reasons`` (``ct_leaves_bone``, ``ct_crosses_cortex``).
     """
     step = max(float(step_mm), 1e-6)
-    smooth = ndimage.gaussian_filter1d(np.asarray(hu, dtype=float), SMOOTH_SIGMA_MM / step, mode="nearest")
+    smooth = smoothed(hu, step)
     start = min(int(np.ceil(max(ENTRY_ZONE_MM, 2.0 * voxel_mm) / step)), max(len(smooth) - 2, 0))
     inner = smooth[start:][~expected_dark[start:]]
     trabecular = float(np.median(inner)) if len(inner) else float(np.median(smooth))
@@ -207,8 +212,7 @@ def entry_on_bone_edge(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: 
         return entry
     direction = (tip - entry) / length
     along = np.arange(-voxel_mm - EDGE_OUTSIDE_MM, EDGE_PEAK_VOXELS * voxel_mm + 1e-9, step_mm)
-    hu = ndimage.gaussian_filter1d(sample_ct(ct, entry + along[:, None] * direction).astype(float),
-                                   SMOOTH_SIGMA_MM / step_mm, mode="nearest")
+    hu = smoothed(sample_ct(ct, entry + along[:, None] * direction), step_mm)
     outside = float(np.median(hu[along <= -voxel_mm]))
     peak = float(hu[along >= 0.0].max())
     if peak - outside < EDGE_MIN_CONTRAST_HU:
@@ -230,7 +234,7 @@ def approach_bone_mm(ct: Volume, skin: np.ndarray, entry: np.ndarray, step_mm: f
     along = np.arange(0.0, reach, step_mm)
     direction = (entry - skin) / np.linalg.norm(entry - skin)
     hu = sample_ct(ct, skin[None, :] + along[:, None] * direction[None, :])
-    smooth = ndimage.gaussian_filter1d(hu.astype(float), SMOOTH_SIGMA_MM / step_mm, mode="nearest")
+    smooth = smoothed(hu, step_mm)
     return round(max(((b - a) * step_mm for a, b in runs(smooth >= APPROACH_BONE_HU)), default=0.0), 2)
 
 
