@@ -58,12 +58,13 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
         "alae_ml": [float(lt.mask(seg.labels, f"ala_{side}").sum() * ml) for side in lt.SIDES],
         "partial": seg.report["partial_reason"] or "",
         "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
-        "lesion_uncertain": seg.report["structures"]["lesion"]["quality"].startswith("uncertain"),
+        "lesion_uncertain": seg.lesion_uncertain,
         "safe": 0, "leaving": 0, "crossing_ilium": 0, "entry_offsets": [], "plan": "not planned",
     }
     if plan:
         try:
-            result = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=100), ct=ct)
+            result = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=100), ct=ct,
+                                  lesion_uncertain=row["lesion_uncertain"])
         except InputError as exc:
             row["plan"] = f"no plan: {str(exc)[:80]}"
             return row

@@ -65,6 +65,11 @@ class Segmentation:
     labels: Volume
     report: dict
 
+    @property
+    def lesion_uncertain(self) -> bool:
+        """Whether the report marks the lesion found uncertain (dark fatty marrow can pass for one)."""
+        return self.report.get("structures", {}).get("lesion", {}).get("quality", "").startswith("uncertain")
+
 
 def block_averaged(ct: Volume, spacing: np.ndarray) -> Volume:
     """The CT on a coarser grid, each axis averaged over whole voxel blocks first where that fits.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
@@ -148,3 +149,26 @@ def test_an_approach_through_an_ilium_the_labels_missed_is_unsafe_by_the_ct(phan
     assert seen["ct_guard"]["approach_bone_mm"] >= 2.0, seen["ct_guard"]
     labelled = evaluate_path(labels, entry, tip, ct=phantom.ct, mc_samples=20)
     assert "ilium_left" in labelled["reasons"]
+
+
+def test_an_entry_the_labels_put_two_voxels_proud_of_the_bone_is_unsafe_by_the_ct(phantom):
+    # Real sacrum 003 at 3 mm: an ala labelled 1.5 voxels proud put a safe needle's bone entry 4.7 mm
+    # before the reference bone, farther than the planner moves an entry onto the bone's edge.
+    labels = phantom.labels
+    voxel = float(np.max(labels.spacing))
+    tip = labels.index_to_world(np.argwhere(lt.mask(labels, "ala_left")).mean(axis=0).round()[None])[0]
+    along = np.arange(0.0, 80.0, 0.25)
+    line = tip + along[:, None] * np.array([0.0, 1.0, 0.0])               # posterior from the tip
+    inside = lt.sacral_bone(labels.array[tuple(np.rint(labels.world_to_index(line)).astype(int).T)])
+    entry = line[np.flatnonzero(~inside)[0] - 1]                         # the last labelled bone, dorsally
+    proud = labels.array.copy()
+    grown = ndimage.binary_dilation(lt.sacral_bone(labels), iterations=2) & (proud == 0)
+    proud[grown] = lt.value("ala_left")                                  # the labels stand two voxels proud
+    outward = entry + 2.0 * voxel * np.array([0.0, 1.0, 0.0])
+    on_bone = evaluate_path(labels, entry, tip, ct=phantom.ct, mc_samples=20)
+    assert "ct_entry_off_bone" not in on_bone["reasons"]
+    assert on_bone["ct_guard"]["entry_edge_mm"] <= voxel, on_bone["ct_guard"]
+    off_bone = evaluate_path(labels.with_array(proud), outward, tip, ct=phantom.ct, mc_samples=20)
+    assert "outside_bone" not in off_bone["reasons"]                     # the labels call it bone
+    assert "ct_entry_off_bone" in off_bone["reasons"] and not off_bone["safe"], off_bone
+    assert off_bone["ct_guard"]["entry_edge_mm"] > voxel, off_bone["ct_guard"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from sample_ct.phantom import PhantomParams
@@ -178,3 +179,30 @@ def test_no_long_axis_path_beside_a_foramen_that_is_not_labelled(phantom_of):
     left = plan_needles(phantom.labels.with_array(labels), PlanOptions(side="left", mc_samples=20))
     assert {(n["technique"], n["side"]) for n in left["needles"]} == {("short_axis", "left")}
     assert any("no long-axis path planned on the left" in w for w in left["warnings"]), left["warnings"]
+
+
+def test_a_side_without_a_safe_path_to_an_uncertain_lesion_is_planned_on_its_ala(phantom_of):
+    # Real sacrum 003 at 3 mm: dark fatty marrow taken for a lesion (marked uncertain) in the body,
+    # targeted from both sides, left no safe needle at all. Here a "lesion" wraps the canal at S1, on
+    # the midline: no short-axis path reaches it within the technique's limits from either side.
+    phantom = phantom_of(PhantomParams(seed=0, spacing=(2.5,) * 3))
+    labels = phantom.labels.array.copy()
+    canal = lt.mask(phantom.labels, "canal")
+    s1 = np.asarray(phantom.info["landmarks"]["foramina"]["foramen_S1_left"]["anterior_lps"])
+    z = phantom.labels.index_to_world(np.c_[np.zeros((labels.shape[2], 2)), np.arange(labels.shape[2])])[:, 2]
+    near_s1 = np.abs(z - s1[2]) <= 10.0
+    wrap = ndimage.binary_dilation(canal) & (labels == lt.value("sacrum")) & near_s1[None, None, :]
+    labels[wrap] = lt.value("lesion")
+    lesioned = phantom.labels.with_array(labels)
+    options = PlanOptions(technique="short", needles=2, mc_samples=20)
+    certain = plan_needles(lesioned, options, ct=phantom.ct)
+    assert certain["outcome"] == "no_safe_path", certain["warnings"]
+    assert {t["kind"] for t in certain["targets"].values()} == {"lesion"}
+    assert certain["needles"] == [] and any("meets the technique limits" in w for w in certain["warnings"])
+    uncertain = plan_needles(lesioned, options, ct=phantom.ct, lesion_uncertain=True)
+    assert uncertain["outcome"] == "planned" and {t["kind"] for t in uncertain["targets"].values()} == {"ala"}
+    assert {n["side"] for n in uncertain["needles"]} == {"left", "right"}
+    for side in ("left", "right"):
+        assert any(w.startswith("the lesion (marked uncertain by the segmentation) has no safe path from the "
+                                f"{side}") and w.endswith(f"the {side} ala is targeted instead")
+                   for w in uncertain["warnings"]), uncertain["warnings"]

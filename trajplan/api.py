@@ -416,7 +416,7 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
     seg = _segmentation_of(ct, labels, timer)
     seg_report = seg.report
     with timer.stage("planning"):
-        planned = plan_needles(seg.labels, options, ct=ct)
+        planned = plan_needles(seg.labels, options, ct=ct, lesion_uncertain=seg.lesion_uncertain)
     document = {
         "schema": planned.get("schema", "trajplan/plan"),
         "schema_version": planned.get("schema_version", 1),
@@ -436,9 +436,10 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
     lesion_quality = lesion.get("quality", "")
     if lesion_quality.startswith("not sought"):
         document.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
-    elif lesion_quality.startswith("uncertain"):
+    elif seg.lesion_uncertain:
         document.setdefault("warnings", []).append(
-            f"the lytic lesion found ({lesion.get('volume_ml', 0):.1f} ml; targeted where no fracture line is) "
+            f"the lytic lesion found ({lesion.get('volume_ml', 0):.1f} ml; targeted where no fracture line is, "
+            "and where no safe path reaches it the ala is) "
             f"is {lesion_quality}")
     with timer.stage("procedure cards"):
         document["case"] = case_json(document["input"]["sha256"], case_name)

@@ -90,17 +90,18 @@ class Targets:
     centre: np.ndarray | None  # lesion centre (LPS mm)
 
 
-def find_targets(maps: DistanceMaps, marks: Landmarks, side: Side) -> Targets:
-    """Fracture voxels of ``side``, else the lesion, else the S1-S2 ala of that side."""
+def find_targets(maps: DistanceMaps, marks: Landmarks, side: Side, *, lesion: bool = True) -> Targets:
+    """Fracture voxels of ``side``, else the lesion (unless ``lesion`` is False), else the S1-S2 ala
+    of that side."""
     crop = maps.labels
     sign = side.sign
-    lesion = lt.mask(crop, "lesion")
-    if lesion.any():
-        shell = ndimage.binary_dilation(lesion, iterations=2) & ~lesion
+    lesion_voxels = lt.mask(crop, "lesion")
+    if lesion_voxels.any():
+        shell = ndimage.binary_dilation(lesion_voxels, iterations=2) & ~lesion_voxels
         if np.mean(maps.bone[shell]) < 0.3:
             raise InputError("the lesion lies outside the sacrum (less than 30 % of its surroundings "
                              "are sacral bone): no sacroplasty target")
-    for kind in ("fracture", "lesion"):
+    for kind in ("fracture", "lesion") if lesion else ("fracture",):
         idx = np.argwhere(lt.mask(crop, kind))
         if not len(idx):
             continue

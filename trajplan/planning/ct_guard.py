@@ -17,7 +17,8 @@ and, from the skin to the bone entry, a third:
   the labels missed (on a real sacrum, a plate of posterior ilium labelled nothing).
 
 Before those, the planner moves a candidate's labelled bone entry onto the bone's edge in the
-CT (:func:`entry_on_bone_edge`): a labelled surface can stand a voxel proud of the bone.
+CT (:func:`entry_on_bone_edge`): a labelled surface can stand a voxel proud of the bone. An
+entry whose edge lies farther in (:func:`bone_edge_mm`) is marked: the labels are off there.
 
 Every threshold is relative to the trabecular HU of the case, because osteoporotic
 trabecular bone can be 100 HU or less: the trabecular HU is the larger of the median
@@ -59,6 +60,7 @@ APPROACH_BONE_RUN_MM = 1.0       # over a run at least this long
 EDGE_OUTSIDE_MM = 2.0            # the soft tissue outside the bone entry: this long, a voxel before it
 EDGE_PEAK_VOXELS = 3.0           # the cortex is sought this many voxels past the labelled entry
 EDGE_MIN_CONTRAST_HU = 100.0     # the bone's edge is sought where its cortex is this much brighter
+ENTRY_OFF_BONE_VOXELS = 1.0      # the bone's edge farther than this past the bone entry: the labels stand proud
 EXPECTED_DARK = ("fracture", "lesion")   # targets that are dark in the image by nature
 TRABECULAR = ("sacrum", "ala_left", "ala_right")
 
@@ -66,6 +68,7 @@ REASON_TEXT = {
     "ct_leaves_bone": "the CT shows soft tissue on the path between the bone entry and the tip",
     "ct_crosses_cortex": "the CT shows a cortical wall crossed after the bone entry",
     "ct_bone_on_approach": "the CT shows bone on the approach before the bone entry",
+    "ct_entry_off_bone": "the CT shows the bone's edge more than a voxel past the labelled bone entry",
 }
 
 
@@ -190,37 +193,47 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
     }
 
 
-def entry_on_bone_edge(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: float = 0.25) -> np.ndarray:
-    """The labelled bone entry moved along the axis onto the bone's edge in the CT (LPS mm).
+def bone_edge_mm(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: float = 0.25) -> float | None:
+    """How far past the labelled bone ``entry``, along the axis to ``tip``, the bone's edge lies in
+    the CT (mm, >= 0; 0 when the entry is on or past it), or None where the CT shows no edge.
 
-    A labelled bone surface can stand up to a voxel proud of the bone: partial volume lifts the
-    voxel outside the cortex above the bone threshold (real sacra at 2-3 mm: 20-30 ml of such
-    voxels, a median 150 HU against 220 for the true surface voxels). The edge is where the CT,
-    smoothed along the axis, first reaches half way from the soft tissue outside the entry (the
-    median of EDGE_OUTSIDE_MM of axis, one voxel before the entry) to the brightest point within
-    EDGE_PEAK_VOXELS voxels past it (the cortex: the entry can be a voxel proud, and a voxel's
-    partial volume spreads the edge over two more). The entry moves only forward, at most one
-    voxel (the CT's largest) and a quarter of the path; it stays where it is when that cortex is
-    not EDGE_MIN_CONTRAST_HU brighter than the outside (another bone or dim bone there) or the
-    half way point lies farther in.
+    The edge is where the CT, smoothed along the axis, first reaches half way from the soft tissue
+    outside the entry (the median of EDGE_OUTSIDE_MM of axis, one voxel before the entry) to the
+    brightest point within EDGE_PEAK_VOXELS voxels past it (the cortex: the entry can be a voxel
+    proud, and a voxel's partial volume spreads the edge over two more). None when that cortex is
+    not EDGE_MIN_CONTRAST_HU brighter than the outside (another bone or dim bone there).
     """
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
-    length = float(np.linalg.norm(tip - entry))
     voxel_mm = float(np.max(ct.spacing))
-    reach = min(voxel_mm, 0.25 * length)
-    if reach < step_mm:
-        return entry
-    direction = (tip - entry) / length
+    direction = (tip - entry) / float(np.linalg.norm(tip - entry))
     along = np.arange(-voxel_mm - EDGE_OUTSIDE_MM, EDGE_PEAK_VOXELS * voxel_mm + 1e-9, step_mm)
     hu = smoothed(sample_ct(ct, entry + along[:, None] * direction), step_mm)
     outside = float(np.median(hu[along <= -voxel_mm]))
     peak = float(hu[along >= 0.0].max())
     if peak - outside < EDGE_MIN_CONTRAST_HU:
+        return None
+    return float(along[np.flatnonzero((along >= 0.0) & (hu >= 0.5 * (outside + peak)))[0]])
+
+
+def entry_on_bone_edge(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: float = 0.25) -> np.ndarray:
+    """The labelled bone entry moved along the axis onto the bone's edge in the CT (LPS mm).
+
+    A labelled bone surface can stand up to a voxel proud of the bone: partial volume lifts the
+    voxel outside the cortex above the bone threshold (real sacra at 2-3 mm: 20-30 ml of such
+    voxels, a median 150 HU against 220 for the true surface voxels). The entry moves forward onto
+    the edge (:func:`bone_edge_mm`) when that lies at most one voxel (the CT's largest) and a quarter
+    of the path in; otherwise it stays where it is (the guard marks an entry whose edge lies more
+    than ENTRY_OFF_BONE_VOXELS in: the labels stand too proud there to be moved onto the bone).
+    """
+    entry, tip = np.asarray(entry, float), np.asarray(tip, float)
+    length = float(np.linalg.norm(tip - entry))
+    reach = min(float(np.max(ct.spacing)), 0.25 * length)
+    if reach < step_mm:
         return entry
-    reached = np.flatnonzero((along >= 0.0) & (along <= reach) & (hu >= 0.5 * (outside + peak)))
-    if not len(reached):
+    edge = bone_edge_mm(ct, entry, tip, step_mm)
+    if edge is None or edge > reach:
         return entry
-    return entry + along[reached[0]] * direction
+    return entry + edge * (tip - entry) / length
 
 
 def approach_bone_mm(ct: Volume, skin: np.ndarray, entry: np.ndarray, step_mm: float = 0.25) -> float:
@@ -245,7 +258,9 @@ def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: flo
 
     Without a CT: ``{"checked": False, "reasons": []}``. See :func:`guard_profile`; with a skin
     point, ``approach_bone_mm`` (:func:`approach_bone_mm`) is added, and the reason
-    ``ct_bone_on_approach`` when it reaches APPROACH_BONE_RUN_MM.
+    ``ct_bone_on_approach`` when it reaches APPROACH_BONE_RUN_MM; ``entry_edge_mm``
+    (:func:`bone_edge_mm`, None where the CT shows no edge), and the reason ``ct_entry_off_bone``
+    when it is more than ENTRY_OFF_BONE_VOXELS.
     """
     if ct is None:
         return {"checked": False, "reasons": []}
@@ -260,4 +275,8 @@ def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: flo
         guard["approach_bone_mm"] = approach_bone_mm(ct, np.asarray(skin, float), np.asarray(axis_pts[0], float))
         if guard["approach_bone_mm"] >= APPROACH_BONE_RUN_MM:
             guard["reasons"].append("ct_bone_on_approach")
+    edge = bone_edge_mm(ct, axis_pts[0], axis_pts[-1])
+    guard["entry_edge_mm"] = None if edge is None else round(edge, 2)
+    if edge is not None and edge > ENTRY_OFF_BONE_VOXELS * voxel_mm:
+        guard["reasons"].append("ct_entry_off_bone")
     return guard

@@ -13,7 +13,7 @@ objects until :func:`~trajplan.needle.needle_json` writes them into the plan.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -63,7 +63,7 @@ def _no_safe_reason(technique: Technique, side: Side, closest: list[Needle], mar
 
 
 def _plan_one(maps: DistanceMaps, marks: Landmarks, technique: Technique, side: Side, options: PlanOptions,
-              ct: Volume | None, seed: int) -> tuple[list[Needle], str | None, Targets]:
+              ct: Volume | None, seed: int, *, lesion: bool = True) -> tuple[list[Needle], str | None, Targets]:
     """Measured needles of one technique and side with breach probabilities, and why none is safe.
 
     The safe ones by ranking value; when none is safe, the closest unsafe ones (largest smallest
@@ -83,7 +83,7 @@ def _plan_one(maps: DistanceMaps, marks: Landmarks, technique: Technique, side: 
                              "and the long axis runs beside the foramina")
     radius = radius_mm(options.gauge)
     weights = resolve_weights(options.weights)
-    targets = find_targets(maps, marks, side)
+    targets = find_targets(maps, marks, side, lesion=lesion)
     entries, tips, normals = candidate_pairs(maps, marks, targets, technique, side, radius_mm=radius, seed=seed)
     vec = tips - entries
     length = np.linalg.norm(vec, axis=1)
@@ -143,12 +143,48 @@ class CandidatePool:
         return TargetPoints.from_sides(self.targets)
 
 
+@dataclass(frozen=True)
+class _SidePlan:
+    """The measured needles of every technique asked for on one side."""
+
+    needles: list[Needle]          # safe
+    closest: list[Needle]          # the best unsafe ones of each technique without a safe needle
+    failures: list[str]
+    targets: Targets | None        # None when no technique could be planned on the side
+
+
+def _plan_side(maps: DistanceMaps, marks: Landmarks, side: Side, s_i: int, techniques: tuple[Technique, ...],
+               options: PlanOptions, ct: Volume | None, *, lesion: bool, alone: bool) -> _SidePlan:
+    """Every technique of ``techniques`` planned on ``side`` (``alone``: the only side and
+    technique asked for, whose InputError is raised rather than kept as a failure)."""
+    needles: list[Needle] = []
+    closest: list[Needle] = []
+    failures: list[str] = []
+    targets = None
+    for t_i, technique in enumerate(techniques):
+        try:
+            found, why, targets = _plan_one(maps, marks, technique, side, options, ct,
+                                            seed=options.seed * 10 + s_i * 2 + t_i, lesion=lesion)
+        except InputError as exc:
+            if alone:
+                raise                  # the one technique and side asked for cannot be planned
+            failures.append(str(exc))
+            continue
+        (closest if why else needles).extend(found)
+        if why:
+            failures.append(why)
+    return _SidePlan(needles, closest, failures, targets)
+
+
 def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = None,
-                   require_safe: bool = True) -> CandidatePool:
+                   require_safe: bool = True, lesion_uncertain: bool = False) -> CandidatePool:
     """Measure and rank candidate needles for every technique and side in ``options``.
 
     ``needles`` holds the safe ones; ``closest`` the best unsafe ones (up to ALTERNATIVES) of
-    each technique and side that has no safe needle.
+    each technique and side that has no safe needle. With ``lesion_uncertain`` (the segmentation
+    marked its lesion uncertain: dark fatty marrow can pass for one), a side that targets the
+    lesion and has no safe path to it is planned on its ala instead, with a warning, when that
+    gives a safe needle.
 
     Raises
     ------
@@ -166,20 +202,22 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     failures: list[str] = []
     target_sets: dict[str, Targets] = {}
     sides, techniques = SIDE_CHOICES[options.side], TECHNIQUE_CHOICES[options.technique]
+    alone = len(sides) == 1 and len(techniques) == 1
     for s_i, side in enumerate(sides):
-        for t_i, technique in enumerate(techniques):
-            try:
-                found, why, targets = _plan_one(maps, marks, technique, side, options, ct,
-                                                seed=options.seed * 10 + s_i * 2 + t_i)
-            except InputError as exc:
-                if len(sides) == 1 and len(techniques) == 1:
-                    raise                  # the one technique and side asked for cannot be planned
-                failures.append(str(exc))
-                continue
-            target_sets[side.value] = targets
-            (closest if why else needles).extend(found)
-            if why:
-                failures.append(why)
+        planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=True, alone=alone)
+        if lesion_uncertain and not planned.needles and planned.targets is not None \
+                and planned.targets.kind == "lesion":
+            on_ala = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=False, alone=alone)
+            if on_ala.needles:
+                blocked = "; ".join(planned.failures)
+                planned = replace(on_ala, failures=on_ala.failures + [
+                    f"the lesion (marked uncertain by the segmentation) has no safe path from the {side} "
+                    f"({blocked}): the {side} ala is targeted instead"])
+        if planned.targets is not None:
+            target_sets[side.value] = planned.targets
+        needles.extend(planned.needles)
+        closest.extend(planned.closest)
+        failures.extend(planned.failures)
     if not needles and (require_safe or not target_sets):
         raise NoSafePathError("; ".join(failures) or "no safe path")
     needles.sort(key=lambda n: -n.rank_value)
@@ -193,8 +231,12 @@ def choose_needles(pool: CandidatePool, count: int, techniques: set[Technique],
     return best_plan(subset, count, pool.target_points, min_separation_mm) if subset else []
 
 
-def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = None) -> dict:
+def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = None,
+                 lesion_uncertain: bool = False) -> dict:
     """Plan needle paths on a label map (and optionally its CT, for skin depth).
+
+    ``lesion_uncertain``: the segmentation marked the lesion uncertain; a side without a safe
+    path to it is then planned on its ala (see :func:`candidate_pool`).
 
     No safe needle is a result, not an error: ``outcome`` is then ``"no_safe_path"``,
     ``needles`` is empty, ``alternatives`` holds the best unsafe candidates of each technique
@@ -214,7 +256,7 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
     NoSafePathError
         Only when no technique and side could be planned at all (no target anywhere).
     """
-    pool = candidate_pool(labels, options, ct=ct, require_safe=False)
+    pool = candidate_pool(labels, options, ct=ct, require_safe=False, lesion_uncertain=lesion_uncertain)
     targets = pool.target_points
     warnings = list(pool.failures)
     chosen = best_plan(pool.needles, options.needles, targets, options.min_separation_mm)
