@@ -67,8 +67,14 @@ class Segmentation:
 
     @property
     def lesion_uncertain(self) -> bool:
-        """Whether the report marks the lesion found uncertain (dark fatty marrow can pass for one)."""
-        return self.report.get("structures", {}).get("lesion", {}).get("quality", "").startswith("uncertain")
+        """Whether the report marks the lesion found uncertain (:func:`lesion_uncertain`)."""
+        return lesion_uncertain(self.report)
+
+
+def lesion_uncertain(report: dict) -> bool:
+    """Whether a segmentation report (``segmentation.json``) marks the lesion found uncertain (dark
+    fatty marrow can pass for one: ``structures.lesion.quality`` starts with "uncertain")."""
+    return report.get("structures", {}).get("lesion", {}).get("quality", "").startswith("uncertain")
 
 
 def block_averaged(ct: Volume, spacing: np.ndarray) -> Volume:

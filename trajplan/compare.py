@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.io.atomic import write_text
-from trajplan.io.plan_folder import CASE, LABELS
+from trajplan.io.plan_folder import CASE, LABELS, SEGMENTATION
 from trajplan.needle import Verdict
 from trajplan.planning import PlanOptions
 from trajplan.planning.defaults import DEFAULT_MARGINS_MM, MIN_SEPARATION_MM, min_clearance_by_class
@@ -72,8 +72,10 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
 
 
-def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, ct: Volume | None = None) -> list[dict]:
-    """Rows for one case: every gauge x technique x needle count, planned on ``labels``.
+def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, ct: Volume | None = None,
+                       lesion_uncertain: bool = False) -> list[dict]:
+    """Rows for one case: every gauge x technique x needle count, planned on ``labels`` (``lesion_uncertain``:
+    the segmentation marked its lesion uncertain, see :func:`trajplan.planning.plan.candidate_pool`).
 
     A gauge at which no needle is safe gives one row with status ``no_safe_path``;
     a technique with no safe needle gives rows with ``needles_placed`` 0.
@@ -84,7 +86,7 @@ def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, c
                                    mc_samples=options.mc_samples, min_separation_mm=options.min_separation_mm,
                                    seed=options.seed)
         try:
-            pool = candidate_pool(labels, plan_options, ct=ct)
+            pool = candidate_pool(labels, plan_options, ct=ct, lesion_uncertain=lesion_uncertain)
         except NoSafePathError as exc:
             rows.append({**case, "status": "no_safe_path", "error": str(exc), "gauge": gauge})
             continue
@@ -123,19 +125,21 @@ def phantom_case_rows(params, options: CompareOptions) -> list[dict]:
             "spacing_mm": params.spacing[0], "osteoporosis": params.osteoporosis, "variation": params.variation,
             "fracture": params.fracture, "lesion": params.lesion, "position": params.position,
             "labels_from": "segmentation" if options.segment else "ground truth"}
-    labels = phantom.labels
+    labels, uncertain = phantom.labels, False
     if options.segment:
         from segmentation.pipeline import segment
 
         try:
-            labels = segment(phantom.ct).labels
+            seg = segment(phantom.ct)
         except InputError as exc:
             return [{**case, "status": "failed", "error": f"segmentation: {exc}"}]
-    return configuration_rows(labels, case, options, ct=phantom.ct)
+        labels, uncertain = seg.labels, seg.lesion_uncertain
+    return configuration_rows(labels, case, options, ct=phantom.ct, lesion_uncertain=uncertain)
 
 
 def batch_case_rows(folder: str, options: CompareOptions) -> list[dict]:
     """Compare the techniques on the label map of one finished ``trajplan batch`` case folder."""
+    from segmentation.pipeline import lesion_uncertain
     from trajplan.io.files import read_volume_file
 
     folder_path = Path(folder)
@@ -146,7 +150,9 @@ def batch_case_rows(folder: str, options: CompareOptions) -> list[dict]:
         labels = read_volume_file(folder_path / LABELS)
     except InputError as exc:
         return [{**case, "status": "failed", "error": str(exc)}]
-    return configuration_rows(labels, case, options)
+    report = folder_path / SEGMENTATION
+    uncertain = report.is_file() and lesion_uncertain(json.loads(report.read_text()))
+    return configuration_rows(labels, case, options, lesion_uncertain=uncertain)
 
 
 def batch_case_folders(batch_out: str | Path) -> list[Path]:
