@@ -209,10 +209,10 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
                 and planned.targets.kind == "lesion":
             on_ala = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=False, alone=alone)
             if on_ala.needles:
-                blocked = "; ".join(planned.failures)
+                blocked = "; ".join(f for f in planned.failures if f not in on_ala.failures)
                 planned = replace(on_ala, failures=on_ala.failures + [
-                    f"the lesion (marked uncertain by the segmentation) has no safe path from the {side} "
-                    f"({blocked}): the {side} ala is targeted instead"])
+                    f"the lesion (marked uncertain by the segmentation) has no safe path from the {side}"
+                    + (f" ({blocked})" if blocked else "") + f": the {side} ala is targeted instead"])
         if planned.targets is not None:
             target_sets[side.value] = planned.targets
         needles.extend(planned.needles)
