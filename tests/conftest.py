@@ -60,6 +60,27 @@ def plan_of(phantom_of):
 
 
 @pytest.fixture(scope="session")
+def canal_lesion_labels(phantom_of):
+    """The 2.5 mm phantom (seed 0, no fracture) whose sacral bone beside the canal at S1 is labelled
+    ``lesion``: a lesion on the midline that no short-axis path reaches within the technique's limits.
+    Returns (phantom, labels)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from sample_ct.phantom import PhantomParams
+    from trajplan import labels as lt
+
+    phantom = phantom_of(PhantomParams(seed=0, spacing=(2.5,) * 3))
+    labels = phantom.labels.array.copy()
+    s1 = np.asarray(phantom.info["landmarks"]["foramina"]["foramen_S1_left"]["anterior_lps"])
+    z = phantom.labels.index_to_world(np.c_[np.zeros((labels.shape[2], 2)), np.arange(labels.shape[2])])[:, 2]
+    near_s1 = (np.abs(z - s1[2]) <= 10.0)[None, None, :]
+    wrap = ndimage.binary_dilation(lt.mask(phantom.labels, "canal")) & (labels == lt.value("sacrum")) & near_s1
+    labels[wrap] = lt.value("lesion")
+    return phantom, phantom.labels.with_array(labels)
+
+
+@pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory, phantom_of) -> Path:
     """A written 2 mm phantom case with a bilateral fracture (ct.nii.gz, labels.nii.gz, ...)."""
     from sample_ct.phantom import PhantomParams, write_phantom

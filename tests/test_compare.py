@@ -123,3 +123,31 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
     assert main(["compare", "-o", str(tmp_path / "x"), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_batch_case_whose_lesion_is_marked_uncertain_is_compared_on_its_alae(tmp_path, canal_lesion_labels):
+    # As trajplan plan: a lesion that segmentation.json marks uncertain, with no safe path to it, gives
+    # way to the alae. No long-axis path here (the S4 foramina erased): the short axis cannot reach it.
+    import json
+
+    import numpy as np
+
+    from trajplan import labels as lt
+    from trajplan.compare import batch_case_rows
+    from trajplan.io.files import write_volume_file
+
+    _, lesioned = canal_lesion_labels
+    array = lesioned.array.copy()
+    array[np.isin(array, [lt.value("foramen_S4_left"), lt.value("foramen_S4_right")])] = lt.value("sacrum")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    write_volume_file(lesioned.with_array(array), folder / "labels.nii.gz")
+    (folder / "case.json").write_text(json.dumps({"case_id": "c1"}))
+    rows = {}
+    for quality in ("ok", "uncertain: the sacrum holds dark fatty marrow"):
+        (folder / "segmentation.json").write_text(json.dumps({"structures": {"lesion": {"quality": quality}}}))
+        rows[quality.split(":")[0]] = batch_case_rows(str(folder), SMALL)
+    assert [r["status"] for r in rows["ok"]] == ["no_safe_path"], rows["ok"]
+    assert {r["status"] for r in rows["uncertain"]} == {"done"} and len(rows["uncertain"]) == 3 * 2
+    assert {r["target_kind"] for r in rows["uncertain"]} == {"ala"}
+    assert max(int(r["needles_placed"]) for r in rows["uncertain"]) >= 1

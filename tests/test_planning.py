@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from sample_ct.phantom import PhantomParams
@@ -181,19 +180,11 @@ def test_no_long_axis_path_beside_a_foramen_that_is_not_labelled(phantom_of):
     assert any("no long-axis path planned on the left" in w for w in left["warnings"]), left["warnings"]
 
 
-def test_a_side_without_a_safe_path_to_an_uncertain_lesion_is_planned_on_its_ala(phantom_of):
+def test_a_side_without_a_safe_path_to_an_uncertain_lesion_is_planned_on_its_ala(canal_lesion_labels):
     # Real sacrum 003 at 3 mm: dark fatty marrow taken for a lesion (marked uncertain) in the body,
     # targeted from both sides, left no safe needle at all. Here a "lesion" wraps the canal at S1, on
     # the midline: no short-axis path reaches it within the technique's limits from either side.
-    phantom = phantom_of(PhantomParams(seed=0, spacing=(2.5,) * 3))
-    labels = phantom.labels.array.copy()
-    canal = lt.mask(phantom.labels, "canal")
-    s1 = np.asarray(phantom.info["landmarks"]["foramina"]["foramen_S1_left"]["anterior_lps"])
-    z = phantom.labels.index_to_world(np.c_[np.zeros((labels.shape[2], 2)), np.arange(labels.shape[2])])[:, 2]
-    near_s1 = np.abs(z - s1[2]) <= 10.0
-    wrap = ndimage.binary_dilation(canal) & (labels == lt.value("sacrum")) & near_s1[None, None, :]
-    labels[wrap] = lt.value("lesion")
-    lesioned = phantom.labels.with_array(labels)
+    phantom, lesioned = canal_lesion_labels
     options = PlanOptions(technique="short", needles=2, mc_samples=20)
     certain = plan_needles(lesioned, options, ct=phantom.ct)
     assert certain["outcome"] == "no_safe_path", certain["warnings"]
