@@ -58,6 +58,7 @@ BODY_FRONT_MM = 36.0
 BETA = 500.0
 MIN_ILIUM_ML = 30.0
 COLUMN_END_MM = 30.0
+WIDTH_PERCENTILE = 0.5
 
 
 def _fill_slices(mask: np.ndarray, max_mm2: float, spacing: np.ndarray) -> np.ndarray:
@@ -111,6 +112,18 @@ def _column_ends(spine: np.ndarray, region: np.ndarray, spacing: np.ndarray, mid
     rows = np.flatnonzero(spine.any(axis=(0, 2)))
     return bone_above(region, top, spacing, midline_i, 2 * SPINE_BAND_MM, COLUMN_END_MM,
                       slice(rows[0], rows[-1] + 1)) == 0.0
+
+
+def _width_mm(mask: np.ndarray, spacing_x: float) -> float:
+    """Left-right extent of ``mask`` (mm) between the WIDTH_PERCENTILE and the 100 - WIDTH_PERCENTILE
+    percentile of its voxels' x: a few stray voxels in a joint gap do not widen it."""
+    x = np.nonzero(mask.any(axis=(1, 2)))[0]
+    if not x.size:
+        return 0.0
+    counts = mask.sum(axis=(1, 2))[x[0]:x[-1] + 1]
+    low, high = np.searchsorted(np.cumsum(counts), [WIDTH_PERCENTILE / 100 * counts.sum(),
+                                                    (1 - WIDTH_PERCENTILE / 100) * counts.sum()])
+    return float((high - low + 1) * spacing_x)
 
 
 def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict[str, np.ndarray]:
@@ -204,8 +217,7 @@ def split_bones_by_walker(hu: np.ndarray, spacing: np.ndarray, midline_i: float)
     coarse = fine.resample(grid, fill=float(hu.min())) if np.any(grid > spacing) else fine
     masks = _split_coarse(coarse.array, grid, midline_i * spacing[0] / grid[0])
     sacrum = masks["sacrum"]
-    columns = np.flatnonzero(sacrum.any(axis=(1, 2)))
-    width = (columns[-1] - columns[0] + 1) * grid[0] if columns.size else 0.0
+    width = _width_mm(sacrum, grid[0])
     if not MIN_SACRUM_WIDTH_MM <= width <= MAX_SACRUM_WIDTH_MM:
         raise NoSacrumError(f"the bone between the ilia is {width:.0f} mm wide")
     reach = dilated_by_ball(sacrum, ILIUM_REACH_MM, grid)
