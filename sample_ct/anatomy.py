@@ -83,7 +83,7 @@ class SacralShape:
     # ------------------------------------------------------- the cross-section
     def half_width(self, s):
         """Half-width of the sacrum (to the auricular surface) at ``s``."""
-        return self.width * np.interp(s, (0.0, 0.22, 0.5, 1.0), (56.0, 54.0, 32.0, 12.0))
+        return self.width * np.interp(s, (0.0, 0.22, 0.5, 1.0), (52.0, 50.0, 30.0, 12.0))
 
     def anterior(self, u, s):
         """v of the anterior (pelvic) surface: flat at the bodies, curving dorsally laterally."""

@@ -8,7 +8,9 @@ cortex. This split uses that (canonical axes L, P, S; lengths in mm):
 
 1. bright bone: hysteresis 120/250 HU, holes up to 25 cm² filled in each axial slice;
 2. seeds: on each side, the pieces at least 30 mm from the midline after a 4.5 mm erosion
-   (an ilium); the largest bright piece within 6 mm of the midline (the spine);
+   (an ilium; cut back by further erosion where one comes near the midline: it holds sacrum
+   across a bridged joint, or the other pubis); the largest bright piece within 6 mm of the
+   midline (the spine);
 3. a random walk over the bright bone gives each voxel to the ilia or the spine. It keeps
    the spine off the ilia, but gives the ala shells to the ilia;
 4. the core of each ilium (opened by 4.5 mm in each axial slice: the thick bone at the
@@ -59,6 +61,8 @@ BETA = 500.0
 MIN_ILIUM_ML = 30.0
 COLUMN_END_MM = 30.0
 WIDTH_PERCENTILE = 0.5
+SEED_MIDLINE_MM = 15.0
+SPLIT_STEPS = 4
 
 
 def _fill_slices(mask: np.ndarray, max_mm2: float, spacing: np.ndarray) -> np.ndarray:
@@ -126,6 +130,30 @@ def _width_mm(mask: np.ndarray, spacing_x: float) -> float:
     return float((high - low + 1) * spacing_x)
 
 
+def _ilium_alone(piece: np.ndarray, midline_i: float, sign: float, spacing: np.ndarray) -> np.ndarray:
+    """The part of an ilium's erosion seed that is ilium alone.
+
+    A seed piece that comes within SEED_MIDLINE_MM of the midline holds more than one side's hip
+    bone: sacrum across an SI joint bridged once smoothed and filled (or ankylosed), or the other
+    pubis across the symphysis. It is eroded one more voxel at a time, up to
+    SPLIT_STEPS times, until parts part from it that keep SEED_MIDLINE_MM off the midline with their
+    centre at least LATERAL_MM out; those are returned (none: an empty mask).
+    """
+    def offsets(mask: np.ndarray) -> np.ndarray:
+        return sign * (np.nonzero(mask)[0] - midline_i) * spacing[0]
+
+    if offsets(piece).min() >= SEED_MIDLINE_MM:
+        return piece
+    for _ in range(SPLIT_STEPS):
+        piece = ndimage.binary_erosion(piece)
+        parts, count = ndimage.label(piece)
+        alone = [j for j in range(1, count + 1)
+                 if offsets(parts == j).min() >= SEED_MIDLINE_MM and offsets(parts == j).mean() >= LATERAL_MM]
+        if alone:
+            return np.isin(parts, alone)
+    return np.zeros_like(piece)
+
+
 def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict[str, np.ndarray]:
     """Sacrum, ilia, L5 on a coarse grid (see the module docstring); raises NoSacrumError."""
     smooth = smooth_hu(hu, spacing)
@@ -139,7 +167,12 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
         lateral = [i for i, c in enumerate(centres, start=1) if sign * (c[0] - midline_i) * spacing[0] >= LATERAL_MM]
         if not lateral:
             raise NoSacrumError("no ilium on the " + ("left" if sign > 0 else "right"))
-        markers[np.isin(labels, lateral)] = value
+        seed = np.zeros(hu.shape, dtype=bool)
+        for i in lateral:
+            seed |= _ilium_alone(labels == i, midline_i, sign, spacing)
+        if not seed.any():
+            raise NoSacrumError("no ilium on the " + ("left" if sign > 0 else "right") + " apart from the midline bone")
+        markers[seed] = value
     spine_seed = largest_piece(bright & (np.abs(x) < SPINE_BAND_MM) & (markers == 0))
     if not spine_seed.any():
         raise NoSacrumError("no bone on the midline")

@@ -314,12 +314,12 @@ def test_sacrum_missed_by_a_dim_shell_is_taken_from_its_compartments(dim_shell):
 
 @pytest.mark.slow   # a 1.25 mm phantom
 def test_narrow_foramina_lost_at_the_lowered_threshold_are_searched_at_the_one_that_kept_them(dim_shell):
-    # The left S1 level joins this dark bone below 41 HU (33 ml), so the search goes on at 20 HU,
-    # where smoothing has lifted the narrow left S4 channel out of reach; it is found again at 41 HU.
-    # (Before the phantom's alae were widened, the S1 levels joined the bone below 21 HU too and
-    # the search ended at 10 HU, where S3 and S4 were all missing: S1-S3 found 4 of 6, Dice 0.684.)
+    # The S1 levels join this dark bone below 41 HU (22 and 33 ml) and below 21 HU (14 ml on the
+    # left), so the search ends at 10 HU, where smoothing has lifted the narrow S3 and S4 channels
+    # out of reach: all four were missing (S1-S3 found 4 of 6, Dice 0.684). S3 is found at 21 HU
+    # now, S4 at 41 HU.
     phantom, seg, figures = dim_shell
-    assert seg.report["partial"] and "searched below 20 HU" in seg.report["partial_reason"]
+    assert seg.report["partial"] and "searched below 10 HU" in seg.report["partial_reason"]
     assert figures["foramina_named"] == 8 and figures["foramina_S1_S3_detected"] == 6, figures
     for name in ("foramen_S3_left", "foramen_S3_right", "foramen_S4_left", "foramen_S4_right"):
         assert dice(lt.mask(seg.labels, name), lt.mask(phantom.labels, name)) >= 0.5, name
@@ -397,6 +397,25 @@ def test_random_walk_split_finds_a_dim_sacrum_between_the_ilia(seed, spacing, os
         assert dice(getattr(bones, f"ilium_{side}"), lt.mask(truth.array, f"ilium_{side}")) >= 0.85, side
 
 
+@pytest.mark.parametrize("seed, before", [(2, "sacrum Dice 0.154"), (4, "refused: 156 mm wide")])
+def test_random_walk_split_holds_on_wide_sacra(seed, before):
+    # Wide variants of the phantom (variation 2). Seed 2: once smoothed and with its slice holes
+    # filled, one SI joint is bridged, and the eroded piece that seeds that ilium held the whole
+    # sacrum too (from the far side of the midline out to the iliac wing), which the walk then gave
+    # to the ilium. Seed 4: two stray voxels in the joint gaps made the sacrum "156 mm wide" and the
+    # split was refused. Of seeds 1-12, five failed so (0.70-0.81 now, each).
+    from segmentation.walker import split_bones_by_walker
+
+    phantom = make_phantom(PhantomParams(seed=seed, spacing=(2.0,) * 3, osteoporosis=0.6, variation=2.0))
+    ct, _ = phantom.ct.to_canonical()
+    truth, _ = phantom.labels.to_canonical()
+    midline = np.argwhere(lt.mask(truth.array, "canal"))[:, 0].mean()
+    bones = split_bones_by_walker(ct.array, ct.spacing, midline)
+    assert dice(bones.sacrum, lt.sacral_bone(truth.array)) >= 0.7, before                  # 0.796, 0.768
+    for side in ("left", "right"):
+        assert dice(getattr(bones, f"ilium_{side}"), lt.mask(truth.array, f"ilium_{side}")) >= 0.85, side
+
+
 def test_a_few_stray_voxels_in_a_joint_gap_do_not_widen_the_random_walks_sacrum():
     from segmentation.walker import _width_mm
 
@@ -416,10 +435,9 @@ def test_fracture_line_found_on_its_side_and_none_invented_on_the_other():
     assert figures["fracture_recall"] >= 0.7, figures
     assert figures["fracture_false_ml"] <= 0.7, figures
     # a line as thin as the crack, not the band its averaging spreads over: voxels labelled per
-    # true voxel recalled 2.21 (2.64 unthinned; 1.94 before the phantom's alae were widened, which
-    # moved the 1.5 mm crack within the 1.25 mm voxels, so that it now spreads over two of them)
+    # true voxel recalled 1.94 (2.27 unthinned)
     recalled = figures["fracture_recall"] * lt.mask(phantom.labels, "fracture").sum()
-    assert lt.mask(seg.labels, "fracture").sum() <= 2.4 * recalled
+    assert lt.mask(seg.labels, "fracture").sum() <= 2.1 * recalled
     canon, _ = seg.labels.to_canonical()
     truth, _ = phantom.labels.to_canonical()
     midline = np.argwhere(lt.mask(truth.array, "canal"))[:, 0].mean()
@@ -659,10 +677,8 @@ def test_foramina_joined_to_the_hiatus_keep_their_part_beside_it():
 def test_lytic_lesion_speckled_by_its_texture_on_a_coarse_scan_is_found(speckled_119):
     # On this 2 mm phantom the 10 mm lesion's own voxels are speckled (30 HU with the bone's
     # texture): the 3-voxel opening of its dark voxels left nothing, and none was labelled.
-    # 0.70 now (0.83 before the phantom's alae were widened, which moved the lesion 2 mm laterally
-    # into other texture: its found part is 70 % of it, all inside it).
     figures = speckled_119
-    assert figures["dice_lesion"] >= 0.65, figures                                           # 0 before
+    assert figures["dice_lesion"] >= 0.75, figures                                           # 0 before
 
 
 def test_marrow_pockets_enclosed_by_the_sacrum_are_bone_but_bays_lumens_and_joint_gaps_are_not():
