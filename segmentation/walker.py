@@ -147,8 +147,11 @@ def _ilium_alone(piece: np.ndarray, midline_i: float, sign: float, spacing: np.n
     for _ in range(SPLIT_STEPS):
         piece = ndimage.binary_erosion(piece)
         parts, count = ndimage.label(piece)
-        alone = [j for j in range(1, count + 1)
-                 if offsets(parts == j).min() >= SEED_MIDLINE_MM and offsets(parts == j).mean() >= LATERAL_MM]
+        alone = []
+        for j in range(1, count + 1):
+            off = offsets(parts == j)
+            if off.min() >= SEED_MIDLINE_MM and off.mean() >= LATERAL_MM:
+                alone.append(j)
         if alone:
             return np.isin(parts, alone)
     return np.zeros_like(piece)
