@@ -167,14 +167,15 @@ def _split_coarse(hu: np.ndarray, spacing: np.ndarray, midline_i: float) -> dict
     centres = ndimage.center_of_mass(labels > 0, labels, index=np.arange(1, count + 1))
     markers = np.where(bright, 0, -1).astype(np.int32)
     for value, sign in ((2, 1.0), (3, -1.0)):
+        side_name = "left" if sign > 0 else "right"
         lateral = [i for i, c in enumerate(centres, start=1) if sign * (c[0] - midline_i) * spacing[0] >= LATERAL_MM]
         if not lateral:
-            raise NoSacrumError("no ilium on the " + ("left" if sign > 0 else "right"))
+            raise NoSacrumError(f"no ilium on the {side_name}")
         seed = np.zeros(hu.shape, dtype=bool)
         for i in lateral:
             seed |= _ilium_alone(labels == i, midline_i, sign, spacing)
         if not seed.any():
-            raise NoSacrumError("no ilium on the " + ("left" if sign > 0 else "right") + " apart from the midline bone")
+            raise NoSacrumError(f"no ilium on the {side_name} apart from the midline bone")
         markers[seed] = value
     spine_seed = largest_piece(bright & (np.abs(x) < SPINE_BAND_MM) & (markers == 0))
     if not spine_seed.any():
