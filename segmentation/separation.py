@@ -443,6 +443,33 @@ def _lumbar_part(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacin
     return out
 
 
+class _JoinedBefore:
+    """Which named seeds a piece of ``found`` was joined to before the erosion (the seeds are
+    labelled once, when first asked)."""
+
+    def __init__(self, found: _Named, spacing: np.ndarray):
+        self.found, self.spacing = found, np.asarray(spacing, dtype=float)
+        self._joined: np.ndarray | None = None
+
+    def _parts(self, piece: _Piece) -> set[int]:
+        if self._joined is None:
+            self._joined = ndimage.label(self.found.seeds)[0]
+        box = tuple(slice(int(round(a)), int(round(b)) + 1)
+                    for a, b in zip(piece.lo / self.spacing, piece.hi / self.spacing))
+        return set(np.unique(self._joined[box][self.found.labels[box] == piece.label]).tolist())
+
+    def ilium_of(self, piece: _Piece) -> str:
+        """The ilium whose seed ``piece`` was joined to, when it was not joined to the sacral seed
+        (a part of that ilium that the erosion cut off at a thin neck: its auricular part beside
+        the lower sacrum of a wide phantom), else ''."""
+        named = self.found.named
+        held = self._parts(piece)
+        if held & self._parts(named["sacrum"]):
+            return ""
+        return next((side for side in ("ilium_left", "ilium_right")
+                     if side in named and held & self._parts(named[side])), "")
+
+
 def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
            dim_cortex: bool = False) -> Bones:
     """The bones named in ``found``, grown back into ``solid`` (``dim_cortex``: seeded from a dim
@@ -465,6 +492,7 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
     other = len(order) + 1
     known = {p.label for p in named.values()}
     sacrum = named["sacrum"]
+    joined_before = _JoinedBefore(found, spacing)
     for piece in found.pieces:
         if piece.label in known:
             continue
@@ -477,7 +505,10 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
                   and (piece.lo[2] >= sacrum.lo[2] - FRAGMENT_BELOW_MM or piece.hi[2] >= sacrum.lo[2])
                   and piece.hi[2] <= sacrum.hi[2] + 5.0
                   and piece.volume_ml < 0.5 * sacrum.volume_ml and not disc)
-        markers[labels == piece.label] = 1 if beside else other
+        # Beside it may also lie a part of an ilium that the erosion cut off at a thin neck: it
+        # was joined to that ilium's seed, not to the sacrum's, before the erosion.
+        ilium = joined_before.ilium_of(piece) if beside else ""
+        markers[labels == piece.label] = order.index(ilium) + 1 if ilium else 1 if beside else other
     # Grow each seed back by the depth it was eroded (borders midway across the gaps between
     # bones), then let a watershed through bright bone first give the rest (thin parts that the
     # erosion removed) to the nearest bone across the least dark path.
