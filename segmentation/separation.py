@@ -445,18 +445,21 @@ def _lumbar_part(sacrum: np.ndarray, ilia: tuple[np.ndarray, np.ndarray], spacin
 
 class _JoinedBefore:
     """Which named seeds a piece of ``found`` was joined to before the erosion (the seeds are
-    labelled once, when first asked)."""
+    labelled once, when first asked, and each piece's parts of them looked up once)."""
 
     def __init__(self, found: _Named, spacing: np.ndarray):
         self.found, self.spacing = found, np.asarray(spacing, dtype=float)
         self._joined: np.ndarray | None = None
+        self._held: dict[int, set[int]] = {}
 
     def _parts(self, piece: _Piece) -> set[int]:
-        if self._joined is None:
-            self._joined = ndimage.label(self.found.seeds)[0]
-        box = tuple(slice(int(round(a)), int(round(b)) + 1)
-                    for a, b in zip(piece.lo / self.spacing, piece.hi / self.spacing))
-        return set(np.unique(self._joined[box][self.found.labels[box] == piece.label]).tolist())
+        if piece.label not in self._held:
+            if self._joined is None:
+                self._joined = ndimage.label(self.found.seeds)[0]
+            box = tuple(slice(int(round(a)), int(round(b)) + 1)
+                        for a, b in zip(piece.lo / self.spacing, piece.hi / self.spacing))
+            self._held[piece.label] = set(np.unique(self._joined[box][self.found.labels[box] == piece.label]).tolist())
+        return self._held[piece.label]
 
     def ilium_of(self, piece: _Piece) -> str:
         """The ilium whose seed ``piece`` was joined to, when it was not joined to the sacral seed
