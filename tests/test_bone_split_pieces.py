@@ -44,10 +44,10 @@ def test_a_whole_shell_needs_no_sealing():
 def _pelvis_with_cut_off_pieces() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(bone mask, parts) on a 1 mm grid (L, P, S), midline at x = 85 mm.
 
-    A 70 mm wide sacrum with an ilium 10 mm beyond each side. Beside the sacrum's left edge, 2 mm
-    from it, lies a slab of the left ilium joined to it through a 2 x 2 mm neck (a wide phantom's
-    iliac auricular part); beside its right edge, 2 mm from the right ilium, an ala fragment joined
-    to the sacrum through such a neck. A 1.5 mm erosion cuts both necks.
+    A 70 mm wide sacrum with an ilium 10 mm beyond each side. 2 mm beyond the sacrum's left edge
+    lies a slab joined to the left ilium through a 2 x 2 mm neck (a wide phantom's iliac auricular
+    part); 2 mm short of the right ilium lies an ala fragment joined to the sacrum through
+    such a neck. A 1.5 mm erosion cuts both necks.
     """
     shape = (170, 60, 90)
     parts = {name: np.zeros(shape, bool) for name in ("sacrum", "ilium_left", "ilium_right", "slab", "fragment")}
