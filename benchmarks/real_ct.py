@@ -1,14 +1,15 @@
 """The real CT: segment it, measure the sacrum against its neighbours' reference masks, draw it.
 
 Usage: python benchmarks/real_ct.py [--ct ../shared/ct/ts_example_ct.nii.gz]
-                                    [--masks ../shared/ct/ts_example_masks] [--png docs/real_ct_sacrum.png]
+                                    [--masks ../shared/ct/ts_example_masks] [--png FILE]
 
 Prints the segmentation time, the route and flags, the volume of each label found, and for
 each TotalSegmentator reference mask of a neighbour (hips, L5, L4, femurs) how much of the
 sacral bone lies inside it (ml and fraction of the sacral bone), and the Dice of the ilia and
-L5 against the reference hips and L5. Writes a picture of the
-sacrum's axial, coronal and sagittal mid-slices with the labels outlined (the reference hip
-and L5 masks dashed), to be checked by eye.
+L5 against the reference hips and L5. With ``--png FILE``, draws the sacrum's axial, coronal
+and sagittal mid-slices with the labels outlined (the reference hip and L5 masks dashed), to be
+checked by eye: a picture of the real CT, so write it outside the repository (derived data of
+../shared is never kept in it).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segmentation.metrics import dice  # noqa: E402
-from segmentation.pipeline import segment  # noqa: E402
+from segmentation.pipeline import Segmentation, segment  # noqa: E402
 from trajplan import labels as lt  # noqa: E402
 from trajplan.io.atomic import atomic_path  # noqa: E402
 from trajplan.io.files import read_volume_file  # noqa: E402
 from trajplan.io.reader import read_ct  # noqa: E402
+from trajplan.volume import Volume  # noqa: E402
 
 PAD_MM = 40.0
 NEIGHBOURS = ("hip_left", "hip_right", "vertebrae_L5", "vertebrae_L4", "femur_left", "femur_right")
@@ -78,27 +80,8 @@ def measure(ct_path: str | Path, masks_dir: str | Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ct", default="../shared/ct/ts_example_ct.nii.gz")
-    parser.add_argument("--masks", default="../shared/ct/ts_example_masks")
-    parser.add_argument("--png", default="docs/real_ct_sacrum.png")
-    args = parser.parse_args()
-
-    found = measure(args.ct, args.masks)
-    ct, seg, refs = found["ct"], found["seg"], found["refs"]
-    print(f"segmented in {found['seconds']:.1f} s; partial: {seg.report['partial_reason']}")
-    for note in seg.report["notes"]:
-        print("  note:", note)
-    for name, entry in seg.report["structures"].items():
-        if entry["voxels"]:
-            print(f"  {name:18s} {entry['volume_ml']:8.1f} ml")
-    print(f"sacral bone {found['sacral_ml']:.1f} ml")
-    for name, ml in found["inside_ml"].items():
-        print(f"  inside {name:13s} {ml:6.2f} ml ({ml / found['sacral_ml']:.1%} of the sacral bone)")
-    for name, value in found["dice"].items():
-        print(f"  Dice {name} against the reference: {value:.2f}")
-
+def _draw(ct: Volume, seg: Segmentation, refs: dict[str, np.ndarray], png: str) -> None:
+    """The sacrum's mid-slices with the labels and the reference hips and L5 outlined, written to ``png``."""
     canon_ct, reorder = ct.to_canonical()
     canon_labels = reorder.apply(seg.labels).array
     canon_refs = {k: reorder.apply(ct.with_array(v.astype(np.uint8))).array > 0 for k, v in refs.items()
@@ -119,9 +102,34 @@ def main() -> None:
         ax.set_yticks([])
     fig.suptitle("Real CT (3 mm): labels outlined in their table colours; TotalSegmentator hips and L5 dashed red")
     fig.tight_layout()
-    with atomic_path(args.png) as tmp:
+    with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    print("wrote", args.png)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ct", default="../shared/ct/ts_example_ct.nii.gz")
+    parser.add_argument("--masks", default="../shared/ct/ts_example_masks")
+    parser.add_argument("--png", help="draw the mid-slices to this PNG (outside the repository: real data)")
+    args = parser.parse_args()
+
+    found = measure(args.ct, args.masks)
+    ct, seg, refs = found["ct"], found["seg"], found["refs"]
+    print(f"segmented in {found['seconds']:.1f} s; partial: {seg.report['partial_reason']}")
+    for note in seg.report["notes"]:
+        print("  note:", note)
+    for name, entry in seg.report["structures"].items():
+        if entry["voxels"]:
+            print(f"  {name:18s} {entry['volume_ml']:8.1f} ml")
+    print(f"sacral bone {found['sacral_ml']:.1f} ml")
+    for name, ml in found["inside_ml"].items():
+        print(f"  inside {name:13s} {ml:6.2f} ml ({ml / found['sacral_ml']:.1%} of the sacral bone)")
+    for name, value in found["dice"].items():
+        print(f"  Dice {name} against the reference: {value:.2f}")
+
+    if args.png:
+        _draw(ct, seg, refs, args.png)
+        print("wrote", args.png)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def real_ct_lines() -> list[str]:
     report = found["seg"].report
     lines += [
         f"`../shared/ct/ts_example_ct.nii.gz` (3 mm, abdomen and pelvis), segmented in {found['seconds']:.1f} s "
-        f"(`python benchmarks/real_ct.py` prints more and draws `docs/real_ct_sacrum.png`). Flagged partial: "
+        f"(`python benchmarks/real_ct.py` prints more and, with `--png FILE`, draws its mid-slices). Flagged partial: "
         f"{report['partial_reason'] or 'no'}.",
         "",
         "| sacral bone (ml) | " + " | ".join(f"inside {name} (ml)" for name in found["inside_ml"])

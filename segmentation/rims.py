@@ -17,6 +17,14 @@ trabecular bone is. The rim is as wide as the CT's blur and the smoothing, so a 
 than RIM_REACH_MM lifts no rim: in voxels of 2 mm no voxel beyond the edge is that near, and
 the bone voxels beside a lumen that are darker than half way to a wall beyond them are dark
 trabecular texture, not rim.
+
+On voxels coarser than RIM_REACH_MM on every axis the edge lies inside the outermost voxel
+itself, which holds bone and soft tissue in proportion to its HU: it is bone when more than half
+of it is (as a reference mask brought to that grid has it), that is, when it stands at least
+half way from the soft tissue beside it to the bone voxel next inside. There the outer surface
+alone is settled, against a wall one voxel inside that need only be COARSE_WALL_CONTRAST times
+as far above the soft tissue as the trabecular bone (a 2-3 mm voxel of cortex is itself part
+soft tissue and marrow); the lumens are left as found.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from trajplan.volume import bounding_box
 
 RIM_REACH_MM = 1.5
 RIM_WALL_CONTRAST = 2.0
+COARSE_WALL_CONTRAST = 1.0
 BONE = ("sacrum", "ala_left", "ala_right", "anterior_cortex")
 _FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -39,7 +48,8 @@ def partial_volume_rims(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray,
 
     The canal first, then the foramina S1 to S4, left then right (a voxel one lumen takes is
     no longer bone for the next); last the unlabelled soft tissue around the sacral bone
-    (label 0; not the neighbouring bones, the SI joints or the disc) takes its rim.
+    (label 0; not the neighbouring bones, the SI joints or the disc) takes its rim. On voxels
+    coarser than RIM_REACH_MM on every axis only the outer surface is settled, voxel by voxel.
 
     Parameters
     ----------
@@ -62,25 +72,31 @@ def partial_volume_rims(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray,
     out = labels.copy()
     steps = np.floor(RIM_REACH_MM / np.asarray(spacing, dtype=float) + 1e-6).astype(int)
     bone = lt.mask(labels, *BONE)
-    if not bone.any() or not steps.any():
+    coarse = not steps.any()
+    if not bone.any() or (coarse and not surface):
         return out
+    if coarse:       # the outermost voxels against the voxel next inside; the lumens as found
+        steps, wall_contrast, lumens = np.ones_like(steps), COARSE_WALL_CONTRAST, ()
+    else:
+        wall_contrast, lumens = RIM_WALL_CONTRAST, lt.LUMENS
     box = bounding_box(bone, steps + 1)
     region, ct = out[box], hu[box]          # writes to the view ``region`` land in ``out``
-    for name in lt.LUMENS:
+    for name in lumens:
         lumen = region == lt.value(name)
         if lumen.any():
             near = bounding_box(lumen, steps + 1)
-            rim = _rim(lumen[near], ct[near], lt.mask(region[near], *BONE), steps, trabecular_hu)
+            rim = _rim(lumen[near], ct[near], lt.mask(region[near], *BONE), steps, trabecular_hu, wall_contrast)
             region[near][rim] = lt.value(name)
     if surface:
-        region[_rim(region == 0, ct, lt.mask(region, *BONE), steps, trabecular_hu)] = 0
+        region[_rim(region == 0, ct, lt.mask(region, *BONE), steps, trabecular_hu, wall_contrast)] = 0
     return out
 
 
 def _rim(dark: np.ndarray, hu: np.ndarray, bone: np.ndarray, steps: np.ndarray,
-         trabecular_hu: float) -> np.ndarray:
+         trabecular_hu: float, wall_contrast: float) -> np.ndarray:
     """The ``bone`` voxels face-adjacent to ``dark`` that are darker than half way from it to a
-    wall up to ``steps`` voxels beyond them (per axis), on the far side from ``dark``."""
+    wall up to ``steps`` voxels beyond them (per axis), on the far side from ``dark``; a wall stands
+    at least ``wall_contrast`` times as far above ``dark`` as ``trabecular_hu`` does."""
     rim = np.zeros_like(bone)
     touching_mask = bone & ndimage.binary_dilation(dark, _FACES)
     if not touching_mask.any():
@@ -89,7 +105,7 @@ def _rim(dark: np.ndarray, hu: np.ndarray, bone: np.ndarray, steps: np.ndarray,
     touching_hu = hu[tuple(touching.T)]
     beside = dark & ndimage.binary_dilation(touching_mask, _FACES)      # the dark voxels next to the bone
     dark_hu = float(np.median(hu[beside]))
-    least_wall = dark_hu + RIM_WALL_CONTRAST * max(trabecular_hu - dark_hu, 1.0)
+    least_wall = dark_hu + wall_contrast * max(trabecular_hu - dark_hu, 1.0)
     take = np.zeros(len(touching), dtype=bool)
     for axis, reach in enumerate(steps):
         if not reach:

@@ -89,3 +89,29 @@ def test_bone_a_voxel_thick_outside_its_cortex_gives_its_rim_to_the_soft_tissue(
     # A sacrum from a given mask (--sacrum-mask, --labels) keeps its surface.
     kept = partial_volume_rims(found, hu.astype(np.float32), np.full(3, spacing), TRABECULAR_HU, surface=False)
     assert np.array_equal(kept, found)
+
+
+
+def test_coarse_voxels_of_the_outer_surface_less_than_half_bone_go_to_the_soft_tissue():
+    # A bone rod of 20 mm radius (1.5 mm cortex of 600 HU, marrow 150 HU) in soft tissue (40 HU),
+    # made at 0.5 mm, blurred 1 mm FWHM and block averaged to 3 mm voxels as a coarse scan records
+    # it; the truth on that grid is the voxels more than half bone. Labelled above 120 HU (as a cortex
+    # threshold leaves a coarse surface), the bone holds some voxels of mostly soft tissue.
+    fine, block, slices = 0.5, 6, 4
+    n = 104 // block * block
+    x, y = (np.mgrid[:n, :n] - (n - 1) / 2) * fine
+    r = np.hypot(x, y)[:, :, None] * np.ones((1, 1, slices * block))
+    bone = r <= 20.0
+    hu = np.where(r <= 18.5, TRABECULAR_HU, np.where(bone, CORTEX_HU, 40.0))
+    hu = ndimage.gaussian_filter(hu, sigma=1.0 / 2.355 / fine, mode="nearest")
+
+    def coarse(a):
+        return a.reshape(n // block, block, n // block, block, slices, block).mean(axis=(1, 3, 5))
+
+    hu3 = (coarse(hu) + np.random.default_rng(2).normal(0.0, 15.0, (n // block, n // block, slices))).astype(np.float32)
+    truth = coarse(bone.astype(float)) > 0.5
+    found = np.where(hu3 > 120.0, lt.value("sacrum"), 0).astype(np.uint8)
+    out = partial_volume_rims(found, hu3, np.full(3, 3.0), TRABECULAR_HU)
+    before, after = dice(found > 0, truth), dice(out > 0, truth)
+    assert after >= 0.955 and after > before + 0.01, (before, after)       # 0.948 -> 0.961
+    assert (truth & (out == 0)).sum() <= 0.03 * truth.sum()                 # little bone given away
