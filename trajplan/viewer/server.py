@@ -239,6 +239,7 @@ def run(plan_dir: str | Path, *, port: int = 0, open_browser: bool = True, ct_pa
     try:
         server = ViewerServer(session, port)
     except OSError as exc:
+        session.close()
         raise InputError(f"cannot listen on {HOST}:{port} ({exc.strerror or exc})") from None
     try:
         print(f"trajplan view: serving {session.plan_dir} at {server.url}", flush=True)
@@ -250,4 +251,5 @@ def run(plan_dir: str | Path, *, port: int = 0, open_browser: bool = True, ct_pa
         print("trajplan view: stopped", flush=True)
     finally:
         server.server_close()
+        session.close()
     return {"plan_dir": str(session.plan_dir), "url": f"http://{HOST}:{server.port}/"}

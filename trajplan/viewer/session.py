@@ -151,18 +151,22 @@ def nifti_int16(volume: Volume) -> bytes:
     return bytes(header) + voxels.tobytes(order="F")
 
 
-def _in_background(steps: list[tuple[Future, Callable[[], object]]]) -> None:
+def _in_background(steps: list[tuple[Future, Callable[[], object]]]) -> threading.Thread:
     """Run ``steps`` in turn in a new daemon thread, each filling its future with its result or with the
-    exception it raised (raised again by ``Future.result`` in the thread that waits for it)."""
+    exception it raised (raised again by ``Future.result`` in the thread that waits for it); a step whose
+    future was cancelled before it began is skipped. Returns the thread."""
     def run() -> None:
         for future, step in steps:
-            future.set_running_or_notify_cancel()
+            if not future.set_running_or_notify_cancel():
+                continue
             try:
                 future.set_result(step())
             except BaseException as exc:
                 future.set_exception(exc)
 
-    threading.Thread(target=run, name="trajplan-viewer", daemon=True).start()
+    thread = threading.Thread(target=run, name="trajplan-viewer", daemon=True)
+    thread.start()
+    return thread
 
 
 def _point(value: object, key: str) -> tuple[float, float, float]:
@@ -214,18 +218,30 @@ class ViewerSession:
         self._region: Future[Volume | None] = Future()
         self._region_nifti: Future[bytes | None] = Future()
         self._scoring: Future[_Scoring] = Future()
-        _in_background([
+        self._background: list[threading.Thread] = [_in_background([
             (self._region_nifti, lambda: page_ct(self.plan_dir / CT_ROI) if self.has_region else None),
             (self._region, lambda: read_volume_file(self.plan_dir / CT_ROI) if self.has_region else None),
-        ])
-        self.labels: Volume = read_volume_file(self.plan_dir / LABELS)
-        self._whole_ct: Volume | None = None if ct_path is None else self._plan_ct(ct_path, series_uid)
+        ])]
+        try:
+            self.labels: Volume = read_volume_file(self.plan_dir / LABELS)
+            self._whole_ct: Volume | None = None if ct_path is None else self._plan_ct(ct_path, series_uid)
+        except BaseException:
+            self.close()
+            raise
         self.present_labels: list[int] = [int(v) for v in np.unique(self.labels.array) if v != 0]
         self.margins_mm: dict[str, float] = resolve_margins(self.parameters.get("margins_mm"))
         self._surfaces: list[dict] | None = None
         self._surfaces_lock = threading.Lock()
         self._lock = threading.RLock()  # one scoring or saving at a time (a save scores its edits)
-        _in_background([(self._scoring, self._build_scoring)])
+        self._background.append(_in_background([(self._scoring, self._build_scoring)]))
+
+    def close(self) -> None:
+        """Stop the background work: the steps not yet begun are cancelled and the one running is waited
+        for (a thread still in native code when the interpreter exits can abort the process)."""
+        for future in (self._region_nifti, self._region, self._scoring):
+            future.cancel()
+        for thread in self._background:
+            thread.join()
 
     def _build_scoring(self) -> _Scoring:
         """The distance maps, landmarks, KD-trees and targets of the label map (the KD-trees and
