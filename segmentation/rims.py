@@ -12,19 +12,22 @@ dark region takes the bone voxels that touch it through a face when, along that 
 a wall lies within RIM_REACH_MM beyond the voxel and the voxel is darker than half way from
 the dark region (its median HU next to the bone) to that wall (the brightest voxel there).
 
-A wall is cortex: at least RIM_WALL_CONTRAST times as far above the dark region as the
-trabecular bone is. The rim is as wide as the CT's blur and the smoothing, so a wall farther
+A wall beside a lumen is cortex: at least RIM_WALL_CONTRAST times as far above the dark region as
+the trabecular bone is. The rim is as wide as the CT's blur and the smoothing, so a wall farther
 than RIM_REACH_MM lifts no rim: in voxels of 2 mm no voxel beyond the edge is that near, and
 the bone voxels beside a lumen that are darker than half way to a wall beyond them are dark
-trabecular texture, not rim.
+trabecular texture, not rim. Against the soft tissue outside the bone no such texture lies, and
+a wall need only stand SURFACE_WALL_CONTRAST times as far above the soft tissue as the trabecular
+bone: a thin cortex seen through the blur is little brighter than that (real sacra at 0.86-0.97 mm:
+the first bone voxels at a median 330 HU, and 10-15 ml of voxels of soft tissue outside them kept
+as bone against the lumens' wall of twice the trabecular contrast).
 
 On voxels coarser than RIM_REACH_MM on every axis the edge lies inside the outermost voxel
 itself, which holds bone and soft tissue in proportion to its HU: it is bone when more than half
 of it is (as a reference mask brought to that grid has it), that is, when it stands at least
 half way from the soft tissue beside it to the bone voxel next inside. There the outer surface
-alone is settled, against a wall one voxel inside that need only be COARSE_WALL_CONTRAST times
-as far above the soft tissue as the trabecular bone (a 2-3 mm voxel of cortex is itself part
-soft tissue and marrow); the lumens are left as found.
+alone is settled, against the voxel next inside (a 2-3 mm voxel of cortex is itself part soft
+tissue and marrow); the lumens are left as found.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from trajplan.volume import bounding_box
 
 RIM_REACH_MM = 1.5
 RIM_WALL_CONTRAST = 2.0
-COARSE_WALL_CONTRAST = 1.0
+SURFACE_WALL_CONTRAST = 1.0
 BONE = ("sacrum", "ala_left", "ala_right", "anterior_cortex")
 _FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -75,20 +78,19 @@ def partial_volume_rims(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray,
     coarse = not steps.any()
     if not bone.any() or (coarse and not surface):
         return out
+    lumens = lt.LUMENS
     if coarse:       # the outermost voxels against the voxel next inside; the lumens as found
-        steps, wall_contrast, lumens = np.ones_like(steps), COARSE_WALL_CONTRAST, ()
-    else:
-        wall_contrast, lumens = RIM_WALL_CONTRAST, lt.LUMENS
+        steps, lumens = np.ones_like(steps), ()
     box = bounding_box(bone, steps + 1)
     region, ct = out[box], hu[box]          # writes to the view ``region`` land in ``out``
     for name in lumens:
         lumen = region == lt.value(name)
         if lumen.any():
             near = bounding_box(lumen, steps + 1)
-            rim = _rim(lumen[near], ct[near], lt.mask(region[near], *BONE), steps, trabecular_hu, wall_contrast)
+            rim = _rim(lumen[near], ct[near], lt.mask(region[near], *BONE), steps, trabecular_hu, RIM_WALL_CONTRAST)
             region[near][rim] = lt.value(name)
     if surface:
-        region[_rim(region == 0, ct, lt.mask(region, *BONE), steps, trabecular_hu, wall_contrast)] = 0
+        region[_rim(region == 0, ct, lt.mask(region, *BONE), steps, trabecular_hu, SURFACE_WALL_CONTRAST)] = 0
     return out
 
 

@@ -115,3 +115,31 @@ def test_coarse_voxels_of_the_outer_surface_less_than_half_bone_go_to_the_soft_t
     before, after = dice(found > 0, truth), dice(out > 0, truth)
     assert after >= 0.955 and after > before + 0.01, (before, after)       # 0.948 -> 0.961
     assert (truth & (out == 0)).sum() <= 0.03 * truth.sum()                 # little bone given away
+
+
+def test_a_soft_tissue_layer_outside_a_thin_dim_cortex_goes_to_the_soft_tissue():
+    # Real sacra at 0.86-0.97 mm: the sacral label held a layer of voxels of pure soft tissue all
+    # round (10-15 ml; 35 HU), outside bone voxels that a thin cortex lifts only to a median 330 HU,
+    # less than twice as far above the soft tissue as the trabecular bone. A rod (0.5 mm cortex of
+    # 450 HU, marrow 200 HU, soft tissue 40 HU) made at 0.25 mm, blurred 1 mm FWHM, averaged to 1 mm
+    # voxels (the truth: those more than half bone), labelled a voxel too thick: its first bone voxels
+    # stand near 250 HU, and a wall had to stand 360 HU (Dice 0.929 as found, and after the step).
+    fine, block, slices = 0.25, 4, 4
+    n = 128 // block * block
+    x, y = (np.mgrid[:n, :n] - (n - 1) / 2) * fine
+    r = np.hypot(x, y)[:, :, None] * np.ones((1, 1, slices * block))
+    bone = r <= 12.0
+    hu = np.where(r <= 11.5, 200.0, np.where(bone, 450.0, 40.0))
+    hu = ndimage.gaussian_filter(hu, sigma=1.0 / 2.355 / fine, mode="nearest")
+
+    def coarse(a):
+        return a.reshape(n // block, block, n // block, block, slices, block).mean(axis=(1, 3, 5))
+
+    hu1 = (coarse(hu) + np.random.default_rng(3).normal(0.0, 12.0, (n // block, n // block, slices))).astype(np.float32)
+    truth = coarse(bone.astype(float)) > 0.5
+    found = np.zeros(truth.shape, dtype=np.uint8)
+    found[ndimage.binary_dilation(truth, ndimage.generate_binary_structure(3, 1)[:, :, 1:2])] = lt.value("sacrum")
+    out = partial_volume_rims(found, hu1, np.full(3, 1.0), 200.0)
+    before, after = dice(found > 0, truth), dice(out > 0, truth)
+    assert after >= 0.97 and after > before + 0.04, (before, after)       # 0.929 -> 0.977
+    assert (truth & (out == 0)).sum() <= 0.01 * truth.sum()                 # no bone given away
