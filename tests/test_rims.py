@@ -92,24 +92,32 @@ def test_bone_a_voxel_thick_outside_its_cortex_gives_its_rim_to_the_soft_tissue(
 
 
 
+def _scanned_rod(fine: float, block: int, width_mm: float, radius: float, cortex_mm: float, marrow_hu: float,
+                 cortex_hu: float, noise_hu: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bone rod in soft tissue (40 HU) made at ``fine`` mm, blurred 1 mm FWHM and block averaged to
+    ``block`` x ``fine`` mm voxels as a scan records it (4 slices), with noise; and the truth on that
+    grid: the voxels more than half bone."""
+    slices = 4
+    n = int(round(width_mm / fine)) // block * block
+    x, y = (np.mgrid[:n, :n] - (n - 1) / 2) * fine
+    r = np.hypot(x, y)[:, :, None] * np.ones((1, 1, slices * block))
+    bone = r <= radius
+    hu = np.where(r <= radius - cortex_mm, marrow_hu, np.where(bone, cortex_hu, 40.0))
+    hu = ndimage.gaussian_filter(hu, sigma=1.0 / 2.355 / fine, mode="nearest")
+
+    def scanned(a: np.ndarray) -> np.ndarray:
+        return a.reshape(n // block, block, n // block, block, slices, block).mean(axis=(1, 3, 5))
+
+    noise = np.random.default_rng(seed).normal(0.0, noise_hu, (n // block, n // block, slices))
+    return (scanned(hu) + noise).astype(np.float32), scanned(bone.astype(float)) > 0.5
+
+
 def test_coarse_voxels_of_the_outer_surface_less_than_half_bone_go_to_the_soft_tissue():
     # A bone rod of 20 mm radius (1.5 mm cortex of 600 HU, marrow 150 HU) in soft tissue (40 HU),
     # made at 0.5 mm, blurred 1 mm FWHM and block averaged to 3 mm voxels as a coarse scan records
     # it; the truth on that grid is the voxels more than half bone. Labelled above 120 HU (as a cortex
     # threshold leaves a coarse surface), the bone holds some voxels of mostly soft tissue.
-    fine, block, slices = 0.5, 6, 4
-    n = 104 // block * block
-    x, y = (np.mgrid[:n, :n] - (n - 1) / 2) * fine
-    r = np.hypot(x, y)[:, :, None] * np.ones((1, 1, slices * block))
-    bone = r <= 20.0
-    hu = np.where(r <= 18.5, TRABECULAR_HU, np.where(bone, CORTEX_HU, 40.0))
-    hu = ndimage.gaussian_filter(hu, sigma=1.0 / 2.355 / fine, mode="nearest")
-
-    def coarse(a):
-        return a.reshape(n // block, block, n // block, block, slices, block).mean(axis=(1, 3, 5))
-
-    hu3 = (coarse(hu) + np.random.default_rng(2).normal(0.0, 15.0, (n // block, n // block, slices))).astype(np.float32)
-    truth = coarse(bone.astype(float)) > 0.5
+    hu3, truth = _scanned_rod(0.5, 6, 52.0, 20.0, 1.5, TRABECULAR_HU, CORTEX_HU, 15.0, seed=2)
     found = np.where(hu3 > 120.0, lt.value("sacrum"), 0).astype(np.uint8)
     out = partial_volume_rims(found, hu3, np.full(3, 3.0), TRABECULAR_HU)
     before, after = dice(found > 0, truth), dice(out > 0, truth)
@@ -124,19 +132,7 @@ def test_a_soft_tissue_layer_outside_a_thin_dim_cortex_goes_to_the_soft_tissue()
     # 450 HU, marrow 200 HU, soft tissue 40 HU) made at 0.25 mm, blurred 1 mm FWHM, averaged to 1 mm
     # voxels (the truth: those more than half bone), labelled a voxel too thick: its first bone voxels
     # stand near 250 HU, and a wall had to stand 360 HU (Dice 0.929 as found, and after the step).
-    fine, block, slices = 0.25, 4, 4
-    n = 128 // block * block
-    x, y = (np.mgrid[:n, :n] - (n - 1) / 2) * fine
-    r = np.hypot(x, y)[:, :, None] * np.ones((1, 1, slices * block))
-    bone = r <= 12.0
-    hu = np.where(r <= 11.5, 200.0, np.where(bone, 450.0, 40.0))
-    hu = ndimage.gaussian_filter(hu, sigma=1.0 / 2.355 / fine, mode="nearest")
-
-    def coarse(a):
-        return a.reshape(n // block, block, n // block, block, slices, block).mean(axis=(1, 3, 5))
-
-    hu1 = (coarse(hu) + np.random.default_rng(3).normal(0.0, 12.0, (n // block, n // block, slices))).astype(np.float32)
-    truth = coarse(bone.astype(float)) > 0.5
+    hu1, truth = _scanned_rod(0.25, 4, 32.0, 12.0, 0.5, 200.0, 450.0, 12.0, seed=3)
     found = np.zeros(truth.shape, dtype=np.uint8)
     found[ndimage.binary_dilation(truth, ndimage.generate_binary_structure(3, 1)[:, :, 1:2])] = lt.value("sacrum")
     out = partial_volume_rims(found, hu1, np.full(3, 1.0), 200.0)
