@@ -21,7 +21,8 @@ from trajplan.volume import bounding_box
 VALLEY_SIGMA_MM = 2.0        # the scale of the joint gap (2-4 mm wide with its partial volume)
 BORDER_BAND_MM = 15.0        # the border may move this far into either bone (at 20 a fracture line
                              # beside the joint was taken for it: real case 003, 6 ml of its ala to the ilium)
-MAX_SPACING_MM = 2.0         # coarser voxels blur the gap into its plates
+MAX_SPACING_MM = 2.0         # coarser voxels blur the gap into its plates: the search runs on a grid
+FINE_MM = 1.0                # refined to this (linear interpolation of the CT), and the border is brought back
 
 
 def valley_sheetness(image: np.ndarray, spacing: np.ndarray, sigma_mm: float = VALLEY_SIGMA_MM) -> np.ndarray:
@@ -63,7 +64,10 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     on :func:`valley_sheetness` seeded by the rest of each bone: the two sides flood through bone
     and marrow alike and meet on the strongest dark sheet between them, the joint. Nothing outside
     the two bones changes, and neither bone grows beyond their union. On voxels coarser than
-    MAX_SPACING_MM on any axis the bones are returned as they are.
+    MAX_SPACING_MM on any axis the search runs on the band refined to FINE_MM
+    (:func:`_on_refined_grid`): a 3 mm voxel holds a 2-4 mm gap only as a dip between brighter
+    neighbours, which the Hessian at VALLEY_SIGMA_MM cannot resolve on the coarse grid itself
+    (run there, real case 003 at 3 mm lost 0.02 of sacral Dice; refined, it gained 0.02 and 001 0.04).
 
     One pass: a second one from the first one's border (30 mm in all) raised real case 001 at
     2 mm from a sacral Dice of 0.834 to 0.867, but relabelled its thin lower sacrum, where the plan
@@ -78,12 +82,12 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     spacing : np.ndarray
         Voxel size (mm) per axis.
     """
-    if np.max(spacing) > MAX_SPACING_MM:
-        return sacrum, ilium
-    d_sac, d_il = distances_where_both_near(sacrum, ilium, spacing, BORDER_BAND_MM)
-    band = (sacrum & (d_il <= BORDER_BAND_MM)) | (ilium & (d_sac <= BORDER_BAND_MM))
+    spacing = np.asarray(spacing, dtype=float)
+    band = _band(sacrum, ilium, spacing)
     if not band.any():
         return sacrum, ilium
+    if np.max(spacing) > MAX_SPACING_MM:
+        return _on_refined_grid(sacrum, ilium, smooth, spacing, band)
     box = bounding_box(band, np.ceil(2 * VALLEY_SIGMA_MM / np.asarray(spacing)).astype(int) + 1)
     markers = np.zeros(band[box].shape, dtype=np.int32)
     markers[sacrum[box] & ~band[box]] = 1
@@ -95,4 +99,33 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     moved = band[box] & (given > 0)
     sacrum[box][moved] = given[moved] == 1
     ilium[box][moved] = given[moved] == 2
+    return sacrum, ilium
+
+
+def _band(sacrum: np.ndarray, ilium: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The voxels of either bone within BORDER_BAND_MM of the other."""
+    d_sac, d_il = distances_where_both_near(sacrum, ilium, spacing, BORDER_BAND_MM)
+    return (sacrum & (d_il <= BORDER_BAND_MM)) | (ilium & (d_sac <= BORDER_BAND_MM))
+
+
+def _on_refined_grid(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, spacing: np.ndarray,
+                     band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`border_on_joint` on a coarse grid: the box of the ``band`` (with room for each bone's seed
+    beyond it) is refined by a whole factor per axis to FINE_MM or finer (the CT by linear
+    interpolation, the bones by repetition), the border is moved there, and each coarse voxel of the
+    two bones goes to the bone that holds most of its fine voxels."""
+    factor = np.ceil(spacing / FINE_MM).astype(int)
+    box = bounding_box(band, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 2)
+
+    def refined(mask: np.ndarray) -> np.ndarray:
+        return mask[box].repeat(factor[0], 0).repeat(factor[1], 1).repeat(factor[2], 2)
+
+    image = ndimage.zoom(smooth[box].astype(np.float32), factor, order=1, mode="nearest", grid_mode=True)
+    fine_sacrum, _ = border_on_joint(refined(sacrum), refined(ilium), image, spacing / factor)
+    shape = np.asarray(sacrum[box].shape)
+    share = fine_sacrum.reshape(shape[0], factor[0], shape[1], factor[1], shape[2], factor[2]).mean(axis=(1, 3, 5))
+    union = (sacrum | ilium)[box]
+    sacrum, ilium = sacrum.copy(), ilium.copy()
+    sacrum[box] = union & (share >= 0.5)
+    ilium[box] = union & (share < 0.5)
     return sacrum, ilium

@@ -62,8 +62,27 @@ def test_the_joint_is_the_strongest_dark_sheet_and_marrow_is_not_one():
     assert np.median(joint) > 10 * max(np.median(marrow), 1e-3)
 
 
-def test_voxels_coarser_than_the_gap_are_left_as_split():
+def _blocks(array: np.ndarray, k: int = 3) -> np.ndarray:
+    """The mean of each k x k x k block (a scan at k times the voxel size)."""
+    n = np.asarray(array.shape) // k
+    cut = array[:n[0] * k, :n[1] * k, :n[2] * k].astype(np.float32)
+    return cut.reshape(n[0], k, n[1], k, n[2], k).mean(axis=(1, 3, 5))
+
+
+def test_on_voxels_coarser_than_the_gap_the_border_still_moves_onto_the_joint():
+    # Real sacra at 3 mm: the split left 15-20 ml of each case's sacrum to an ilium, 9 mm into the ala.
     ct, sacrum, ilium = _sacrum_and_ilium()
-    split_sacrum, split_ilium = _split_inside_the_ala(sacrum, ilium)
-    moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, ct, np.array([3.0, 3.0, 3.0]))
-    assert np.array_equal(moved_sacrum, split_sacrum) and np.array_equal(moved_ilium, split_ilium)
+    coarse_ct = _blocks(ct)
+    coarse_sacrum = _blocks(sacrum) >= 0.5
+    coarse_ilium = (_blocks(ilium) >= 0.5) & ~coarse_sacrum
+    x = np.arange(coarse_sacrum.shape[0])[:, None, None]
+    split_sacrum = coarse_sacrum & (x < (JOINT_X - 12) // 3)
+    split_ilium = (coarse_sacrum | coarse_ilium) & ~split_sacrum
+    assert dice(split_sacrum, coarse_sacrum) < 0.85
+    moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, coarse_ct, np.array([3.0, 3.0, 3.0]))
+    assert dice(moved_sacrum, coarse_sacrum) > 0.93
+    given_away = np.flatnonzero((moved_ilium & coarse_sacrum).any(axis=(1, 2)))
+    assert given_away.min() >= np.flatnonzero(coarse_sacrum.any(axis=(1, 2))).max() - 1   # within a voxel of the joint
+    assert not (moved_sacrum & coarse_ilium).any()
+    assert not (moved_sacrum & moved_ilium).any()
+    assert np.array_equal(moved_sacrum | moved_ilium, coarse_sacrum | coarse_ilium)

@@ -45,7 +45,9 @@ def in_an_ilium(sacral: np.ndarray, ref) -> float:
     return (sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)
 
 
-@pytest.mark.parametrize("case, min_dice", [("001", 0.70), ("003", 0.66)])   # 0.736 and 0.695
+# 0.800 and 0.740; 0.759 and 0.716 before step 3c sought the joint on a grid refined from the 3 mm one
+# (18.6 and 20.8 ml of the left alae labelled ilium, 11.2 and 15.0 ml after)
+@pytest.mark.parametrize("case, min_dice", [("001", 0.78), ("003", 0.725)])
 def test_real_sacrum_at_3mm_found_and_kept_off_the_ilia(real_scan, case, min_dice):
     _, ref, seg = real_scan(case, "3mm")
     sacral = lt.sacral_bone(seg.labels)
@@ -165,6 +167,19 @@ def test_visible_human_sacrum_stops_below_L5_and_L4(shared_ct):
     height = canon.spacing[2]
     assert (np.argwhere(l5)[:, 2].mean() - np.argwhere(sacral)[:, 2].mean()) * height >= 40.0
     assert any("lumbar spine" in note for note in seg.report["notes"])
+
+
+@pytest.mark.validation
+def test_darkened_real_sacrum_gets_its_alae_back_from_the_random_walks_ilia(real_scan):
+    # The random walk (step 3b) gives the shells of the alae to the ilia, deeper than step 3c's band
+    # reaches in one pass: 16 ml of the reference sacrum labelled ilium and Dice 0.859 with one
+    # pass, 9 ml and 0.885 with a second one from the first one's border.
+    _, ref, seg = real_scan("001", "osteo")
+    sacral, truth = lt.sacral_bone(seg.labels), ref.array == 1
+    assert dice(sacral, truth) >= 0.88
+    as_ilium = truth & lt.mask(seg.labels, "ilium_left", "ilium_right")
+    assert as_ilium.sum() * seg.labels.voxel_volume_ml <= 11.0
+    assert in_an_ilium(sacral, ref) < 0.01
 
 
 def test_random_walk_split_takes_a_spine_that_ends_in_the_field_as_all_sacrum(shared_ct):
