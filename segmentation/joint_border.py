@@ -16,7 +16,7 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from segmentation.parts import distances_where_both_near
-from trajplan.volume import bounding_box
+from trajplan.volume import block_means, bounding_box
 
 VALLEY_SIGMA_MM = 2.0        # the scale of the joint gap (2-4 mm wide with its partial volume)
 BORDER_BAND_MM = 15.0        # the border may move this far into either bone (at 20 a fracture line
@@ -89,7 +89,7 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
         return sacrum, ilium
     if np.max(spacing) > MAX_SPACING_MM:
         return _on_refined_grid(sacrum, ilium, smooth, spacing, band)
-    box = bounding_box(band, np.ceil(2 * VALLEY_SIGMA_MM / np.asarray(spacing)).astype(int) + 1)
+    box = bounding_box(band, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 1)
     markers = np.zeros(band[box].shape, dtype=np.int32)
     markers[sacrum[box] & ~band[box]] = 1
     markers[ilium[box] & ~band[box]] = 2
@@ -123,8 +123,7 @@ def _on_refined_grid(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, 
 
     image = ndimage.zoom(smooth[box].astype(np.float32), factor, order=1, mode="nearest", grid_mode=True)
     fine_sacrum, _ = border_on_joint(refined(sacrum), refined(ilium), image, spacing / factor)
-    shape = np.asarray(sacrum[box].shape)
-    share = fine_sacrum.reshape(shape[0], factor[0], shape[1], factor[1], shape[2], factor[2]).mean(axis=(1, 3, 5))
+    share = block_means(fine_sacrum, factor)
     union = (sacrum | ilium)[box]
     sacrum, ilium = sacrum.copy(), ilium.copy()
     sacrum[box] = union & (share >= 0.5)

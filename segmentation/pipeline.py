@@ -28,7 +28,7 @@ from trajplan.errors import NoSacrumError
 from trajplan.io.atomic import write_json
 from trajplan.io.files import write_volume_file
 from trajplan.io.slicer_seg import write_slicer_segmentation
-from trajplan.volume import Volume, bounding_box
+from trajplan.volume import Volume, block_means, bounding_box
 
 log = logging.getLogger("trajplan")
 
@@ -89,10 +89,7 @@ def block_averaged(ct: Volume, spacing: np.ndarray) -> Volume:
     block = np.maximum(np.floor(spacing / ct.spacing + 1e-6).astype(int), 1)
     if np.all(block == 1):
         return ct.resample(spacing, fill=float(ct.array.min()))
-    shape = np.asarray(ct.shape) // block
-    trimmed = ct.array[:shape[0] * block[0], :shape[1] * block[1], :shape[2] * block[2]]
-    mean = trimmed.reshape(shape[0], block[0], shape[1], block[1], shape[2], block[2]).mean(
-        axis=(1, 3, 5), dtype=np.float32)
+    mean = block_means(ct.array, block, dtype=np.float32)
     # The block's centre is where its first voxel was plus half the block less half a voxel.
     origin = ct.index_to_world(((block - 1) / 2.0)[None])[0]
     averaged = Volume(mean, spacing=ct.spacing * block, origin=origin, direction=ct.direction)

@@ -9,6 +9,7 @@ from scipy import ndimage
 from segmentation.metrics import dice
 from segmentation.rims import partial_volume_rims
 from trajplan import labels as lt
+from trajplan.volume import block_means
 
 LUMEN_HU, CORTEX_HU, TRABECULAR_HU = 10.0, 600.0, 150.0
 
@@ -105,11 +106,8 @@ def _scanned_rod(fine: float, block: int, width_mm: float, radius: float, cortex
     hu = np.where(r <= radius - cortex_mm, marrow_hu, np.where(bone, cortex_hu, 40.0))
     hu = ndimage.gaussian_filter(hu, sigma=1.0 / 2.355 / fine, mode="nearest")
 
-    def scanned(a: np.ndarray) -> np.ndarray:
-        return a.reshape(n // block, block, n // block, block, slices, block).mean(axis=(1, 3, 5))
-
     noise = np.random.default_rng(seed).normal(0.0, noise_hu, (n // block, n // block, slices))
-    return (scanned(hu) + noise).astype(np.float32), scanned(bone.astype(float)) > 0.5
+    return (block_means(hu, block) + noise).astype(np.float32), block_means(bone.astype(float), block) > 0.5
 
 
 def test_coarse_voxels_of_the_outer_surface_less_than_half_bone_go_to_the_soft_tissue():

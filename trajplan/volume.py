@@ -36,6 +36,15 @@ def bounding_box(mask: np.ndarray, pad: np.ndarray | int = 0) -> tuple[slice, ..
     return tuple(box)
 
 
+def block_means(array: np.ndarray, block, dtype=None) -> np.ndarray:
+    """The mean of each whole block of ``block`` voxels per axis of a 3-D ``array`` (a partial block at
+    an array's far end is left out); ``dtype`` as in ``np.mean``."""
+    block = np.broadcast_to(np.asarray(block, dtype=int), (3,))
+    shape = np.asarray(array.shape) // block
+    whole = array[:shape[0] * block[0], :shape[1] * block[1], :shape[2] * block[2]]
+    return whole.reshape(shape[0], block[0], shape[1], block[1], shape[2], block[2]).mean(axis=(1, 3, 5), dtype=dtype)
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3-D voxel array with spacing, origin and direction (LPS mm).
