@@ -10,7 +10,7 @@ from scipy import ndimage
 from sample_ct.phantom import PhantomParams
 from trajplan import labels as lt
 from trajplan.planning import evaluate_path
-from trajplan.planning.ct_guard import entry_on_bone_edge, guard_profile
+from trajplan.planning.ct_guard import entry_on_bone_edge, guard_profile, smoothed
 from trajplan.planning.verify import entry_offset_mm
 from trajplan.volume import Volume
 
@@ -42,6 +42,21 @@ def test_trabecular_bone_alone_passes_even_when_dark_and_a_labelled_fracture_is_
     fracture[33:43] = True
     assert guard_profile(hu, STEP, fracture, reference=None, voxel_mm=1.0)["reasons"] == []
     assert guard_profile(hu, STEP, ~fracture & False, reference=None, voxel_mm=1.0)["reasons"] == ["ct_leaves_bone"]
+
+
+def test_a_groove_between_two_walls_is_seen_where_the_blur_hides_both_from_the_thresholds():
+    # As on real sacrum 001 with its bone darkened (0.86 mm): a 1.5 mm groove of soft tissue between
+    # two thin plates, in trabecular bone of 135 HU; smoothed, the plates stay below the cortex
+    # threshold and the groove above the soft-tissue one.
+    for seed in range(6):
+        hu = profile((1.5, 900), (8, 135), (1.5, 320), (1.5, 40), (1.5, 420), (8, 135), seed=seed)
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=(135.0, 30.0), voxel_mm=0.86)
+        assert got["leaves_bone_mm"] == 0.0 and smoothed(hu, STEP)[6:].max() < got["cortex_hu"], got
+        assert got["reasons"] == ["ct_crosses_cortex"] and got["walls_crossed"] == 2, (seed, got)
+    # Dark marrow right under the entry cortex has one wall only (the entry's): not a groove.
+    hu = profile((1.5, 900), (2.0, 60), (12, 135), (3, 420), (8, 135))
+    got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=(135.0, 30.0), voxel_mm=0.86)
+    assert got["reasons"] == [] and got["walls_crossed"] == 0, got
 
 
 def scanned_slab(voxel_mm: float, edge_mm: float, *, outside_hu: float = 35.0) -> Volume:
