@@ -4,7 +4,7 @@ Some public real CTs keep the values inside bone masks only (every other voxel 0
 real sacra of ``../shared/ct/real_bone/`` are such. :func:`with_soft_tissue` fills the rest
 as a scan has it (soft tissue in a body ellipse, air outside), and :func:`degraded` makes the
 harder scans the planner must also read: coarser voxels (block averaged, as a scanner's
-partial volume), trabecular bone darkened to severe osteoporosis, and noise. Nothing here
+partial volume), trabecular bone darkened to severe osteoporosis or turned to fatty marrow, and noise. Nothing here
 reads a file: the caller gives the arrays; no data ships with the package.
 """
 
@@ -24,6 +24,7 @@ SOFT_TISSUE_SD_HU = 12.0
 AIR_HU = -1000.0
 BODY_MARGIN_MM = 40.0       # the body ellipse reaches this far beyond the bones (left-right, front-back)
 CORTEX_DEPTH_MM = 2.0       # bone within this of the bone's surface is cortex, deeper is trabecular
+FATTY_TEXTURE = 0.3         # fatty marrow keeps this share of the trabecular texture's swing
 
 
 def with_soft_tissue(ct: Volume, bone: np.ndarray, *, seed: int = 0) -> Volume:
@@ -75,9 +76,24 @@ def darkened_trabecular(ct: Volume, bone: np.ndarray, trabecular_hu: float) -> V
     return ct.with_array(out)
 
 
+def fatty_trabecular(ct: Volume, bone: np.ndarray, marrow_hu: float) -> Volume:
+    """``ct`` with the trabecular bone (deeper than CORTEX_DEPTH_MM in ``bone``) turned to fatty marrow.
+
+    The median trabecular voxel comes to ``marrow_hu`` (below soft tissue: the alae and lower sacrum
+    of the elderly, as the real whole CTs of ``../shared/ct`` show them, about -50 to +30 HU) and the
+    texture keeps FATTY_TEXTURE of its swing about the median; the cortex keeps its values.
+    """
+    trabecular = ndimage.distance_transform_edt(bone, sampling=ct.spacing) > CORTEX_DEPTH_MM
+    values = ct.array[trabecular]
+    out = ct.array.astype(np.float32, copy=True)
+    out[trabecular] = marrow_hu + (values - float(np.median(values))) * FATTY_TEXTURE
+    return ct.with_array(out)
+
+
 def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
-             trabecular_hu: float | None = None, noise_sd_hu: float = 0.0, seed: int = 0) -> Volume:
-    """A harder scan of the same patient: darkened trabecular bone, coarser voxels, then noise.
+             trabecular_hu: float | None = None, fatty_marrow_hu: float | None = None,
+             noise_sd_hu: float = 0.0, seed: int = 0) -> Volume:
+    """A harder scan of the same patient: darkened or fatty trabecular bone, coarser voxels, then noise.
 
     Parameters
     ----------
@@ -89,6 +105,8 @@ def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
         Isotropic voxel size of the result (block averaged); the CT's own grid if None.
     trabecular_hu : float, optional
         Median trabecular HU after darkening (:func:`darkened_trabecular`); unchanged if None.
+    fatty_marrow_hu : float, optional
+        Median trabecular HU after its marrow is made fatty (:func:`fatty_trabecular`); unchanged if None.
     noise_sd_hu : float
         Standard deviation of Gaussian noise added last (HU).
     seed : int
@@ -96,6 +114,8 @@ def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
     """
     if trabecular_hu is not None:
         ct = darkened_trabecular(ct, bone, trabecular_hu)
+    if fatty_marrow_hu is not None:
+        ct = fatty_trabecular(ct, bone, fatty_marrow_hu)
     if spacing_mm is not None:
         ct = block_averaged(ct, np.full(3, float(spacing_mm)))
     if noise_sd_hu > 0:
@@ -124,6 +144,7 @@ SCANS = {                                         # how a real case is scanned a
     "2mm": {"spacing_mm": 2.0, "noise_sd_hu": 15.0},
     "3mm": {"spacing_mm": 3.0, "noise_sd_hu": 15.0},
     "osteo": {"trabecular_hu": 90.0, "noise_sd_hu": 10.0},   # severe osteoporosis at its own spacing
+    "fatty": {"fatty_marrow_hu": 0.0, "noise_sd_hu": 10.0},  # fatty marrow (below soft tissue), own spacing
 }
 
 

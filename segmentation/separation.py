@@ -359,12 +359,25 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
             if dim is not None:
                 bones = _grown(dim, _filled_in(enclosed, solid, spacing), smooth, spacing, midline_mm, dim_cortex=True)
     if bones is None:
-        _, pieces = _pieces(solid, spacing)
-        widest = max((p.width for p in pieces), default=0.0)
-        raise NoSacrumError(
-            f"no sacrum in the field of view: found {len(pieces)} bone pieces (widest {widest:.0f} mm) "
-            "but no wide bone on the midline with an ilium on each side")
+        raise NoSacrumError(_no_sacrum_found(solid, spacing, midline_mm))
     return bones
+
+
+def _no_sacrum_found(solid: np.ndarray, spacing: np.ndarray, midline_mm: float) -> str:
+    """Why no sacrum was named, from the pieces of ``solid``: no wide central bone (a field without
+    a sacrum), or one piece wider than a sacrum across the midline (the sacrum may be in it, joined
+    to the ilia where the CT shows no joint between them: marrow as dark as the joints, real sacra
+    with their marrow made fatty were refused so)."""
+    _, pieces = _pieces(solid, spacing)
+    widest = max(pieces, key=lambda p: p.width, default=None)
+    if widest is not None and widest.width > MAX_SACRUM_WIDTH_MM and widest.lo[0] < midline_mm < widest.hi[0]:
+        return (f"no sacrum in the field of view was told apart from the other bones: one bone piece "
+                f"{widest.width:.0f} mm wide ({widest.volume_ml:.0f} ml) spans the midline; the sacrum may be in it, "
+                "joined to the ilia where the CT shows no joint between them (marrow as dark as soft tissue "
+                "hides the joints): check the CT, or give the sacrum's mask with --sacrum-mask")
+    width = 0.0 if widest is None else widest.width
+    return (f"no sacrum in the field of view: found {len(pieces)} bone pieces (widest {width:.0f} mm) "
+            "but no wide bone on the midline with an ilium on each side")
 
 
 def _implausible_coccyx(coccyx: np.ndarray, sacrum: np.ndarray, spacing: np.ndarray) -> str:

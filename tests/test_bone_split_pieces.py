@@ -2,10 +2,12 @@
 the erosion cuts off given to the bone they were joined to."""
 
 import numpy as np
+import pytest
 
 from segmentation.bone import solid_bone
 from segmentation.pipeline import _dim_throughout, _sealed
 from segmentation.separation import split_bones
+from trajplan.errors import NoSacrumError
 
 SPACING = np.array([1.0, 1.0, 1.0])
 
@@ -75,3 +77,17 @@ def test_a_piece_cut_off_an_ilium_beside_the_sacrum_stays_with_that_ilium():
     assert (bones.ilium_left & parts["slab"]).sum() == slab
     assert (bones.sacrum & parts["fragment"]).sum() == parts["fragment"].sum()
     assert not (bones.ilium_right & parts["fragment"]).any()
+
+
+def test_a_bone_wider_than_a_sacrum_across_the_midline_is_refused_as_not_told_apart():
+    # One plate 200 mm wide across the midline (the sacrum fused with both ilia, as real sacra whose
+    # marrow was made as dark as soft tissue were seen), against a field of two small bones.
+    spacing = np.array([2.0, 2.0, 2.0])
+    smooth = np.zeros((120, 30, 30), np.float32)
+    smooth[10:110, 8:20, 5:25] = 600.0
+    with pytest.raises(NoSacrumError, match=r"told apart .* one bone piece 198 mm wide .* spans the midline"):
+        split_bones(smooth, smooth > 0, spacing, midline_mm=120.0)
+    smooth[:] = 0.0
+    smooth[10:30, 8:20, 5:25] = smooth[90:110, 8:20, 5:25] = 600.0
+    with pytest.raises(NoSacrumError, match=r"^no sacrum in the field of view: found 2 bone pieces \(widest 38 mm\)"):
+        split_bones(smooth, smooth > 0, spacing, midline_mm=120.0)
