@@ -36,6 +36,7 @@ from trajplan.errors import InputError, NoSacrumError
 from trajplan.io.atomic import atomic_path
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.planning.verify import axis_outside_bone, entry_offset_mm
+from trajplan.volume import Volume
 
 REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
 TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88, "fatty": 0.88}
@@ -83,7 +84,7 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
     return row
 
 
-def _refused(case: str, variant: str, ct, ref, seconds: float, reason: str) -> dict:
+def _refused(case: str, variant: str, ct: Volume, ref: Volume, seconds: float, reason: str) -> dict:
     """The row of a scan the segmentation refused (no sacrum found): nothing labelled, nothing planned."""
     ml = ct.voxel_volume_ml
     return {"case": case, "variant": variant, "spacing": " x ".join(f"{s:.2g}" for s in ct.spacing),
