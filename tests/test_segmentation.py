@@ -712,3 +712,26 @@ def test_marrow_pockets_enclosed_by_the_sacrum_are_bone_but_bays_lumens_and_join
     pockets = marrow_pockets(labels, spacing)
     assert pockets[10:16, 15:22, 10:18].all()
     assert pockets.sum() == 6 * 7 * 8                  # nothing of the bay, the canal or the gap
+
+
+def test_an_ala_found_far_smaller_than_an_adult_one_is_flagged_with_its_volume():
+    from segmentation.pipeline import Segmentation, _with_small_alae_flagged, segmentation_report
+
+    array = np.zeros((60, 40, 40), np.uint8)
+    array[:10] = lt.value("ala_right")            # 10 x 40 x 40 voxels of 2 mm: 128 ml
+    array[50:52] = lt.value("ala_left")           # 2 x 40 x 40: 25.6 ml ...
+    array[50:52, :, 30:] = 0                      # ... less a quarter: 19.2 ml, small but above 15
+    labels = Volume(array, spacing=(2.0, 2.0, 2.0))
+    report = segmentation_report(labels, notes=[], partial=[], trabecular_hu=200.0, foramina_found={},
+                                 source="ct")
+    report["structures"]["canal"]["voxels"] = 1                # (no canal is flagged on its own)
+    report.update(partial=False, partial_reason=None)
+    seg = _with_small_alae_flagged(Segmentation(labels=labels, report=report))
+    assert not seg.report["partial"] and seg.report["structures"]["ala_left"]["quality"] == "ok"
+    array[50:52, :, 12:] = 0                      # 12 of 40 slices left: 7.7 ml
+    seg = _with_small_alae_flagged(Segmentation(labels=labels, report=segmentation_report(    # (no canal here:
+        labels, notes=[], partial=[], trabecular_hu=200.0, foramina_found={}, source="ct")))  # flagged first)
+    assert seg.report["partial"]
+    assert seg.report["partial_reason"].startswith("no sacral canal found; the left ala found holds only 8 ml")
+    assert seg.report["structures"]["ala_left"]["quality"].startswith("the left ala found holds only 8 ml")
+    assert seg.report["structures"]["ala_right"]["quality"] == "ok" and "right ala" not in seg.report["partial_reason"]
