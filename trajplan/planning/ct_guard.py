@@ -9,7 +9,7 @@ the image two questions that need no label:
   ``MAX_SOFT_RUN_MM`` (3 mm) and 1.5 voxels;
 - does it **cross a cortical wall** after the entry: a bright run (cortex) beside a
   dark run (the gap beyond the wall), i.e. the needle exits the bone or re-enters it; or a dark
-  run with a peak on each side (two walls and the gap between them) even where partial volume
+  dip with a peak on each side (two walls and the gap between them) even where partial volume
   leaves the walls below the cortex threshold and the gap above the soft-tissue one.
 
 and, from the skin to the bone entry, a third:
@@ -213,7 +213,9 @@ def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarra
     the trabecular HU: trabecular texture does not swing that far within a few millimetres.
     """
     window = int(round(WALL_GAP_WINDOW_MM / step))
-    contrast = max(trabecular - SOFT_TISSUE_HU, 0.0)
+    contrast = trabecular - SOFT_TISSUE_HU
+    if contrast < MIN_SOFT_MARGIN_HU:      # bone as dark as soft tissue: a dip's depth tells nothing
+        return 0
     low = SOFT_TISSUE_HU + VALLEY_FRACTION * contrast
     inner = np.arange(len(smooth))
     dips = np.flatnonzero((inner > start) & (inner < len(smooth) - 1) & (smooth < low) & ~expected_dark
