@@ -36,7 +36,6 @@ from trajplan.errors import InputError, NoSacrumError
 from trajplan.io.atomic import atomic_path
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.planning.verify import axis_outside_bone, entry_offset_mm
-from trajplan.volume import Volume
 
 REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
 TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88, "fatty": 0.88}
@@ -47,27 +46,29 @@ END_TOLERANCE_MM = 1.5       # the needle's first and last this much may graze t
 def measure(case: str, variant: str, *, plan: bool = True) -> dict:
     """Segment (and plan on) one real case: the row of the table."""
     ct, ref = real_case(REAL_BONE, case, variant)
+    truth = ref.array == 1
+    ml = ct.voxel_volume_ml
+    row = {"case": case, "variant": variant, "spacing": " x ".join(f"{s:.2g}" for s in ct.spacing),
+           "reference_ml": float(truth.sum() * ml), "dice": 0.0, "dice_with_coccyx": 0.0, "volume_ml": 0.0,
+           "in_ilium": 0.0, "alae_ml": [0.0, 0.0], "lesion_ml": 0.0, "lesion_uncertain": False,
+           "safe": 0, "leaving": 0, "crossing_ilium": 0, "entry_offsets": [], "plan": "not planned"}
     start = time.perf_counter()
     try:
         seg = segment(ct)
     except NoSacrumError as exc:                  # refused: a row of its own, the message as its flag
-        return _refused(case, variant, ct, ref, time.perf_counter() - start, str(exc))
-    seconds = time.perf_counter() - start
+        return {**row, "seconds": time.perf_counter() - start, "partial": f"refused: {exc}",
+                "plan": "no segmentation"}
+    row["seconds"] = time.perf_counter() - start
     sacral = lt.sacral_bone(seg.labels.array)
-    truth = ref.array == 1
-    ml = ct.voxel_volume_ml
-    row = {
-        "case": case, "variant": variant, "spacing": " x ".join(f"{s:.2g}" for s in ct.spacing),
-        "seconds": seconds, "dice": dice(sacral, truth),
-        "dice_with_coccyx": dice(sacral | lt.mask(seg.labels, "coccyx"), truth),
-        "volume_ml": float(sacral.sum() * ml), "reference_ml": float(truth.sum() * ml),
+    row.update({
+        "dice": dice(sacral, truth), "dice_with_coccyx": dice(sacral | lt.mask(seg.labels, "coccyx"), truth),
+        "volume_ml": float(sacral.sum() * ml),
         "in_ilium": float((sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)),
         "alae_ml": [float(lt.mask(seg.labels, f"ala_{side}").sum() * ml) for side in lt.SIDES],
         "partial": seg.report["partial_reason"] or "",
         "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
         "lesion_uncertain": seg.lesion_uncertain,
-        "safe": 0, "leaving": 0, "crossing_ilium": 0, "entry_offsets": [], "plan": "not planned",
-    }
+    })
     if plan:
         try:
             result = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=100), ct=ct,
@@ -82,16 +83,6 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
                    crossing_ilium=sum(ilium for _, ilium in checks), plan=result["outcome"],
                    entry_offsets=[mm for mm in offsets if mm is not None])
     return row
-
-
-def _refused(case: str, variant: str, ct: Volume, ref: Volume, seconds: float, reason: str) -> dict:
-    """The row of a scan the segmentation refused (no sacrum found): nothing labelled, nothing planned."""
-    ml = ct.voxel_volume_ml
-    return {"case": case, "variant": variant, "spacing": " x ".join(f"{s:.2g}" for s in ct.spacing),
-            "seconds": seconds, "dice": 0.0, "dice_with_coccyx": 0.0, "volume_ml": 0.0,
-            "reference_ml": float((ref.array == 1).sum() * ml), "in_ilium": 0.0, "alae_ml": [0.0, 0.0],
-            "partial": f"refused: {reason}", "lesion_ml": 0.0, "lesion_uncertain": False, "safe": 0, "leaving": 0,
-            "crossing_ilium": 0, "entry_offsets": [], "plan": "no segmentation"}
 
 
 def _offsets(mm: list[float]) -> str:

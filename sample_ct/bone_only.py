@@ -60,6 +60,11 @@ def with_soft_tissue(ct: Volume, bone: np.ndarray, *, seed: int = 0) -> Volume:
     return ct.with_array(reorder.undo(canon.with_array(filled)).array)
 
 
+def trabecular_bone(ct: Volume, bone: np.ndarray) -> np.ndarray:
+    """The voxels of ``bone`` deeper than CORTEX_DEPTH_MM (mm, on ``ct``'s spacing): its trabecular bone."""
+    return ndimage.distance_transform_edt(bone, sampling=ct.spacing) > CORTEX_DEPTH_MM
+
+
 def darkened_trabecular(ct: Volume, bone: np.ndarray, trabecular_hu: float) -> Volume:
     """``ct`` with the trabecular bone (deeper than CORTEX_DEPTH_MM in ``bone``) darkened.
 
@@ -67,8 +72,7 @@ def darkened_trabecular(ct: Volume, bone: np.ndarray, trabecular_hu: float) -> V
     the median trabecular voxel comes to ``trabecular_hu`` (severe osteoporosis: about
     100 HU or less); the cortex keeps its values.
     """
-    depth = ndimage.distance_transform_edt(bone, sampling=ct.spacing)
-    trabecular = depth > CORTEX_DEPTH_MM
+    trabecular = trabecular_bone(ct, bone)
     median = float(np.median(ct.array[trabecular]))
     scale = max(trabecular_hu - SOFT_TISSUE_HU, 0.0) / max(median - SOFT_TISSUE_HU, 1.0)
     out = ct.array.astype(np.float32, copy=True)
@@ -83,7 +87,7 @@ def fatty_trabecular(ct: Volume, bone: np.ndarray, marrow_hu: float) -> Volume:
     of the elderly, as the real whole CTs of ``../shared/ct`` show them, about -50 to +30 HU) and the
     texture keeps FATTY_TEXTURE of its swing about the median; the cortex keeps its values.
     """
-    trabecular = ndimage.distance_transform_edt(bone, sampling=ct.spacing) > CORTEX_DEPTH_MM
+    trabecular = trabecular_bone(ct, bone)
     values = ct.array[trabecular]
     out = ct.array.astype(np.float32, copy=True)
     out[trabecular] = marrow_hu + (values - float(np.median(values))) * FATTY_TEXTURE

@@ -203,14 +203,12 @@ def test_random_walk_split_takes_a_spine_that_ends_in_the_field_as_all_sacrum(sh
 
 
 def test_a_fatty_scan_turns_the_real_trabecular_bone_darker_than_soft_tissue_and_keeps_its_cortex(shared_ct):
-    from scipy import ndimage
-
-    from sample_ct.bone_only import CORTEX_DEPTH_MM, SCANS, SOFT_TISSUE_HU, fatty_trabecular
+    from sample_ct.bone_only import SCANS, SOFT_TISSUE_HU, fatty_trabecular, trabecular_bone
 
     own, ref = real_case(shared_ct / "real_bone", "003")
     bone = ref.array > 0
     fatty = fatty_trabecular(own, bone, SCANS["fatty"]["fatty_marrow_hu"])
-    trabecular = ndimage.distance_transform_edt(bone, sampling=own.spacing) > CORTEX_DEPTH_MM
+    trabecular = trabecular_bone(own, bone)
     assert abs(float(np.median(fatty.array[trabecular]))) < 1.0                  # its median: 0 HU
     assert float(np.mean(fatty.array[trabecular] < SOFT_TISSUE_HU)) > 0.6        # most of it below soft tissue
     assert float(np.mean(own.array[trabecular] < SOFT_TISSUE_HU)) < 0.1          # as it was not
