@@ -14,7 +14,8 @@ Each real bone-only CT is made a whole CT (sample_ct.bone_only.with_soft_tissue:
   sd 10 HU added.
 For each: the sacral bone (sacrum + alae + anterior cortex + fracture + lesion) against the
 reference sacrum (Dice, volume), how much of it lies in a reference ilium, the flags, the time,
-and the plan's needles called safe checked on the reference: a needle whose axis leaves the
+and the plan's needles called safe checked on the reference at its own sub-millimetre grid (whatever
+the scan's spacing): a needle whose axis leaves the
 reference sacrum between its bone entry and its tip crossed a lumen, a joint or the cortex
 (:func:`trajplan.planning.verify.axis_outside_bone`). The real data is read from ../shared and never written anywhere.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sample_ct.bone_only import SCANS, real_case
+from sample_ct.bone_only import SCANS, real_case, real_reference
 from segmentation.metrics import dice
 from segmentation.pipeline import segment
 from trajplan import labels as lt
@@ -77,8 +78,12 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
             row["plan"] = f"no plan: {str(exc)[:80]}"
             return row
         safe = [n for n in result["needles"] + result["alternatives"] if n["safe"]]
-        checks = [axis_outside_bone(n, ref, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
-        offsets = [entry_offset_mm(n, ref) for n in safe]
+        # The needles are judged on the reference at its own, finest grid: resampled to 2-3 mm with
+        # the scan, its voxels half covered by bone open holes in solid cortex (001 at 2 mm: one
+        # voxel on a needle's axis whose own reference and CT, 400-900 HU, are solid bone there).
+        native = real_reference(REAL_BONE, case)
+        checks = [axis_outside_bone(n, native, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
+        offsets = [entry_offset_mm(n, native) for n in safe]
         row.update(safe=len(safe), leaving=sum(mm > 0 for mm, _ in checks),
                    crossing_ilium=sum(ilium for _, ilium in checks), plan=result["outcome"],
                    entry_offsets=[mm for mm in offsets if mm is not None])
@@ -177,7 +182,9 @@ the coccyx where the source drew it (case 003), which the segmentation labels `c
 "with the coccyx" counts that label as sacral bone too (the targets are judged without it). A needle
 called safe (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
 bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
-from the skin to the tip meets a reference ilium. "Bone entry to the reference's" is, over those
+from the skin to the tip meets a reference ilium. Needles are judged on the reference at its own
+sub-millimetre grid for every scan (the Dice at the scan's grid): resampled to 2 or 3 mm, voxels
+that bone half covers open holes in solid cortex. "Bone entry to the reference's" is, over those
 needles, the median (and range) of where the axis enters the reference sacrum, measured from the
 planned bone entry (`entry_lps`) along the axis: positive where the reference bone begins deeper
 than planned (a labelled surface proud of the bone), negative where it begins before (bone the

@@ -152,12 +152,19 @@ SCANS = {                                         # how a real case is scanned a
 }
 
 
+def real_reference(directory: str | Path, case: str) -> Volume:
+    """The reference labels ``NNN_ref.nii.gz`` of a bone-only case in ``directory``, on their own grid
+    (label 0 outside the bones): the finest truth for any scan of that case, since every scan keeps
+    the source's world coordinates."""
+    return read_volume_file(Path(directory) / f"{case}_ref.nii.gz")
+
+
 def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volume, Volume]:
     """(whole CT, reference labels on its grid) of a bone-only case ``NNN_ct.nii.gz`` with its
     ``NNN_ref.nii.gz`` in ``directory`` (label 0 outside the bones), scanned as ``SCANS[scan]``."""
     directory = Path(directory)
     ct = read_volume_file(directory / f"{case}_ct.nii.gz")
-    ref = read_volume_file(directory / f"{case}_ref.nii.gz")
+    ref = real_reference(directory, case)
     bone = ref.array > 0
     seed = int.from_bytes(case.encode(), "little") % 2**32
     ct = with_soft_tissue(ct.with_array(ct.array.astype(np.float32)), bone, seed=seed)
