@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import body_mask, bone_above, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
+from segmentation.joint_border import MAX_SPACING_MM as JOINT_SEARCH_SPACING_MM
 from segmentation.joint_border import border_on_joint
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
@@ -55,7 +56,8 @@ CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
 LESION_IN_FATTY_MARROW = ("uncertain: the sacrum holds dark fatty marrow, which looks like a lytic lesion on CT; "
                           "confirm the lesion on the images (or MR) before targeting it")
-JOINT_PASSES_AFTER_WALK = 2          # step 3c's passes on the random walk's borders (one on the shell split's)
+JOINT_PASSES_COARSE = 2              # step 3c's passes on a random walk's borders and on grids coarser than
+                                     # JOINT_SEARCH_SPACING_MM (one on the shell split's finer ones)
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
 MIN_ALA_ML = 15.0                    # an ala found smaller is flagged (see _with_small_alae_flagged)
@@ -503,15 +505,20 @@ def _borders_on_joints(bones: Bones, region: Region, notes: list[str]) -> Bones:
 
     Borders from the random-walk split (``coarse_borders``) are sought twice, the second time from
     the first one's border: its 3 mm walk gives the ala's shell to the ilium, deeper than one band
-    reaches (real sacra with darkened bone: 001 0.859 -> 0.885, 003 0.737 -> 0.751). After the
-    shell-fill split one pass is kept: a second one raised 001 at 2 mm from 0.905 to 0.936, but made
-    the lower ala beside a dorsal tubercle (joined to it across soft tissue) an ala with a false
-    fracture line, and 5 of the 13 short-axis needles called safe there left the reference bone.
+    reaches (real sacra with darkened bone: 001 0.859 -> 0.885, 003 0.737 -> 0.751). So are the shell
+    split's borders on a grid coarser than JOINT_SEARCH_SPACING_MM, where its erosion of a voxel or
+    more leaves them as deep in the ala (real sacra at 3 mm: 001 0.800 -> 0.833, its left ala 16 -> 19
+    ml; 003 0.740 -> 0.741; no needle called safe leaves the reference bone). On finer grids one pass
+    is kept: a second one raised 001 at 2 mm from 0.905 to 0.936, but made the lower ala beside a
+    dorsal tubercle (joined to it across soft tissue) an ala with a false fracture line, and 5 of the
+    13 short-axis needles called safe there left the reference bone.
     """
+    passes = (JOINT_PASSES_COARSE if bones.coarse_borders or region.spacing.max() > JOINT_SEARCH_SPACING_MM
+              else 1)
     sacrum, ilia = bones.sacrum, {}
     for side in ("ilium_left", "ilium_right"):
         ilia[side] = getattr(bones, side)
-        for _ in range(JOINT_PASSES_AFTER_WALK if bones.coarse_borders else 1):
+        for _ in range(passes):
             sacrum, ilia[side] = border_on_joint(sacrum, ilia[side], region.smooth, region.spacing)
     gained = (int(sacrum.sum()) - int(bones.sacrum.sum())) * region.canon.voxel_volume_ml
     if abs(gained) >= 0.5:
