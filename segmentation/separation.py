@@ -46,6 +46,7 @@ FRAGMENT_BELOW_MM = 15.0     # an ala cut off by the foramina in dark marrow can
 JOINT_MM = 12.0
 MAX_COCCYX_WIDTH_MM = 45.0       # a real coccyx is at most about 35 mm wide at its base
 MAX_COCCYX_FRACTION = 0.15       # and a few ml against a sacrum of 150-300 ml
+COCCYGEAL_JOINT_MM = 2.0         # the sacrococcygeal and intercoccygeal joints (and the thin S4-S5) at most
 MIN_L5_ML = 30.0                 # a whole L5 (body and arch) holds 50-90 ml
 SI_CONTACT_MM = 6.0              # sacral bone this near an ilium meets it at the sacroiliac joint
 SI_CONTACT_FRACTION = 0.25       # the joint's top: the highest slice with this share of its median contact
@@ -487,6 +488,48 @@ class _JoinedBefore:
                      if side in named and held & self._parts(named[side])), "")
 
 
+def _beside_sacrum(piece: _Piece, named: dict[str, _Piece], midline_mm: float, depth: float) -> bool:
+    """Whether an unnamed eroded piece is a part of the sacrum cut off from its seed.
+
+    An ala fragment cut off by a fracture line lies beside the sacral seed, within its height;
+    the lower sacrum cut off by a fracture (or at the thin S2-S4) reaches up into that height
+    from below; a piece on the midline that reaches up to L5's seed is the L5-S1 disc.
+    """
+    sacrum = named["sacrum"]
+    disc = ("L5" in named and piece.lo[0] < midline_mm < piece.hi[0]
+            and piece.hi[2] >= named["L5"].lo[2] - 2 * depth)
+    return (piece.lo[0] >= sacrum.lo[0] - FRAGMENT_REACH_MM and piece.hi[0] <= sacrum.hi[0] + FRAGMENT_REACH_MM
+            and (piece.lo[2] >= sacrum.lo[2] - FRAGMENT_BELOW_MM or piece.hi[2] >= sacrum.lo[2])
+            and piece.hi[2] <= sacrum.hi[2] + 5.0
+            and piece.volume_ml < 0.5 * sacrum.volume_ml and not disc)
+
+
+def _chained_below_coccyx(pieces: list[_Piece], named: dict[str, _Piece], midline_mm: float, depth: float,
+                          spacing: np.ndarray) -> list[_Piece]:
+    """The central pieces no wider than a coccyx, behind the ilia's front as the coccyx's seed
+    (:func:`_name_pieces`), that hang below that seed: each top within the gap two erosions by
+    ``depth`` open across a joint of COCCYGEAL_JOINT_MM (and a voxel) of the lowest bottom of the
+    seed and the pieces above it.
+
+    The thin lower sacrum and the coccyx's segments erode into a column of small pieces, and only
+    the highest is named coccyx: the rest were left out of every bone (real case 001 at 3 mm: 39 ml
+    of its lower sacrum). They grow with the coccyx's seed, whose bone is taken as sacrum when it is
+    too large for a coccyx (:func:`_implausible_coccyx`).
+    """
+    if "coccyx" not in named:
+        return []
+    gap_mm = 2 * depth + float(np.max(spacing)) + COCCYGEAL_JOINT_MM
+    front = min(named[side].centre[1] for side in ("ilium_left", "ilium_right")) - MAX_ANTERIOR_MM
+    chain, bottom = [], named["coccyx"].lo[2]
+    central = [p for p in pieces if abs(p.centre[0] - midline_mm) < CENTRAL_MM and p.width < MAX_COCCYX_WIDTH_MM
+               and p.centre[1] >= front and p.hi[2] < named["coccyx"].lo[2] + gap_mm]
+    for piece in sorted(central, key=lambda p: -p.hi[2]):
+        if piece.hi[2] >= bottom - gap_mm:
+            chain.append(piece)
+            bottom = min(bottom, piece.lo[2])
+    return chain
+
+
 def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
            dim_cortex: bool = False) -> Bones:
     """The bones named in ``found``, grown back into ``solid`` (``dim_cortex``: seeded from a dim
@@ -508,24 +551,18 @@ def _grown(found: _Named, solid: np.ndarray, smooth: np.ndarray, spacing: np.nda
         markers[split == 2] = order.index("L5") + 1
     other = len(order) + 1
     known = {p.label for p in named.values()}
-    sacrum = named["sacrum"]
     joined_before = _JoinedBefore(found, spacing)
-    for piece in found.pieces:
-        if piece.label in known:
-            continue
-        # An ala fragment cut off by a fracture line lies beside the sacral seed, within its height;
-        # the lower sacrum cut off by a fracture (or at the thin S2-S4) reaches up into that height
-        # from below; a piece on the midline that reaches up to L5's seed is the L5-S1 disc.
-        disc = ("L5" in named and piece.lo[0] < midline_mm < piece.hi[0]
-                and piece.hi[2] >= named["L5"].lo[2] - 2 * depth)
-        beside = (piece.lo[0] >= sacrum.lo[0] - FRAGMENT_REACH_MM and piece.hi[0] <= sacrum.hi[0] + FRAGMENT_REACH_MM
-                  and (piece.lo[2] >= sacrum.lo[2] - FRAGMENT_BELOW_MM or piece.hi[2] >= sacrum.lo[2])
-                  and piece.hi[2] <= sacrum.hi[2] + 5.0
-                  and piece.volume_ml < 0.5 * sacrum.volume_ml and not disc)
-        # Beside it may also lie a part of an ilium that the erosion cut off at a thin neck: it
-        # was joined to that ilium's seed, not to the sacrum's, before the erosion.
-        ilium = joined_before.ilium_of(piece) if beside else ""
-        markers[labels == piece.label] = order.index(ilium) + 1 if ilium else 1 if beside else other
+    rest = [piece for piece in found.pieces if piece.label not in known]
+    beside = {piece.label for piece in rest if _beside_sacrum(piece, named, midline_mm, depth)}
+    below = {piece.label for piece in _chained_below_coccyx([p for p in rest if p.label not in beside], named,
+                                                            midline_mm, depth, spacing)}
+    for piece in rest:
+        # Beside the sacrum may also lie a part of an ilium that the erosion cut off at a thin neck:
+        # it was joined to that ilium's seed, not to the sacrum's, before the erosion.
+        ilium = joined_before.ilium_of(piece) if piece.label in beside else ""
+        value = (order.index(ilium) + 1 if ilium else 1 if piece.label in beside
+                 else order.index("coccyx") + 1 if piece.label in below else other)
+        markers[labels == piece.label] = value
     # Grow each seed back by the depth it was eroded (borders midway across the gaps between
     # bones), then let a watershed through bright bone first give the rest (thin parts that the
     # erosion removed) to the nearest bone across the least dark path.
