@@ -129,6 +129,12 @@ def _gap_mm(labels: np.ndarray, a: _Piece, b: _Piece, spacing: np.ndarray) -> fl
     return float(dist[sub == b.label].min())
 
 
+def _front_mm(ilia) -> float:
+    """How far forward (mm, on the P axis) the sacrum and coccyx may lie: MAX_ANTERIOR_MM in front of
+    the foremost centre of ``ilia`` (pieces; -inf for none)."""
+    return min((p.centre[1] for p in ilia), default=-np.inf) - MAX_ANTERIOR_MM
+
+
 def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | None = None,
                  spacing: np.ndarray | None = None, reach_mm: float = np.inf) -> dict[str, _Piece] | None:
     """Sacrum, ilia, L5, coccyx among the eroded pieces, or None if no sacrum is recognisable.
@@ -153,7 +159,7 @@ def _name_pieces(pieces: list[_Piece], midline_mm: float, labels: np.ndarray | N
                      and p.hi[2] >= sacrum.lo[2] and p.lo[2] <= sacrum.hi[2]]
             if cands:
                 beside[side] = max(cands, key=lambda p: p.volume_ml)
-        front = min((p.centre[1] for p in beside.values()), default=-np.inf) - MAX_ANTERIOR_MM
+        front = _front_mm(beside.values())
         if any(m.centre[2] < sacrum.centre[2] and m.centre[1] >= front for m in merged):
             return None   # the sacrum is still fused with the ilia below this piece: erode more
         if len(beside) < 2 or sacrum.centre[1] < front:
@@ -519,7 +525,7 @@ def _chained_below_coccyx(pieces: list[_Piece], named: dict[str, _Piece], midlin
     if "coccyx" not in named:
         return []
     gap_mm = 2 * depth + float(np.max(spacing)) + COCCYGEAL_JOINT_MM
-    front = min(named[side].centre[1] for side in ("ilium_left", "ilium_right")) - MAX_ANTERIOR_MM
+    front = _front_mm(named[side] for side in ("ilium_left", "ilium_right"))
     chain, bottom = [], named["coccyx"].lo[2]
     central = [p for p in pieces if abs(p.centre[0] - midline_mm) < CENTRAL_MM and p.width < MAX_COCCYX_WIDTH_MM
                and p.centre[1] >= front and p.hi[2] < named["coccyx"].lo[2] + gap_mm]
