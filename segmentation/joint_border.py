@@ -69,10 +69,8 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     neighbours, which the Hessian at VALLEY_SIGMA_MM cannot resolve on the coarse grid itself
     (run there, real case 003 at 3 mm lost 0.02 of sacral Dice; refined, it gained 0.02 and 001 0.04).
 
-    One pass (the pipeline runs a second one only on a random walk's borders, see
-    :func:`segmentation.pipeline._borders_on_joints`): a second one from the first one's border
-    (30 mm in all) raised real case 001 at 2 mm from a sacral Dice of 0.834 to 0.867, but relabelled
-    its thin lower sacrum, where the plan then put short-axis needles that leave the reference bone.
+    One pass; the pipeline runs a second one from the first one's border (30 mm in all, see
+    :func:`segmentation.pipeline._borders_on_joints`).
 
     Parameters
     ----------

@@ -15,7 +15,6 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import body_mask, bone_above, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
-from segmentation.joint_border import MAX_SPACING_MM as JOINT_SEARCH_SPACING_MM
 from segmentation.joint_border import border_on_joint
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
@@ -56,8 +55,7 @@ CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
 LESION_IN_FATTY_MARROW = ("uncertain: the sacrum holds dark fatty marrow, which looks like a lytic lesion on CT; "
                           "confirm the lesion on the images (or MR) before targeting it")
-JOINT_PASSES = 2                     # step 3c's passes, but one on the shell split's borders on a grid
-ONE_PASS_SPACING_MM = (1.0, JOINT_SEARCH_SPACING_MM)   # coarser than 1 mm up to 2 mm (_borders_on_joints)
+JOINT_PASSES = 2                     # step 3c's passes (_borders_on_joints)
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
 MIN_ALA_ML = 15.0                    # an ala found smaller is flagged (see _with_small_alae_flagged)
@@ -506,24 +504,20 @@ def _borders_on_joints(bones: Bones, region: Region, notes: list[str]) -> Bones:
     The borders are sought twice (JOINT_PASSES), the second time from the first one's border, where
     the split can leave them deeper in the ala than one band reaches: the random walk's 3 mm grid
     gives the ala's shell to the ilium (real sacra with darkened bone: 001 0.859 -> 0.885, 003 0.737
-    -> 0.751); the shell split's erosion of a voxel or more does so on a grid coarser than
-    JOINT_SEARCH_SPACING_MM (real sacra at 3 mm: 001 0.800 -> 0.833, 003 0.740 -> 0.741), and its
-    seeds in fatty alae on a 1 mm grid (the Visible Human pelvis: left ala 11 -> 23 ml, right 12 ->
-    17 ml, 18 ml of the left ilium given back, and a plan is made where none was; real sacra at
-    their own spacing unchanged, 0.971 and 0.889). No needle called safe leaves the reference bone
-    there. On the shell split's grids coarser than 1 mm up to 2 mm one pass is kept
-    (ONE_PASS_SPACING_MM): a second one raised 001 at 2 mm from 0.905 to 0.936 (003: 0.752 -> 0.804),
-    but made the lower ala beside a dorsal tubercle (joined to it across soft tissue, which a 2 mm
-    voxel does not resolve) an ala with a false fracture line, and 5 of the 13 short-axis needles
-    called safe there left the reference bone.
+    -> 0.751); the shell split's erosion of a voxel or more does so on a grid coarser than 1 mm
+    (real sacra at 3 mm: 001 0.800 -> 0.833, 003 0.740 -> 0.741; at 2 mm: 001 0.905 -> 0.936, 003
+    0.752 -> 0.804), and its seeds in fatty alae on a 1 mm grid (the Visible Human pelvis: left ala
+    11 -> 23 ml, right 12 -> 17 ml, 18 ml of the left ilium given back, and a plan is made where none
+    was; real sacra at their own spacing unchanged, 0.971 and 0.889). No needle called safe leaves
+    the reference bone there. At 2 mm the second pass had been left out while it made a false
+    fracture line of the left sacral cornu of 001 (5 of its 13 needles called safe left the bone);
+    fracture lines are now kept only where they reach the upper ala
+    (:func:`segmentation.parts.fracture_lines`).
     """
-    lower, upper = ONE_PASS_SPACING_MM
-    one_pass = not bones.coarse_borders and lower < region.spacing.max() <= upper
-    passes = 1 if one_pass else JOINT_PASSES
     sacrum, ilia = bones.sacrum, {}
     for side in ("ilium_left", "ilium_right"):
         ilia[side] = getattr(bones, side)
-        for _ in range(passes):
+        for _ in range(JOINT_PASSES):
             sacrum, ilia[side] = border_on_joint(sacrum, ilia[side], region.smooth, region.spacing)
     gained = (int(sacrum.sum()) - int(bones.sacrum.sum())) * region.canon.voxel_volume_ml
     if abs(gained) >= 0.5:

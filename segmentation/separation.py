@@ -66,7 +66,6 @@ class Bones:
     notes: tuple[str, ...]
     lumens_filled: bool = False      # the sacrum holds its canal and foramina (split from enclosed volumes)
     caveat: str = ""                 # why the split is less reliable than usual (flags the result partial)
-    coarse_borders: bool = False     # the borders with the ilia come from a coarse random walk (walker.py)
 
 
 @dataclass(frozen=True)

@@ -302,7 +302,7 @@ def split_bones_by_walker(hu: np.ndarray, spacing: np.ndarray, midline_i: float)
     if np.any(grid > spacing):
         back = _refined(back, fine.array, spacing)
     return Bones(sacrum=back == 1, ilium_left=back == 2, ilium_right=back == 3, L5=back == 4,
-                 coccyx=np.zeros(back.shape, dtype=bool), lumens_filled=True, coarse_borders=True,
+                 coccyx=np.zeros(back.shape, dtype=bool), lumens_filled=True,
                  notes=(f"bones separated by random walks on a {' x '.join(f'{g:g}' for g in grid)} mm grid "
                         "(the cortical shells enclosed no sacrum)",),
                  caveat="the bones were split by the random-walk fallback (the cortical shells enclosed no sacrum): "

@@ -59,6 +59,18 @@ def test_a_groove_between_two_walls_is_seen_where_the_blur_hides_both_from_the_t
     assert got["reasons"] == [] and got["walls_crossed"] == 0, got
 
 
+
+def test_a_gap_wider_than_the_window_between_two_walls_is_seen():
+    # As on real sacrum 001 with its bone darkened, where a short-axis needle crossed a 4.5 mm gap
+    # (30-65 HU) between its dorsal crest and the ala's cortex: the gap's minimum lay farther than
+    # WALL_GAP_WINDOW_MM (3 mm) from the far wall, and the needle was called safe. Here 6 mm wide,
+    # so that its minimum is farther than that from one wall wherever the noise puts it.
+    for seed in range(6):
+        hu = profile((1.5, 350), (3, 200), (1.5, 260), (6, 55), (1.0, 420), (10, 110), seed=seed, noise=10.0)
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=(107.5, 33.5), voxel_mm=0.86)
+        assert got["leaves_bone_mm"] < 3.0, (seed, got)
+        assert got["reasons"] == ["ct_crosses_cortex"] and got["walls_crossed"] == 2, (seed, got)
+
 def scanned_slab(voxel_mm: float, edge_mm: float, *, outside_hu: float = 35.0) -> Volume:
     """A CT of a bone slab whose dorsal surface lies at y = ``edge_mm`` (LPS; the bone lies anterior,
     at smaller y): 1.5 mm of 900 HU cortex, then 200 HU trabecular bone, ``outside_hu`` behind

@@ -484,6 +484,30 @@ def test_fracture_line_is_followed_to_the_edge_of_the_ala_where_one_side_is_left
     assert not (found & (ndimage.distance_transform_edt(~crack) > 3.0)).any()
 
 
+
+def test_fracture_lines_are_kept_where_they_reach_the_upper_ala():
+    from segmentation.parts import FRACTURE_MAX_TOP_MM, fracture_lines
+
+    # A tall block of textured trabecular bone (110 mm, as a real sacrum from its alae down) with two
+    # dark cracks: one from 4 mm below its top down through the upper part (an S1-S2 ala fracture),
+    # one wholly in the lower part, its top 68 mm below the block's (where real case 001's sacral
+    # cornu showed a wall that the averaging made a line of).
+    spacing = np.array([1.0, 1.0, 1.0])
+    shape = (64, 30, 112)
+    x, y, z = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    ala = (x >= 5) & (x < 59) & (y >= 3) & (y < 27) & (z >= 1) & (z < 111)
+    upper = ala & (np.abs(x - 20.0) <= 0.75) & (z >= 66) & (z <= 106)
+    lower = ala & (np.abs(x - 44.0) <= 0.75) & (z >= 10) & (z <= 42)
+    texture = ndimage.gaussian_filter(np.random.default_rng(1).normal(0.0, 1.0, shape), 1.0)
+    hu = np.where(upper | lower, 0.0, 150.0 + 25.0 * texture / texture.std())
+    hu = ndimage.gaussian_filter(np.where(ala, hu, 40.0), 0.42)
+    assert 110 - 42 > FRACTURE_MAX_TOP_MM > 110 - 106
+
+    found = fracture_lines(hu, ala, spacing)
+    within_a_voxel = ndimage.binary_dilation(found, iterations=1)
+    assert (upper & within_a_voxel).sum() >= 0.9 * upper.sum()
+    assert not (found & (np.abs(x - 44.0) <= 4)).any()
+
 @pytest.mark.slow   # a 1.25 mm phantom
 def test_fine_ct_is_segmented_on_the_work_grid_and_labelled_on_its_own(monkeypatch):
     from segmentation import pipeline

@@ -204,30 +204,31 @@ def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarra
     """How many dark dips after the entry zone lie between two walls of the profile ``smooth``.
 
     A gap between two cortical plates (a groove of the bone's surface that the labels bridge, a
-    joint) narrower than the scan's blur shows neither plate at the cortex threshold nor the gap at
-    the soft-tissue one (real sacrum 001 with its trabecular bone darkened, 0.86 mm: a 2 mm groove
-    read at 74 HU between walls of 300 and 420 HU, in bone of 135 HU). Its shape still tells it: a
-    local minimum below soft + VALLEY_FRACTION x (trabecular - soft), not a labelled dark target,
-    with a peak within WALL_GAP_WINDOW_MM on each side (past the entry zone) that stands at least
-    VALLEY_DEPTH x (trabecular - soft) above the minimum and VALLEY_SPREADS texture spreads above
-    the trabecular HU: trabecular texture does not swing that far within a few millimetres.
+    joint, a foramen's opening) narrower than the scan's blur shows neither plate at the cortex
+    threshold nor the gap at the soft-tissue one (real sacrum 001 with its trabecular bone darkened,
+    0.86 mm: a 2 mm groove read at 74 HU between walls of 300 and 420 HU, in bone of 135 HU). Its
+    shape still tells it: a run below soft + VALLEY_FRACTION x (trabecular - soft), not a labelled
+    dark target, that ends before the tip, with a peak within WALL_GAP_WINDOW_MM of each of its ends
+    (past the entry zone) that stands at least VALLEY_DEPTH x (trabecular - soft) above the run's
+    minimum and VALLEY_SPREADS texture spreads above the trabecular HU: trabecular texture does not
+    swing that far within a few millimetres. The window is counted from the run's ends, not from its
+    minimum, so that a wider gap counts too (the same darkened case: a 4.5 mm gap at 30-65 HU between
+    the dorsal crest at 250 HU and the ala's cortex at 420 HU, its minimum 4.5 mm from that cortex).
     """
     window = int(round(WALL_GAP_WINDOW_MM / step))
     contrast = trabecular - SOFT_TISSUE_HU
     if contrast < MIN_SOFT_MARGIN_HU:      # bone as dark as soft tissue: a dip's depth tells nothing
         return 0
-    low = SOFT_TISSUE_HU + VALLEY_FRACTION * contrast
-    inner = np.arange(len(smooth))
-    dips = np.flatnonzero((inner > start) & (inner < len(smooth) - 1) & (smooth < low) & ~expected_dark
-                          & (smooth <= np.roll(smooth, 1)) & (smooth <= np.roll(smooth, -1)))
-    count, last = 0, -len(smooth)
-    for i in dips:
-        before, after = smooth[max(start, i - window):i], smooth[i + 1:i + 1 + window]
-        if i - last <= window or not before.size or not after.size:
+    dark = (smooth < SOFT_TISSUE_HU + VALLEY_FRACTION * contrast) & ~expected_dark
+    dark[:start + 1] = False
+    count = 0
+    for a, b in runs(dark):
+        before, after = smooth[max(start, a - window):a], smooth[b:b + window]
+        if not before.size or not after.size:
             continue
         peak = min(float(before.max()), float(after.max()))
-        if peak - smooth[i] >= VALLEY_DEPTH * contrast and peak >= trabecular + VALLEY_SPREADS * spread:
-            count, last = count + 1, i
+        if peak - float(smooth[a:b].min()) >= VALLEY_DEPTH * contrast and peak >= trabecular + VALLEY_SPREADS * spread:
+            count += 1
     return count
 
 
