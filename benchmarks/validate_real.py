@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from environment import numerical_stack  # benchmarks/environment.py, beside this script
 
 from sample_ct.bone_only import SCANS, real_case, real_reference
 from segmentation.metrics import dice
@@ -160,7 +161,7 @@ def main() -> None:
                   f"leaving {row['leaving']}, crossing ilium {row['crossing_ilium']}, {row['plan']}; "
                   f"partial: {row['partial'] or 'no'}", flush=True)
             rows.append(row)
-    text = HEADER + "\n" + table(rows) + "\n\n" + summary(rows) + "\n"
+    text = HEADER + f"\nLibraries: {numerical_stack()}.\n\n" + table(rows) + "\n\n" + summary(rows) + "\n"
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(text)
     print("wrote", args.out)
