@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.joint_border import border_on_joint, valley_sheetness
+from segmentation.joint_border import border_on_joint, symmetric_eigenvalues, valley_sheetness
 from segmentation.metrics import dice
 from trajplan.volume import block_means
 
@@ -85,3 +85,18 @@ def test_on_voxels_coarser_than_the_gap_the_border_still_moves_onto_the_joint():
     assert not (moved_sacrum & coarse_ilium).any()
     assert not (moved_sacrum & moved_ilium).any()
     assert np.array_equal(moved_sacrum | moved_ilium, coarse_sacrum | coarse_ilium)
+
+
+def test_closed_form_eigenvalues_match_lapack_on_random_and_degenerate_matrices():
+    rng = np.random.default_rng(7)
+    upper = rng.normal(scale=300.0, size=(6, 5000))
+    upper[3:, :100] = 0.0                          # diagonal matrices
+    upper[:3, 100:200] = upper[0, 100:200]         # multiples of the identity (all eigenvalues equal)
+    upper[3:, 100:200] = 0.0
+    upper[:, 200:300] = 0.0                        # zero matrices
+    matrices = np.empty((5000, 3, 3))
+    for k, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))):
+        matrices[:, i, j] = matrices[:, j, i] = upper[k]
+    expected = np.linalg.eigvalsh(matrices)
+    found = np.stack(symmetric_eigenvalues(*upper), axis=1)
+    assert np.abs(found - expected).max() <= 1e-9 * np.abs(expected).max()
