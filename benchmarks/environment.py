@@ -15,7 +15,7 @@ NUMERICAL = ("numpy", "scipy", "scikit-image", "SimpleITK", "edt")
 CONSTRAINTS = Path(__file__).resolve().parents[1] / "constraints.txt"
 
 
-def pinned(path: Path = CONSTRAINTS) -> dict[str, str]:
+def pinned(path: Path) -> dict[str, str]:
     """The versions pinned in a pip constraints file (``name==version`` lines), by lower-case name."""
     pins = {}
     for line in path.read_text().splitlines():

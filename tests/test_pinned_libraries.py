@@ -20,7 +20,7 @@ def _environment():
 
 def test_every_library_the_validations_name_is_pinned_within_the_projects_ranges():
     environment = _environment()
-    pins = environment.pinned()
+    pins = environment.pinned(environment.CONSTRAINTS)
     ranges = {Requirement(text).name.lower(): Requirement(text).specifier
               for text in requires("trajplan") if "extra ==" not in text}
     for name in environment.NUMERICAL:
