@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.joint_border import border_on_joint, symmetric_eigenvalues, valley_sheetness
+from segmentation.joint_border import (
+    border_on_joint,
+    gap_contrast,
+    leaves_a_clear_gap,
+    symmetric_eigenvalues,
+    valley_sheetness,
+)
 from segmentation.metrics import dice
 from trajplan.volume import block_means
 
@@ -61,6 +67,24 @@ def test_the_joint_is_the_strongest_dark_sheet_and_marrow_is_not_one():
     joint = sheet[JOINT_X:JOINT_X + GAP, 12:28, 10:40].max(axis=0)     # its strongest across the gap
     marrow = sheet[20:40, 14:26, 12:38]
     assert np.median(joint) > 10 * max(np.median(marrow), 1e-3)
+
+
+def test_a_border_on_a_clear_joint_gap_is_not_moved_off_it_and_one_in_the_ala_is():
+    # Varied phantom 114 at 2 mm: step 3c moved the left border from the joint 3-4 mm into the ilium,
+    # onto the valley between the ilium's cortex and its marrow, and three needles called safe
+    # passed 0.7-1.8 mm from the true joint.
+    ct, sacrum, ilium = _sacrum_and_ilium()
+    x = np.arange(sacrum.shape[0])[:, None, None]
+    in_ilium = (sacrum | ilium) & (x < JOINT_X + GAP + 4)
+    into_the_ilium = (in_ilium, (sacrum | ilium) & ~in_ilium)
+    in_the_ala = _split_inside_the_ala(sacrum, ilium)
+    assert gap_contrast(sacrum, ilium, ct, SPACING) > 100.0    # 2 mm plates of 700 HU on marrow, a 30 HU gap
+    assert gap_contrast(*into_the_ilium, ct, SPACING) < 50.0
+    assert gap_contrast(*in_the_ala, ct, SPACING) < 50.0
+    assert leaves_a_clear_gap((sacrum, ilium), into_the_ilium, ct, SPACING)
+    assert not leaves_a_clear_gap(in_the_ala, (sacrum, ilium), ct, SPACING)
+    assert not leaves_a_clear_gap((sacrum, ilium), (sacrum, ilium), ct, SPACING)
+    assert gap_contrast(sacrum, np.zeros_like(ilium), ct, SPACING) == -np.inf
 
 
 def _blocks(array: np.ndarray) -> np.ndarray:
