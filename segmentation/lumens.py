@@ -157,6 +157,27 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         The lowest threshold used (``dark_hu`` or lower).
     """
     envelope = fill_holes(closing(sacrum | canal, ENVELOPE_CLOSE_MM, spacing))
+    if not envelope.any():
+        return _foramina_in_box(smooth, envelope, canal, spacing, midline_i, dark_hu, hu)
+    # Everything below looks no further than this beyond the envelope: the same result in its box.
+    reach_mm = max(TRACE_PAD_MM, DORSAL_GAP_MM + float(np.max(spacing)), 4.0 * SHARP_SMOOTH_MM)
+    box = bounding_box(envelope, np.ceil(reach_mm / np.asarray(spacing, dtype=float)).astype(int) + 2)
+    found, corners, lumen_hu = _foramina_in_box(smooth[box], envelope[box], canal[box], spacing,
+                                                midline_i - box[0].start, dark_hu,
+                                                None if hu is None else hu[box])
+
+    def whole(mask: np.ndarray) -> np.ndarray:
+        out = np.zeros(sacrum.shape, dtype=bool)
+        out[box] = mask
+        return out
+
+    return {side: [whole(m) for m in masks] for side, masks in found.items()}, whole(corners), lumen_hu
+
+
+def _foramina_in_box(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
+                     midline_i: float, dark_hu: float,
+                     hu: np.ndarray | None) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
+    """:func:`find_foramina` in the box of the sacral ``envelope`` (the sacrum and canal closed)."""
     bone_hu = 2.0 * dark_hu                     # the trabecular bone's HU, before any halving
     threshold = np.full(smooth.shape, dark_hu, dtype=np.float32)
     found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold, bone_hu)

@@ -349,8 +349,9 @@ def _lesion_pieces(found: np.ndarray, inside: np.ndarray, spacing: np.ndarray) -
     labels, count = ndimage.label(found)
     out = np.zeros_like(found)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    for i in range(1, count + 1):
-        piece = labels == i
-        if piece.sum() * voxel_ml >= LESION_MIN_ML:
-            out |= ndimage.binary_dilation(piece) & inside
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if sizes[i] * voxel_ml >= LESION_MIN_ML:
+            wide = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)     # room for the dilation
+            out[wide] |= ndimage.binary_dilation(labels[wide] == i) & inside[wide]
     return out
