@@ -199,7 +199,9 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     segmented at LOCATE_SPACING_MM to find the sacrum; the full resolution work then runs
     on the CT cropped around it (LOCATE_PAD_MM), and only the neighbouring bones beyond
     the crop (ilia, L5, coccyx) come from the coarse pass. If either pass finds no
-    sacrum, the whole CT is segmented at full resolution. Last, on the CT's own grid, the
+    sacrum, or the crop's sacrum disagrees with the located one (CROP_AGREEMENT) or its
+    ilia differ in volume where the located ones do not (ILIUM_ASYMMETRY), the whole CT is
+    segmented at full resolution. Last, on the CT's own grid, the
     canal, the foramina and the sacral bone's outer surface are settled where partial volume
     with the cortex puts them (:mod:`segmentation.rims`).
 
