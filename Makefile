@@ -43,10 +43,12 @@ dicom3tools:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools) >/dev/null 2>&1; } \
 	  || echo "note: dciodvfy is not installed; the dciodvfy checks of trajplan export will be skipped"
 
-## make validate: the long segmentation and planning validation over many phantoms, then on the real sacra of ../shared,
-## then the tests marked validation (real sacra segmented at their own spacing)
+## make validate: the long segmentation and planning validation over many phantoms (drawn plain, then with their
+## anatomical variation), then on the real sacra of ../shared, then the tests marked validation (real sacra segmented
+## at their own spacing)
 validate: $(STAMP)
 	$(PY) benchmarks/validate.py --out docs/validation.md
+	$(PY) benchmarks/validate.py --vary-anatomy --out docs/validation_varied.md
 	$(PY) benchmarks/validate_real.py --out docs/validation_real.md
 	$(PY) -m pytest -q -m validation
 
