@@ -262,7 +262,8 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
         log.info("the sacrum found in the crop differs from the located one (only %.0f%% within %g mm of each "
                  "other): segmenting the whole CT at full resolution", 100 * agreement, CROP_NEAR_MM)
         return _segment_grid(ct, last_resort=True)
-    crop_ratio, located_ratio = _ilia_ratio(fine.labels.array), _ilia_ratio(full[inside])
+    crop_ratio, located_ratio = (_ilia_ratio(*(lt.mask(labels, f"ilium_{side}") for side in lt.SIDES))
+                                 for labels in (fine.labels.array, full[inside]))
     if crop_ratio > ILIUM_ASYMMETRY >= located_ratio:
         # The crop cut one ilium into pieces that its split did not name (varied phantom 111: the
         # left ilium's articular part left unlabelled beside the joint, no joint band there, four
@@ -278,13 +279,13 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
                   f"{' x '.join(str(int(u - lo)) for lo, u in zip(lower, upper))} voxel crop")
 
 
-def _ilia_ratio(labels: np.ndarray) -> float:
-    """The larger ilium's volume over the smaller one's in ``labels`` (``inf`` if only one is there,
-    1 if neither)."""
-    sizes = sorted(int(np.count_nonzero(labels == lt.value(f"ilium_{side}"))) for side in lt.SIDES)
-    if sizes[1] == 0:
+def _ilia_ratio(one: np.ndarray, other: np.ndarray) -> float:
+    """The larger of two ilium masks' volumes over the smaller one's (``inf`` if only one holds
+    any voxel, 1 if neither does)."""
+    small, large = sorted((int(np.count_nonzero(one)), int(np.count_nonzero(other))))
+    if large == 0:
         return 1.0
-    return sizes[1] / sizes[0] if sizes[0] else float("inf")
+    return large / small if small else float("inf")
 
 
 def _with_located_neighbours(fine: np.ndarray, located: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -562,9 +563,9 @@ def _checked_bones(bones: Bones, solid: np.ndarray, region: Region, *, external_
                             f"{bones.sacrum.sum() * ml:.0f} ml of bone")
     partial = [bones.caveat] if bones.caveat else []
     partial.extend(_implausible_sacrum(bones.sacrum, region.spacing, region.midline_i))
-    ilia = sorted(float(getattr(bones, f"ilium_{side}").sum()) for side in ("left", "right"))
-    if ilia[0] > 0 and ilia[1] / ilia[0] > ILIUM_ASYMMETRY:
-        partial.append(f"the two ilia differ {ilia[1] / ilia[0]:.1f}-fold in volume: the sacrum and an ilium "
+    ilia_ratio = _ilia_ratio(bones.ilium_left, bones.ilium_right)
+    if ILIUM_ASYMMETRY < ilia_ratio < float("inf"):
+        partial.append(f"the two ilia differ {ilia_ratio:.1f}-fold in volume: the sacrum and an ilium "
                        "are probably not separated correctly")
     sac_idx = np.argwhere(bones.sacrum)
     for axis, name in ((2, "cranio-caudal"), (0, "left-right"), (1, "antero-posterior")):
