@@ -139,8 +139,7 @@ def write_markdown(path: Path, rows: list, args, seconds: float) -> None:
     keys = [*TARGETS, "fracture_false_ml", "dice_lesion"]
     low, high = args.osteoporosis
     default = (low, high) == (0.0, 1.0)         # the tables `make validate` regenerates
-    command = f"--cases {args.cases} --seed {args.seed}" + ("" if (low, high) == (0.0, 1.0) else
-                                                            f" --osteoporosis {low:g} {high:g}")
+    command = f"--cases {args.cases} --seed {args.seed}" + ("" if default else f" --osteoporosis {low:g} {high:g}")
     command += " --vary-anatomy" if args.vary_anatomy else ""
     title = "Validation"
     if low > 0.0 or args.vary_anatomy:
