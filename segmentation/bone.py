@@ -7,11 +7,11 @@ found, its small gaps are closed, and everything it encloses is filled in.
 
 from __future__ import annotations
 
-import edt
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
+from trajplan.distance import squared_distance
 from trajplan.volume import bounding_box
 
 BODY_HU = -400.0
@@ -56,8 +56,7 @@ def squared_depth(mask: np.ndarray, weights: tuple[int, ...]) -> np.ndarray:
     """Squared distance (float32, axis ``weights`` per voxel step) from each voxel of ``mask`` to
     the nearest voxel outside it or outside the array: ``mask`` eroded by the ball of
     :func:`ball_metric` is ``squared_depth(mask, weights) > squared + 0.5``."""
-    inside = np.pad(np.asarray(mask, dtype=bool), 1).view(np.uint8)       # edt reads uint8 faster than bool
-    return edt.edtsq(inside, anisotropy=weights, black_border=False, parallel=1)[1:-1, 1:-1, 1:-1]
+    return squared_distance(np.pad(np.asarray(mask, dtype=bool), 1), weights)[1:-1, 1:-1, 1:-1]
 
 
 def eroded_by_ball(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
@@ -78,8 +77,7 @@ def dilated_by_ball(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> 
     if metric is None:
         return ndimage.binary_dilation(mask, structure=ball(radius_mm, spacing))
     weights, squared = metric
-    outside = np.ascontiguousarray(~np.asarray(mask, dtype=bool)).view(np.uint8)
-    return edt.edtsq(outside, anisotropy=weights, black_border=False, parallel=1) <= squared + 0.5
+    return squared_distance(~np.asarray(mask, dtype=bool), weights) <= squared + 0.5
 
 
 def opening(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The segmentation's fast stand-ins give what the scipy operations they replace give (distances to float32
 precision, the same voxels at every threshold read)."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -20,7 +22,7 @@ from segmentation.bone import (
 from segmentation.parts import FRACTURE_ACROSS_MM, FRACTURE_SHEET_MM, FRACTURE_SIDE_MM, _fracture_sheets, fracture_lines
 from segmentation.separation import EROSION_STEPS_MM, _Erosions
 from trajplan import labels as lt
-from trajplan.distance import distance_mm
+from trajplan.distance import distance_mm, threads
 
 
 def _blobs(shape=(60, 50, 40), seed=1) -> np.ndarray:
@@ -83,6 +85,18 @@ def test_distance_in_mm_equals_scipy_distance_transform(spacing):
     assert np.allclose(found, expected, rtol=0, atol=1e-5)
     for threshold in (1.5, 2.5, 3.0, 4.5, 6.0):          # the thresholds the segmentation reads it at
         assert np.array_equal(found > threshold, expected > threshold), threshold
+
+
+def test_distances_on_every_thread_count_are_the_same_and_dask_workers_get_one_thread(monkeypatch):
+    mask = _blobs()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")          # what dask's nanny sets for its workers
+    assert threads() == 1
+    one = distance_mm(mask, (0.86, 0.86, 1.0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads() == min(2, len(os.sched_getaffinity(0)))
+    assert np.array_equal(distance_mm(mask, (0.86, 0.86, 1.0)), one)
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")       # not a count: every CPU this process may use
+    assert threads() == len(os.sched_getaffinity(0))
 
 
 def test_distance_in_mm_without_an_outside_is_infinite():
