@@ -60,6 +60,26 @@ def test_a_groove_between_two_walls_is_seen_where_the_blur_hides_both_from_the_t
 
 
 
+def test_a_cleft_narrower_than_the_blur_between_two_walls_is_seen_though_no_darker_than_the_bone():
+    # Real sacrum 001 with its bone darkened (0.86 mm), a short-axis needle 9 mm into the right ala:
+    # a 1.5 mm cleft between two cortical plates read (trilinear, then smoothed) at 103 HU between
+    # walls of 300 and 390 HU, in bone of 104 HU (66 HU labelled around it, spread 34): the needle
+    # was called safe and left the reference bone for 2 mm.
+    cleft = np.array([314, 289, 227, 161, 85, 67, 159, 251, 336, 432, 403], float)   # the CT every 0.5 mm
+    for seed in range(6):
+        hu = np.concatenate([profile((1.5, 400), (5, 90), seed=seed, noise=25.0), cleft,
+                             profile((10, 90), seed=seed + 10, noise=25.0)])
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=(66.0, 34.0), voxel_mm=0.86)
+        assert got["soft_hu"] is None and smoothed(hu, STEP)[13:24].min() > 100.0, got   # no darker than the bone
+        assert got["reasons"] == ["ct_crosses_cortex"] and got["walls_crossed"] == 2, (seed, got)
+    # The same bone without the cleft, or with one wall only, is not marked.
+    for seed in range(6):
+        for hu in (profile((1.5, 400), (25, 100), seed=seed, noise=25.0),
+                   profile((1.5, 400), (10, 100), (2, 380), (12, 100), seed=seed, noise=25.0)):
+            got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=(66.0, 34.0), voxel_mm=0.86)
+            assert got["reasons"] == [] and got["walls_crossed"] == 0, (seed, got)
+
+
 def test_a_gap_wider_than_the_window_between_two_walls_is_seen():
     # As on real sacrum 001 with its bone darkened, where a short-axis needle crossed a 4.5 mm gap
     # (30-65 HU) between its dorsal crest and the ala's cortex: the gap's minimum lay farther than

@@ -55,6 +55,7 @@ WALL_GAP_WINDOW_MM = 3.0         # ... and starts or ends within this of the wal
 VALLEY_FRACTION = 0.75           # a gap between walls: a dip below soft + this x (trabecular - soft) ...
 VALLEY_DEPTH = 1.5               # ... with a peak on each side this x (trabecular - soft) above the dip
 VALLEY_SPREADS = 2.0             # ... and this many texture spreads above the trabecular HU
+CLEFT_SPREADS = 1.0              # a cleft narrower than the blur: a local minimum below trabecular + this x spread
 ENTRY_ZONE_MM = 3.0              # the entry cortex: at least this, and two voxels, past the entry
 SMOOTH_SIGMA_MM = 0.5
 REFERENCE_BOX_MM = 10.0          # labelled trabecular bone within this of the path's box
@@ -214,6 +215,12 @@ def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarra
     swing that far within a few millimetres. The window is counted from the run's ends, not from its
     minimum, so that a wider gap counts too (the same darkened case: a 4.5 mm gap at 30-65 HU between
     the dorsal crest at 250 HU and the ala's cortex at 420 HU, its minimum 4.5 mm from that cortex).
+
+    A cleft narrower still reads no darker than the bone around it, and is counted as well: a local
+    minimum below the trabecular HU plus CLEFT_SPREADS texture spreads with such peaks within
+    WALL_GAP_WINDOW_MM of it on each side (the same darkened case: a 1.5 mm cleft between two
+    cortical plates, 9 mm into the right ala, read at 103 HU between walls of 300 and 390 HU in bone of
+    104 HU; a short-axis needle called safe crossed it).
     """
     window = int(round(WALL_GAP_WINDOW_MM / step))
     contrast = trabecular - SOFT_TISSUE_HU
@@ -222,13 +229,27 @@ def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarra
     dark = (smooth < SOFT_TISSUE_HU + VALLEY_FRACTION * contrast) & ~expected_dark
     dark[:start + 1] = False
     count = 0
-    for a, b in runs(dark):
-        before, after = smooth[max(start, a - window):a], smooth[b:b + window]
+    counted = np.zeros(len(smooth), dtype=bool)
+
+    def between_walls(lo: int, hi: int, dip: float) -> bool:
+        before, after = smooth[max(start, lo - window):lo], smooth[hi:hi + window]
         if not before.size or not after.size:
-            continue
+            return False
         peak = min(float(before.max()), float(after.max()))
-        if peak - float(smooth[a:b].min()) >= VALLEY_DEPTH * contrast and peak >= trabecular + VALLEY_SPREADS * spread:
+        return peak - dip >= VALLEY_DEPTH * contrast and peak >= trabecular + VALLEY_SPREADS * spread
+
+    for a, b in runs(dark):
+        if between_walls(a, b, float(smooth[a:b].min())):
             count += 1
+            counted[a:b] = True
+    inner = np.arange(start + 1, len(smooth) - 1)
+    minima = inner[(smooth[inner] <= smooth[inner - 1]) & (smooth[inner] < smooth[inner + 1])
+                   & (smooth[inner] < trabecular + CLEFT_SPREADS * spread) & ~expected_dark[inner] & ~counted[inner]]
+    last = -window - 1
+    for i in minima:
+        if i - last > window and between_walls(int(i), int(i) + 1, float(smooth[i])):
+            count += 1
+            last = i
     return count
 
 
