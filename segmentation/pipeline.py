@@ -522,9 +522,10 @@ def _borders_on_joints(bones: Bones, region: Region, notes: list[str]) -> Bones:
 
     Each pass starts from the last one's border, until a pass moves less than 0.5 ml (at most six:
     :func:`segmentation.joint_border.settled_border`), since the split can leave them deeper in the
-    ala than one band reaches. Two passes (the rule until 2026-12-06) left real case 003 at 3 mm
-    0.742 (12 ml of its left ala labelled ilium), settled 0.798 after five passes; 001 at 2 mm took
-    3 ml of the ilium in its third and fourth (0.936 -> 0.930). What two passes gave: the random walk's 3 mm grid
+    ala than one band reaches. Two
+    passes (the rule until 2026-12-06) left real case 003 at 3 mm 0.742 (12 ml of its left ala
+    labelled ilium), settled 0.798 after five passes; 001 at 2 mm took 3 ml of the ilium in its
+    third and fourth (0.936 -> 0.930). What two passes gave: the random walk's 3 mm grid
     gives the ala's shell to the ilium (real sacra with darkened bone: 001 0.859 -> 0.885, 003 0.737
     -> 0.751); the shell split's erosion of a voxel or more does so on a grid coarser than 1 mm
     (real sacra at 3 mm: 001 0.800 -> 0.833, 003 0.740 -> 0.741; at 2 mm: 001 0.905 -> 0.936, 003
