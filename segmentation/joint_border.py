@@ -27,8 +27,6 @@ FINE_MM = 1.0                # refined to this (linear interpolation of the CT),
 PLATE_MM = 3.0               # the cortical plates either side of a joint gap lie within this of it
 CLEAR_GAP_HU = 100.0         # a border this much darker than both plates lies on a joint gap: it stays there
 MOVE_REACH_MM = 4.0          # a move is judged on the borders within this of the voxels it gives again
-MAX_PASSES = 6               # settled_border: passes at most, until one moves
-SETTLED_ML = 0.5             # less than this
 
 
 def valley_sheetness(image: np.ndarray, spacing: np.ndarray, sigma_mm: float = VALLEY_SIGMA_MM) -> np.ndarray:
@@ -129,39 +127,6 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     sacrum[box][moved] = given[moved] == 1
     ilium[box][moved] = given[moved] == 2
     return sacrum, ilium
-
-
-def settled_border(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
-                   spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """:func:`border_on_joint` repeated, each pass from the last one's border, until a pass moves
-    less than SETTLED_ML (at most MAX_PASSES): a bone split can leave the border deeper in the ala
-    than one band of BORDER_BAND_MM reaches. A pass that would take the border off a clear joint gap
-    (:func:`leaves_a_clear_gap`) is not made, and the search stops there.
-
-    Parameters
-    ----------
-    sacrum, ilium : np.ndarray
-        Boolean masks of the two bones (disjoint) on a grid of ``spacing``.
-    smooth : np.ndarray
-        The (smoothed) CT in HU on the same grid.
-    spacing : np.ndarray
-        Voxel size (mm) per axis.
-
-    Returns
-    -------
-    tuple
-        The sacrum and ilium masks, and whether a move was refused for leaving a clear gap.
-    """
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    for _ in range(MAX_PASSES):
-        moved = border_on_joint(sacrum, ilium, smooth, spacing)
-        if leaves_a_clear_gap((sacrum, ilium), moved, smooth, spacing):
-            return sacrum, ilium, True
-        settled = (moved[0] ^ sacrum).sum() * voxel_ml < SETTLED_ML
-        sacrum, ilium = moved
-        if settled:
-            break
-    return sacrum, ilium, False
 
 
 def _band(sacrum: np.ndarray, ilium: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from segmentation.bone import body_mask, bone_above, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
-from segmentation.joint_border import settled_border
+from segmentation.joint_border import border_on_joint, leaves_a_clear_gap
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
 from segmentation.rims import partial_volume_rims
@@ -55,6 +55,8 @@ CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
 LESION_IN_FATTY_MARROW = ("uncertain: the sacrum holds dark fatty marrow, which looks like a lytic lesion on CT; "
                           "confirm the lesion on the images (or MR) before targeting it")
+JOINT_PASSES = 6                     # step 3c's passes at most (_borders_on_joints), until the border
+SETTLED_ML = 0.5                     # moves less than this in one
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
 MIN_ALA_ML = 15.0                    # an ala found smaller is flagged (see _with_small_alae_flagged)
@@ -520,12 +522,8 @@ def _borders_on_joints(bones: Bones, region: Region, notes: list[str]) -> Bones:
     joint already, and there the sheet of the ilium's own cortex-to-marrow edge can compete with a
     wide joint gap, so the step is kept to the CTs with dark marrow.
 
-    Each pass starts from the last one's border, until a pass moves less than 0.5 ml (at most six:
-    :func:`segmentation.joint_border.settled_border`), since the split can leave them deeper in the
-    ala than one band reaches. Two
-    passes (the rule until 2026-12-06) left real case 003 at 3 mm 0.742 (12 ml of its left ala
-    labelled ilium), settled 0.798 after five passes; 001 at 2 mm took 3 ml of the ilium in its
-    third and fourth (0.936 -> 0.930). What two passes gave: the random walk's 3 mm grid
+    The borders are sought twice (JOINT_PASSES), the second time from the first one's border, where
+    the split can leave them deeper in the ala than one band reaches: the random walk's 3 mm grid
     gives the ala's shell to the ilium (real sacra with darkened bone: 001 0.859 -> 0.885, 003 0.737
     -> 0.751); the shell split's erosion of a voxel or more does so on a grid coarser than 1 mm
     (real sacra at 3 mm: 001 0.800 -> 0.833, 003 0.740 -> 0.741; at 2 mm: 001 0.905 -> 0.936, 003
@@ -542,10 +540,16 @@ def _borders_on_joints(bones: Bones, region: Region, notes: list[str]) -> Bones:
     sacrum, ilia = bones.sacrum, {}
     for side in ("ilium_left", "ilium_right"):
         ilia[side] = getattr(bones, side)
-        sacrum, ilia[side], on_clear_gap = settled_border(sacrum, ilia[side], region.smooth, region.spacing)
-        if on_clear_gap:
-            notes.append(f"the sacrum's border with the {side.split('_')[1]} ilium stayed on the clear joint gap "
-                         "where it lay: the darkest sheet beside it is fainter")
+        for _ in range(JOINT_PASSES):
+            moved = border_on_joint(sacrum, ilia[side], region.smooth, region.spacing)
+            if leaves_a_clear_gap((sacrum, ilia[side]), moved, region.smooth, region.spacing):
+                notes.append(f"the sacrum's border with the {side.split('_')[1]} ilium stayed on the clear joint gap "
+                             "where it lay: the darkest sheet beside it is fainter")
+                break
+            settled = (moved[0] ^ sacrum).sum() * region.canon.voxel_volume_ml < SETTLED_ML
+            sacrum, ilia[side] = moved
+            if settled:
+                break
     gained = (int(sacrum.sum()) - int(bones.sacrum.sum())) * region.canon.voxel_volume_ml
     if abs(gained) >= 0.5:
         notes.append(f"the sacrum-ilium borders moved onto the joints' dark sheets: the sacrum "

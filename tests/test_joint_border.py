@@ -9,7 +9,6 @@ from segmentation.joint_border import (
     border_on_joint,
     gap_contrast,
     leaves_a_clear_gap,
-    settled_border,
     symmetric_eigenvalues,
     valley_sheetness,
 )
@@ -21,17 +20,15 @@ JOINT_X = 50                       # the joint gap: x = 50, 51, 52 (3 mm)
 GAP = 3
 
 
-def _sacrum_and_ilium(ala_mm: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(smoothed CT, true sacrum, true ilium): an ala ``ala_mm`` wide of fatty marrow (-40 HU) in a
-    2 mm cortex (700 HU) beside an ilium of brighter bone (250 HU) in its own cortex, a 3 mm joint
-    gap (30 HU) between them that partial volume bridges at the top (z >= 44: 350 HU). The joint
-    lies at JOINT_X + ``ala_mm`` - 40."""
-    shift = ala_mm - 40
-    shape = (90 + shift, 40, 50)
-    x = np.arange(shape[0])[:, None, None] - shift
+def _sacrum_and_ilium() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(smoothed CT, true sacrum, true ilium): an ala of fatty marrow (-40 HU) in a 2 mm cortex
+    (700 HU) beside an ilium of brighter bone (250 HU) in its own cortex, a 3 mm joint gap
+    (30 HU) between them that partial volume bridges at the top (z >= 44: 350 HU)."""
+    shape = (90, 40, 50)
+    x = np.arange(shape[0])[:, None, None]
     z = np.arange(shape[2])[None, None, :]
     body = np.zeros(shape, dtype=bool)
-    body[10:80 + shift, 8:32, 5:47] = True
+    body[10:80, 8:32, 5:47] = True
     sacrum = body & (x < JOINT_X)
     ilium = body & (x >= JOINT_X + GAP)
     ct = np.full(shape, 30.0, dtype=np.float32)
@@ -70,27 +67,6 @@ def test_the_joint_is_the_strongest_dark_sheet_and_marrow_is_not_one():
     joint = sheet[JOINT_X:JOINT_X + GAP, 12:28, 10:40].max(axis=0)     # its strongest across the gap
     marrow = sheet[20:40, 14:26, 12:38]
     assert np.median(joint) > 10 * max(np.median(marrow), 1e-3)
-
-
-def test_a_border_deeper_in_the_ala_than_two_bands_is_moved_pass_by_pass_onto_the_joint():
-    # Real case 003 at 3 mm: two passes left 12 ml of its left ala labelled ilium, 9-15 mm from the joint.
-    ct, sacrum, ilium = _sacrum_and_ilium(ala_mm=100)
-    x = np.arange(sacrum.shape[0])[:, None, None]
-    joint = np.flatnonzero(sacrum.any(axis=(1, 2))).max() + 1
-    split_sacrum = sacrum & (x < joint - 45)               # 45 mm inside the ala: three bands of 15 mm
-    split_ilium = (sacrum | ilium) & ~split_sacrum
-    twice = (split_sacrum, split_ilium)
-    for _ in range(2):
-        twice = border_on_joint(*twice, ct, SPACING)
-    assert dice(twice[0], sacrum) < 0.95
-    moved_sacrum, moved_ilium, on_clear_gap = settled_border(split_sacrum, split_ilium, ct, SPACING)
-    assert not on_clear_gap
-    assert dice(moved_sacrum, sacrum) > 0.98
-    assert (moved_sacrum & ilium).sum() <= 0.01 * sacrum.sum()
-    assert np.array_equal(moved_sacrum | moved_ilium, sacrum | ilium)
-    # From the joint, the border stays there: the first pass moves less than 0.5 ml and ends the search.
-    again, _, _ = settled_border(sacrum, ilium, ct, SPACING)
-    assert (again ^ sacrum).sum() * np.prod(SPACING) / 1000.0 < 0.5
 
 
 def test_a_border_on_a_clear_joint_gap_is_not_moved_off_it_and_one_in_the_ala_is():
