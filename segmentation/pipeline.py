@@ -55,8 +55,7 @@ CENTRAL_MM = 30.0                    # this near the midline,
 L5_MIN_ML = 5.0                      # and holds at least this much bone there
 LESION_IN_FATTY_MARROW = ("uncertain: the sacrum holds dark fatty marrow, which looks like a lytic lesion on CT; "
                           "confirm the lesion on the images (or MR) before targeting it")
-JOINT_PASSES = 6                     # step 3c's passes at most (_borders_on_joints), until the border
-SETTLED_ML = 0.5                     # moves less than this in one
+JOINT_PASSES = 2                     # step 3c's passes (_borders_on_joints)
 PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
 MIN_ALA_ML = 15.0                    # an ala found smaller is flagged (see _with_small_alae_flagged)
@@ -546,10 +545,7 @@ def _borders_on_joints(bones: Bones, region: Region, notes: list[str]) -> Bones:
                 notes.append(f"the sacrum's border with the {side.split('_')[1]} ilium stayed on the clear joint gap "
                              "where it lay: the darkest sheet beside it is fainter")
                 break
-            settled = (moved[0] ^ sacrum).sum() * region.canon.voxel_volume_ml < SETTLED_ML
             sacrum, ilia[side] = moved
-            if settled:
-                break
     gained = (int(sacrum.sum()) - int(bones.sacrum.sum())) * region.canon.voxel_volume_ml
     if abs(gained) >= 0.5:
         notes.append(f"the sacrum-ilium borders moved onto the joints' dark sheets: the sacrum "
