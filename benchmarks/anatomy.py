@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from environment import SHARED_CT  # benchmarks/environment.py, beside this script
 from scipy import ndimage
 
 from sample_ct.cohort import cohort
@@ -28,7 +29,7 @@ from trajplan import labels as lt
 from trajplan.io.files import read_volume_file
 from trajplan.volume import Volume
 
-REAL_BONE = Path(__file__).resolve().parents[1].parent / "shared" / "ct" / "real_bone"
+REAL_BONE = SHARED_CT / "real_bone"
 FRAME_MM = 1.0            # voxel size of the sacral frame the shape is measured in
 SLAB_MM = 3.0             # half-thickness of the mid-sagittal slab
 TRABECULAR_DEPTH_MM = 3.0

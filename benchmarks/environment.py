@@ -1,4 +1,5 @@
-"""The numerical libraries a validation ran with, named in the tables it writes.
+"""The numerical libraries a validation ran with, named in the tables it writes, and where the
+benchmarks find the real data (``../shared/ct`` beside the checkout: read, never written or shipped).
 
 Their versions can move a figure: a needle at a margin flips with a library's rounding (phantom
 117's ground-truth plan held 23 safe needles in the validation generated at commit 9491493 and holds
@@ -13,6 +14,7 @@ from pathlib import Path
 
 NUMERICAL = ("numpy", "scipy", "scikit-image", "SimpleITK", "edt")
 CONSTRAINTS = Path(__file__).resolve().parents[1] / "constraints.txt"
+SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "ct"
 
 
 def pinned(path: Path) -> dict[str, str]:

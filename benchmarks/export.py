@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 import pydicom
+from environment import SHARED_CT  # benchmarks/environment.py, beside this script
 
-SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "ct" / "vhf_pelvis_dicom"
+SHARED_DICOM = SHARED_CT / "vhf_pelvis_dicom"
 
 
 def main() -> None:

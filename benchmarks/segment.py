@@ -38,11 +38,12 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from environment import SHARED_CT  # benchmarks/environment.py, beside this script
 
 GOAL_SECONDS = 20.0
 GOAL_REAL_SECONDS = 30.0          # a real sacrum at its own spacing (0.86-0.97 mm)
 GOAL_MB = 4096.0
-REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
+REAL_BONE = SHARED_CT / "real_bone"
 
 
 def _peak_rss_mb() -> float:

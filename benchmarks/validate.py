@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from environment import numerical_stack  # benchmarks/environment.py, beside this script
+from environment import SHARED_CT, numerical_stack  # benchmarks/environment.py, beside this script
 from real_ct import measure  # benchmarks/real_ct.py, beside this script
 
 from sample_ct.cohort import cohort
@@ -33,7 +33,6 @@ from trajplan.planning.defaults import resolve_margins
 from trajplan.planning.verify import recheck
 
 SPACINGS = (0.6, 1.0, 1.25, 1.5, 2.0)
-SHARED_CT = Path(__file__).resolve().parents[2] / "shared" / "ct"
 TARGETS = {"dice_sacral_bone": 0.95, "dice_ala": 0.90, "dice_canal": 0.85, "dice_foramina": 0.75,
            "cortex_msd_mm": 1.0, "cortex_hd95_mm": 2.0, "fracture_recall": 0.8}
 
