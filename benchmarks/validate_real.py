@@ -12,6 +12,13 @@ Each real bone-only CT is made a whole CT (sample_ct.bone_only.with_soft_tissue:
 - ``fatty``: trabecular bone turned to fatty marrow (a median of 0 HU, below the soft tissue, with 30 %
   of its texture), as the elderly sacra of the real whole CTs show it, at its own spacing, noise of
   sd 10 HU added.
+- ``noisy``: at its own spacing with noise of sd 25 HU added (a real pelvic CT at 1 mm: the Visible
+  Human pelvis's soft tissue reads about 30 HU of noise, the source CTs' 12 HU). Not among the issue's
+  targets.
+- ``tilt_a``, ``tilt_b``: the patient lying tilted (``tilt_a``: turned 10 degrees about the left-right
+  axis and 5 about the head-foot axis; ``tilt_b``: -10 about the left-right axis, 5 about the front-back
+  one; :func:`sample_ct.bone_only.turned`), then scanned as ``2mm``. Not among the issue's targets:
+  how far the figures hold for a pose other than the source's.
 For each: the sacral bone (sacrum + alae + anterior cortex + fracture + lesion) against the
 reference sacrum (Dice, volume), how much of it lies in a reference ilium, the flags, the time,
 and the plan's needles called safe checked on the reference at its own sub-millimetre grid (whatever
@@ -28,9 +35,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from environment import numerical_stack  # benchmarks/environment.py, beside this script
+from environment import SHARED_CT, numerical_stack  # benchmarks/environment.py, beside this script
 
-from sample_ct.bone_only import SCANS, real_case, real_reference
+from sample_ct.bone_only import SCANS, real_case, scanned_reference
 from segmentation.metrics import dice
 from segmentation.pipeline import segment
 from trajplan import labels as lt
@@ -39,8 +46,10 @@ from trajplan.io.atomic import atomic_path
 from trajplan.planning import PlanOptions, plan_needles
 from trajplan.planning.verify import axis_outside_bone, entry_offset_mm
 
-REAL_BONE = Path(__file__).resolve().parents[2] / "shared" / "ct" / "real_bone"
-TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88, "fatty": 0.88}
+REAL_BONE = SHARED_CT / "real_bone"
+TARGET_DICE = {"own": 0.93, "2mm": 0.88, "3mm": 0.88, "osteo": 0.88, "fatty": 0.88, "noisy": 0.93, "tilt_a": 0.88,
+               "tilt_b": 0.88}
+ISSUE_SCANS = ("own", "2mm", "3mm", "osteo", "fatty")   # the scans the issue sets targets on; the others are extra
 MAX_IN_ILIUM = 0.01
 END_TOLERANCE_MM = 1.5       # the needle's first and last this much may graze the reference surface
 
@@ -82,7 +91,7 @@ def measure(case: str, variant: str, *, plan: bool = True) -> dict:
         # The needles are judged on the reference at its own, finest grid: resampled to 2-3 mm with
         # the scan, its voxels half covered by bone open holes in solid cortex (001 at 2 mm: one
         # voxel on a needle's axis whose own reference and CT, 400-900 HU, are solid bone there).
-        native = real_reference(REAL_BONE, case)
+        native = scanned_reference(REAL_BONE, case, variant)
         checks = [axis_outside_bone(n, native, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
         offsets = [entry_offset_mm(n, native) for n in safe]
         row.update(safe=len(safe), leaving=sum(mm > 0 for mm, _ in checks),
@@ -122,7 +131,10 @@ def table(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     """One paragraph: the targets met, the needles that the reference contradicts, the unflagged failures."""
-    met = sum(r["dice"] >= TARGET_DICE[r["variant"]] for r in rows)
+    issue = [r for r in rows if r["variant"] in ISSUE_SCANS]
+    met = sum(r["dice"] >= TARGET_DICE[r["variant"]] for r in issue)
+    extra = [r for r in rows if r["variant"] not in ISSUE_SCANS]
+    extra_met = sum(r["dice"] >= TARGET_DICE[r["variant"]] for r in extra)
     refused = [f"{r['case']} {r['variant']}" for r in rows if r["plan"] == "no segmentation"]
     segmented = [r for r in rows if r["plan"] != "no segmentation"]
     leak = sum(r["in_ilium"] <= MAX_IN_ILIUM for r in segmented)
@@ -132,7 +144,8 @@ def summary(rows: list[dict]) -> str:
               if (r["dice"] < 0.5 or r["in_ilium"] > 0.2) and not r["partial"]]
     lesions = [r for r in rows if r["lesion_ml"] > 0]
     unmarked = [f"{r['case']} {r['variant']}" for r in lesions if not r["lesion_uncertain"]]
-    return (f"Dice target met in {met} of {len(rows)} scans"
+    return (f"Dice target met in {met} of {len(issue)} scans"
+            + (f" (noisier or tilted, not among the issue's targets: {extra_met} of {len(extra)})" if extra else "")
             + (f"; refused (no sacrum told apart): {', '.join(refused)}" if refused else "")
             + f"; at most {MAX_IN_ILIUM:.0%} of the sacral bone in a reference ilium in {leak} of the "
             f"{len(segmented)} segmented. Of {safe} needles called safe, {bad} leave the reference "
@@ -171,12 +184,20 @@ HEADER = """# Validation on real sacra
 
 Data: two real pelvic CTs at sub-millimetre spacing with reference masks (FracSegNet test data, see
 `../shared/ct/real_bone/README.md`), bone only in the source, made whole CTs by
-`sample_ct.bone_only.with_soft_tissue` and scanned again by `sample_ct.bone_only.degraded`: `own`
-at their own spacing, `2mm` and `3mm` block averaged with noise of sd 15 HU, `osteo` with the
-trabecular bone darkened to a median of 90 HU (severe osteoporosis) and noise of sd 10 HU, `fatty` with
-the trabecular bone turned to fatty marrow (a median of 0 HU, below the soft tissue's 35 HU, 30 % of its
+`sample_ct.bone_only.with_soft_tissue` and scanned again by `sample_ct.bone_only.degraded`: `own` at
+their own spacing, `2mm` and `3mm` block averaged with noise of sd 15 HU, `osteo` with the trabecular
+bone darkened to a median of 90 HU (severe osteoporosis) and noise of sd 10 HU, `fatty` with the
+trabecular bone turned to fatty marrow (a median of 0 HU, below the soft tissue's 35 HU, 30 % of its
 texture kept: the alae and lower sacrum of elderly patients, as the real 3 mm whole CT and the Visible
-Human pelvis show them, read -50 to +30 HU) and noise of sd 10 HU.
+Human pelvis show them, read -50 to +30 HU) and noise of sd 10 HU; `noisy` at its own spacing with noise
+of sd 25 HU (a real pelvic CT at 1 mm: the Visible Human pelvis's soft tissue reads about 30 HU of
+noise); `tilt_a` and `tilt_b` with the patient lying tilted, then scanned as `2mm`
+(`sample_ct.bone_only.turned` turns the whole CT about the sacrum's centre on its own grid and the body
+is made again around the turned bones: `tilt_a` 10 degrees about the left-right axis and 5 about the
+head-foot axis, `tilt_b` -10 about the left-right axis and 5 about the front-back one). The source CTs
+lie as their patients lay; a sacrum tilted otherwise must be found as well. The noisy and tilted rows
+show how far the figures hold (they are not among the issue's targets; the noisy one is held to the
+target at the scan's own spacing, 0.93).
 Sacral bone is `sacrum` + `ala_*` + `anterior_cortex` + `fracture` + `lesion`, against the reference
 sacrum (solid bone: the canal, foramina and joint gaps are holes in it). The reference sacrum holds
 the coccyx where the source drew it (case 003), which the segmentation labels `coccyx`: the column
@@ -184,14 +205,15 @@ the coccyx where the source drew it (case 003), which the segmentation labels `c
 called safe (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
 bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
 from the skin to the tip meets a reference ilium. Needles are judged on the reference at its own
-sub-millimetre grid for every scan (the Dice at the scan's grid): resampled to 2 or 3 mm, voxels
-that bone half covers open holes in solid cortex. "Bone entry to the reference's" is, over those
-needles, the median (and range) of where the axis enters the reference sacrum, measured from the
-planned bone entry (`entry_lps`) along the axis: positive where the reference bone begins deeper
-than planned (a labelled surface proud of the bone), negative where it begins before (bone the
-labels missed at the surface: the needle meets bone earlier than `skin_to_bone_mm` says). Neither
-sacrum has a lytic lesion: the `lesion` column is the volume labelled `lesion` anyway (dark fatty
-marrow), "(uncertain)" where `segmentation.json` marks it so (`structures.lesion.quality`).
+sub-millimetre grid for every scan, turned with the patient for the tilted ones (the Dice at the
+scan's grid): resampled to 2 or 3 mm, voxels that bone half covers open holes in solid cortex. "Bone
+entry to the reference's" is, over those needles, the median (and range) of where the axis enters
+the reference sacrum, measured from the planned bone entry (`entry_lps`) along the axis: positive
+where the reference bone begins deeper than planned (a labelled surface proud of the bone), negative
+where it begins before (bone the labels missed at the surface: the needle meets bone earlier than
+`skin_to_bone_mm` says). Neither sacrum has a lytic lesion: the `lesion` column is the volume
+labelled `lesion` anyway (dark fatty marrow), "(uncertain)" where `segmentation.json` marks it so
+(`structures.lesion.quality`).
 
 Regenerate: `python benchmarks/validate_real.py` (part of `make validate`).
 """

@@ -4,16 +4,19 @@ Some public real CTs keep the values inside bone masks only (every other voxel 0
 real sacra of ``../shared/ct/real_bone/`` are such. :func:`with_soft_tissue` fills the rest
 as a scan has it (soft tissue in a body ellipse, air outside), and :func:`degraded` makes the
 harder scans the planner must also read: coarser voxels (block averaged, as a scanner's
-partial volume), trabecular bone darkened to severe osteoporosis or turned to fatty marrow, and noise. Nothing here
+partial volume), trabecular bone darkened to severe osteoporosis or turned to fatty marrow, noise, and
+the patient lying tilted in the scanner (:func:`turned`). Nothing here
 reads a file: the caller gives the arrays; no data ships with the package.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from segmentation.pipeline import block_averaged
 from trajplan.io.files import read_volume_file
@@ -94,6 +97,36 @@ def fatty_trabecular(ct: Volume, bone: np.ndarray, marrow_hu: float) -> Volume:
     return ct.with_array(out)
 
 
+def turned(volume: Volume, degrees: Sequence[float], centre_lps: np.ndarray, *, order: int,
+           fill: float) -> Volume:
+    """``volume``'s content turned about ``centre_lps`` on its own grid: the same patient lying tilted.
+
+    Parameters
+    ----------
+    volume : Volume
+        A CT or a label map.
+    degrees : sequence of 3 floats
+        Rotations about the world x (left-right), y (front-back) and z (head-foot) axes through
+        ``centre_lps``, in that order (degrees; positive turns y towards z, z towards x, x towards y).
+    centre_lps : np.ndarray
+        The point that stays put (LPS mm).
+    order : int
+        Interpolation order: 1 (linear) for a CT, 0 (nearest) for labels.
+    fill : float
+        The value where the turned content does not reach.
+    """
+    rotation = Rotation.from_euler("xyz", degrees, degrees=True).as_matrix()
+    to_world = volume.direction * volume.spacing[None, :]          # world = origin + to_world @ index
+    to_index = np.linalg.inv(to_world)
+    centre = np.asarray(centre_lps, dtype=float)
+    # A voxel shows what lay at the world point turned back: index -> world -> rotated back -> index.
+    matrix = to_index @ rotation.T @ to_world
+    offset = to_index @ (centre + rotation.T @ (volume.origin - centre) - volume.origin)
+    source = volume.array if order == 0 else volume.array.astype(np.float32)
+    out = ndimage.affine_transform(source, matrix, offset=offset, order=order, mode="constant", cval=fill)
+    return volume.with_array(out)
+
+
 def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
              trabecular_hu: float | None = None, fatty_marrow_hu: float | None = None,
              noise_sd_hu: float = 0.0, seed: int = 0) -> Volume:
@@ -149,6 +182,11 @@ SCANS = {                                         # how a real case is scanned a
     "3mm": {"spacing_mm": 3.0, "noise_sd_hu": 15.0},
     "osteo": {"trabecular_hu": 90.0, "noise_sd_hu": 10.0},   # severe osteoporosis at its own spacing
     "fatty": {"fatty_marrow_hu": 0.0, "noise_sd_hu": 10.0},  # fatty marrow (below soft tissue), own spacing
+    # noise as a real pelvic CT at 1 mm shows it (the Visible Human pelvis's soft tissue: about 30 HU)
+    "noisy": {"noise_sd_hu": 25.0},
+    # the patient lying tilted (pelvic tilt and a turn or a roll), then scanned as "2mm"
+    "tilt_a": {"tilt_deg": (10.0, 0.0, 5.0), "spacing_mm": 2.0, "noise_sd_hu": 15.0},
+    "tilt_b": {"tilt_deg": (-10.0, 5.0, 0.0), "spacing_mm": 2.0, "noise_sd_hu": 15.0},
 }
 
 
@@ -159,16 +197,38 @@ def real_reference(directory: str | Path, case: str) -> Volume:
     return read_volume_file(Path(directory) / f"{case}_ref.nii.gz")
 
 
+def _sacral_centre(reference: Volume) -> np.ndarray:
+    """The centre of the reference sacrum (label 1), LPS mm."""
+    return reference.index_to_world(np.argwhere(reference.array == 1).mean(axis=0))
+
+
+def scanned_reference(directory: str | Path, case: str, scan: str = "own") -> Volume:
+    """The reference labels of a case on their own grid as ``SCANS[scan]`` places the patient (turned
+    about the sacrum's centre for a tilted scan): the finest truth for that scan."""
+    ref = real_reference(directory, case)
+    tilt = SCANS[scan].get("tilt_deg")
+    return ref if tilt is None else turned(ref, tilt, _sacral_centre(ref), order=0, fill=0)
+
+
 def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volume, Volume]:
     """(whole CT, reference labels on its grid) of a bone-only case ``NNN_ct.nii.gz`` with its
-    ``NNN_ref.nii.gz`` in ``directory`` (label 0 outside the bones), scanned as ``SCANS[scan]``."""
+    ``NNN_ref.nii.gz`` in ``directory`` (label 0 outside the bones), scanned as ``SCANS[scan]``.
+
+    A tilted scan turns the whole CT (bones and the soft tissue around them, so the bones' edges
+    blur into soft tissue as scanned) and makes the body around the turned bones again, along the
+    scanner's axis."""
     directory = Path(directory)
     ct = read_volume_file(directory / f"{case}_ct.nii.gz")
     ref = real_reference(directory, case)
-    bone = ref.array > 0
     seed = int.from_bytes(case.encode(), "little") % 2**32
-    ct = with_soft_tissue(ct.with_array(ct.array.astype(np.float32)), bone, seed=seed)
-    settings = SCANS[scan]
+    ct = with_soft_tissue(ct.with_array(ct.array.astype(np.float32)), ref.array > 0, seed=seed)
+    settings = dict(SCANS[scan])
+    tilt = settings.pop("tilt_deg", None)
+    if tilt is not None:
+        ct = turned(ct, tilt, _sacral_centre(ref), order=1, fill=AIR_HU)
+        ref = scanned_reference(directory, case, scan)
+        ct = with_soft_tissue(ct, ref.array > 0, seed=seed)
+    bone = ref.array > 0
     if settings:
         ct = degraded(ct, bone, seed=seed, **settings)
         if "spacing_mm" in settings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sample_ct.bone_only import real_case, real_reference
+from sample_ct.bone_only import real_case, real_reference, scanned_reference
 from segmentation.bone import body_mask
 from segmentation.metrics import dice
 from segmentation.pipeline import LESION_IN_FATTY_MARROW, segment
@@ -91,6 +91,24 @@ def test_real_sacrum_at_2mm_has_no_fracture_and_its_safe_needles_stay_in_the_bon
     for needle in safe:
         outside_mm, crosses_ilium = axis_outside_bone(needle, native, forbidden=(2, 3), end_tolerance_mm=1.5)
         assert outside_mm == 0.0 and not crosses_ilium, (needle["technique"], needle["side"], outside_mm)
+
+@pytest.mark.validation
+@pytest.mark.parametrize("case, scan, min_dice", [("001", "tilt_a", 0.89), ("001", "tilt_b", 0.89),
+                                                  ("003", "tilt_a", 0.77), ("003", "tilt_b", 0.77)])
+def test_a_patient_lying_tilted_is_segmented_and_planned_on_safely(real_scan, shared_ct, case, scan, min_dice):
+    # 001 at 2 mm as it lay: 0.936; tilted 0.912 and 0.910. 003: 0.804; tilted 0.798 and 0.801.
+    ct, ref, seg = real_scan(case, scan)
+    sacral = lt.sacral_bone(seg.labels)
+    assert dice(sacral, ref.array == 1) >= min_dice
+    assert in_an_ilium(sacral, ref) < 0.01
+    plan = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=50), ct=ct, lesion_uncertain=seg.lesion_uncertain)
+    safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
+    assert len(safe) >= 6, plan["warnings"]
+    native = scanned_reference(shared_ct / "real_bone", case, scan)      # turned with the patient
+    for needle in safe:
+        outside_mm, crosses_ilium = axis_outside_bone(needle, native, forbidden=(2, 3), end_tolerance_mm=1.5)
+        assert outside_mm == 0.0 and not crosses_ilium, (needle["technique"], needle["side"], outside_mm)
+
 
 def assert_not_flagged_for_what_is_not_there(seg) -> None:
     reason = seg.report["partial_reason"] or ""

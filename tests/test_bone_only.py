@@ -1,0 +1,46 @@
+"""The scans made from bone-only CTs (sample_ct.bone_only): a tilted patient's geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from sample_ct.bone_only import turned
+from trajplan.volume import Volume
+
+
+def _ball_volume() -> tuple[Volume, np.ndarray]:
+    """A label map on an anisotropic grid stored flipped (direction diag(-1, -1, 1), as real case 003)
+    with a 4 mm ball of label 2 at a known world point; (the volume, that point in LPS mm)."""
+    spacing = np.array([0.8, 0.8, 1.25])
+    volume = Volume(np.zeros((80, 70, 60), dtype=np.uint8), spacing, np.array([30.0, 20.0, -40.0]),
+                    np.diag([-1.0, -1.0, 1.0]))
+    point = volume.index_to_world(np.array([20.0, 25.0, 40.0]))
+    index = np.indices(volume.shape).reshape(3, -1).T
+    inside = np.linalg.norm(volume.index_to_world(index) - point, axis=1) <= 4.0
+    volume.array.reshape(-1)[inside] = 2
+    return volume, point
+
+
+def test_a_turned_volume_moves_its_content_by_the_rotation_about_the_centre_in_world_space():
+    volume, point = _ball_volume()
+    centre = volume.index_to_world(np.array([40.0, 35.0, 30.0]))
+    degrees = (10.0, -5.0, 30.0)
+    out = turned(volume, degrees, centre, order=0, fill=0)
+    expected = centre + Rotation.from_euler("xyz", degrees, degrees=True).as_matrix() @ (point - centre)
+    found = out.index_to_world(np.argwhere(out.array == 2).mean(axis=0))
+    assert np.linalg.norm(found - expected) < 0.3                            # mm, on 0.8-1.25 mm voxels
+    assert set(np.unique(out.array)) == {0, 2}                               # nearest: labels stay labels
+    assert abs(int((out.array == 2).sum()) - int((volume.array == 2).sum())) <= 0.1 * (volume.array == 2).sum()
+    assert out.same_geometry(volume)
+
+
+def test_turning_by_nothing_changes_nothing_and_a_ct_is_interpolated_with_the_fill_outside():
+    volume, _ = _ball_volume()
+    centre = volume.index_to_world(np.array([40.0, 35.0, 30.0]))
+    assert np.array_equal(turned(volume, (0.0, 0.0, 0.0), centre, order=0, fill=0).array, volume.array)
+    ct = volume.with_array(np.where(volume.array == 2, 1000.0, 40.0).astype(np.float32))
+    out = turned(ct, (0.0, 0.0, 45.0), centre, order=1, fill=-1000.0)
+    assert out.array.dtype == np.float32
+    assert out.array[0, 0, 30] == -1000.0                    # a corner the turned field does not reach
+    assert 40.0 < out.array.max() <= 1000.0 and out.array[40, 35, 30] == 40.0
