@@ -202,12 +202,16 @@ def _sacral_centre(reference: Volume) -> np.ndarray:
     return reference.index_to_world(np.argwhere(reference.array == 1).mean(axis=0))
 
 
+def _placed(reference: Volume, scan: str) -> Volume:
+    """``reference`` as ``SCANS[scan]`` places the patient: turned about the sacrum's centre for a tilted scan."""
+    tilt = SCANS[scan].get("tilt_deg")
+    return reference if tilt is None else turned(reference, tilt, _sacral_centre(reference), order=0, fill=0)
+
+
 def scanned_reference(directory: str | Path, case: str, scan: str = "own") -> Volume:
     """The reference labels of a case on their own grid as ``SCANS[scan]`` places the patient (turned
     about the sacrum's centre for a tilted scan): the finest truth for that scan."""
-    ref = real_reference(directory, case)
-    tilt = SCANS[scan].get("tilt_deg")
-    return ref if tilt is None else turned(ref, tilt, _sacral_centre(ref), order=0, fill=0)
+    return _placed(real_reference(directory, case), scan)
 
 
 def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volume, Volume]:
@@ -226,7 +230,7 @@ def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volu
     tilt = settings.pop("tilt_deg", None)
     if tilt is not None:
         ct = turned(ct, tilt, _sacral_centre(ref), order=1, fill=AIR_HU)
-        ref = scanned_reference(directory, case, scan)
+        ref = _placed(ref, scan)
         ct = with_soft_tissue(ct, ref.array > 0, seed=seed)
     bone = ref.array > 0
     if settings:

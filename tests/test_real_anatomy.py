@@ -84,13 +84,21 @@ def test_real_sacrum_at_2mm_has_no_fracture_and_its_safe_needles_stay_in_the_bon
     # soft tissue of the hiatus beside the wall. Lines are now kept only where they reach the upper ala.
     ct, ref, seg = real_scan("001", "2mm")
     assert not lt.mask(seg.labels, "fracture").any()
+    plan = assert_safe_needles_stay_in_the_bone(ct, seg, real_reference(shared_ct / "real_bone", "001"))
+    assert plan["outcome"] == "planned"
+
+
+def assert_safe_needles_stay_in_the_bone(ct, seg, native) -> dict:
+    """Plan on ``seg`` (3 needles) and check that at least 6 needles are called safe and that each stays
+    in the reference sacrum ``native`` (at its own grid) and off the ilia; the plan."""
     plan = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=50), ct=ct, lesion_uncertain=seg.lesion_uncertain)
     safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
-    assert plan["outcome"] == "planned" and len(safe) >= 6, plan["warnings"]
-    native = real_reference(shared_ct / "real_bone", "001")           # judged on the reference's own grid
+    assert len(safe) >= 6, plan["warnings"]
     for needle in safe:
         outside_mm, crosses_ilium = axis_outside_bone(needle, native, forbidden=(2, 3), end_tolerance_mm=1.5)
         assert outside_mm == 0.0 and not crosses_ilium, (needle["technique"], needle["side"], outside_mm)
+    return plan
+
 
 @pytest.mark.validation
 @pytest.mark.parametrize("case, scan, min_dice", [("001", "tilt_a", 0.89), ("001", "tilt_b", 0.89),
@@ -101,13 +109,7 @@ def test_a_patient_lying_tilted_is_segmented_and_planned_on_safely(real_scan, sh
     sacral = lt.sacral_bone(seg.labels)
     assert dice(sacral, ref.array == 1) >= min_dice
     assert in_an_ilium(sacral, ref) < 0.01
-    plan = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=50), ct=ct, lesion_uncertain=seg.lesion_uncertain)
-    safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
-    assert len(safe) >= 6, plan["warnings"]
-    native = scanned_reference(shared_ct / "real_bone", case, scan)      # turned with the patient
-    for needle in safe:
-        outside_mm, crosses_ilium = axis_outside_bone(needle, native, forbidden=(2, 3), end_tolerance_mm=1.5)
-        assert outside_mm == 0.0 and not crosses_ilium, (needle["technique"], needle["side"], outside_mm)
+    assert_safe_needles_stay_in_the_bone(ct, seg, scanned_reference(shared_ct / "real_bone", case, scan))
 
 
 def assert_not_flagged_for_what_is_not_there(seg) -> None:
