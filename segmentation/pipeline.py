@@ -253,7 +253,8 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
     except NoSacrumError:
         log.info("no sacrum in the crop around the located one: segmenting the whole CT at full resolution")
         return _segment_grid(ct, last_resort=True)
-    cut = _cut_by_the_crop(lt.sacral_bone(fine.labels.array), lower, upper, ct.shape)
+    fine_sacral = lt.sacral_bone(fine.labels.array)
+    cut = _cut_by_the_crop(fine_sacral, lower, upper, ct.shape)
     if cut:
         # The crop found more sacrum than the pad left room for (real case 003 with noise of sd 25 HU:
         # the bone below the sacral seed, taken as sacrum, ran to the crop's lower face, 11 mm short of
@@ -263,7 +264,7 @@ def _segment_resolved(ct: Volume, *, sacrum_mask: Volume | None,
         return _segment_grid(ct, last_resort=True)
     full = rough.labels.resample_onto(ct, interpolator="nearest").array
     inside = tuple(slice(lo, up) for lo, up in zip(lower, upper))
-    agreement = _agreement(lt.sacral_bone(fine.labels.array), full[inside] == lt.value("sacrum"), ct.spacing)
+    agreement = _agreement(fine_sacral, full[inside] == lt.value("sacrum"), ct.spacing)
     if agreement < CROP_AGREEMENT:
         # The crop cuts the ilia open, and a bone split that needs them closed can fail there
         # in ways that still name a sacrum (one that takes in the ilia).
