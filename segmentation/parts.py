@@ -313,7 +313,7 @@ def _fracture_sheets(smooth: np.ndarray, ala_mask: np.ndarray, spacing: np.ndarr
 
 
 def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: np.ndarray,
-            dark_hu: float) -> np.ndarray:
+            dark_hu: float, smooth_mm: float = SMOOTH_MM) -> np.ndarray:
     """Lytic lesions: compact dark regions (>= LESION_MIN_ML) inside the sacral bone, off the lumens.
 
     The voxels below ``dark_hu`` in ``smooth`` that an opening by a 3-voxel cube keeps (thin
@@ -323,12 +323,13 @@ def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: n
     LESION_CORE_MM fits (no fracture sheet), and what that finds is grown by LESION_SMOOTH_MM
     through the dark voxels (the averaging pulls its rim in). Not for trabecular bone darker
     than LESION_MIN_TRABECULAR_HU: its texture alone gives dark blobs of a lesion's size.
+    ``smooth`` is the CT smoothed by ``smooth_mm``.
     """
     inside = bone & ~lumens
     dark = inside & (smooth < dark_hu)
     cube = np.ones((3, 3, 3), dtype=bool)
     opened = ndimage.binary_opening(dark, structure=cube)
-    sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - SMOOTH_MM ** 2, 0.0)) / np.asarray(spacing)
+    sigma = np.sqrt(max(LESION_SMOOTH_MM ** 2 - smooth_mm ** 2, 0.0)) / np.asarray(spacing)
     mean, _ = _mean_within(smooth, inside, sigma)
     found = opening(inside & (mean < dark_hu), LESION_CORE_MM, spacing)
     grow = max(int(round(LESION_SMOOTH_MM / float(np.min(spacing)))), 1)

@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from segmentation.bone import body_mask, bone_above, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
 from segmentation.joint_border import border_on_joint, leaves_a_clear_gap
+from segmentation.noise import noise_sd_hu, smoothing_mm
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
 from segmentation.rims import partial_volume_rims
@@ -432,8 +433,8 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     """
     canon, reorder = ct.to_canonical()
     external = _external_on_canonical(ct, reorder, sacrum_mask, external_labels)
-    region, partial = _body_region(canon, midline_x_mm)
     notes: list[str] = []
+    region, partial = _body_region(canon, midline_x_mm, notes)
     solid, cortex_hu, marrow = _solid_bone(region, dark_marrow, notes)
     ext = {k: v[region.box] for k, v in external.items()}
     bones = _split(region, solid, ext, last_resort)
@@ -479,9 +480,10 @@ def _external_on_canonical(ct: Volume, reorder, sacrum_mask: Volume | None,
     return {k: reorder.apply(ct.with_array(v.astype(np.uint8))).array.astype(bool) for k, v in external.items()}
 
 
-def _body_region(canon: Volume, midline_x_mm: float | None) -> tuple[Region, list[str]]:
-    """Step 1: the body (the largest region above -400 HU) and its box, the CT smoothed in it,
-    and the body's midline (measured unless ``midline_x_mm`` gives it); flags for metal."""
+def _body_region(canon: Volume, midline_x_mm: float | None, notes: list[str]) -> tuple[Region, list[str]]:
+    """Step 1: the body (the largest region above -400 HU) and its box, the CT smoothed in it by as
+    much as its noise calls for (:mod:`segmentation.noise`), and the body's midline (measured unless
+    ``midline_x_mm`` gives it); flags for metal."""
     body = body_mask(canon.array)
     if body.sum() * canon.voxel_volume_ml < 500:
         raise NoSacrumError("no sacrum in the field of view: no body (less than 0.5 l above -400 HU)")
@@ -494,7 +496,11 @@ def _body_region(canon: Volume, midline_x_mm: float | None) -> tuple[Region, lis
                        "structures near it may be wrong")
     midline = (midline_of_body(canon, body, box) if midline_x_mm is None
                else (float(midline_x_mm), 0.0, 0.0))
-    return Region(canon, box, hu, smooth_hu(hu, canon.spacing), midline), partial
+    noise = noise_sd_hu(hu)
+    sigma = smoothing_mm(noise, canon.spacing)
+    notes.append(("noise not measured (too little soft tissue)" if noise is None
+                  else f"noise sd {noise:.0f} HU in the soft tissue") + f": CT smoothed by a {sigma:.2f} mm Gaussian")
+    return Region(canon, box, hu, smooth_hu(hu, canon.spacing, sigma), sigma, midline), partial
 
 
 def _solid_bone(region: Region, dark_marrow: bool | None,
@@ -523,7 +529,8 @@ def _split(region: Region, solid: np.ndarray, ext: dict[str, np.ndarray], last_r
     if "sacrum" in ext:
         return _bones_from_masks(ext, region.smooth, solid, region.spacing, region.midline_i)
     try:
-        return split_bones(region.smooth, solid, region.spacing, region.midline_mm, dim_cortex=last_resort)
+        return split_bones(region.smooth, solid, region.spacing, region.midline_mm, dim_cortex=last_resort,
+                           smooth_mm=region.smooth_mm)
     except NoSacrumError as shells:
         if not last_resort:
             raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,6 +25,8 @@ class Region:
         The region's index box in ``canon``.
     hu, smooth : ndarray
         The CT (HU, float32) and its smoothed copy inside the box.
+    smooth_mm : float
+        The sigma (mm) of the Gaussian that made ``smooth`` (:func:`segmentation.noise.smoothing_mm`).
     midline_lps : tuple of float
         A point on the body's left-right midline (LPS mm).
     """
@@ -33,6 +35,7 @@ class Region:
     box: tuple[slice, ...]
     hu: np.ndarray
     smooth: np.ndarray
+    smooth_mm: float
     midline_lps: tuple[float, float, float]
 
     @property
@@ -64,11 +67,11 @@ class Region:
     def sub(self, roi: tuple[slice, ...]) -> Region:
         """The region of ``roi`` (an index box inside this region's box), with the same midline."""
         box = tuple(slice(outer.start + inner.start, outer.start + inner.stop) for outer, inner in zip(self.box, roi))
-        return Region(self.canon, box, self.hu[roi], self.smooth[roi], self.midline_lps)
+        return replace(self, box=box, hu=self.hu[roi], smooth=self.smooth[roi])
 
     def midline_at(self, index: float) -> Region:
         """This region with its midline moved to ``index`` along L inside the box (the canal's centre)."""
-        return Region(self.canon, self.box, self.hu, self.smooth, midline_point(self.canon, index + self.box[0].start))
+        return replace(self, midline_lps=midline_point(self.canon, index + self.box[0].start))
 
 
 def midline_point(canon: Volume, index: float) -> tuple[float, float, float]:

@@ -176,7 +176,8 @@ def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, fou
     side_of = np.sign(np.arange(sm.shape[0]) - midline_i)[:, None, None]
     joint = {side: joints(sac, getattr(bones, f"ilium_{side}"), solid, spacing) & (side_of == sign)
              for side, sign in (("left", 1), ("right", -1))}
-    lytic, crack = _lesions_and_fractures(sm, bone, lumen, lateral, cortex, joint, spacing, trabecular, dark_hu, notes)
+    lytic, crack = _lesions_and_fractures(sm, region.smooth_mm, bone, lumen, lateral, cortex, joint, spacing,
+                                          trabecular, dark_hu, notes)
 
     out = np.zeros(sm.shape, dtype=np.uint8)
     for name in ("ilium_left", "ilium_right", "L5", "coccyx"):
@@ -197,17 +198,18 @@ def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, fou
     return out
 
 
-def _lesions_and_fractures(sm: np.ndarray, bone: np.ndarray, lumen: np.ndarray, lateral: np.ndarray,
+def _lesions_and_fractures(sm: np.ndarray, smooth_mm: float, bone: np.ndarray, lumen: np.ndarray, lateral: np.ndarray,
                            cortex: np.ndarray, joint: dict[str, np.ndarray], spacing: np.ndarray, trabecular: float,
                            dark_hu: float, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Steps 9-10: lytic lesions (not in trabecular bone too dark to tell them from its texture)
-    and fracture lines in the lateral sacrum, clear of the SI joints and the lesions."""
+    and fracture lines in the lateral sacrum, clear of the SI joints and the lesions; ``sm`` is the CT
+    smoothed by ``smooth_mm``."""
     if trabecular < LESION_MIN_TRABECULAR_HU:
         lytic = np.zeros_like(bone)
         notes.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
                      f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
     else:
-        lytic = lesions(sm, bone, lumen, spacing, dark_hu)
+        lytic = lesions(sm, bone, lumen, spacing, dark_hu, smooth_mm)
     beside = dilated_by_ball(joint["left"] | joint["right"], FRACTURE_CLEAR_MM, spacing)
     if lytic.any():
         beside |= distance_mm(~lytic, spacing) <= FRACTURE_SIDE_MM

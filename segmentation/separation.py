@@ -267,7 +267,7 @@ def _enclosed(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return fill_holes(closing(smooth > COMPARTMENT_CORTEX_HU, COMPARTMENT_CLOSE_MM, spacing))
 
 
-def _walls(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+def _walls(smooth: np.ndarray, spacing: np.ndarray, smooth_mm: float) -> np.ndarray:
     """The cortical walls between the trabecular compartments of bone under a dim cortex.
 
     Where trabecular bone is as dark as muscle only the cortex marks bone, and a shell
@@ -275,11 +275,12 @@ def _walls(smooth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     SOLID_SETTINGS. A lower threshold (COMPARTMENT_CORTEX_HU) closed by COMPARTMENT_CLOSE_MM
     encloses every bone (:func:`_enclosed`), but bridges the joints between them too.
     The bones' trabecular compartments are still apart: a joint runs between two cortical
-    walls, above WALL_HU once smoothed to WALL_SIGMA_MM. The enclosed voxels off the walls,
+    walls, above WALL_HU once smoothed to WALL_SIGMA_MM (``smooth`` is smoothed by ``smooth_mm``
+    already; no more where that is as much). The enclosed voxels off the walls,
     less a SURFACE_MM layer at the enclosure's surface (the dim partial volume outside the
     cortex), seed the bones, which are grown back into :func:`_filled_in`.
     """
-    extra = np.sqrt(WALL_SIGMA_MM ** 2 - SMOOTH_MM ** 2) / np.asarray(spacing)
+    extra = np.sqrt(max(WALL_SIGMA_MM ** 2 - smooth_mm ** 2, 0.0)) / np.asarray(spacing)
     return ndimage.gaussian_filter(smooth, sigma=extra) > WALL_HU
 
 
@@ -329,7 +330,7 @@ def _misses_the_sacrum(bones: Bones, enclosed: np.ndarray, solid: np.ndarray, sp
 
 
 def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midline_mm: float, *,
-                dim_cortex: bool = False) -> Bones:
+                dim_cortex: bool = False, smooth_mm: float = SMOOTH_MM) -> Bones:
     """Name and separate the bones of the sacral region (canonical axes L, P, S).
 
     The cortical shells are filled at each of SOLID_SETTINGS in turn, and eroded deeper
@@ -347,6 +348,8 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     dim_cortex : bool
         Whether to try the compartments of a dim cortex (a fallback: a CT cropped to the
         sacral region cuts the ilia open, and is better segmented whole).
+    smooth_mm : float
+        The sigma (mm) of the Gaussian that made ``smooth``.
 
     Raises
     ------
@@ -361,7 +364,7 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
         if bones is None or found.depth >= EROSION_STEPS_MM[-1] or _misses_the_sacrum(bones, enclosed, solid, spacing):
             inner = eroded_by_ball(enclosed, SURFACE_MM, spacing)
             how = f"bones seeded from their trabecular compartments between walls > {WALL_HU:g} HU"
-            dim = _first_named([(inner & ~_walls(smooth, spacing), how)], spacing, midline_mm)
+            dim = _first_named([(inner & ~_walls(smooth, spacing, smooth_mm), how)], spacing, midline_mm)
             if dim is not None:
                 bones = _grown(dim, _filled_in(enclosed, solid, spacing), smooth, spacing, midline_mm, dim_cortex=True)
     if bones is None:
