@@ -214,9 +214,12 @@ def scanned_reference(directory: str | Path, case: str, scan: str = "own") -> Vo
     return _placed(real_reference(directory, case), scan)
 
 
-def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volume, Volume]:
+def real_case(directory: str | Path, case: str, scan: str = "own", *, draw: int = 0) -> tuple[Volume, Volume]:
     """(whole CT, reference labels on its grid) of a bone-only case ``NNN_ct.nii.gz`` with its
     ``NNN_ref.nii.gz`` in ``directory`` (label 0 outside the bones), scanned as ``SCANS[scan]``.
+
+    The soft tissue's noise and the scan's are drawn from seeds of the case's name; ``draw`` picks
+    another draw of both (0: the validation's).
 
     A tilted scan turns the whole CT (bones and the soft tissue around them, so the bones' edges
     blur into soft tissue as scanned) and makes the body around the turned bones again, along the
@@ -224,7 +227,7 @@ def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volu
     directory = Path(directory)
     ct = read_volume_file(directory / f"{case}_ct.nii.gz")
     ref = real_reference(directory, case)
-    seed = int.from_bytes(case.encode(), "little") % 2**32
+    seed = (int.from_bytes(case.encode(), "little") + draw * 2**20) % 2**32
     ct = with_soft_tissue(ct.with_array(ct.array.astype(np.float32)), ref.array > 0, seed=seed)
     settings = dict(SCANS[scan])
     tilt = settings.pop("tilt_deg", None)
@@ -234,7 +237,7 @@ def real_case(directory: str | Path, case: str, scan: str = "own") -> tuple[Volu
         ct = with_soft_tissue(ct, ref.array > 0, seed=seed)
     bone = ref.array > 0
     if settings:
-        ct = degraded(ct, bone, seed=seed, **settings)
+        ct = degraded(ct, bone, seed=seed + 1, **settings)   # noise independent of the soft tissue's
         if "spacing_mm" in settings:
             ref = reference_on(ref, settings["spacing_mm"])
     return ct, ref

@@ -1,11 +1,12 @@
-"""The scans made from bone-only CTs (sample_ct.bone_only): a tilted patient's geometry."""
+"""The scans made from bone-only CTs (sample_ct.bone_only): a tilted patient's geometry, a noisier scan's noise."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from sample_ct.bone_only import turned
+from sample_ct.bone_only import SCANS, SOFT_TISSUE_SD_HU, real_case, turned
+from trajplan.io.files import write_volume_file
 from trajplan.volume import Volume
 
 
@@ -44,3 +45,18 @@ def test_turning_by_nothing_changes_nothing_and_a_ct_is_interpolated_with_the_fi
     assert out.array.dtype == np.float32
     assert out.array[0, 0, 30] == -1000.0                    # a corner the turned field does not reach
     assert 40.0 < out.array.max() <= 1000.0 and out.array[40, 35, 30] == 40.0
+
+
+def test_a_noisier_scans_noise_is_drawn_apart_from_the_soft_tissues(tmp_path):
+    # Both were drawn from one seed: where the scan keeps the source's grid and axes (real case 001),
+    # the two draws were the same numbers and added up (soft tissue sd 12 + 25 = 37 HU instead of 27.7).
+    shape, spacing = (60, 50, 40), np.array([1.0, 1.0, 1.0])
+    ref = np.zeros(shape, dtype=np.uint8)
+    ref[25:35, 20:30, 10:30] = 1
+    write_volume_file(Volume(ref, spacing), tmp_path / "009_ref.nii.gz")
+    write_volume_file(Volume(np.where(ref > 0, 400.0, 0.0).astype(np.float32), spacing), tmp_path / "009_ct.nii.gz")
+    ct, _ = real_case(tmp_path, "009", "noisy")
+    soft = ct.array[5:55, 22:28, :][(ref[5:55, 22:28, :] == 0) & (ct.array[5:55, 22:28, :] > -500)]
+    expected = np.hypot(SOFT_TISSUE_SD_HU, SCANS["noisy"]["noise_sd_hu"])
+    assert soft.size > 5000
+    assert abs(soft.std() - expected) < 0.05 * expected
