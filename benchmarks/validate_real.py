@@ -218,10 +218,11 @@ labelled `lesion` anyway (dark fatty marrow), "(uncertain)" where `segmentation.
 (`structures.lesion.quality`).
 
 Each scan's noise is one draw, seeded by the case's name (the scan's noise apart from the soft
-tissue's; `--draw N` makes another). Another draw moves the Dice at 2-3 mm and on darkened bone by up to 0.03 and changes which
-needles are called safe: on the draws before 2026-12-06 (the scan's noise then the same numbers as the
-soft tissue's where the scan kept the source's grid) none of the needles called safe left the
-reference bone; on these, 11 of 136 do (see the known limits in [segmentation](segmentation.md)).
+tissue's; `--draw N` makes another). Another draw moves the Dice at 2-3 mm and on darkened bone by
+up to 0.03 and changes which needles are called safe: on the draws before 2026-12-06 (the scan's
+noise then the same numbers as the soft tissue's where the scan kept the source's grid) none of the
+needles called safe left the reference bone; on these, 11 of 136 do (see the known limits in
+[segmentation](segmentation.md)).
 
 Regenerate: `python benchmarks/validate_real.py` (part of `make validate`).
 """
