@@ -218,13 +218,9 @@ labelled `lesion` anyway (dark fatty marrow), "(uncertain)" where `segmentation.
 (`structures.lesion.quality`).
 
 Each scan's noise is one draw, seeded by the case's name (the scan's noise apart from the soft
-tissue's; `--draw N` makes another). The figures move with the draw: on `--draw 1` (2026-12-06) the
-Dice of 001 tilted (`tilt_a`) is 0.798 instead of 0.934, of 003 at its own spacing (whose only noise
-is the soft tissue's) 0.821 instead of 0.890, of 001 at 3 mm 0.888 instead of 0.851; and 11 of the
-145 needles called safe leave the reference bone (6 of them on 001 darkened: all it calls safe),
-against 11 of 136 here. On the draws before 2026-12-06 (the scan's noise then the same numbers as
-the soft tissue's where the scan kept the source's grid) none of 153 did. See the known limits in
-[segmentation](segmentation.md).
+tissue's); `--draw N` makes another, and the figures move with it, which needles are called safe and
+whether they stay in the bone included: see the known limits in [segmentation](segmentation.md),
+which give a second draw's figures.
 
 Regenerate: `python benchmarks/validate_real.py` (part of `make validate`).
 """
