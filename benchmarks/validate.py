@@ -37,13 +37,15 @@ TARGETS = {"dice_sacral_bone": 0.95, "dice_ala": 0.90, "dice_canal": 0.85, "dice
            "cortex_msd_mm": 1.0, "cortex_hd95_mm": 2.0, "fracture_recall": 0.8}
 
 
-def plan_check(labels, truth, ct, lesion_uncertain: bool = False) -> tuple[str, int, int, int, str]:
+def plan_check(labels, truth, ct, lesion_uncertain: bool = False,
+               implausible: str | None = None) -> tuple[str, int, int, int, str]:
     """(status, safe needles checked, violations found, how many of those the plan called
     marginal, the structures they came too close to) of a plan on ``labels`` re-checked on ``truth``
-    (``lesion_uncertain``: as the segmentation's report says, as `trajplan plan` passes it)."""
+    (``lesion_uncertain``, ``implausible``: as the segmentation's report says, as `trajplan plan` passes them)."""
     margins = resolve_margins()
     try:
-        plan = plan_needles(labels, PlanOptions(needles=3, mc_samples=100), ct=ct, lesion_uncertain=lesion_uncertain)
+        plan = plan_needles(labels, PlanOptions(needles=3, mc_samples=100), ct=ct, lesion_uncertain=lesion_uncertain,
+                            implausible=implausible)
     except InputError as exc:
         return f"no plan: {str(exc)[:60]}", 0, 0, 0, ""
     safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
@@ -74,13 +76,13 @@ def main() -> None:
             figures = compare(seg.labels, phantom.labels)
             figures["flagged"] = seg.report["partial_reason"] or "no"
             seg_labels = seg.labels
-            uncertain = seg.lesion_uncertain
+            uncertain, implausible = seg.lesion_uncertain, seg.implausible_reason
         except InputError as exc:
-            figures, seg_labels, uncertain = {"error": str(exc)[:70]}, None, False
+            figures, seg_labels, uncertain, implausible = {"error": str(exc)[:70]}, None, False, None
         seg_s = time.perf_counter() - t0
         gt = plan_check(phantom.labels, phantom.labels, phantom.ct)
         if seg_labels is not None:
-            sg = plan_check(seg_labels, phantom.labels, phantom.ct, uncertain)
+            sg = plan_check(seg_labels, phantom.labels, phantom.ct, uncertain, implausible)
         else:
             sg = ("no segmentation", 0, 0, 0, "")
         rows.append((params, figures, seg_s, gt, sg))
@@ -113,7 +115,8 @@ def real_ct_lines() -> list[str]:
     options = PlanOptions()
     try:
         seg = found["seg"]
-        plan = plan_needles(seg.labels, options, ct=found["ct"], lesion_uncertain=seg.lesion_uncertain)
+        plan = plan_needles(seg.labels, options, ct=found["ct"], lesion_uncertain=seg.lesion_uncertain,
+                            implausible=seg.implausible_reason)
         safe = [n for n in plan["needles"] if n["safe"]]
         lines.append(f"Planned on that segmentation with the default options (`trajplan plan`): {len(safe)} of "
                      f"{options.needles} needles safe ("

@@ -79,11 +79,12 @@ def measure(case: str, variant: str, *, plan: bool = True, draw: int = 0) -> dic
         "partial": seg.report["partial_reason"] or "",
         "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
         "lesion_uncertain": seg.lesion_uncertain,
+        "implausible": seg.implausible_reason,
     })
     if plan:
         try:
             result = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=100), ct=ct,
-                                  lesion_uncertain=row["lesion_uncertain"])
+                                  lesion_uncertain=row["lesion_uncertain"], implausible=row["implausible"])
         except InputError as exc:
             row["plan"] = f"no plan: {str(exc)[:80]}"
             return row

@@ -74,11 +74,23 @@ class Segmentation:
         """Whether the report marks the lesion found uncertain (:func:`lesion_uncertain`)."""
         return lesion_uncertain(self.report)
 
+    @property
+    def implausible_reason(self) -> str | None:
+        """Why the sacrum found cannot be a whole sacrum, or None (:func:`implausible_reason`)."""
+        return implausible_reason(self.report)
+
 
 def lesion_uncertain(report: dict) -> bool:
     """Whether a segmentation report (``segmentation.json``) marks the lesion found uncertain (dark
     fatty marrow can pass for one: ``structures.lesion.quality`` starts with "uncertain")."""
     return report.get("structures", {}).get("lesion", {}).get("quality", "").startswith("uncertain")
+
+
+def implausible_reason(report: dict) -> str | None:
+    """Why a segmentation report (``segmentation.json``) says its sacrum cannot be a whole sacrum
+    (``implausible_reason``: too small, or off the body's midline), or None. No needle planned on
+    such labels is called safe (:func:`trajplan.planning.plan_needles`)."""
+    return report.get("implausible_reason") if report.get("implausible") else None
 
 
 def block_averaged(ct: Volume, spacing: np.ndarray) -> Volume:
@@ -445,6 +457,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     if bones.lumens_filled:              # the bones were split from enclosed volumes: their dim bone is solid too
         solid = solid | bones.sacrum | bones.L5 | bones.ilium_left | bones.ilium_right
     partial.extend(_checked_bones(bones, solid, region, external_sacrum="sacrum" in ext, notes=notes))
+    implausible = _implausible_sacrum(bones.sacrum, region.spacing, region.midline_i)
     if bones_only:
         out = np.zeros(canon.shape, dtype=np.uint8)
         inside = out[region.box]
@@ -462,7 +475,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     partial.extend(sacral.partial)
     labels = ct.with_array(reorder.undo(canon.with_array(_whole_label_map(canon, region, roi, sacral.labels,
                                                                           bones))).array)
-    report = segmentation_report(labels, notes=notes, partial=partial,
+    report = segmentation_report(labels, notes=notes, partial=partial, implausible=implausible,
                                  trabecular_hu=sacral.trabecular_hu, foramina_found=sacral.foramina_found,
                                  source="external sacrum mask" if "sacrum" in ext else "ct",
                                  fatty_marrow=marrow is not None)
@@ -592,7 +605,6 @@ def _checked_bones(bones: Bones, solid: np.ndarray, region: Region, *, external_
         raise NoSacrumError(f"no sacrum in the field of view: the sacral candidate holds only "
                             f"{bones.sacrum.sum() * ml:.0f} ml of bone")
     partial = [bones.caveat] if bones.caveat else []
-    partial.extend(_implausible_sacrum(bones.sacrum, region.spacing, region.midline_i))
     ilia_ratio = _ilia_ratio(bones.ilium_left, bones.ilium_right)
     if ILIUM_ASYMMETRY < ilia_ratio < float("inf"):
         partial.append(f"the two ilia differ {ilia_ratio:.1f}-fold in volume: the sacrum and an ilium "
@@ -651,8 +663,12 @@ def structure_table(labels: Volume) -> dict[str, dict]:
 
 
 def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str], trabecular_hu: float,
-                        foramina_found: dict[str, int], source: str, fatty_marrow: bool = False) -> dict:
+                        foramina_found: dict[str, int], source: str, fatty_marrow: bool = False,
+                        implausible: list[str] | None = None) -> dict:
     """``segmentation.json``: per label voxels, ml, LPS bounding box and a quality flag.
+
+    ``implausible``: why the sacrum found cannot be a whole sacrum (:func:`_implausible_sacrum`).
+    Those reasons flag the result partial too, and set ``implausible``: labels not to plan on.
 
     With ``fatty_marrow`` (step 2a took dark marrow as bone) a lesion found is ``uncertain``: fatty
     marrow is as dark as a lytic lesion on CT (the two real sacra of ``../shared/ct/real_bone``, which
@@ -672,10 +688,14 @@ def segmentation_report(labels: Volume, *, notes: list[str], partial: list[str],
         structures["lesion"]["quality"] = LESION_IN_FATTY_MARROW
     if not structures["canal"]["voxels"]:
         partial.append("no sacral canal found")
+    implausible = implausible or []
+    partial = [*partial, *implausible]
     return {
         "source": source,
         "partial": bool(partial),
         "partial_reason": "; ".join(partial) if partial else None,
+        "implausible": bool(implausible),
+        "implausible_reason": "; ".join(implausible) if implausible else None,
         "notes": notes,
         "trabecular_hu": round(trabecular_hu, 1),
         "structures": structures,

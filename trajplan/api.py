@@ -416,7 +416,8 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
     seg = _segmentation_of(ct, labels, timer)
     seg_report = seg.report
     with timer.stage("planning"):
-        planned = plan_needles(seg.labels, options, ct=ct, lesion_uncertain=seg.lesion_uncertain)
+        planned = plan_needles(seg.labels, options, ct=ct, lesion_uncertain=seg.lesion_uncertain,
+                               implausible=seg.implausible_reason)
     document = {
         "schema": planned.get("schema", "trajplan/plan"),
         "schema_version": planned.get("schema_version", 1),
@@ -427,6 +428,8 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
     document["segmentation"] = {
         "source": seg_report.get("source", "ct"),
         "partial": bool(seg_report.get("partial", False)),
+        "implausible": seg.implausible_reason is not None,
+        "implausible_reason": seg.implausible_reason,
     }
     if seg_report.get("partial"):
         document.setdefault("warnings", []).append(
@@ -745,6 +748,7 @@ def evaluate_path(ct: Volume, labels: Volume | Segmentation | None, entry_lps: S
     from trajplan.planning import evaluate_path as score_path
     from trajplan.planning.defaults import resolve_margins
     from trajplan.planning.options import settings_json
+    from trajplan.planning.plan import untrusted_warning
 
     _check_volume(ct, "ct")
     entry_given, tip = _point(entry_lps, "entry_lps"), _point(tip_lps, "tip_lps")
@@ -754,13 +758,14 @@ def evaluate_path(ct: Volume, labels: Volume | Segmentation | None, entry_lps: S
     if coordinates not in ("lps", "ras"):
         raise InputError(f"unknown coordinates {coordinates!r} (lps or ras)")
     timer = timer or StageTimer(show_progress=False)
+    implausible = None
     if labels is None:
         with timer.stage("labels"):
-            label_map = segment(ct).labels
-        words = "segmented here"
+            seg = segment(ct)
+        label_map, implausible, words = seg.labels, seg.implausible_reason, "segmented here"
     elif isinstance(labels, Segmentation):
         _check_grid(labels.labels, ct, "segmentation labels")
-        label_map, words = labels.labels, "segmentation given"
+        label_map, implausible, words = labels.labels, labels.implausible_reason, "segmentation given"
     else:
         label_map, words = check_labels(labels, ct), "labels given"
     entry, block = drawn_line(label_map, entry_given, tip, coordinates)
@@ -768,7 +773,7 @@ def evaluate_path(ct: Volume, labels: Volume | Segmentation | None, entry_lps: S
         needle = score_path(label_map, entry, tip, gauge=options.gauge, margins_mm=options.margins_mm, ct=ct,
                             technique=technique, mc_samples=options.mc_samples, seed=options.seed,
                             weights=options.weights, entry_sigma_mm=options.entry_sigma_mm,
-                            angle_sigma_deg=options.angle_sigma_deg)
+                            angle_sigma_deg=options.angle_sigma_deg, implausible=implausible)
     source_json = input_json(source, ct)
     document = {
         "schema": "trajplan/evaluation", "schema_version": 1,
@@ -778,7 +783,7 @@ def evaluate_path(ct: Volume, labels: Volume | Segmentation | None, entry_lps: S
         "labels": labels_source or words,
         "parameters": {"gauge": int(options.gauge), "margins_mm": resolve_margins(options.margins_mm)},
         "needles": [needle],
-        "warnings": [],
+        "warnings": [untrusted_warning(implausible)] if implausible else [],
         "settings": settings_json(options),
     }
     with timer.stage("procedure card"):

@@ -73,9 +73,10 @@ def _mean(values: list[float]) -> float | None:
 
 
 def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, ct: Volume | None = None,
-                       lesion_uncertain: bool = False) -> list[dict]:
+                       lesion_uncertain: bool = False, implausible: str | None = None) -> list[dict]:
     """Rows for one case: every gauge x technique x needle count, planned on ``labels`` (``lesion_uncertain``:
-    the segmentation marked its lesion uncertain, see :func:`trajplan.planning.plan.candidate_pool`).
+    the segmentation marked its lesion uncertain; ``implausible``: why it says its sacrum cannot be a
+    whole sacrum, and so no needle is safe; see :func:`trajplan.planning.plan.candidate_pool`).
 
     A gauge at which no needle is safe gives one row with status ``no_safe_path``;
     a technique with no safe needle gives rows with ``needles_placed`` 0.
@@ -86,7 +87,8 @@ def configuration_rows(labels: Volume, case: dict, options: CompareOptions, *, c
                                    mc_samples=options.mc_samples, min_separation_mm=options.min_separation_mm,
                                    seed=options.seed)
         try:
-            pool = candidate_pool(labels, plan_options, ct=ct, lesion_uncertain=lesion_uncertain)
+            pool = candidate_pool(labels, plan_options, ct=ct, lesion_uncertain=lesion_uncertain,
+                                  implausible=implausible)
         except NoSafePathError as exc:
             rows.append({**case, "status": "no_safe_path", "error": str(exc), "gauge": gauge})
             continue
@@ -125,7 +127,7 @@ def phantom_case_rows(params, options: CompareOptions) -> list[dict]:
             "spacing_mm": params.spacing[0], "osteoporosis": params.osteoporosis, "variation": params.variation,
             "fracture": params.fracture, "lesion": params.lesion, "position": params.position,
             "labels_from": "segmentation" if options.segment else "ground truth"}
-    labels, uncertain = phantom.labels, False
+    labels, uncertain, implausible = phantom.labels, False, None
     if options.segment:
         from segmentation.pipeline import segment
 
@@ -133,13 +135,14 @@ def phantom_case_rows(params, options: CompareOptions) -> list[dict]:
             seg = segment(phantom.ct)
         except InputError as exc:
             return [{**case, "status": "failed", "error": f"segmentation: {exc}"}]
-        labels, uncertain = seg.labels, seg.lesion_uncertain
-    return configuration_rows(labels, case, options, ct=phantom.ct, lesion_uncertain=uncertain)
+        labels, uncertain, implausible = seg.labels, seg.lesion_uncertain, seg.implausible_reason
+    return configuration_rows(labels, case, options, ct=phantom.ct, lesion_uncertain=uncertain,
+                              implausible=implausible)
 
 
 def batch_case_rows(folder: str, options: CompareOptions) -> list[dict]:
     """Compare the techniques on the label map of one finished ``trajplan batch`` case folder."""
-    from segmentation.pipeline import lesion_uncertain
+    from segmentation.pipeline import implausible_reason, lesion_uncertain
     from trajplan.io.files import read_volume_file
 
     folder_path = Path(folder)
@@ -151,8 +154,9 @@ def batch_case_rows(folder: str, options: CompareOptions) -> list[dict]:
     except InputError as exc:
         return [{**case, "status": "failed", "error": str(exc)}]
     report = folder_path / SEGMENTATION
-    uncertain = report.is_file() and lesion_uncertain(json.loads(report.read_text()))
-    return configuration_rows(labels, case, options, lesion_uncertain=uncertain)
+    seg_report = json.loads(report.read_text()) if report.is_file() else {}
+    return configuration_rows(labels, case, options, lesion_uncertain=lesion_uncertain(seg_report),
+                              implausible=implausible_reason(seg_report))
 
 
 def batch_case_folders(batch_out: str | Path) -> list[Path]:

@@ -169,13 +169,14 @@ def evaluation_labels(
     labels_path: str | Path | None = None,
     ts_labels_path: str | Path | None = None,
     sacrum_mask_path: str | Path | None = None,
-) -> tuple[Volume, str]:
+) -> tuple[Volume | Segmentation, str]:
     """The label map ``evaluate`` scores on, and where it came from.
 
     ``labels_path``: a trajplan label map file, or a trajplan plan or segmentation folder (its
     ``labels.nii.gz``): read and checked, not re-segmented. ``ts_labels_path``: a TotalSegmentator
     output folder or multilabel file, used by the segmentation. Otherwise the CT is segmented
-    (with ``sacrum_mask_path`` when given).
+    (with ``sacrum_mask_path`` when given), and the whole segmentation is returned: its report
+    says whether the labels can be trusted (:func:`trajplan.api.evaluate_path`).
     """
     if labels_path is not None:
         path = Path(labels_path)
@@ -184,7 +185,7 @@ def evaluation_labels(
         return api.read_labels(path, ct), f"labels file {path.name}"
     sacrum_mask = read_volume_file(sacrum_mask_path) if sacrum_mask_path else None
     source = "segmented here" + (" with TotalSegmentator masks" if ts_labels_path is not None else "")
-    return api.segment(ct, sacrum_mask=sacrum_mask, totalsegmentator=ts_labels_path).labels, source
+    return api.segment(ct, sacrum_mask=sacrum_mask, totalsegmentator=ts_labels_path), source
 
 
 def run_evaluate(

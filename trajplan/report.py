@@ -166,8 +166,10 @@ def _no_safe_path(plan: dict) -> list[str]:
     if plan.get("outcome") != "no_safe_path":
         return []
     reasons = "".join(f"<li>{_esc(w)}</li>" for w in plan.get("warnings", []))
+    why = ("The segmentation's sacrum is implausible, so no candidate is called safe, whatever its margins"
+           if plan.get("segmentation", {}).get("implausible") else "No candidate keeps every margin")
     return ["<div class='nosafe'><h2>No safe needle path</h2>",
-            f"<p>No candidate keeps every margin. What blocks each technique and side:</p><ul>{reasons}</ul>",
+            f"<p>{why}. What blocks each technique and side:</p><ul>{reasons}</ul>",
             "<p>The closest candidates are listed under <a href='#alternatives'>Alternatives</a> "
             "with their verdict (unsafe) and reasons; none of them is a plan.</p></div>"]
 

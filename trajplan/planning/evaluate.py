@@ -18,6 +18,7 @@ from trajplan.needle import Needle, Technique, needle_json, radius_mm
 from trajplan.planning.candidates import Landmarks, Targets, find_landmarks, find_targets
 from trajplan.planning.defaults import GAUGE, LONG_AXIS_WITHIN_DEG, MC_SAMPLES, resolve_margins
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
+from trajplan.planning.plan import untrusted_needle
 from trajplan.planning.robustness import breach_probability
 from trajplan.planning.scoring import apply_robustness, measure_path
 from trajplan.volume import Volume
@@ -105,14 +106,17 @@ def score_drawn_path(context: PathContext, entry_lps, target_lps, *, gauge: int 
 def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: int = GAUGE,
                         technique: str | None = None, ct: Volume | None = None, mc_samples: int = MC_SAMPLES,
                         seed: int = 0, weights: dict[str, float] | None = None,
-                        entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
+                        entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None,
+                        implausible: str | None = None) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm) against a prepared :class:`PathContext`.
 
     ``technique`` None picks it with :func:`technique_of` (the long axis when the path runs within
     LONG_AXIS_WITHIN_DEG of the sacrum's long axis, the short axis otherwise). The side is that of
     the tip. ``weights`` (overrides of :data:`trajplan.planning.defaults.WEIGHTS`) score it;
     ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
-    :func:`trajplan.planning.robustness.breach_probability`).
+    :func:`trajplan.planning.robustness.breach_probability`). With ``implausible`` (why the
+    segmentation says its sacrum cannot be a whole sacrum) the path is unsafe, its first reason
+    ``segmentation_implausible`` (:func:`trajplan.planning.plan.untrusted_needle`).
 
     Returns
     -------
@@ -124,16 +128,18 @@ def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: i
     InputError
         If entry and target are less than 1 mm apart, or ``technique`` is unknown.
     """
-    return needle_json(score_drawn_path(context, entry_lps, target_lps, gauge=gauge, technique=technique, ct=ct,
-                                        mc_samples=mc_samples, seed=seed, weights=weights,
-                                        entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg))
+    needle = score_drawn_path(context, entry_lps, target_lps, gauge=gauge, technique=technique, ct=ct,
+                              mc_samples=mc_samples, seed=seed, weights=weights,
+                              entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
+    return needle_json(untrusted_needle(needle) if implausible else needle)
 
 
 def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
                   margins_mm: dict[str, float] | None = None, ct: Volume | None = None,
                   technique: str | None = None, mc_samples: int = MC_SAMPLES, seed: int = 0,
                   weights: dict[str, float] | None = None,
-                  entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> dict:
+                  entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None,
+                  implausible: str | None = None) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
 
     The technique is ``technique`` when given, else the long axis when the path runs within
@@ -141,7 +147,8 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
     side is that of the tip.
     ``weights`` (overrides of :data:`trajplan.planning.defaults.WEIGHTS`) score it;
     ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
-    :func:`trajplan.planning.robustness.breach_probability`).
+    :func:`trajplan.planning.robustness.breach_probability`); ``implausible``: see
+    :func:`evaluate_in_context`.
 
     Raises
     ------
@@ -151,7 +158,8 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
     entry, tip = line_points(entry_lps, target_lps)          # refused before the distance maps are built
     return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, technique=technique, ct=ct,
                                mc_samples=mc_samples, seed=seed, weights=weights,
-                               entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
+                               entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg,
+                               implausible=implausible)
 
 
 def bone_entry_on_line(labels: Volume, start, tip, *, step_mm: float = 0.25) -> tuple[np.ndarray, float] | None:

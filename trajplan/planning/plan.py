@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
-from trajplan.needle import Needle, PlacedNeedle, Technique, needle_json, radius_mm
+from trajplan.needle import Needle, PlacedNeedle, Technique, Verdict, needle_json, radius_mm
 from trajplan.planning.candidates import Landmarks, Targets, candidate_pairs, find_landmarks, find_targets
 from trajplan.planning.ct_guard import REASON_TEXT, entry_on_bone_edge
 from trajplan.planning.defaults import resolve_margins, resolve_weights
@@ -35,6 +35,7 @@ SCHEMA_VERSION = 1
 SHORTLIST = 80           # exactly measured per technique and side
 ROBUST_SHORTLIST = 12    # Monte Carlo per technique and side
 ALTERNATIVES = 5         # reported per technique and side
+UNTRUSTED_REASON = "segmentation_implausible"   # a needle's reason when the labels' sacrum is implausible
 LONG_AXIS_FORAMINA = ("S1", "S2", "S3", "S4")   # a long-axis path is planned only where these are labelled
 COMPARED_TECHNIQUES = {"short_axis": {Technique.SHORT_AXIS}, "long_axis": {Technique.LONG_AXIS},
                        "mixed": set(Technique)}
@@ -177,14 +178,18 @@ def _plan_side(maps: DistanceMaps, marks: Landmarks, side: Side, s_i: int, techn
 
 
 def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = None,
-                   require_safe: bool = True, lesion_uncertain: bool = False) -> CandidatePool:
+                   require_safe: bool = True, lesion_uncertain: bool = False,
+                   implausible: str | None = None) -> CandidatePool:
     """Measure and rank candidate needles for every technique and side in ``options``.
 
     ``needles`` holds the safe ones; ``closest`` the best unsafe ones (up to ALTERNATIVES) of
     each technique and side that has no safe needle. With ``lesion_uncertain`` (the segmentation
     marked its lesion uncertain: dark fatty marrow can pass for one), a side that targets the
     lesion and has no safe path to it is planned on its ala instead, with a warning, when that
-    gives a safe needle.
+    gives a safe needle. With ``implausible`` (why the segmentation says its sacrum cannot be a
+    whole sacrum: too small, or off the body's midline) no needle is safe: each is measured as
+    usual, then made unsafe with the reason ``segmentation_implausible``
+    (:func:`untrusted_labels`).
 
     Raises
     ------
@@ -218,10 +223,43 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
         needles.extend(planned.needles)
         closest.extend(planned.closest)
         failures.extend(planned.failures)
+    if implausible:
+        needles, closest, untrusted = untrusted_labels(needles, closest, implausible)
+        failures = untrusted + failures
     if not needles and (require_safe or not target_sets):
         raise NoSafePathError("; ".join(failures) or "no safe path")
     needles.sort(key=lambda n: -n.rank_value)
     return CandidatePool(needles, target_sets, failures, margins, closest)
+
+
+def untrusted_labels(needles: list[Needle], closest: list[Needle],
+                     implausible: str) -> tuple[list[Needle], list[Needle], list[str]]:
+    """Needles measured on labels whose sacrum is implausible (``implausible`` says why), all made
+    unsafe: (no safe needles, the best ALTERNATIVES of each technique and side, the one failure).
+
+    A needle's clearances are only as good as the labels: on a sacrum too small to be whole, or an
+    ilium taken for the sacrum (real case 003 at 3 mm on one noise draw: 8 of 13 needles called
+    safe crossed the ilium), a needle that keeps its margins may still cross a foramen or the
+    cortex. Each keeps its measurements, ranking and its own reasons after ``segmentation_implausible``.
+    """
+    untrusted = []
+    for technique in Technique:
+        for side in Side:
+            ranked = [n for n in needles + closest if n.technique is technique and n.side is side]
+            untrusted.extend(untrusted_needle(n) for n in ranked[:ALTERNATIVES])
+    return [], untrusted, [untrusted_warning(implausible)]
+
+
+def untrusted_needle(needle: Needle) -> Needle:
+    """``needle`` made unsafe for labels whose sacrum is implausible: UNTRUSTED_REASON first in its reasons."""
+    return replace(needle, verdict=Verdict.UNSAFE, reasons=(UNTRUSTED_REASON, *needle.reasons))
+
+
+def untrusted_warning(implausible: str) -> str:
+    """The warning of a plan or evaluation on labels whose sacrum is implausible (``implausible`` says why)."""
+    return (f"no needle is called safe, for the segmentation's sacrum is implausible: {implausible}. Check the "
+            "labels on the images, correct them if need be, and plan on them with --labels (a label file, or "
+            "this plan's folder)")
 
 
 def choose_needles(pool: CandidatePool, count: int, techniques: set[Technique],
@@ -232,11 +270,14 @@ def choose_needles(pool: CandidatePool, count: int, techniques: set[Technique],
 
 
 def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = None,
-                 lesion_uncertain: bool = False) -> dict:
+                 lesion_uncertain: bool = False, implausible: str | None = None) -> dict:
     """Plan needle paths on a label map (and optionally its CT, for skin depth).
 
     ``lesion_uncertain``: the segmentation marked the lesion uncertain; a side without a safe
-    path to it is then planned on its ala (see :func:`candidate_pool`).
+    path to it is then planned on its ala (see :func:`candidate_pool`). ``implausible``: why the
+    segmentation says its sacrum cannot be a whole sacrum (``segmentation.json``'s
+    ``implausible_reason``); no needle is then safe, and the outcome is ``no_safe_path`` with the
+    best candidates in ``alternatives`` (see :func:`untrusted_labels`).
 
     No safe needle is a result, not an error: ``outcome`` is then ``"no_safe_path"``,
     ``needles`` is empty, ``alternatives`` holds the best unsafe candidates of each technique
@@ -256,7 +297,8 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
     NoSafePathError
         Only when no technique and side could be planned at all (no target anywhere).
     """
-    pool = candidate_pool(labels, options, ct=ct, require_safe=False, lesion_uncertain=lesion_uncertain)
+    pool = candidate_pool(labels, options, ct=ct, require_safe=False, lesion_uncertain=lesion_uncertain,
+                          implausible=implausible)
     targets = pool.target_points
     warnings = list(pool.failures)
     chosen = best_plan(pool.needles, options.needles, targets, options.min_separation_mm)

@@ -344,7 +344,8 @@ class ViewerSession:
 
     # ------------------------------------------------------------------ scoring
     def evaluate(self, spec: NeedleSpec) -> dict:
-        """The needle object of ``trajplan evaluate`` for ``spec``, scored with the plan's parameters.
+        """The needle object of ``trajplan evaluate`` for ``spec``, scored with the plan's parameters
+        (unsafe, as every needle of the plan, when the plan's segmentation is implausible).
 
         Raises
         ------
@@ -362,6 +363,7 @@ class ViewerSession:
                 ct=self.ct, mc_samples=int(error.get("samples", MC_SAMPLES)), seed=int(error.get("seed", 0)),
                 entry_sigma_mm=float(error.get("entry_sigma_mm", ENTRY_SIGMA_MM)),
                 angle_sigma_deg=float(error.get("angle_sigma_deg", ANGLE_SIGMA_DEG)), weights=settings.get("weights"),
+                implausible=self.plan.get("segmentation", {}).get("implausible_reason"),
             )
             if self.ct is not None:      # the skin entry and procedure card, as a plan's needles have them
                 position = self.plan.get("patient_position", {})
