@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import SMOOTH_MM, opening
+from segmentation.bone import SMOOTH_MM, dilated_by_ball, opening
 from trajplan.distance import distance_mm
 from trajplan.volume import bounding_box
 
@@ -29,6 +29,7 @@ FRACTURE_INSET_MM = 1.0
 FRACTURE_MIN_HEIGHT_MM = 15.0
 FRACTURE_MAX_TOP_MM = 60.0               # a line reaches up into the S1-S2 ala: its top this near the alae's top
 LESION_MIN_ML = 0.3
+OPEN_REACH_MM = 10.0                      # a lesion's dark region followed this far, to see whether it opens outside
 LESION_MIN_TRABECULAR_HU = 100.0          # darker trabecular bone's texture alone looks like lesions
 LESION_SMOOTH_MM = 1.5                   # lesions are also sought on the CT averaged over this in the bone
 LESION_CORE_MM = 3.0                     # where a ball of this radius fits in the dark (no fracture sheet)
@@ -335,6 +336,32 @@ def lesions(smooth: np.ndarray, bone: np.ndarray, lumens: np.ndarray, spacing: n
     grow = max(int(round(LESION_SMOOTH_MM / float(np.min(spacing)))), 1)
     found = opened | (ndimage.binary_dilation(found, structure=cube, iterations=grow) & (found | dark))
     return _lesion_pieces(found, inside, spacing)
+
+
+def closed_lesions(lytic: np.ndarray, smooth: np.ndarray, bone: np.ndarray, walled: np.ndarray,
+                   spacing: np.ndarray, dark_hu: float) -> tuple[np.ndarray, float]:
+    """The pieces of ``lytic`` whose dark region stays inside the bone, and the ml of those dropped.
+
+    A lytic lesion is walled in by the bone it destroys. A dark piece whose dark voxels (``smooth``
+    below ``dark_hu``, not in ``walled``: the lumens and SI joints found, dark by nature) lead,
+    within OPEN_REACH_MM of it, to at least as much dark volume outside ``bone`` as the piece holds
+    is a gap in the bone that opens into the soft tissue (a foramen that the lumen search missed,
+    taken into the sacrum), not a lesion: real sacrum 001 with its trabecular bone darkened, on
+    two of three noise draws, had 0.6-1.0 ml of its left S3 foramen labelled lesion, and the
+    planner aimed short-axis needles at it, 3-7 mm outside the bone.
+    """
+    labels, count = ndimage.label(lytic)
+    free = (smooth < dark_hu) & ~walled
+    pad = np.ceil(OPEN_REACH_MM / np.asarray(spacing)).astype(int) + 1
+    out = lytic.copy()
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        wide = tuple(slice(max(b.start - p, 0), b.stop + p) for b, p in zip(box, pad))
+        piece = labels[wide] == i
+        reach = free[wide] & dilated_by_ball(piece, OPEN_REACH_MM, spacing)
+        grown = ndimage.binary_propagation(piece, mask=reach | piece)
+        if np.count_nonzero(grown & ~bone[wide]) >= np.count_nonzero(piece):
+            out[wide] &= ~piece
+    return out, float(np.count_nonzero(lytic & ~out) * np.prod(spacing) / 1000.0)
 
 
 def _mean_within(values: np.ndarray, mask: np.ndarray, sigma) -> tuple[np.ndarray, np.ndarray]:

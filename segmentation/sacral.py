@@ -28,6 +28,7 @@ from segmentation.parts import (
     LESION_MIN_TRABECULAR_HU,
     alae,
     anterior_cortex,
+    closed_lesions,
     disc,
     fracture_lines,
     joints,
@@ -209,7 +210,12 @@ def _lesions_and_fractures(sm: np.ndarray, smooth_mm: float, bone: np.ndarray, l
         notes.append(f"lytic lesions were not sought: the trabecular bone ({trabecular:.0f} HU, below "
                      f"{LESION_MIN_TRABECULAR_HU:.0f} HU) is too dark to tell a lesion from its texture")
     else:
-        lytic = lesions(sm, bone, lumen, spacing, dark_hu, smooth_mm)
+        lytic, opening_ml = closed_lesions(lesions(sm, bone, lumen, spacing, dark_hu, smooth_mm), sm, bone,
+                                           lumen | joint["left"] | joint["right"], spacing, dark_hu)
+        if opening_ml:
+            notes.append(f"{opening_ml:.1f} ml of dark regions in the sacrum that open into the soft tissue outside "
+                         "it (a foramen the lumen search missed, or marrow or a lesion behind a gap in the cortex) "
+                         "left unlabelled as lesion, so not targeted: check them on the images")
     beside = dilated_by_ball(joint["left"] | joint["right"], FRACTURE_CLEAR_MM, spacing)
     if lytic.any():
         beside |= distance_mm(~lytic, spacing) <= FRACTURE_SIDE_MM

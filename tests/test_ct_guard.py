@@ -44,6 +44,27 @@ def test_trabecular_bone_alone_passes_even_when_dark_and_a_labelled_fracture_is_
     assert guard_profile(hu, STEP, ~fracture & False, reference=None, voxel_mm=1.0)["reasons"] == ["ct_leaves_bone"]
 
 
+def test_a_tip_in_soft_tissue_past_a_wall_is_seen_in_bone_too_uneven_for_a_soft_threshold():
+    # Real sacrum 001 darkened (0.86 mm): the dorsal cortex, 4-5 mm of bone at 90-200 HU, a second wall
+    # of 470-550 HU, then 3-7 mm of a foramen (14-64 HU) to the tip; the labelled bone near the path read
+    # 212 HU with a spread too wide for a soft-tissue threshold (soft_hu null), the relative cortex 512 HU.
+    reference = (211.8, 90.0)
+    for tail_mm in (3.0, 6.0):
+        hu = profile((1.5, 600), (4.5, 140), (1.5, 550), (tail_mm, 40), noise=20.0)
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=reference, voxel_mm=0.86)
+        assert got["soft_hu"] is None and got["walls_crossed"] == 0, got          # blind without the tip rule
+        assert got["reasons"] == ["ct_tip_past_wall"] and tail_mm - 1.0 <= got["tip_soft_mm"] <= tail_mm, got
+    # the same path ending in dark bone (100 HU), or in a target labelled dark by nature, is not marked
+    hu = profile((1.5, 600), (4.5, 140), (1.5, 550), (6.0, 100), noise=20.0)
+    assert guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=reference, voxel_mm=0.86)["reasons"] == []
+    hu = profile((1.5, 600), (4.5, 140), (1.5, 550), (6.0, 40), noise=20.0)
+    lesion = np.arange(len(hu)) >= len(hu) - 14
+    assert guard_profile(hu, STEP, lesion, reference=reference, voxel_mm=0.86)["reasons"] == []
+    # a soft run that stops short of the tip is not this rule's (the wall and gap rules have it)
+    hu = profile((1.5, 600), (4.5, 140), (1.5, 550), (3.0, 40), (4.0, 140), noise=20.0)
+    assert guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=reference, voxel_mm=0.86)["tip_soft_mm"] == 0.0
+
+
 def test_a_groove_between_two_walls_is_seen_where_the_blur_hides_both_from_the_thresholds():
     # As on real sacrum 001 with its bone darkened (0.86 mm): a 1.5 mm groove of soft tissue between
     # two thin plates, in trabecular bone of 135 HU; smoothed, the plates stay below the cortex

@@ -95,10 +95,10 @@ def test_real_sacrum_at_2mm_has_no_fracture(real_scan):
     assert not lt.mask(seg.labels, "fracture").any()
 
 
-@pytest.mark.xfail(strict=True, reason="on this noise draw a short-axis needle called safe enters the right ala "
-                   "3 mm later than its labelled entry (1.5 mm past the tolerance): the labelled surface stands "
-                   "1.5 voxels proud over fatty marrow (60-125 HU) where the CT guard finds no cortex")
 def test_real_sacrum_at_2mm_safe_needles_stay_in_the_bone(real_scan, shared_ct):
+    # On each of three noise draws a short-axis needle called safe entered the right ala 3 mm past its
+    # labelled entry, aimed at fatty marrow labelled lesion; that "lesion" opens into the soft tissue
+    # through gaps of the cortex and is no longer labelled so (segmentation step 10, closed_lesions).
     ct, _, seg = real_scan("001", "2mm")
     plan = assert_safe_needles_stay_in_the_bone(ct, seg, real_reference(shared_ct / "real_bone", "001"))
     assert plan["outcome"] == "planned"
@@ -194,10 +194,13 @@ def test_an_ilium_taken_for_the_sacrum_gets_no_needle_called_safe(shared_ct):
 
 @pytest.mark.parametrize("case, scan", [("001", "3mm"), ("003", "3mm")])
 def test_fatty_marrow_labelled_lesion_is_marked_uncertain(real_scan, case, scan):
-    # Neither real sacrum has a lytic lesion, yet its dark fatty marrow is labelled lesion (17 and
-    # 18 ml at 3 mm): segmentation.json must not pass that on as a finding ("ok").
+    # Neither real sacrum has a lytic lesion, yet its dark fatty marrow was labelled lesion (21 and
+    # 38 ml at 3 mm on the validation's draw) until the dark pieces that open into the soft tissue
+    # through gaps of the cortex were no longer taken for lesions (none now). What is still labelled
+    # must not be passed on as a finding ("ok").
     _, _, seg = real_scan(case, scan)
     lesion = seg.report["structures"]["lesion"]
+    assert lesion["volume_ml"] <= 1.0, lesion
     assert not lesion["voxels"] or lesion["quality"] == LESION_IN_FATTY_MARROW, lesion
 
 

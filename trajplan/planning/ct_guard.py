@@ -10,7 +10,11 @@ the image two questions that need no label:
 - does it **cross a cortical wall** after the entry: a bright run (cortex) beside a
   dark run (the gap beyond the wall), i.e. the needle exits the bone or re-enters it; or a dark
   dip with a peak on each side (two walls and the gap between them) even where partial volume
-  leaves the walls below the cortex threshold and the gap above the soft-tissue one.
+  leaves the walls below the cortex threshold and the gap above the soft-tissue one;
+- does the **tip lie past a wall in soft tissue**: a wall (``CORTEX_MIN_HU``) past the entry
+  zone, then soft-tissue HU (below ``TIP_SOFT_HU``) up to the tip for at least
+  ``TIP_SOFT_RUN_MM``: a question that needs no trabecular HU, so it holds in bone too dark or
+  too uneven for the soft-tissue threshold above (a foramen labelled bone beyond its wall).
 
 and, from the skin to the bone entry, a third:
 
@@ -67,6 +71,9 @@ EDGE_OUTSIDE_MM = 2.0            # the soft tissue outside the bone entry: this 
 EDGE_PEAK_VOXELS = 3.0           # the cortex is sought this many voxels past the labelled entry
 EDGE_MIN_CONTRAST_HU = 100.0     # the bone's edge is sought where its cortex is this much brighter
 ENTRY_OFF_BONE_VOXELS = 1.0      # the bone's edge farther than this past the bone entry: the labels stand proud
+TIP_SOFT_HU = 70.0               # soft tissue (0-60 HU) with its noise, whatever the bone's HU ...
+TIP_SOFT_RUN_MM = 2.5            # ... this long up to the tip, past a wall: the tip is outside the bone
+TIP_END_MM = 1.0                 # the run ends within this of the tip
 EXPECTED_DARK = ("fracture", "lesion")   # targets that are dark in the image by nature
 TRABECULAR = ("sacrum", "ala_left", "ala_right")
 
@@ -75,6 +82,7 @@ REASON_TEXT = {
     "ct_crosses_cortex": "the CT shows a cortical wall crossed after the bone entry",
     "ct_bone_on_approach": "the CT shows bone on the approach before the bone entry",
     "ct_entry_off_bone": "the CT shows the bone's edge more than a voxel past the labelled bone entry",
+    "ct_tip_past_wall": "the CT shows a cortical wall and then soft tissue up to the tip",
 }
 
 
@@ -152,8 +160,9 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
     dict
         ``checked`` (True), ``trabecular_hu``, ``cortex_hu`` and ``soft_hu`` (the thresholds;
         ``soft_hu`` null when the contrast is too low), ``leaves_bone_mm`` (the longest soft
-        run after the entry zone, mm; null when not sought), ``walls_crossed`` and
-        ``reasons`` (``ct_leaves_bone``, ``ct_crosses_cortex``).
+        run after the entry zone, mm; null when not sought), ``walls_crossed``, ``tip_soft_mm``
+        (:func:`tip_soft_mm`) and ``reasons`` (``ct_leaves_bone``, ``ct_crosses_cortex``,
+        ``ct_tip_past_wall``).
     """
     step = max(float(step_mm), 1e-6)
     smooth = smoothed(hu, step)
@@ -184,11 +193,14 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
     else:                                  # no gap is seen: a wall is a bright run short of the tip
         walls = sum(1 for _, b in bright_runs if (len(smooth) - b) * step > voxel_mm)
     walls = max(walls, 2 * _gaps_between_walls(smooth, start, expected_dark, trabecular, spread, step))
+    tip_soft = tip_soft_mm(smooth, start, expected_dark, step)
     reasons = []
     if leaves is not None and leaves > max(MAX_SOFT_RUN_MM, SOFT_RUN_VOXELS * voxel_mm):
         reasons.append("ct_leaves_bone")
     if walls:
         reasons.append("ct_crosses_cortex")
+    if tip_soft >= TIP_SOFT_RUN_MM:
+        reasons.append("ct_tip_past_wall")
     return {
         "checked": True,
         "trabecular_hu": round(trabecular, 1),
@@ -196,8 +208,31 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
         "soft_hu": round(soft_hu, 1) if soft_hu is not None else None,
         "leaves_bone_mm": leaves,
         "walls_crossed": int(walls),
+        "tip_soft_mm": round(tip_soft, 2),
         "reasons": reasons,
     }
+
+
+def tip_soft_mm(smooth: np.ndarray, start: int, expected_dark: np.ndarray, step: float) -> float:
+    """How long (mm) the profile ``smooth`` (entry to tip, ``step`` mm apart) stays below TIP_SOFT_HU
+    up to the tip (within TIP_END_MM of it) after its last wall past the entry zone (``start``); 0
+    without such a wall. Samples of a labelled dark target (``expected_dark``) do not count as soft.
+
+    The thresholds are absolute: soft tissue is 0-60 HU whatever the bone, and a wall of
+    CORTEX_MIN_HU is cortex in any bone. So this holds where the bone is too dark or too uneven for
+    the relative soft-tissue threshold (real sacrum 001 with its trabecular bone darkened, 0.86 mm,
+    on one noise draw: six short-axis needles crossed the dorsal cortex, 4-5 mm of bone at 90-200 HU
+    and a second wall of 470-550 HU, to end 3-7 mm into an unlabelled foramen at 14-64 HU labelled
+    lesion; the bone's texture spread too wide for a soft-tissue threshold, that wall under the
+    relative cortex threshold of 512 HU).
+    """
+    walls = [r for r in runs(smooth >= CORTEX_MIN_HU) if r[0] >= start]
+    if not walls:
+        return 0.0
+    after = walls[-1][1]
+    soft = (smooth[after:] < TIP_SOFT_HU) & ~expected_dark[after:]
+    ends = [(a, b) for a, b in runs(soft) if (len(soft) - b) * step <= TIP_END_MM]
+    return max(((b - a) * step for a, b in ends), default=0.0)
 
 
 def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarray, trabecular: float,
@@ -312,9 +347,11 @@ def approach_bone_mm(ct: Volume, skin: np.ndarray, entry: np.ndarray, step_mm: f
 
 
 def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: float,
-             label_at: np.ndarray, skin: np.ndarray | None = None) -> dict:
+             label_at: np.ndarray, skin: np.ndarray | None = None,
+             dark_targets: tuple[str, ...] = EXPECTED_DARK) -> dict:
     """The CT guard of one needle (``axis_pts``: entry to tip, ``label_at``: their labels; ``skin``:
-    where the approach starts, if known).
+    where the approach starts, if known; ``dark_targets``: the labels trusted to be dark by nature,
+    EXPECTED_DARK unless the segmentation marked its lesion uncertain).
 
     Without a CT: ``{"checked": False, "reasons": []}``. See :func:`guard_profile`; with a skin
     point, ``approach_bone_mm`` (:func:`approach_bone_mm`) is added, and the reason
@@ -325,7 +362,7 @@ def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: flo
     if ct is None:
         return {"checked": False, "reasons": []}
     voxel_mm = float(np.max(ct.spacing))
-    expected = np.isin(label_at, [lt.value(n) for n in EXPECTED_DARK])
+    expected = np.isin(label_at, [lt.value(n) for n in dark_targets])
     if expected.any():                     # and their partial volume, one voxel either side
         expected = ndimage.binary_dilation(expected, iterations=int(np.ceil(voxel_mm / max(step_mm, 1e-6))))
     guard = guard_profile(sample_ct(ct, axis_pts), step_mm, expected,

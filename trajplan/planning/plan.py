@@ -22,7 +22,7 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
 from trajplan.needle import Needle, PlacedNeedle, Technique, Verdict, needle_json, radius_mm
 from trajplan.planning.candidates import Landmarks, Targets, candidate_pairs, find_landmarks, find_targets
-from trajplan.planning.ct_guard import REASON_TEXT, entry_on_bone_edge
+from trajplan.planning.ct_guard import EXPECTED_DARK, REASON_TEXT, entry_on_bone_edge
 from trajplan.planning.defaults import resolve_margins, resolve_weights
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
 from trajplan.planning.options import SIDE_CHOICES, TECHNIQUE_CHOICES, PlanOptions, settings_json
@@ -35,6 +35,7 @@ SCHEMA_VERSION = 1
 SHORTLIST = 80           # exactly measured per technique and side
 ROBUST_SHORTLIST = 12    # Monte Carlo per technique and side
 ALTERNATIVES = 5         # reported per technique and side
+DARK_IF_LESION_UNCERTAIN = ("fracture",)        # the CT guard's dark targets when the lesion may be fatty marrow
 UNTRUSTED_REASON = "segmentation_implausible"   # a needle's reason when the labels' sacrum is implausible
 LONG_AXIS_FORAMINA = ("S1", "S2", "S3", "S4")   # a long-axis path is planned only where these are labelled
 COMPARED_TECHNIQUES = {"short_axis": {Technique.SHORT_AXIS}, "long_axis": {Technique.LONG_AXIS},
@@ -64,7 +65,8 @@ def _no_safe_reason(technique: Technique, side: Side, closest: list[Needle], mar
 
 
 def _plan_one(maps: DistanceMaps, marks: Landmarks, technique: Technique, side: Side, options: PlanOptions,
-              ct: Volume | None, seed: int, *, lesion: bool = True) -> tuple[list[Needle], str | None, Targets]:
+              ct: Volume | None, seed: int, *, lesion: bool = True,
+              dark_targets: tuple[str, ...] = EXPECTED_DARK) -> tuple[list[Needle], str | None, Targets]:
     """Measured needles of one technique and side with breach probabilities, and why none is safe.
 
     The safe ones by ranking value; when none is safe, the closest unsafe ones (largest smallest
@@ -107,7 +109,8 @@ def _plan_one(maps: DistanceMaps, marks: Landmarks, technique: Technique, side: 
     shortlist = order[:SHORTLIST]        # with a CT, entered where the bone's edge is (labels can stand proud)
     starts = [entries[i] if ct is None else entry_on_bone_edge(ct, entries[i], tips[i]) for i in shortlist]
     measured = [measure_path(maps, marks, start, tips[i], technique=technique, side=side,
-                             gauge=options.gauge, targets=targets, normal=normals[i], ct=ct, weights=weights)
+                             gauge=options.gauge, targets=targets, normal=normals[i], ct=ct, weights=weights,
+                             dark_targets=dark_targets)
                 for start, i in zip(starts, shortlist)]
     safe = sorted((n for n in measured if n.safe), key=lambda n: -n.score)
     closest = sorted(measured, key=lambda n: -_above_margin(n, maps.margins))[:ALTERNATIVES] if not safe else []
@@ -155,9 +158,11 @@ class _SidePlan:
 
 
 def _plan_side(maps: DistanceMaps, marks: Landmarks, side: Side, s_i: int, techniques: tuple[Technique, ...],
-               options: PlanOptions, ct: Volume | None, *, lesion: bool, alone: bool) -> _SidePlan:
+               options: PlanOptions, ct: Volume | None, *, lesion: bool, alone: bool,
+               dark_targets: tuple[str, ...]) -> _SidePlan:
     """Every technique of ``techniques`` planned on ``side`` (``alone``: the only side and
-    technique asked for, whose InputError is raised rather than kept as a failure)."""
+    technique asked for, whose InputError is raised rather than kept as a failure;
+    ``dark_targets``: see :func:`measure_path`)."""
     needles: list[Needle] = []
     closest: list[Needle] = []
     failures: list[str] = []
@@ -165,7 +170,8 @@ def _plan_side(maps: DistanceMaps, marks: Landmarks, side: Side, s_i: int, techn
     for t_i, technique in enumerate(techniques):
         try:
             found, why, targets = _plan_one(maps, marks, technique, side, options, ct,
-                                            seed=options.seed * 10 + s_i * 2 + t_i, lesion=lesion)
+                                            seed=options.seed * 10 + s_i * 2 + t_i, lesion=lesion,
+                                            dark_targets=dark_targets)
         except InputError as exc:
             if alone:
                 raise                  # the one technique and side asked for cannot be planned
@@ -186,10 +192,11 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     each technique and side that has no safe needle. With ``lesion_uncertain`` (the segmentation
     marked its lesion uncertain: dark fatty marrow can pass for one), a side that targets the
     lesion and has no safe path to it is planned on its ala instead, with a warning, when that
-    gives a safe needle. With ``implausible`` (why the segmentation says its sacrum cannot be a
-    whole sacrum: too small, or off the body's midline) no needle is safe: each is measured as
-    usual, then made unsafe with the reason ``segmentation_implausible``
-    (:func:`untrusted_labels`).
+    gives a safe needle, and the CT guard does not take the lesion for dark by nature (fatty marrow
+    has no bright rim to excuse: DARK_IF_LESION_UNCERTAIN). With ``implausible`` (why the
+    segmentation says its sacrum cannot be a whole sacrum: too small, or off the body's midline)
+    no needle is safe: each is measured as usual, then made unsafe with the reason
+    ``segmentation_implausible`` (:func:`untrusted_labels`).
 
     Raises
     ------
@@ -208,11 +215,14 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     target_sets: dict[str, Targets] = {}
     sides, techniques = SIDE_CHOICES[options.side], TECHNIQUE_CHOICES[options.technique]
     alone = len(sides) == 1 and len(techniques) == 1
+    dark = DARK_IF_LESION_UNCERTAIN if lesion_uncertain else EXPECTED_DARK
     for s_i, side in enumerate(sides):
-        planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=True, alone=alone)
+        planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=True, alone=alone,
+                             dark_targets=dark)
         if lesion_uncertain and not planned.needles and planned.targets is not None \
                 and planned.targets.kind == "lesion":
-            on_ala = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=False, alone=alone)
+            on_ala = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=False, alone=alone,
+                                dark_targets=dark)
             if on_ala.needles:
                 blocked = "; ".join(f for f in planned.failures if f not in on_ala.failures)
                 planned = replace(on_ala, failures=on_ala.failures + [

@@ -20,7 +20,7 @@ from trajplan import labels as lt
 from trajplan.labels import Side
 from trajplan.needle import Needle, NeedleMetrics, NeedlePath, Technique, Verdict, diameter_mm
 from trajplan.planning.candidates import Landmarks, Targets
-from trajplan.planning.ct_guard import ct_guard
+from trajplan.planning.ct_guard import EXPECTED_DARK, ct_guard
 from trajplan.planning.defaults import (
     CEMENT_FILL_FRACTION,
     CEMENT_RADIUS_MM,
@@ -219,9 +219,11 @@ def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray,
 def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: np.ndarray, *,
                  technique: Technique, side: Side, gauge: int, targets: Targets | None = None,
                  normal: np.ndarray | None = None, ct: Volume | None = None,
-                 weights: dict[str, float] | None = None) -> Needle:
+                 weights: dict[str, float] | None = None,
+                 dark_targets: tuple[str, ...] = EXPECTED_DARK) -> Needle:
     """Exact metrics and verdict of one path, without breach probabilities (scored with
-    ``weights``, by default the defaults). Entry and tip are kept rounded to 0.01 mm, as written."""
+    ``weights``, by default the defaults). Entry and tip are kept rounded to 0.01 mm, as written.
+    ``dark_targets``: the labels the CT guard trusts to be dark by nature (:func:`ct_guard`)."""
     entry, tip = np.asarray(entry, float), np.asarray(tip, float)
     radius = diameter_mm(gauge) / 2.0
     length = float(np.linalg.norm(tip - entry))
@@ -244,7 +246,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     if not in_bone[-1]:
         reasons.append("tip_outside_bone")
     skin = skin_entry(ct, entry, direction)
-    guard = ct_guard(ct, crop, axis_pts, step, label_at, skin)
+    guard = ct_guard(ct, crop, axis_pts, step, label_at, skin, dark_targets)
     reasons.extend(guard.pop("reasons"))
 
     cortex = maps.tree("anterior_cortex")
