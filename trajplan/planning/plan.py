@@ -252,12 +252,15 @@ def untrusted_labels(needles: list[Needle], closest: list[Needle],
     safe crossed the ilium), a needle that keeps its margins may still cross a foramen or the
     cortex. Each keeps its measurements, ranking and its own reasons after ``segmentation_implausible``.
     """
-    untrusted = []
-    for technique in Technique:
-        for side in Side:
-            ranked = [n for n in needles + closest if n.technique is technique and n.side is side]
-            untrusted.extend(untrusted_needle(n) for n in ranked[:ALTERNATIVES])
+    untrusted = [untrusted_needle(n) for best in best_of_each(needles + closest) for n in best]
     return [], untrusted, [untrusted_warning(implausible)]
+
+
+def best_of_each(needles: list[Needle]) -> list[list[Needle]]:
+    """The first ALTERNATIVES of ``needles`` (best first) of each technique and side: short axis
+    first, then long axis; left, then right within each."""
+    return [[n for n in needles if n.technique is technique and n.side is side][:ALTERNATIVES]
+            for technique in Technique for side in Side]
 
 
 def untrusted_needle(needle: Needle) -> Needle:
@@ -320,11 +323,8 @@ def plan_needles(labels: Volume, options: PlanOptions, *, ct: Volume | None = No
         plan = choose_needles(pool, options.needles, allowed, options.min_separation_mm)
         if plan:
             comparison[name] = plan_summary([p.needle for p in plan], targets)
-    alternatives = []
-    for technique in Technique:
-        for side in Side:
-            ranked = [n for n in pool.needles + pool.closest if n.technique is technique and n.side is side]
-            alternatives.extend(needle_json(n, rank=k) for k, n in enumerate(ranked[:ALTERNATIVES], start=1))
+    alternatives = [needle_json(n, rank=k) for best in best_of_each(pool.needles + pool.closest)
+                    for k, n in enumerate(best, start=1)]
     return {
         "schema": "trajplan/plan",
         "schema_version": SCHEMA_VERSION,
