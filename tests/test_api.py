@@ -63,7 +63,7 @@ def test_a_plan_through_the_api_has_the_needles_of_the_cli_plan(api_plan, truth_
     assert first.rank == 1 and first.needle.verdict is trajplan.Verdict(written["needles"][0]["verdict"])
     assert first.needle.path.entry_lps == tuple(written["needles"][0]["entry_lps"])
     assert doc["segmentation"] == {"source": "labels given", "partial": False, "implausible": False,
-                                   "implausible_reason": None}
+                                   "implausible_reason": None, "lesion_uncertain": False}
     out = trajplan.write_plan_folder(api_plan, tmp_path / "plan", report=False)
     for name in ("plan.csv", "plan.mrk.json", "load_plan.py"):
         assert (out / name).read_bytes() == (truth_plan_dir / name).read_bytes(), name

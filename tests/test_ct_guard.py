@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import trajplan
 from sample_ct.phantom import PhantomParams
+from segmentation.pipeline import LESION_IN_FATTY_MARROW, Segmentation
 from trajplan import labels as lt
 from trajplan.planning import evaluate_path
 from trajplan.planning.ct_guard import entry_on_bone_edge, guard_profile, smoothed
@@ -240,3 +242,27 @@ def test_an_entry_the_labels_put_two_voxels_proud_of_the_bone_is_unsafe_by_the_c
     assert "outside_bone" not in off_bone["reasons"]                     # the labels call it bone
     assert "ct_entry_off_bone" in off_bone["reasons"] and not off_bone["safe"], off_bone
     assert off_bone["ct_guard"]["entry_edge_mm"] > voxel, off_bone["ct_guard"]
+
+
+def test_a_foramen_labelled_as_an_uncertain_lesion_is_not_excused_as_dark(phantom):
+    # Dark fatty marrow and missed lumens pass for a lytic lesion; where the segmentation marks its
+    # lesion uncertain, evaluate (and the viewer, through the plan's segmentation.lesion_uncertain)
+    # read the CT there as the plan does: the gap is a gap.
+    foramen = phantom.info["landmarks"]["foramina"]["foramen_S2_left"]
+    lying = phantom.labels.array.copy()
+    lying[lying == lt.value("foramen_S2_left")] = lt.value("lesion")
+    labels = phantom.labels.with_array(lying)
+    middle = (np.asarray(foramen["dorsal_lps"]) + np.asarray(foramen["anterior_lps"])) / 2
+    entry, tip = middle + [18.0, 0.0, 0.0], middle - [10.0, 0.0, 0.0]
+    trusted = evaluate_path(labels, entry, tip, ct=phantom.ct, mc_samples=20)
+    assert "ct_leaves_bone" not in trusted["reasons"], trusted["ct_guard"]
+    uncertain = evaluate_path(labels, entry, tip, ct=phantom.ct, mc_samples=20, lesion_uncertain=True)
+    assert not uncertain["safe"] and "ct_leaves_bone" in uncertain["reasons"], uncertain["ct_guard"]
+    assert uncertain["ct_guard"]["leaves_bone_mm"] > 3.0
+    # trajplan.evaluate_path (trajplan evaluate) with a segmentation whose report marks the lesion uncertain
+    marked = Segmentation(labels=labels, report={"structures": {"lesion": {"quality": LESION_IN_FATTY_MARROW}}})
+    through_api = trajplan.evaluate_path(phantom.ct, marked, entry, tip, options=trajplan.PlanOptions(mc_samples=20))
+    assert "ct_leaves_bone" in through_api.reasons and not through_api.safe, through_api.reasons
+    # ... and a plan on it says so in plan.json, for the viewer's edits
+    planned = trajplan.plan(phantom.ct, marked, options=trajplan.PlanOptions(needles=1, mc_samples=20)).to_json()
+    assert planned["segmentation"]["lesion_uncertain"] is True

@@ -49,7 +49,7 @@ def test_plan_on_an_implausible_sacrum_calls_no_needle_safe(cut_sacrum_ct, tmp_p
     seg = json.loads((out / "segmentation.json").read_text())
     assert seg["implausible"] and "holds only" in seg["implausible_reason"], seg["implausible_reason"]
     assert plan["segmentation"] == {"source": "ct", "partial": True, "implausible": True,
-                                    "implausible_reason": seg["implausible_reason"]}
+                                    "implausible_reason": seg["implausible_reason"], "lesion_uncertain": False}
     assert plan["outcome"] == "no_safe_path" and plan["needles"] == []
     assert plan["alternatives"] and all(n["verdict"] == "unsafe" and n["reasons"][0] == GATE
                                         for n in plan["alternatives"])

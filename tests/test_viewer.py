@@ -259,3 +259,31 @@ def test_scoring_is_prepared_in_the_background_and_a_failure_answers_every_edit(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_edit_through_a_lesion_the_plan_marks_uncertain_is_read_on_the_ct(plan_dir, phantom_of, tmp_path):
+    # The plan's segmentation.lesion_uncertain (dark fatty marrow can pass for a lesion) reaches the
+    # viewer's scoring as it reaches the plan's: the CT guard does not excuse the "lesion" as dark by
+    # nature. Here the labels call the left S2 foramen a lesion; the edit crosses it.
+    import shutil
+
+    from sample_ct.phantom import PhantomParams
+    from trajplan.io.files import write_volume_file
+
+    foramen = phantom_of(PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral")).info["landmarks"][
+        "foramina"]["foramen_S2_left"]
+    middle = (np.asarray(foramen["dorsal_lps"]) + np.asarray(foramen["anterior_lps"])) / 2
+    spec = NeedleSpec.from_json({"entry_lps": (middle + [18.0, 0.0, 0.0]).tolist(),
+                                 "tip_lps": (middle - [10.0, 0.0, 0.0]).tolist(), "gauge": 11, "technique": None})
+    verdicts = {}
+    for uncertain in (False, True):
+        copy = shutil.copytree(plan_dir, tmp_path / f"plan_{uncertain}")
+        labels = read_volume_file(copy / "labels.nii.gz")
+        write_volume_file(labels.with_array(np.where(labels.array == lt.value("foramen_S2_left"), lt.value("lesion"),
+                                                     labels.array).astype(np.uint8)), copy / "labels.nii.gz")
+        plan = json.loads((copy / "plan.json").read_text())
+        plan["segmentation"]["lesion_uncertain"] = uncertain
+        (copy / "plan.json").write_text(json.dumps(plan))
+        verdicts[uncertain] = ViewerSession(copy).evaluate(spec)
+    assert "ct_leaves_bone" not in verdicts[False]["reasons"], verdicts[False]["ct_guard"]
+    assert "ct_leaves_bone" in verdicts[True]["reasons"] and not verdicts[True]["safe"], verdicts[True]["ct_guard"]

@@ -430,6 +430,7 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
         "partial": bool(seg_report.get("partial", False)),
         "implausible": seg.implausible_reason is not None,
         "implausible_reason": seg.implausible_reason,
+        "lesion_uncertain": seg.lesion_uncertain,
     }
     if seg_report.get("partial"):
         document.setdefault("warnings", []).append(
@@ -758,22 +759,22 @@ def evaluate_path(ct: Volume, labels: Volume | Segmentation | None, entry_lps: S
     if coordinates not in ("lps", "ras"):
         raise InputError(f"unknown coordinates {coordinates!r} (lps or ras)")
     timer = timer or StageTimer(show_progress=False)
-    implausible = None
     if labels is None:
         with timer.stage("labels"):
-            seg = segment(ct)
-        label_map, implausible, words = seg.labels, seg.implausible_reason, "segmented here"
+            labels, words = segment(ct), "segmented here"
     elif isinstance(labels, Segmentation):
         _check_grid(labels.labels, ct, "segmentation labels")
-        label_map, implausible, words = labels.labels, labels.implausible_reason, "segmentation given"
+        words = "segmentation given"
     else:
-        label_map, words = check_labels(labels, ct), "labels given"
+        labels, words = Segmentation(labels=check_labels(labels, ct), report={}), "labels given"
+    label_map, implausible = labels.labels, labels.implausible_reason
     entry, block = drawn_line(label_map, entry_given, tip, coordinates)
     with timer.stage("evaluating"):
         needle = score_path(label_map, entry, tip, gauge=options.gauge, margins_mm=options.margins_mm, ct=ct,
                             technique=technique, mc_samples=options.mc_samples, seed=options.seed,
                             weights=options.weights, entry_sigma_mm=options.entry_sigma_mm,
-                            angle_sigma_deg=options.angle_sigma_deg, implausible=implausible)
+                            angle_sigma_deg=options.angle_sigma_deg, implausible=implausible,
+                            lesion_uncertain=labels.lesion_uncertain)
     source_json = input_json(source, ct)
     document = {
         "schema": "trajplan/evaluation", "schema_version": 1,

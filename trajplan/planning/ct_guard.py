@@ -75,6 +75,7 @@ TIP_SOFT_HU = 70.0               # soft tissue (0-60 HU) with its noise, whateve
 TIP_SOFT_RUN_MM = 2.5            # ... this long up to the tip, past a wall: the tip is outside the bone
 TIP_END_MM = 1.0                 # the run ends within this of the tip
 EXPECTED_DARK = ("fracture", "lesion")   # targets that are dark in the image by nature
+DARK_IF_LESION_UNCERTAIN = ("fracture",)  # ... when the segmentation marked its lesion uncertain (fatty marrow?)
 TRABECULAR = ("sacrum", "ala_left", "ala_right")
 
 REASON_TEXT = {
@@ -344,6 +345,12 @@ def approach_bone_mm(ct: Volume, skin: np.ndarray, entry: np.ndarray, step_mm: f
     hu = sample_ct(ct, skin[None, :] + along[:, None] * direction[None, :])
     smooth = smoothed(hu, step_mm)
     return round(max(((b - a) * step_mm for a, b in runs(smooth >= APPROACH_BONE_HU)), default=0.0), 2)
+
+
+def trusted_dark(lesion_uncertain: bool) -> tuple[str, ...]:
+    """The labels the guard trusts to be dark by nature: EXPECTED_DARK, or DARK_IF_LESION_UNCERTAIN where
+    the segmentation marked its lesion uncertain (dark fatty marrow looks alike and has no bright rim)."""
+    return DARK_IF_LESION_UNCERTAIN if lesion_uncertain else EXPECTED_DARK
 
 
 def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: float,

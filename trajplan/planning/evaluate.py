@@ -16,6 +16,7 @@ from trajplan.errors import InputError
 from trajplan.labels import Side
 from trajplan.needle import Needle, Technique, needle_json, radius_mm
 from trajplan.planning.candidates import Landmarks, Targets, find_landmarks, find_targets
+from trajplan.planning.ct_guard import trusted_dark
 from trajplan.planning.defaults import GAUGE, LONG_AXIS_WITHIN_DEG, MC_SAMPLES, resolve_margins
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
 from trajplan.planning.plan import untrusted_needle
@@ -76,7 +77,8 @@ def line_points(entry_lps, target_lps) -> tuple[np.ndarray, np.ndarray]:
 def score_drawn_path(context: PathContext, entry_lps, target_lps, *, gauge: int = GAUGE,
                      technique: str | None = None, ct: Volume | None = None, mc_samples: int = MC_SAMPLES,
                      seed: int = 0, weights: dict[str, float] | None = None,
-                     entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None) -> Needle:
+                     entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None,
+                     lesion_uncertain: bool = False) -> Needle:
     """The :class:`~trajplan.needle.Needle` of one hand-drawn path (LPS mm); see :func:`evaluate_in_context`.
 
     Raises
@@ -95,7 +97,8 @@ def score_drawn_path(context: PathContext, entry_lps, target_lps, *, gauge: int 
     else:
         raise InputError(f"unknown technique {technique!r} (short_axis or long_axis)")
     needle = measure_path(maps, marks, entry, tip, technique=chosen, side=side, gauge=gauge,
-                          targets=context.targets(side.value), ct=ct, weights=weights)
+                          targets=context.targets(side.value), ct=ct, weights=weights,
+                          dark_targets=trusted_dark(lesion_uncertain))
     errors = {k: v for k, v in (("entry_sigma_mm", entry_sigma_mm), ("angle_sigma_deg", angle_sigma_deg))
               if v is not None}         # else breach_probability's defaults
     breach = breach_probability(maps, entry, tip, radius=radius_mm(gauge), samples=mc_samples, seed=seed,
@@ -107,7 +110,7 @@ def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: i
                         technique: str | None = None, ct: Volume | None = None, mc_samples: int = MC_SAMPLES,
                         seed: int = 0, weights: dict[str, float] | None = None,
                         entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None,
-                        implausible: str | None = None) -> dict:
+                        implausible: str | None = None, lesion_uncertain: bool = False) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm) against a prepared :class:`PathContext`.
 
     ``technique`` None picks it with :func:`technique_of` (the long axis when the path runs within
@@ -116,7 +119,9 @@ def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: i
     ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
     :func:`trajplan.planning.robustness.breach_probability`). With ``implausible`` (why the
     segmentation says its sacrum cannot be a whole sacrum) the path is unsafe, its first reason
-    ``segmentation_implausible`` (:func:`trajplan.planning.plan.untrusted_needle`).
+    ``segmentation_implausible`` (:func:`trajplan.planning.plan.untrusted_needle`). With
+    ``lesion_uncertain`` (the segmentation marked its lesion uncertain) the CT guard does not take the
+    lesion for dark by nature, as in a plan (:func:`trajplan.planning.ct_guard.trusted_dark`).
 
     Returns
     -------
@@ -130,7 +135,8 @@ def evaluate_in_context(context: PathContext, entry_lps, target_lps, *, gauge: i
     """
     needle = score_drawn_path(context, entry_lps, target_lps, gauge=gauge, technique=technique, ct=ct,
                               mc_samples=mc_samples, seed=seed, weights=weights,
-                              entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg)
+                              entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg,
+                              lesion_uncertain=lesion_uncertain)
     return needle_json(untrusted_needle(needle) if implausible else needle)
 
 
@@ -139,7 +145,7 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
                   technique: str | None = None, mc_samples: int = MC_SAMPLES, seed: int = 0,
                   weights: dict[str, float] | None = None,
                   entry_sigma_mm: float | None = None, angle_sigma_deg: float | None = None,
-                  implausible: str | None = None) -> dict:
+                  implausible: str | None = None, lesion_uncertain: bool = False) -> dict:
     """Metrics and verdict of one hand-drawn path (LPS mm), as one needle object of plan.json.
 
     The technique is ``technique`` when given, else the long axis when the path runs within
@@ -147,8 +153,8 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
     side is that of the tip.
     ``weights`` (overrides of :data:`trajplan.planning.defaults.WEIGHTS`) score it;
     ``entry_sigma_mm`` and ``angle_sigma_deg`` size the placement error (None: those of
-    :func:`trajplan.planning.robustness.breach_probability`); ``implausible``: see
-    :func:`evaluate_in_context`.
+    :func:`trajplan.planning.robustness.breach_probability`); ``implausible`` and
+    ``lesion_uncertain``: see :func:`evaluate_in_context`.
 
     Raises
     ------
@@ -159,7 +165,7 @@ def evaluate_path(labels: Volume, entry_lps, target_lps, *, gauge: int = GAUGE,
     return evaluate_in_context(path_context(labels, margins_mm), entry, tip, gauge=gauge, technique=technique, ct=ct,
                                mc_samples=mc_samples, seed=seed, weights=weights,
                                entry_sigma_mm=entry_sigma_mm, angle_sigma_deg=angle_sigma_deg,
-                               implausible=implausible)
+                               implausible=implausible, lesion_uncertain=lesion_uncertain)
 
 
 def bone_entry_on_line(labels: Volume, start, tip, *, step_mm: float = 0.25) -> tuple[np.ndarray, float] | None:

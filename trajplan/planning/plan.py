@@ -22,7 +22,7 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
 from trajplan.needle import Needle, PlacedNeedle, Technique, Verdict, needle_json, radius_mm
 from trajplan.planning.candidates import Landmarks, Targets, candidate_pairs, find_landmarks, find_targets
-from trajplan.planning.ct_guard import EXPECTED_DARK, REASON_TEXT, entry_on_bone_edge
+from trajplan.planning.ct_guard import EXPECTED_DARK, REASON_TEXT, entry_on_bone_edge, trusted_dark
 from trajplan.planning.defaults import resolve_margins, resolve_weights
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
 from trajplan.planning.options import SIDE_CHOICES, TECHNIQUE_CHOICES, PlanOptions, settings_json
@@ -35,7 +35,6 @@ SCHEMA_VERSION = 1
 SHORTLIST = 80           # exactly measured per technique and side
 ROBUST_SHORTLIST = 12    # Monte Carlo per technique and side
 ALTERNATIVES = 5         # reported per technique and side
-DARK_IF_LESION_UNCERTAIN = ("fracture",)        # the CT guard's dark targets when the lesion may be fatty marrow
 UNTRUSTED_REASON = "segmentation_implausible"   # a needle's reason when the labels' sacrum is implausible
 LONG_AXIS_FORAMINA = ("S1", "S2", "S3", "S4")   # a long-axis path is planned only where these are labelled
 COMPARED_TECHNIQUES = {"short_axis": {Technique.SHORT_AXIS}, "long_axis": {Technique.LONG_AXIS},
@@ -215,7 +214,7 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     target_sets: dict[str, Targets] = {}
     sides, techniques = SIDE_CHOICES[options.side], TECHNIQUE_CHOICES[options.technique]
     alone = len(sides) == 1 and len(techniques) == 1
-    dark = DARK_IF_LESION_UNCERTAIN if lesion_uncertain else EXPECTED_DARK
+    dark = trusted_dark(lesion_uncertain)
     for s_i, side in enumerate(sides):
         planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=True, alone=alone,
                              dark_targets=dark)

@@ -345,7 +345,8 @@ class ViewerSession:
     # ------------------------------------------------------------------ scoring
     def evaluate(self, spec: NeedleSpec) -> dict:
         """The needle object of ``trajplan evaluate`` for ``spec``, scored with the plan's parameters
-        (unsafe, as every needle of the plan, when the plan's segmentation is implausible).
+        (unsafe, as every needle of the plan, when the plan's segmentation is implausible; the CT guard
+        not excusing a lesion the plan's segmentation marked uncertain, as the plan's own needles).
 
         Raises
         ------
@@ -364,6 +365,7 @@ class ViewerSession:
                 entry_sigma_mm=float(error.get("entry_sigma_mm", ENTRY_SIGMA_MM)),
                 angle_sigma_deg=float(error.get("angle_sigma_deg", ANGLE_SIGMA_DEG)), weights=settings.get("weights"),
                 implausible=self.plan.get("segmentation", {}).get("implausible_reason"),
+                lesion_uncertain=bool(self.plan.get("segmentation", {}).get("lesion_uncertain", False)),
             )
             if self.ct is not None:      # the skin entry and procedure card, as a plan's needles have them
                 position = self.plan.get("patient_position", {})
