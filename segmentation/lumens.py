@@ -33,7 +33,6 @@ from segmentation.bone import (
     closing,
     dilated,
     fill_holes,
-    largest_piece,
     piece_maxima,
     piece_sizes_and_heights,
     smooth_hu,
@@ -58,6 +57,9 @@ TRACE_FLOOR = 0.01      # the least cost of a millimetre of traced path (a lumen
 DIM_BONE_HU = 100.0     # in trabecular bone darker than this, dark voxels join through corners too
                         # (see _foramina_below)
 FULL_SECTION = 0.8      # a canal section this fraction of the median is carried through the open ends
+CANAL_PIECE_ML = 1.0    # a piece of the canal's axial holes this large, apart from the largest ...
+CANAL_PIECE_GAP_MM = 10.0   # ... no farther than this above or below it (across an interlaminar gap) ...
+CANAL_PIECE_OFFSET_MM = 10.0    # ... and centred this near it left to right is the canal too
 
 
 def _disk(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
@@ -107,7 +109,44 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
         front = fronts[max(z - window, 0): z + window + 1]
         if np.isfinite(front).any():
             canal[:, :, z] &= (y >= np.nanmedian(front) - 0.5)[None, :]
-    return largest_piece(canal, np.ones((3, 3, 3)))
+    return _canal_pieces(canal, spacing)
+
+
+def _canal_pieces(holes: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The pieces of the canal's axial ``holes`` (corner connectivity) that make the canal: the largest,
+    and each piece of at least CANAL_PIECE_ML no farther than CANAL_PIECE_GAP_MM above or below the
+    canal so far and centred within CANAL_PIECE_OFFSET_MM of it left to right.
+
+    The canal's ring is open posteriorly between the laminae of two segments (and at a
+    spina bifida occulta), so its axial holes stop there for a slice or more: on the real sacrum
+    001 at 2 mm its whole S1 segment (4.1 ml, 71 % of it in the reference's axial holes and none in
+    its bone) lay above such a gap and was left out, then filled as a marrow pocket walled in by
+    the sacrum (step 10a) and labelled bone.
+    """
+    labels, count = ndimage.label(holes, structure=np.ones((3, 3, 3)))
+    if count <= 1:
+        return holes
+    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
+    x_sums = np.bincount(labels.reshape(-1), weights=np.broadcast_to(
+        np.arange(holes.shape[0])[:, None, None], holes.shape).reshape(-1), minlength=count + 1)
+    boxes = ndimage.find_objects(labels)
+    largest = 1 + int(np.argmax(sizes[1:]))
+    kept = {largest}
+    low, high = boxes[largest - 1][2].start, boxes[largest - 1][2].stop - 1
+    big = [i for i in range(1, count + 1) if sizes[i] * np.prod(spacing) / 1000.0 >= CANAL_PIECE_ML]
+    added = True
+    while added:
+        added = False
+        centre = sum(x_sums[i] for i in kept) / sum(sizes[i] for i in kept)
+        for i in big:
+            if i in kept:
+                continue
+            z0, z1 = boxes[i - 1][2].start, boxes[i - 1][2].stop - 1
+            gap = max(z0 - high, low - z1) * spacing[2]
+            if gap <= CANAL_PIECE_GAP_MM and abs(x_sums[i] / sizes[i] - centre) * spacing[0] <= CANAL_PIECE_OFFSET_MM:
+                kept.add(i)
+                low, high, added = min(low, z0), max(high, z1), True
+    return np.isin(labels, sorted(kept))
 
 
 def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,

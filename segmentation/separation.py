@@ -293,6 +293,8 @@ def _first_named(candidates, spacing: np.ndarray, midline_mm: float) -> _Named |
             labels, pieces, named = _named_at(erosions, depth, spacing, midline_mm)
             if named is not None:
                 return _Named(seeds, how, depth, labels, pieces, named)
+            if not pieces:          # each deeper piece lies in one of these: none is large enough either
+                break
     return None
 
 
