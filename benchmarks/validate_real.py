@@ -38,7 +38,7 @@ import numpy as np
 from environment import SHARED_CT, numerical_stack  # benchmarks/environment.py, beside this script
 
 from sample_ct.bone_only import SCANS, real_case, scanned_reference
-from segmentation.metrics import dice
+from segmentation.metrics import dice, enclosed_canal
 from segmentation.pipeline import segment
 from trajplan import labels as lt
 from trajplan.errors import InputError, NoSacrumError
@@ -61,7 +61,7 @@ def measure(case: str, variant: str, *, plan: bool = True, draw: int = 0) -> dic
     ml = ct.voxel_volume_ml
     row = {"case": case, "variant": variant, "spacing": " x ".join(f"{s:.2g}" for s in ct.spacing),
            "reference_ml": float(truth.sum() * ml), "dice": 0.0, "dice_with_coccyx": 0.0, "volume_ml": 0.0,
-           "in_ilium": 0.0, "alae_ml": [0.0, 0.0], "lesion_ml": 0.0, "lesion_uncertain": False,
+           "in_ilium": 0.0, "alae_ml": [0.0, 0.0], "canal": None, "lesion_ml": 0.0, "lesion_uncertain": False,
            "safe": 0, "leaving": 0, "crossing_ilium": 0, "entry_offsets": [], "plan": "not planned"}
     start = time.perf_counter()
     try:
@@ -76,6 +76,7 @@ def measure(case: str, variant: str, *, plan: bool = True, draw: int = 0) -> dic
         "volume_ml": float(sacral.sum() * ml),
         "in_ilium": float((sacral & np.isin(ref.array, (2, 3))).sum() / max(int(sacral.sum()), 1)),
         "alae_ml": [float(lt.mask(seg.labels, f"ala_{side}").sum() * ml) for side in lt.SIDES],
+        "canal": _canal_shares(seg.labels, truth, ct.spacing),
         "partial": seg.report["partial_reason"] or "",
         "lesion_ml": float(lt.mask(seg.labels, "lesion").sum() * ml),
         "lesion_uncertain": seg.lesion_uncertain,
@@ -101,6 +102,15 @@ def measure(case: str, variant: str, *, plan: bool = True, draw: int = 0) -> dic
     return row
 
 
+def _canal_shares(labels, truth: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
+    """The shares of the reference canal (where its ring is closed: :func:`segmentation.metrics.enclosed_canal`)
+    labelled ``canal`` and labelled sacral bone."""
+    canal = enclosed_canal(truth, spacing)
+    total = max(int(canal.sum()), 1)
+    return (float((canal & lt.mask(labels, "canal")).sum() / total),
+            float((canal & lt.sacral_bone(labels.array)).sum() / total))
+
+
 def _offsets(mm: list[float]) -> str:
     """Median (range) of the bone entries' offsets from the reference, or a dash."""
     if not mm:
@@ -111,20 +121,22 @@ def _offsets(mm: list[float]) -> str:
 def table(rows: list[dict]) -> str:
     """The markdown table of the rows."""
     lines = ["| case | scan | voxels mm | Dice sacral bone (target) | with the coccyx "
-             "| sacral bone ml (reference) | alae ml L / R | in a reference ilium | safe needles "
+             "| sacral bone ml (reference) | alae ml L / R | in a reference ilium "
+             "| reference canal labelled canal / bone | safe needles "
              "| leave the reference sacrum | cross an ilium | bone entry to the reference's, mm "
              "| lesion ml (none there) "
              "| seconds | flagged partial |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         met = "met" if r["dice"] >= TARGET_DICE[r["variant"]] else "not met"
         needles = (f"{r['safe']}{' (no safe path)' if r['plan'] == 'no_safe_path' else ''} | {r['leaving']} "
                    f"| {r['crossing_ilium']} | {_offsets(r['entry_offsets'])}"
                    if r["plan"] in ("planned", "no_safe_path") else f"{r['plan']} | - | - | -")
         target = TARGET_DICE[r["variant"]]
+        canal = "-" if r["canal"] is None else f"{r['canal'][0]:.2f} / {r['canal'][1]:.2f}"
         lines.append(f"| {r['case']} | {r['variant']} | {r['spacing']} | {r['dice']:.3f} (>= {target:.2f}, {met}) "
                      f"| {r['dice_with_coccyx']:.3f} | {r['volume_ml']:.0f} ({r['reference_ml']:.0f}) "
-                     f"| {r['alae_ml'][0]:.0f} / {r['alae_ml'][1]:.0f} | {r['in_ilium']:.1%} | {needles} "
+                     f"| {r['alae_ml'][0]:.0f} / {r['alae_ml'][1]:.0f} | {r['in_ilium']:.1%} | {canal} | {needles} "
                      f"| {r['lesion_ml']:.1f}{' (uncertain)' if r['lesion_uncertain'] else ''} "
                      f"| {r['seconds']:.0f} | {r['partial'] or 'no'} |")
     return "\n".join(lines)

@@ -17,6 +17,28 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
+def enclosed_canal(sacrum: np.ndarray, spacing: np.ndarray, within_mm: float = 15.0) -> np.ndarray:
+    """The canal of a solid reference ``sacrum`` mask (the canal and foramina holes in it), where its
+    ring is closed: the holes of its axial sections (last axis head to foot) within ``within_mm`` left
+    to right (first axis) of its centre. For validation against reference masks that have no canal
+    label of their own.
+
+    Parameters
+    ----------
+    sacrum : np.ndarray
+        Boolean reference sacrum.
+    spacing : np.ndarray
+        Voxel size (mm) per axis.
+    within_mm : float
+        How far from the sacrum's centre, left to right, a hole counts.
+    """
+    holes = np.zeros_like(sacrum, dtype=bool)
+    for z in np.flatnonzero(sacrum.any(axis=(0, 1))):
+        holes[..., z] = ndimage.binary_fill_holes(sacrum[..., z]) & ~sacrum[..., z]
+    centre = np.argwhere(sacrum)[:, 0].mean()
+    return holes & (np.abs(np.arange(sacrum.shape[0]) - centre) * spacing[0] < within_mm)[:, None, None]
+
+
 def surface_distances(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Distances (mm) from the surface voxels of ``a`` to the surface of ``b``, and back."""
     if not a.any() or not b.any():
