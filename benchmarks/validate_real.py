@@ -216,7 +216,11 @@ target at the scan's own spacing, 0.93).
 Sacral bone is `sacrum` + `ala_*` + `anterior_cortex` + `fracture` + `lesion`, against the reference
 sacrum (solid bone: the canal, foramina and joint gaps are holes in it). The reference sacrum holds
 the coccyx where the source drew it (case 003), which the segmentation labels `coccyx`: the column
-"with the coccyx" counts that label as sacral bone too (the targets are judged without it). A needle
+"with the coccyx" counts that label as sacral bone too (the targets are judged without it). The
+reference has no canal label: "reference canal" is where its canal's ring is closed, the holes of its
+axial sections within 15 mm of its centre left to right (`segmentation.metrics.enclosed_canal`), and
+the column gives the share of it labelled `canal` and the share labelled sacral bone (a canal the
+planner takes for bone). A needle
 called safe (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
 bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
 from the skin to the tip meets a reference ilium. Needles are judged on the reference at its own

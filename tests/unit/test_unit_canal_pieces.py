@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from segmentation.lumens import find_canal
+from segmentation.metrics import enclosed_canal
 
 SPACING = np.array([2.0, 2.0, 2.0])
 
@@ -35,3 +36,12 @@ def test_a_hole_beyond_the_gap_limits_is_not_the_canal():
     aside = sacrum_with_canal(range(20, 22), stray_x=40)   # a hole 22 mm to the side
     canal = find_canal(aside, SPACING, midline_i=29.0)
     assert not canal[40:45].any()
+
+
+def test_the_reference_canal_is_the_closed_ring_near_the_centre():
+    # segmentation.metrics.enclosed_canal, the validation's reference canal: holes of the axial
+    # sections within 15 mm of the sacrum's centre left to right, not the open slices nor a hole aside.
+    bone = sacrum_with_canal(range(20, 22), stray_x=40)
+    canal = enclosed_canal(bone, SPACING)
+    assert canal[27:32, 18:22, 2:20].all() and canal[27:32, 18:22, 22:38].all()
+    assert not canal[:, :, 20:22].any() and not canal[40:45].any()
