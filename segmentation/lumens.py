@@ -114,14 +114,16 @@ def find_canal(sacrum: np.ndarray, spacing: np.ndarray, midline_i: float) -> np.
 
 def _canal_pieces(holes: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """The pieces of the canal's axial ``holes`` (corner connectivity) that make the canal: the largest,
-    and each piece of at least CANAL_PIECE_ML no farther than CANAL_PIECE_GAP_MM above or below the
-    canal so far and centred within CANAL_PIECE_OFFSET_MM of it left to right.
+    and each piece of at least CANAL_PIECE_ML wholly above or below the canal so far, no farther than
+    CANAL_PIECE_GAP_MM, and centred within CANAL_PIECE_OFFSET_MM of it left to right.
 
     The canal's ring is open posteriorly between the laminae of two segments (and at a
     spina bifida occulta), so its axial holes stop there for a slice or more: on the real sacrum
     001 at 2 mm its whole S1 segment (4.1 ml, 71 % of it in the reference's axial holes and none in
     its bone) lay above such a gap and was left out, then filled as a marrow pocket walled in by
-    the sacrum (step 10a) and labelled bone.
+    the sacrum (step 10a) and labelled bone. A piece beside the canal (its heights overlapping the
+    canal's) is not its continuation: on a phantom of osteoporosis 1.0 at 1 mm a dark compartment in
+    front of it (1.2 ml) was taken in, and the foramina named from that canal fell from Dice 0.83 to 0.20.
     """
     labels, count = ndimage.label(holes, structure=np.ones((3, 3, 3)))
     if count <= 1:
@@ -142,8 +144,9 @@ def _canal_pieces(holes: np.ndarray, spacing: np.ndarray) -> np.ndarray:
             if i in kept:
                 continue
             z0, z1 = boxes[i - 1][2].start, boxes[i - 1][2].stop - 1
-            gap = max(z0 - high, low - z1) * spacing[2]
-            if gap <= CANAL_PIECE_GAP_MM and abs(x_sums[i] / sizes[i] - centre) * spacing[0] <= CANAL_PIECE_OFFSET_MM:
+            gap = max(z0 - high, low - z1) * spacing[2]      # not beside the canal: above or below it
+            offset = abs(x_sums[i] / sizes[i] - centre) * spacing[0]
+            if 0 < gap <= CANAL_PIECE_GAP_MM and offset <= CANAL_PIECE_OFFSET_MM:
                 kept.add(i)
                 low, high, added = min(low, z0), max(high, z1), True
     return np.isin(labels, sorted(kept))
