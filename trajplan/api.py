@@ -242,13 +242,14 @@ def segment(ct: Volume, *, sacrum_mask: Volume | None = None,
     return segment_ct(ct, sacrum_mask=sacrum_mask, external_labels=external)
 
 
-def _segmentation_of(ct: Volume, labels: Volume | Segmentation | None, timer: StageTimer) -> Segmentation:
+def _segmentation_of(ct: Volume, labels: Volume | Segmentation | None, timer: StageTimer,
+                     stage: str = "segmentation") -> Segmentation:
     """The segmentation to plan on: ``labels`` checked (a bare label map gets a short report),
-    or the CT segmented here."""
+    or the CT segmented here (timed as ``stage``)."""
     from segmentation.pipeline import Segmentation
 
     if labels is None:
-        with timer.stage("segmentation"):
+        with timer.stage(stage):
             return segment(ct)
     if isinstance(labels, Segmentation):
         _check_grid(labels.labels, ct, "segmentation labels")
@@ -759,22 +760,17 @@ def evaluate_path(ct: Volume, labels: Volume | Segmentation | None, entry_lps: S
     if coordinates not in ("lps", "ras"):
         raise InputError(f"unknown coordinates {coordinates!r} (lps or ras)")
     timer = timer or StageTimer(show_progress=False)
-    if labels is None:
-        with timer.stage("labels"):
-            labels, words = segment(ct), "segmented here"
-    elif isinstance(labels, Segmentation):
-        _check_grid(labels.labels, ct, "segmentation labels")
-        words = "segmentation given"
-    else:
-        labels, words = Segmentation(labels=check_labels(labels, ct), report={}), "labels given"
-    label_map, implausible = labels.labels, labels.implausible_reason
+    words = ("segmented here" if labels is None else
+             "segmentation given" if isinstance(labels, Segmentation) else "labels given")
+    seg = _segmentation_of(ct, labels, timer, stage="labels")
+    label_map, implausible = seg.labels, seg.implausible_reason
     entry, block = drawn_line(label_map, entry_given, tip, coordinates)
     with timer.stage("evaluating"):
         needle = score_path(label_map, entry, tip, gauge=options.gauge, margins_mm=options.margins_mm, ct=ct,
                             technique=technique, mc_samples=options.mc_samples, seed=options.seed,
                             weights=options.weights, entry_sigma_mm=options.entry_sigma_mm,
                             angle_sigma_deg=options.angle_sigma_deg, implausible=implausible,
-                            lesion_uncertain=labels.lesion_uncertain)
+                            lesion_uncertain=seg.lesion_uncertain)
     source_json = input_json(source, ct)
     document = {
         "schema": "trajplan/evaluation", "schema_version": 1,
