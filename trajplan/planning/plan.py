@@ -192,7 +192,7 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     marked its lesion uncertain: dark fatty marrow can pass for one), a side that targets the
     lesion and has no safe path to it is planned on its ala instead, with a warning, when that
     gives a safe needle, and the CT guard does not take the lesion for dark by nature (fatty marrow
-    has no bright rim to excuse: DARK_IF_LESION_UNCERTAIN). With ``implausible`` (why the
+    has no bright rim to excuse: :func:`trajplan.planning.ct_guard.trusted_dark`). With ``implausible`` (why the
     segmentation says its sacrum cannot be a whole sacrum: too small, or off the body's midline)
     no needle is safe: each is measured as usual, then made unsafe with the reason
     ``segmentation_implausible`` (:func:`untrusted_labels`).
