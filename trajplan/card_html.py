@@ -10,6 +10,7 @@ import html
 
 from trajplan.labels import Side
 from trajplan.needle import Technique
+from trajplan.planning.ahead import REASON_TEXT as AHEAD_TEXT
 from trajplan.planning.ct_guard import REASON_TEXT
 from trajplan.planning.defaults import CLEARANCE_CAP_MM
 
@@ -20,6 +21,7 @@ REASON_WORDS = {
     "segmentation_implausible": "the segmentation's sacrum is implausible (too small, or off the body's midline), "
                                 "so its labels are not trusted",
     **REASON_TEXT,
+    **AHEAD_TEXT,
 }
 
 COMPACT_CLEARANCES = 4     # rows of the clearance table on the printable card page

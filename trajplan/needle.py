@@ -131,6 +131,7 @@ class NeedleMetrics:
     skin_to_bone_mm: float | None
     approach_crosses: tuple[str, ...]
     cement_volume_ml: float
+    bone_ahead_mm: float | None = None          # None: read from a plan written before it was measured
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ def _metrics_json(metrics: NeedleMetrics) -> dict:
         "skin_to_bone_mm": metrics.skin_to_bone_mm,
         "approach_crosses": list(metrics.approach_crosses),
         "cement_volume_ml": metrics.cement_volume_ml,
+        "bone_ahead_mm": metrics.bone_ahead_mm,
     })
     return out
 

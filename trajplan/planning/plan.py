@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
 from trajplan.needle import Needle, PlacedNeedle, Technique, Verdict, needle_json, radius_mm
+from trajplan.planning.ahead import REASON_TEXT as AHEAD_TEXT
 from trajplan.planning.candidates import Landmarks, Targets, candidate_pairs, find_landmarks, find_targets
 from trajplan.planning.ct_guard import EXPECTED_DARK, REASON_TEXT, entry_on_bone_edge, trusted_dark
 from trajplan.planning.defaults import resolve_margins, resolve_weights
@@ -56,9 +57,10 @@ def _no_safe_reason(technique: Technique, side: Side, closest: list[Needle], mar
     worst = min(best.clearance_mm.items(), key=lambda kv: kv[1] - margins[kv[0]])
     if not best.reasons or set(best.reasons) <= {"outside_bone", "tip_outside_bone"}:
         return f"no safe {technique.adjective} path on the {side}: every candidate leaves the bone"
-    if set(best.reasons) <= set(REASON_TEXT):
+    words = {**REASON_TEXT, **AHEAD_TEXT}
+    if set(best.reasons) <= set(words):
         return (f"no safe {technique.adjective} path on the {side}: on the closest, "
-                + " and ".join(REASON_TEXT[r] for r in best.reasons))
+                + " and ".join(words[r] for r in best.reasons))
     return (f"no safe {technique.adjective} path on the {side}: the closest keeps "
             f"{max(worst[1], 0.0):.1f} mm from the {_pretty(worst[0])} (margin {margins[worst[0]]:g} mm)")
 

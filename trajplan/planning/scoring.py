@@ -19,6 +19,7 @@ import numpy as np
 from trajplan import labels as lt
 from trajplan.labels import Side
 from trajplan.needle import Needle, NeedleMetrics, NeedlePath, Technique, Verdict, diameter_mm
+from trajplan.planning.ahead import labels_ahead, read_ahead
 from trajplan.planning.candidates import Landmarks, Targets
 from trajplan.planning.ct_guard import EXPECTED_DARK, ct_guard
 from trajplan.planning.defaults import (
@@ -265,6 +266,9 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     angles = {k: round(float(v), 2) for k, v in path_angles(direction, normal, side.sign, marks.axis).items()}
     crossed = approach_crossings(maps, entry, direction, skin)
     reasons.extend(name for name in crossed if name not in reasons)
+    bone_ahead, ahead_reason = read_ahead(labels_ahead(crop, tip, direction))
+    if ahead_reason is not None and in_bone[-1]:
+        reasons.append(ahead_reason)
     length_in_bone = min(float(np.count_nonzero(in_bone[1:]) * step), length)
     metrics = NeedleMetrics(
         length_mm=round(length, 2),
@@ -281,6 +285,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         skin_to_bone_mm=round(float(np.linalg.norm(entry - skin)), 1) if skin is not None else None,
         approach_crosses=tuple(crossed),
         cement_volume_ml=cement_volume_ml(maps, tip, direction, technique, length_in_bone),
+        bone_ahead_mm=bone_ahead if in_bone[-1] else 0.0,
     )
     min_above = min((c - maps.margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
     if reasons:
