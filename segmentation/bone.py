@@ -128,7 +128,21 @@ def fill_holes(mask: np.ndarray, max_voxels: int | None = None) -> np.ndarray:
     The background pieces (face connected) that touch no face of the array are holes. One
     labelling pass gives the same result as scipy's flood from the border, several times faster.
     With ``max_voxels`` only the holes of at most that many voxels are filled.
+
+    Only the mask's bounding box is labelled: every hole lies in it, and a piece of background that
+    touches a face of the box touches the array's face there, or the background outside the box,
+    each voxel of which reaches the array's face straight along an axis on which it lies outside.
     """
+    if not mask.any():
+        return mask.copy()
+    out = mask.copy()
+    box = bounding_box(mask)
+    out[box] = _filled(mask[box], max_voxels)
+    return out
+
+
+def _filled(mask: np.ndarray, max_voxels: int | None) -> np.ndarray:
+    """:func:`fill_holes` on the whole of ``mask``'s array."""
     pieces, count = ndimage.label(~mask)
     if not count:
         return mask.copy()

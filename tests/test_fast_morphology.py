@@ -15,6 +15,7 @@ from segmentation.bone import (
     dilated_by_ball,
     eroded_by_ball,
     expanded_labels,
+    fill_holes,
     opening,
     piece_maxima,
     piece_sizes_and_heights,
@@ -62,6 +63,23 @@ def test_dilation_in_the_bounding_box_equals_binary_dilation(structure):
     small[0, 49, 39] = True                 # at the array's corner: the box is clipped there
     for mask in (small, _blobs(), np.zeros_like(small)):
         assert np.array_equal(dilated(mask, structure), ndimage.binary_dilation(mask, structure=structure))
+
+
+@pytest.mark.parametrize("where", ["inside", "at_an_edge", "whole"])
+def test_holes_filled_in_the_bounding_box_equal_binary_fill_holes(where):
+    # a box of bone with cavities: closed ones (holes), and ones open to the box's side or the array's edge
+    region = {"inside": np.s_[10:50, 8:45, 5:40], "at_an_edge": np.s_[0:40, 20:60, 10:50], "whole": np.s_[:]}[where]
+    cavities = ndimage.gaussian_filter(np.random.default_rng(5).random((70, 60, 50)), 2) > 0.53
+    mask = np.zeros((70, 60, 50), dtype=bool)
+    mask[region] = ~cavities[region]
+    expected = ndimage.binary_fill_holes(mask)
+    assert (expected & ~mask).sum() > 50 and (~expected[region]).any()   # holes, and cavities that are not
+    np.testing.assert_array_equal(fill_holes(mask), expected)
+    pieces, _ = ndimage.label(expected & ~mask)
+    sizes = np.bincount(pieces.ravel())
+    small = mask | ((pieces > 0) & (sizes[pieces] <= 10))
+    assert (small != expected).any()
+    np.testing.assert_array_equal(fill_holes(mask, max_voxels=10), small)
 
 
 def test_piece_sizes_heights_and_maxima_equal_scipy_measurements():
