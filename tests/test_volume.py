@@ -80,6 +80,16 @@ def test_crop_pad_resample_keep_physical_positions(data):
     assert labels.resample((1.0, 1.0, 1.0), interpolator="nearest").array.dtype == np.uint8
 
 
+def test_values_at_world_points_are_the_nearest_voxels_and_outside_the_array_the_fill(data):
+    vol = Volume(data, (1.0, 1.0, 2.0), (5.0, -3.0, 1.0), DIRECTIONS["oblique"])
+    inside = vol.index_to_world(np.array([[1, 2, 3], [0, 0, 0]]) + 0.3)    # nearest: (1, 2, 3) and (0, 0, 0)
+    outside = vol.index_to_world(np.array([[-1, 0, 0], [0, 0, vol.shape[2]]]))
+    values = vol.values_at(np.vstack([inside, outside]), outside=-7)
+    assert values.dtype == vol.array.dtype
+    assert values.tolist() == [vol.array[1, 2, 3], vol.array[0, 0, 0], -7, -7]
+    assert vol.values_at(inside[0]).tolist() == [vol.array[1, 2, 3]]     # one point
+
+
 @pytest.mark.parametrize("kwargs, word", [
     ({"spacing": (0.0, 1, 1)}, "spacing"), ({"spacing": (-1.0, 1, 1)}, "spacing"),
     ({"spacing": (11.0, 1, 1)}, "spacing"), ({"direction": np.ones((3, 3))}, "direction"),

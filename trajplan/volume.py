@@ -126,6 +126,15 @@ class Volume:
         points = np.asarray(points, dtype=float)
         return ((points - self.origin) @ self.direction) / self.spacing
 
+    def values_at(self, points: np.ndarray, outside: float = 0) -> np.ndarray:
+        """The values of the voxels nearest to LPS mm points ``(n, 3)``, in the array's dtype;
+        ``outside`` where a point's nearest voxel lies outside the array."""
+        idx = np.rint(self.world_to_index(points)).astype(int).reshape(-1, 3)
+        inside = np.all((idx >= 0) & (idx < np.asarray(self.shape)), axis=1)
+        values = np.full(len(idx), outside, dtype=self.array.dtype)
+        values[inside] = self.array[tuple(idx[inside].T)]
+        return values
+
     def world_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned LPS bounding box (min, max) of the voxel centres."""
         corners = np.array(

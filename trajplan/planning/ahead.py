@@ -45,23 +45,19 @@ def labels_ahead(labels: Volume, tip: np.ndarray, direction: np.ndarray) -> np.n
     """The labels on the axis past ``tip`` (LPS mm) along the unit ``direction``: one per sample,
     STEP_MM to REACH_MM past the tip (0 outside the label map)."""
     steps = np.arange(1, int(round(REACH_MM / STEP_MM)) + 1) * STEP_MM
-    idx = np.rint(labels.world_to_index(tip[None, :] + steps[:, None] * direction[None, :])).astype(int)
-    inside = np.all((idx >= 0) & (idx < np.asarray(labels.shape)), axis=1)
-    out = np.zeros(len(steps), dtype=labels.array.dtype)
-    out[inside] = labels.array[tuple(idx[inside].T)]
-    return out
+    return labels.values_at(tip[None, :] + steps[:, None] * direction[None, :])
 
 
 def read_ahead(ahead: np.ndarray) -> tuple[float, str | None]:
     """``bone_ahead_mm`` and the reason (``si_joint_ahead``, ``gap_ahead`` or None) from the labels
     past the tip (:func:`labels_ahead`)."""
-    bone = np.isin(ahead, [lt.value(n) for n in lt.SACRAL_BONE])
+    bone = lt.sacral_bone(ahead)
     left = np.flatnonzero(~bone)
     if not len(left):
         return REACH_MM, None
     first = int(left[0])
     bone_ahead = first * STEP_MM
-    if int(ahead[first]) in [lt.value(n) for n in JOINT_AHEAD]:
+    if lt.mask(ahead[first:first + 1], *JOINT_AHEAD)[0]:
         return bone_ahead, "si_joint_ahead"
     if ahead[first] == 0:
         again = [(a, b) for a, b in runs(bone) if a > first and (a - first) * STEP_MM <= GAP_MM]

@@ -185,14 +185,9 @@ def bone_entry_on_line(labels: Volume, start, tip, *, step_mm: float = 0.25) -> 
     """
     start, tip = np.asarray(start, float), np.asarray(tip, float)
     length = float(np.linalg.norm(tip - start))
-    bone = np.array([lt.value(n) for n in lt.SACRAL_BONE])
 
     def in_bone(points: np.ndarray) -> np.ndarray:
-        idx = np.rint(labels.world_to_index(points)).astype(int)
-        inside = np.all((idx >= 0) & (idx < np.asarray(labels.shape)), axis=1)
-        values = np.zeros(len(points), dtype=labels.array.dtype)
-        values[inside] = labels.array[tuple(idx[inside].T)]
-        return np.isin(values, bone)
+        return lt.sacral_bone(labels.values_at(points))
 
     if in_bone(start[None, :])[0]:
         return start, 0.0

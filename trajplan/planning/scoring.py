@@ -187,10 +187,7 @@ def approach_crossings(maps: DistanceMaps, entry: np.ndarray, direction: np.ndar
     steps = np.arange(maps.half_voxel_mm * 2, reach, 0.5)
     if not len(steps):
         return []
-    crop = maps.labels
-    idx = np.rint(crop.world_to_index(entry[None, :] - steps[:, None] * direction[None, :])).astype(int)
-    inside = np.all((idx >= 0) & (idx < np.asarray(crop.shape)), axis=1)
-    values = set(crop.array[tuple(idx[inside].T)].tolist())
+    values = set(maps.labels.values_at(entry[None, :] - steps[:, None] * direction[None, :]).tolist())
     return [name for name in ("ilium_left", "ilium_right", "L5") if lt.value(name) in values]
 
 
@@ -232,10 +229,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     axis_pts = _axis_points(entry, tip)
     step = length / max(len(axis_pts) - 1, 1)
     crop = maps.labels
-    inside_idx = np.rint(crop.world_to_index(axis_pts)).astype(int)
-    valid = np.all((inside_idx >= 0) & (inside_idx < np.asarray(crop.shape)), axis=1)
-    label_at = np.zeros(len(axis_pts), dtype=np.uint8)
-    label_at[valid] = crop.array[tuple(inside_idx[valid].T)]
+    label_at = crop.values_at(axis_pts)
     in_bone = np.isin(label_at, [lt.value(n) for n in lt.SACRAL_BONE])
     in_ala = np.isin(label_at, [lt.value(f"ala_{side.value}"), lt.value("fracture")])
 
