@@ -242,6 +242,8 @@ def test_report_and_card_page_read_in_words(demo_plan):
     for needle in plan["needles"]:
         card = needle["card"]
         assert f"skin to tip {card['skin_to_tip_mm']:.1f} mm" in text
+        ahead = needle["metrics"]["bone_ahead_mm"]
+        assert f"bone past the tip {'30 mm or more' if ahead == 30.0 else f'{ahead:.1f} mm'}" in text
         if card["guidance"] == "ct" and card["gantry_tilt_toward"]:
             tilt = card["gantry_tilt_deg"]
             assert f"tilt {tilt:.1f} deg, top of gantry toward the {card['gantry_tilt_toward']}" in text

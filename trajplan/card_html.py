@@ -10,6 +10,7 @@ import html
 
 from trajplan.labels import Side
 from trajplan.needle import Technique
+from trajplan.planning.ahead import REACH_MM as AHEAD_REACH_MM
 from trajplan.planning.ahead import REASON_TEXT as AHEAD_TEXT
 from trajplan.planning.ct_guard import REASON_TEXT
 from trajplan.planning.defaults import CLEARANCE_CAP_MM
@@ -82,6 +83,15 @@ def needle_title(needle: dict) -> str:
 def mm(value: float | None, digits: int = 1) -> str:
     """A length in mm as text (``not known`` for None)."""
     return "not known" if value is None else f"{value:.{digits}f} mm"
+
+
+def _bone_ahead_words(needle: dict) -> str:
+    """``; bone past the tip 8.5 mm`` (the metric ``bone_ahead_mm``: the room an overshoot has), ``30 mm
+    or more`` at its reach; empty for a plan written before it was measured."""
+    ahead = (needle.get("metrics") or {}).get("bone_ahead_mm")
+    if ahead is None:
+        return ""
+    return f"; bone past the tip {'30 mm or more' if ahead >= AHEAD_REACH_MM else mm(ahead)}"
 
 
 def point_text(point) -> str:
@@ -178,7 +188,7 @@ def card_html(needle: dict, margins: dict[str, float], *, compact: bool = False)
         *(where[1:] if compact else [("bone entry (LPS mm)", point_text(needle["entry_lps"])),
                                      ("tip (LPS mm)", point_text(needle["tip_lps"]))]),
         ("depth", f"skin to bone {mm(card.get('skin_to_bone_mm'))}; bone to tip {mm(card.get('bone_to_tip_mm'))}; "
-                  f"skin to tip {mm(card.get('skin_to_tip_mm'))}"),
+                  f"skin to tip {mm(card.get('skin_to_tip_mm'))}" + _bone_ahead_words(needle)),
         ("needle length", f"{length / 10:g} cm ({length:g} mm)" if length is not None
          else "none of the needle lengths at hand (see the note)"),
         *guidance_rows(card),
