@@ -91,7 +91,7 @@ def _bone_ahead_words(needle: dict) -> str:
     ahead = (needle.get("metrics") or {}).get("bone_ahead_mm")
     if ahead is None:
         return ""
-    return f"; bone past the tip {'30 mm or more' if ahead >= AHEAD_REACH_MM else mm(ahead)}"
+    return f"; bone past the tip {capped_mm(ahead, AHEAD_REACH_MM)}"
 
 
 def point_text(point) -> str:
@@ -99,9 +99,14 @@ def point_text(point) -> str:
     return "(" + ", ".join(f"{float(v):.1f}" for v in point) + ")"
 
 
+def capped_mm(value: float, cap: float) -> str:
+    """A length measured up to ``cap`` mm, in words: ``8.5 mm``, or at the cap ``30 mm or more``."""
+    return f"{cap:g} mm or more" if value >= cap else f"{value:.1f} mm"
+
+
 def clearance_text(value: float) -> str:
     """A clearance in words: the cap reads ``30 mm or more``."""
-    return f"{CLEARANCE_CAP_MM:g} mm or more" if value >= CLEARANCE_CAP_MM else f"{value:.1f} mm"
+    return capped_mm(value, CLEARANCE_CAP_MM)
 
 
 def clearance_rows(needle: dict, margins: dict[str, float]) -> list[tuple[str, str, str, str]]:
