@@ -61,6 +61,24 @@ def test_the_border_moves_from_the_fatty_ala_onto_the_joint():
     assert np.array_equal(moved_sacrum | moved_ilium, sacrum | ilium)
 
 
+def test_an_ala_rim_cut_off_by_marrow_left_out_of_the_bone_goes_back_to_the_sacrum():
+    # Real case 001 at 3 mm: the bone step left 37 % of the left ala out as marrow of 22 HU, and the
+    # split gave the ala's rim beside the joint (38 %) to the ilium; the sacrum's flood, kept to the
+    # two bones, never reached the rim.
+    room = ((0, 0), (20, 20), (20, 20))     # soft tissue around the bones, as a CT has it, for the closing
+    ct, sacrum, ilium = _sacrum_and_ilium()
+    ct, sacrum, ilium = np.pad(ct, room, constant_values=30.0), np.pad(sacrum, room), np.pad(ilium, room)
+    x = np.arange(sacrum.shape[0])[:, None, None]
+    rim = sacrum & (x >= JOINT_X - 6)
+    split_sacrum = sacrum & (x < JOINT_X - 12)              # 6 mm of marrow between it and the rim
+    split_ilium = ilium | rim
+    moved_sacrum, moved_ilium = border_on_joint(split_sacrum, split_ilium, ct, SPACING)
+    assert (moved_sacrum & rim).sum() >= 0.95 * rim.sum()
+    assert (moved_sacrum & ilium).sum() <= 0.01 * ilium.sum()
+    assert not (moved_sacrum & moved_ilium).any()
+    assert np.array_equal(moved_sacrum | moved_ilium, split_sacrum | split_ilium)    # the marrow stays out
+
+
 def test_the_joint_is_the_strongest_dark_sheet_and_marrow_is_not_one():
     ct, sacrum, ilium = _sacrum_and_ilium()
     sheet = valley_sheetness(ct, SPACING)
