@@ -52,13 +52,14 @@ def in_an_ilium(sacral: np.ndarray, ref) -> float:
 # made a second pass on grids that coarse (001: 9.0 ml of its left ala labelled ilium), 0.833 and 0.741
 # before the pieces chained below the coccyx's seed grew with it (001: 39 ml of its lower sacrum in
 # pieces that no bone took)
-# With the scans' noise drawn independently of the soft tissue's (2026-12-06), 001 is at 0.851 and 003
+# With the scans' noise drawn independently of the soft tissue's (2026-12-06), 001 is at 0.851 (0.862 since
+# step 3c's sacral flood passes through the marrow left out of its left ala) and 003
 # fails on the new draw: 0.724, and 6.7 % of its sacral bone lies in the left reference ilium (0.9 % on
 # the earlier draw); short-axis needles called safe ran wholly inside that ilium, which the labels call
 # ala, with no cortex on their path for the CT guard to see (the planner now reads what lies ahead of
 # the tip: see test_needles_in_an_ilium_labelled_ala_are_stopped_by_what_lies_ahead_of_the_tip).
 @pytest.mark.parametrize("case, min_dice", [
-    ("001", 0.85),
+    ("001", 0.86),
     pytest.param("003", 0.72, marks=pytest.mark.xfail(strict=True, reason="003 at 3 mm: 6.7 % of the sacral "
                                                        "bone in the left reference ilium on this noise draw")),
 ])
@@ -326,12 +327,12 @@ def test_visible_human_alae_reach_the_joints_and_a_plan_is_made(visible_human):
 
 
 @pytest.mark.validation
-@pytest.mark.xfail(strict=True, reason="on this noise draw 16 ml of the reference sacrum is labelled ilium "
-                   "(Dice 0.851): the second pass does not bring the alae back")
 def test_darkened_real_sacrum_gets_its_alae_back_from_the_random_walks_ilia(real_scan):
     # The random walk (step 3b) gives the shells of the alae to the ilia, deeper than step 3c's band
     # reaches in one pass: 16 ml of the reference sacrum labelled ilium and Dice 0.859 with one
-    # pass, 9 ml and 0.885 with a second one from the first one's border.
+    # pass, 9 ml and 0.885 with a second one from the first one's border. On the noise drawn apart
+    # from the soft tissue's (2026-12-06) it fell to 0.851 again, with 16 ml labelled ilium, until
+    # step 3c's sacral flood passed through the marrow left out of the alae (0.895).
     _, ref, seg = real_scan("001", "osteo")
     sacral, truth = lt.sacral_bone(seg.labels), ref.array == 1
     assert dice(sacral, truth) >= 0.88
