@@ -137,6 +137,17 @@ def test_real_sacrum_at_2mm_safe_needles_stay_in_the_bone(real_scan, shared_ct):
     assert plan["outcome"] == "planned"
 
 
+def test_real_sacrum_at_3mm_safe_needles_keep_their_shaft_in_the_bone(real_scan, shared_ct):
+    # A right short-axis needle called safe ran 2 mm under the dorsal cortex of the ala, beside the S1
+    # superior articular process, its shaft out through the labelled surface 10 mm past its entry, and
+    # crossed a 6 mm gap of the reference that the scan reads at 150 HU, brighter than its trabecular
+    # bone: the CT guard cannot see it; the shaft's depth below the labelled surface (shaft_outside_bone) does.
+    ct, _, seg = real_scan("001", "3mm")
+    plan = assert_safe_needles_stay_in_the_bone(ct, seg, scanned_reference(shared_ct / "real_bone", "001", "3mm"))
+    safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
+    assert all(n["metrics"]["shaft_depth_mm"] >= 0.0 for n in safe)
+
+
 def assert_safe_needles_stay_in_the_bone(ct, seg, native) -> dict:
     """Plan on ``seg`` (3 needles) and check that at least 6 needles are called safe and that each stays
     in the reference sacrum ``native`` (at its own grid) and off the ilia; the plan."""

@@ -19,6 +19,7 @@ SIDE_WORDS = {side.value: side.words for side in Side}
 REASON_WORDS = {
     "outside_bone": "more than 1 mm of the path outside the bone",
     "tip_outside_bone": "the tip outside the bone",
+    "shaft_outside_bone": "the needle's shaft runs out through the bone's surface past its entry",
     "segmentation_implausible": "the segmentation's sacrum is implausible (too small, or off the body's midline), "
                                 "so its labels are not trusted",
     **REASON_TEXT,

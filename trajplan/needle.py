@@ -132,6 +132,7 @@ class NeedleMetrics:
     approach_crosses: tuple[str, ...]
     cement_volume_ml: float
     bone_ahead_mm: float | None = None          # None: read from a plan written before it was measured
+    shaft_depth_mm: float | None = None         # None: as bone_ahead_mm, or no shaft past the entry zone
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def _metrics_json(metrics: NeedleMetrics) -> dict:
         "approach_crosses": list(metrics.approach_crosses),
         "cement_volume_ml": metrics.cement_volume_ml,
         "bone_ahead_mm": metrics.bone_ahead_mm,
+        "shaft_depth_mm": metrics.shaft_depth_mm,
     })
     return out
 

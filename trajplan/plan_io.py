@@ -23,7 +23,7 @@ METRIC_COLUMNS = (
     "length_mm", "length_in_bone_mm", "length_in_ala_mm", "length_outside_bone_mm", "tip_to_target_mm",
     "target", "angle_to_surface_normal_deg", "mediolateral_angle_deg", "craniocaudal_angle_deg",
     "gantry_tilt_deg", "axis_angle_deg", "skin_to_bone_mm", "cement_volume_ml", "approach_crosses",
-    "bone_ahead_mm",
+    "bone_ahead_mm", "shaft_depth_mm",
 )
 
 CARD_KEYS = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from unit_maps import build_canal_line
 
 from trajplan.labels import Side
 from trajplan.needle import Technique, needle_json
@@ -55,3 +56,38 @@ def test_a_tip_beyond_the_bone_is_unsafe(canal_line):
     needle = measure(canal_line, [8.0, 0.0, 30.0], [8.0, 0.0, 64.0])      # bone ends at z = 60
     assert not needle["safe"] and "tip_outside_bone" in needle["reasons"] and "outside_bone" in needle["reasons"]
     assert needle["metrics"]["length_outside_bone_mm"] == pytest.approx(4.0, abs=0.5)
+
+
+@pytest.mark.parametrize(("inside_mm", "depth_mm"), [(0.5, -0.53), (1.5, 0.47), (3.0, 1.97)])
+def test_a_shaft_laid_under_the_bone_surface_runs_out_through_it(canal_line, inside_mm, depth_mm):
+    # The bone's face at y = 20 (its last voxel centres; the cube's face at 20.5); the needle enters at
+    # z = 0 and runs up along it with its axis ``inside_mm`` inside those centres, so its outer surface
+    # lies inside_mm + 0.5 - 1.525 mm below the face: out through it when that is negative.
+    y = 20.0 - inside_mm
+    needle = measure(canal_line, [8.0, y, 0.0], [8.0, y, 40.0])
+    assert needle["metrics"]["shaft_depth_mm"] == pytest.approx(depth_mm, abs=0.02)
+    assert needle["metrics"]["length_outside_bone_mm"] == 0.0          # the axis itself is in bone throughout
+    assert ("shaft_outside_bone" in needle["reasons"]) == (depth_mm < 0) and needle["safe"] == (depth_mm >= 0)
+
+
+def test_the_shaft_may_cross_the_surface_at_its_entry(canal_line):
+    # A needle entering the face at z = 0 and heading straight in: within SHAFT_ENTRY_MM of its entry the
+    # shaft is half out; past it, it is deep in the bone.
+    needle = measure(canal_line, [8.0, 8.0, 0.0], [8.0, 8.0, 30.0])
+    assert needle["metrics"]["shaft_depth_mm"] == pytest.approx(3.0 + 1.0 - 0.5 - 1.525, abs=0.02)
+    assert needle["safe"]
+    short = measure(canal_line, [8.0, 8.0, 0.0], [8.0, 8.0, 2.0])      # no shaft past the entry zone
+    assert short["metrics"]["shaft_depth_mm"] is None
+
+
+def test_an_unlabelled_pocket_walled_in_by_bone_is_not_the_bone_surface():
+    # Marrow left unlabelled inside the bone (a pocket whose voxel centres lie 2 mm from the axis) is not
+    # the outer surface: the shaft is measured to the soft tissue outside, 12.5 mm away.
+    labels = build_canal_line()
+    inside = labels.array.copy()
+    lo = np.rint(labels.world_to_index(np.array([10.0, 7.0, 20.0]))).astype(int)
+    hi = np.rint(labels.world_to_index(np.array([12.0, 9.0, 25.0]))).astype(int)
+    inside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = 0
+    needle = measure(labels.with_array(inside), [8.0, 8.0, 0.0], [8.0, 8.0, 40.0])
+    assert needle["metrics"]["shaft_depth_mm"] == pytest.approx(3.0 + 1.0 - 0.5 - 1.525, abs=0.02)  # at z = 3
+    assert needle["safe"]

@@ -47,6 +47,9 @@ MARGINAL_BAND_MM = 1.0
 MARGINAL_BREACH_PROBABILITY = 0.05
 # Longest run of the needle outside bone between its bone entry and its tip.
 MAX_OUTSIDE_BONE_MM = 1.0
+# Past this much of the axis from the bone entry (and two voxels), the needle's whole shaft stays in
+# the labelled bone: its outer surface does not run out through the bone's outer surface.
+SHAFT_ENTRY_MM = 3.0
 # Distances beyond this are reported as this value (nothing is nearer).
 CLEARANCE_CAP_MM = 30.0
 

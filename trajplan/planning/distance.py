@@ -4,7 +4,10 @@ Everything lives on a crop of the label map around the sacral bone. Each critica
 structure gets a Euclidean distance map (mm from the nearest voxel centre of the
 structure, capped at :data:`~trajplan.planning.defaults.CLEARANCE_CAP_MM`), computed only in a
 box around that structure. ``slack`` is the smallest ``distance - margin`` over all
-structures: a needle axis sample with ``slack < radius`` is too close to something.
+structures: a needle axis sample with ``slack < radius`` is too close to something. ``depth``
+is how deep every voxel lies in the labelled anatomy: its distance to the nearest unlabelled
+voxel outside it (:func:`exterior`: soft tissue, air, a lumen's unlabelled opening; not a pocket of
+marrow left unlabelled and walled in by labels), over the whole crop.
 Exact distances for the final few paths come from KD-trees of voxel centres.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from trajplan import labels as lt
@@ -33,6 +37,7 @@ class DistanceMaps:
     margins: dict[str, float]              # structure -> margin (mm)
     slack: np.ndarray                      # min over structures of (distance - margin), mm
     bone: np.ndarray                       # sacral bone
+    depth: np.ndarray                      # mm to the nearest unlabelled voxel centre outside (0 there)
     _trees: dict[str, cKDTree | None] = field(default_factory=dict)
 
     @property
@@ -106,4 +111,13 @@ def build_distance_maps(labels: Volume, margins: dict[str, float]) -> DistanceMa
         distance[structure] = dist
         np.minimum(slack, dist - margins[structure], out=slack)
     return DistanceMaps(labels=crop, distance=distance, margins=margins, slack=slack,
-                        bone=lt.sacral_bone(crop))
+                        bone=lt.sacral_bone(crop), depth=distance_mm(~exterior(crop.array == 0), crop.spacing))
+
+
+def exterior(unlabelled: np.ndarray) -> np.ndarray:
+    """The voxels of ``unlabelled`` (a crop's label-0 voxels) connected to the crop's faces: the soft
+    tissue around the bone and what opens into it, not a pocket walled in by labels."""
+    pieces, _ = ndimage.label(unlabelled)
+    faces = np.concatenate([np.moveaxis(pieces, axis, 0)[[0, -1]].ravel() for axis in range(pieces.ndim)])
+    touching = np.unique(faces[faces > 0])
+    return np.isin(pieces, touching)

@@ -55,7 +55,7 @@ def _no_safe_reason(technique: Technique, side: Side, closest: list[Needle], mar
         return f"no {technique.adjective} path on the {side}"
     best = closest[0]
     worst = min(best.clearance_mm.items(), key=lambda kv: kv[1] - margins[kv[0]])
-    if not best.reasons or set(best.reasons) <= {"outside_bone", "tip_outside_bone"}:
+    if not best.reasons or set(best.reasons) <= {"outside_bone", "tip_outside_bone", "shaft_outside_bone"}:
         return f"no safe {technique.adjective} path on the {side}: every candidate leaves the bone"
     words = {**REASON_TEXT, **AHEAD_TEXT}
     if set(best.reasons) <= set(words):

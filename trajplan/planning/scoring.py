@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from scipy import ndimage
 
 from trajplan import labels as lt
 from trajplan.labels import Side
@@ -34,6 +35,7 @@ from trajplan.planning.defaults import (
     MARGINAL_BAND_MM,
     MARGINAL_BREACH_PROBABILITY,
     MAX_OUTSIDE_BONE_MM,
+    SHAFT_ENTRY_MM,
     SHORT_AXIS_MAX_GANTRY_TILT_DEG,
     SHORT_AXIS_MAX_NORMAL_ANGLE_DEG,
     SHORT_AXIS_MEDIOLATERAL_RANGE_DEG,
@@ -157,6 +159,29 @@ def _runs_outside(inside: np.ndarray, step: float) -> float:
     return longest * step
 
 
+def shaft_depth_mm(maps: DistanceMaps, axis_pts: np.ndarray, radius: float) -> float | None:
+    """How deep (mm) the needle's outer surface stays below the outer surface of the labelled
+    anatomy along its axis ``axis_pts`` (bone entry to tip), past the first SHAFT_ENTRY_MM (and two
+    voxels) of it; negative where the shaft runs out through the surface. None for a path too short
+    to have such a part.
+
+    The depth of an axis point is its distance to the nearest unlabelled voxel centre (trilinear in
+    :attr:`DistanceMaps.depth`) less half a voxel (the surface lies between that voxel and the
+    labelled one beside it), less the needle's radius. Every structure inside the bone has its own
+    margin; this is the bone's outer surface, which has none: a short-axis needle laid just under
+    the dorsal cortex of the ala runs with its shaft in the cortex and out of it (real sacrum 001,
+    0.86 mm: a needle called safe whose axis came within 0.2 mm of the labelled surface, 9 mm past
+    its entry, and left the reference bone there).
+    """
+    spacing = np.asarray(maps.labels.spacing, dtype=float)
+    along = np.linalg.norm(axis_pts - axis_pts[0], axis=1)
+    past = axis_pts[along >= max(SHAFT_ENTRY_MM, 2.0 * float(spacing.max()))]
+    if not len(past):
+        return None
+    depth = ndimage.map_coordinates(maps.depth, maps.labels.world_to_index(past).T, order=1, mode="nearest")
+    return round(float(depth.min()) - 0.5 * float(spacing.mean()) - radius, 2)
+
+
 def skin_entry(ct: Volume | None, entry: np.ndarray, direction: np.ndarray) -> np.ndarray | None:
     """Where the extended needle line meets the skin (HU < -400 beyond), or None."""
     if ct is None:
@@ -240,6 +265,9 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         reasons.append("outside_bone")
     if not in_bone[-1]:
         reasons.append("tip_outside_bone")
+    shaft_depth = shaft_depth_mm(maps, axis_pts, radius)
+    if shaft_depth is not None and shaft_depth < 0.0:
+        reasons.append("shaft_outside_bone")
     skin = skin_entry(ct, entry, direction)
     guard = ct_guard(ct, crop, axis_pts, step, label_at, skin, dark_targets)
     reasons.extend(guard.pop("reasons"))
@@ -280,6 +308,7 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
         approach_crosses=tuple(crossed),
         cement_volume_ml=cement_volume_ml(maps, tip, direction, technique, length_in_bone),
         bone_ahead_mm=bone_ahead if in_bone[-1] else 0.0,
+        shaft_depth_mm=shaft_depth,
     )
     min_above = min((c - maps.margins[s] for s, c in clearance.items()), default=CLEARANCE_CAP_MM)
     if reasons:
