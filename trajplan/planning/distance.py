@@ -37,7 +37,7 @@ class DistanceMaps:
     margins: dict[str, float]              # structure -> margin (mm)
     slack: np.ndarray                      # min over structures of (distance - margin), mm
     bone: np.ndarray                       # sacral bone
-    depth: np.ndarray                      # mm to the nearest unlabelled voxel centre outside (0 there)
+    depth: np.ndarray                      # mm to the nearest unlabelled voxel centre outside (0 there, capped)
     _trees: dict[str, cKDTree | None] = field(default_factory=dict)
 
     @property
@@ -110,8 +110,9 @@ def build_distance_maps(labels: Volume, margins: dict[str, float]) -> DistanceMa
         dist = structure_distance(crop.array == lt.value(structure), crop.spacing)
         distance[structure] = dist
         np.minimum(slack, dist - margins[structure], out=slack)
+    depth = np.minimum(distance_mm(~exterior(crop.array == 0), crop.spacing), CLEARANCE_CAP_MM)
     return DistanceMaps(labels=crop, distance=distance, margins=margins, slack=slack,
-                        bone=lt.sacral_bone(crop), depth=distance_mm(~exterior(crop.array == 0), crop.spacing))
+                        bone=lt.sacral_bone(crop), depth=depth)
 
 
 def exterior(unlabelled: np.ndarray) -> np.ndarray:
