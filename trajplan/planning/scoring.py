@@ -165,8 +165,9 @@ def shaft_depth_mm(maps: DistanceMaps, axis_pts: np.ndarray, radius: float) -> f
     voxels) of it; negative where the shaft runs out through the surface. None for a path too short
     to have such a part.
 
-    The depth of an axis point is its distance to the nearest unlabelled voxel centre (trilinear in
-    :attr:`DistanceMaps.depth`) less half a voxel (the surface lies between that voxel and the
+    The depth of an axis point is its distance to the nearest unlabelled voxel centre outside the
+    labels (trilinear in :attr:`DistanceMaps.depth`; a pocket walled in by labels is not outside) less
+    half a voxel (the surface lies between that voxel and the
     labelled one beside it), less the needle's radius. Every structure inside the bone has its own
     margin; this is the bone's outer surface, which has none: a short-axis needle laid just under
     the dorsal cortex of the ala runs with its shaft in the cortex and out of it (real sacrum 001,
