@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from unit_maps import build_canal_line
 
 from trajplan.labels import Side
 from trajplan.needle import Technique, needle_json
@@ -80,14 +79,13 @@ def test_the_shaft_may_cross_the_surface_at_its_entry(canal_line):
     assert short["metrics"]["shaft_depth_mm"] is None
 
 
-def test_an_unlabelled_pocket_walled_in_by_bone_is_not_the_bone_surface():
+def test_an_unlabelled_pocket_walled_in_by_bone_is_not_the_bone_surface(canal_line):
     # Marrow left unlabelled inside the bone (a pocket whose voxel centres lie 2 mm from the axis) is not
     # the outer surface: the shaft is measured to the soft tissue outside, 12.5 mm away.
-    labels = build_canal_line()
-    inside = labels.array.copy()
-    lo = np.rint(labels.world_to_index(np.array([10.0, 7.0, 20.0]))).astype(int)
-    hi = np.rint(labels.world_to_index(np.array([12.0, 9.0, 25.0]))).astype(int)
+    inside = canal_line.array.copy()
+    lo = np.rint(canal_line.world_to_index(np.array([10.0, 7.0, 20.0]))).astype(int)
+    hi = np.rint(canal_line.world_to_index(np.array([12.0, 9.0, 25.0]))).astype(int)
     inside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = 0
-    needle = measure(labels.with_array(inside), [8.0, 8.0, 0.0], [8.0, 8.0, 40.0])
+    needle = measure(canal_line.with_array(inside), [8.0, 8.0, 0.0], [8.0, 8.0, 40.0])
     assert needle["metrics"]["shaft_depth_mm"] == pytest.approx(3.0 + 1.0 - 0.5 - 1.525, abs=0.02)  # at z = 3
     assert needle["safe"]
