@@ -127,7 +127,20 @@ def turned(volume: Volume, degrees: Sequence[float], centre_lps: np.ndarray, *, 
     return volume.with_array(out)
 
 
-def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
+def scan_spacing(ct: Volume, *, spacing_mm: float | None = None, slice_mm: float | None = None) -> np.ndarray | None:
+    """The voxel size (mm per axis) of a scan of ``ct`` again: ``spacing_mm`` on every axis, or
+    ``slice_mm`` along the head-to-foot axis (the one whose direction lies nearest the S axis) with the
+    other two kept; None for the CT's own grid."""
+    if spacing_mm is not None:
+        return np.full(3, float(spacing_mm))
+    if slice_mm is None:
+        return None
+    spacing = np.asarray(ct.spacing, dtype=float).copy()
+    spacing[int(np.argmax(np.abs(np.asarray(ct.direction)[2])))] = float(slice_mm)
+    return spacing
+
+
+def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None, slice_mm: float | None = None,
              trabecular_hu: float | None = None, fatty_marrow_hu: float | None = None,
              noise_sd_hu: float = 0.0, seed: int = 0) -> Volume:
     """A harder scan of the same patient: darkened or fatty trabecular bone, coarser voxels, then noise.
@@ -140,6 +153,9 @@ def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
         The bone mask on ``ct``'s grid (for the trabecular darkening).
     spacing_mm : float, optional
         Isotropic voxel size of the result (block averaged); the CT's own grid if None.
+    slice_mm : float, optional
+        Slice thickness of the result (block averaged along the head-to-foot axis, the pixels kept:
+        :func:`scan_spacing`); ignored with ``spacing_mm``.
     trabecular_hu : float, optional
         Median trabecular HU after darkening (:func:`darkened_trabecular`); unchanged if None.
     fatty_marrow_hu : float, optional
@@ -153,23 +169,25 @@ def degraded(ct: Volume, bone: np.ndarray, *, spacing_mm: float | None = None,
         ct = darkened_trabecular(ct, bone, trabecular_hu)
     if fatty_marrow_hu is not None:
         ct = fatty_trabecular(ct, bone, fatty_marrow_hu)
-    if spacing_mm is not None:
-        ct = block_averaged(ct, np.full(3, float(spacing_mm)))
+    spacing = scan_spacing(ct, spacing_mm=spacing_mm, slice_mm=slice_mm)
+    if spacing is not None:
+        ct = block_averaged(ct, spacing)
     if noise_sd_hu > 0:
         rng = np.random.default_rng(seed)
         ct = ct.with_array(ct.array + rng.normal(0.0, noise_sd_hu, ct.shape).astype(np.float32))
     return ct
 
 
-def reference_on(reference: Volume, spacing_mm: float) -> Volume:
-    """A label map on the grid of :func:`segmentation.pipeline.block_averaged` at ``spacing_mm``:
-    each label where it covers more than half of the new voxel, background elsewhere."""
+def reference_on(reference: Volume, spacing_mm: float | np.ndarray) -> Volume:
+    """A label map on the grid of :func:`segmentation.pipeline.block_averaged` at ``spacing_mm`` (one
+    value for every axis, or one per axis): each label where it covers more than half of the new voxel,
+    background elsewhere."""
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
     out = None
     for value in np.unique(reference.array):
         if value == 0:
             continue
-        share = block_averaged(reference.with_array((reference.array == value).astype(np.float32)),
-                               np.full(3, float(spacing_mm)))
+        share = block_averaged(reference.with_array((reference.array == value).astype(np.float32)), spacing)
         if out is None:
             out = np.zeros(share.shape, dtype=np.uint8)
         out[share.array > 0.5] = value
@@ -184,6 +202,8 @@ SCANS = {                                         # how a real case is scanned a
     "fatty": {"fatty_marrow_hu": 0.0, "noise_sd_hu": 10.0},  # fatty marrow (below soft tissue), own spacing
     # noise as a real pelvic CT at 1 mm shows it (the Visible Human pelvis's soft tissue: about 30 HU)
     "noisy": {"noise_sd_hu": 25.0},
+    # slices 3 mm thick at its own pixels, as CTs are often archived (reconstructed from thin slices)
+    "thick": {"slice_mm": 3.0, "noise_sd_hu": 15.0},
     # the patient lying tilted (pelvic tilt and a turn or a roll), then scanned as "2mm"
     "tilt_a": {"tilt_deg": (10.0, 0.0, 5.0), "spacing_mm": 2.0, "noise_sd_hu": 15.0},
     "tilt_b": {"tilt_deg": (-10.0, 5.0, 0.0), "spacing_mm": 2.0, "noise_sd_hu": 15.0},
@@ -237,7 +257,8 @@ def real_case(directory: str | Path, case: str, scan: str = "own", *, draw: int 
         ct = with_soft_tissue(ct, ref.array > 0, seed=seed)
     bone = ref.array > 0
     if settings:
+        spacing = scan_spacing(ct, spacing_mm=settings.get("spacing_mm"), slice_mm=settings.get("slice_mm"))
         ct = degraded(ct, bone, seed=seed + 1, **settings)   # noise independent of the soft tissue's
-        if "spacing_mm" in settings:
-            ref = reference_on(ref, settings["spacing_mm"])
+        if spacing is not None:
+            ref = reference_on(ref, spacing)
     return ct, ref

@@ -1,11 +1,12 @@
-"""The scans made from bone-only CTs (sample_ct.bone_only): a tilted patient's geometry, a noisier scan's noise."""
+"""The scans made from bone-only CTs (sample_ct.bone_only): a tilted patient's geometry, a noisier scan's
+noise, a thick-slice scan's grid."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from sample_ct.bone_only import SCANS, SOFT_TISSUE_SD_HU, real_case, turned
+from sample_ct.bone_only import SCANS, SOFT_TISSUE_SD_HU, real_case, reference_on, scan_spacing, turned
 from trajplan.io.files import write_volume_file
 from trajplan.volume import Volume
 
@@ -60,3 +61,20 @@ def test_a_noisier_scans_noise_is_drawn_apart_from_the_soft_tissues(tmp_path):
     expected = np.hypot(SOFT_TISSUE_SD_HU, SCANS["noisy"]["noise_sd_hu"])
     assert soft.size > 5000
     assert abs(soft.std() - expected) < 0.05 * expected
+
+
+def test_a_thick_slice_scan_coarsens_the_head_to_foot_axis_wherever_it_is_stored():
+    # A CT stored with its slices along the first array axis (direction columns: S, L, P) is coarsened
+    # along that axis; the in-plane pixels are kept. The reference lands on the scan's grid, and the
+    # ball keeps its volume (a label where it covers more than half of the thick voxel).
+    volume, _ = _ball_volume()
+    rotated = Volume(volume.array, volume.spacing, volume.origin,
+                     np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+    assert scan_spacing(rotated, slice_mm=3.0).tolist() == [3.0, 0.8, 1.25]
+    assert scan_spacing(volume, slice_mm=3.0).tolist() == [0.8, 0.8, 3.0]
+    assert scan_spacing(volume, spacing_mm=2.0, slice_mm=3.0).tolist() == [2.0, 2.0, 2.0]
+    assert scan_spacing(volume) is None
+    thick = reference_on(rotated, scan_spacing(rotated, slice_mm=3.0))
+    assert thick.spacing.tolist() == [3.0, 0.8, 1.25] and thick.shape[1:] == volume.shape[1:]
+    ball_ml = (volume.array == 2).sum() * volume.voxel_volume_ml                      # 4 mm ball: 0.27 ml
+    assert abs((thick.array == 2).sum() * thick.voxel_volume_ml - ball_ml) < 0.25 * ball_ml
