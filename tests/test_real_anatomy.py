@@ -107,6 +107,18 @@ def test_real_sacrum_at_2mm_has_its_border_with_the_ilium_on_the_joint_and_its_m
 
 
 
+def test_fractured_sacrum_at_2mm_gets_back_the_ala_plate_the_split_seeded_with_the_ilium(real_scan):
+    # 003's right ala: the bone split seeded its lateral plate with the ilium (the joint bridged by
+    # partial volume), 20-32 mm from the sacrum's label across fatty marrow the bone step left out, and
+    # step 3c's 15 mm band never reached it: 24.6 ml of the reference sacrum labelled ilium, Dice 0.792.
+    # Given again where the joint's sheet cuts it off from the ilium: 16.5 ml, 0.856.
+    ct, ref, seg = real_scan("003", "2mm")
+    truth = ref.array == 1
+    assert dice(lt.sacral_bone(seg.labels), truth) >= 0.84
+    assert (truth & lt.mask(seg.labels, "ilium_right")).sum() * ct.voxel_volume_ml <= 18.0
+    assert (lt.sacral_bone(seg.labels) & (ref.array == 3)).sum() * ct.voxel_volume_ml <= 1.0   # none of the right ilium
+
+
 def test_real_sacrum_at_2mm_has_its_canal_above_an_open_ring(real_scan):
     # The canal's axial holes stop where its ring is open behind (between two segments' laminae): the S1
     # segment above such a gap (4.1 ml) was left out of the canal, then filled as a marrow pocket that
@@ -176,7 +188,7 @@ def test_a_ct_archived_in_thick_slices_is_segmented_and_planned_on_safely(real_s
 
 @pytest.mark.validation
 @pytest.mark.parametrize("case, scan, min_dice", [
-    ("001", "tilt_a", 0.89), ("001", "tilt_b", 0.89), ("003", "tilt_a", 0.77),
+    ("001", "tilt_a", 0.89), ("001", "tilt_b", 0.89), ("003", "tilt_a", 0.89),
     pytest.param("003", "tilt_b", 0.77, marks=pytest.mark.xfail(strict=True, reason=(
         "on this noise draw no needle is called safe (fewer than the 6 this test asks for)"))),
 ])
@@ -186,7 +198,8 @@ def test_a_patient_lying_tilted_is_segmented_and_planned_on_safely(real_scan, sh
     # been left out of the canal and filled as bone (segmentation.lumens._canal_pieces).
     # 001 at 2 mm as it lay: 0.936; tilted 0.912 and 0.910. 003: 0.804; tilted 0.798 and 0.801. On a second
     # noise draw (the scans' noise independent of the soft tissue's): 001 0.915; 0.934 and 0.932; 003 0.791;
-    # 0.803 and 0.799.
+    # 0.803 and 0.799. Since step 3c gives again the ala plate the split seeds with the ilium (draw 0): 003
+    # tilted 0.901 and 0.790.
     ct, ref, seg = real_scan(case, scan)
     sacral = lt.sacral_bone(seg.labels)
     assert dice(sacral, ref.array == 1) >= min_dice
