@@ -152,10 +152,10 @@ def _border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, 
         return sacrum, ilium
     if passable is None:
         passable = _closed_over(sacrum | ilium, band, spacing)
+    if np.max(spacing) > MAX_SPACING_MM:
+        return _on_refined_grid(sacrum, ilium, smooth, spacing, band, passable)
     near = (ilium & ~band & (distance_mm(~passable, spacing) <= CUT_REACH_MM) if cut_off and passable.any()
             else np.zeros_like(band))
-    if np.max(spacing) > MAX_SPACING_MM:
-        return _on_refined_grid(sacrum, ilium, smooth, spacing, band | near, passable, cut_off=cut_off)
     box = bounding_box(band | near, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 1)
     sheet = valley_sheetness(smooth[box], spacing)
     given_again = band[box]
@@ -202,7 +202,7 @@ def _closed_over(union: np.ndarray, band: np.ndarray, spacing: np.ndarray) -> np
 
 
 def _on_refined_grid(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, spacing: np.ndarray,
-                     band: np.ndarray, passable: np.ndarray, *, cut_off: bool) -> tuple[np.ndarray, np.ndarray]:
+                     band: np.ndarray, passable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`border_on_joint` on a coarse grid: the box of the ``band`` (with room for each bone's seed
     beyond it) is refined by a whole factor per axis to FINE_MM or finer (the CT by linear
     interpolation, the bones and ``passable`` by repetition), the border is moved there, and each
@@ -215,7 +215,7 @@ def _on_refined_grid(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, 
 
     image = ndimage.zoom(smooth[box].astype(np.float32), factor, order=1, mode="nearest", grid_mode=True)
     fine_sacrum, _ = _border_on_joint(refined(sacrum), refined(ilium), image, spacing / factor, refined(passable),
-                                      cut_off=cut_off)
+                                      cut_off=False)
     share = block_means(fine_sacrum, factor)
     union = (sacrum | ilium)[box]
     sacrum, ilium = sacrum.copy(), ilium.copy()
