@@ -154,8 +154,7 @@ def _border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, 
         passable = _closed_over(sacrum | ilium, band, spacing)
     if np.max(spacing) > MAX_SPACING_MM:
         return _on_refined_grid(sacrum, ilium, smooth, spacing, band, passable)
-    near = (ilium & ~band & (distance_mm(~passable, spacing) <= CUT_REACH_MM) if cut_off and passable.any()
-            else np.zeros_like(band))
+    near = _near_passage(ilium & ~band, passable, spacing) if cut_off and passable.any() else np.zeros_like(band)
     box = bounding_box(band | near, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 1)
     sheet = valley_sheetness(smooth[box], spacing)
     given_again = band[box]
@@ -175,6 +174,15 @@ def _border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, 
     sacrum[box][moved] = sacral[moved]
     ilium[box][moved] = ~sacral[moved]
     return sacrum, ilium
+
+
+def _near_passage(bone: np.ndarray, passable: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The voxels of ``bone`` within CUT_REACH_MM of ``passable`` (non-empty), measured in the box of
+    ``passable`` widened by that reach (the same answer: nothing farther out is that near)."""
+    box = bounding_box(passable, np.ceil(CUT_REACH_MM / spacing).astype(int) + 1)
+    out = np.zeros_like(bone)
+    out[box] = bone[box] & (distance_mm(~passable[box], spacing) <= CUT_REACH_MM)
+    return out
 
 
 def _cut_off(seed: np.ndarray, joined: np.ndarray) -> np.ndarray:
