@@ -126,8 +126,8 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_a_batch_case_whose_lesion_is_marked_uncertain_is_compared_on_its_alae(tmp_path, canal_lesion_labels):
-    # As trajplan plan: a lesion that segmentation.json marks uncertain, with no safe path to it, gives
-    # way to the alae. No long-axis path here (the S4 foramina erased): the short axis cannot reach it.
+    # As trajplan plan: a lesion that segmentation.json marks uncertain gives way to the alae (here no
+    # safe path reaches it either: no long-axis path, the S4 foramina erased; the short axis cannot).
     import json
 
     import numpy as np

@@ -194,6 +194,28 @@ def test_a_side_without_a_safe_path_to_an_uncertain_lesion_is_planned_on_its_ala
     assert uncertain["outcome"] == "planned" and {t["kind"] for t in uncertain["targets"].values()} == {"ala"}
     assert {n["side"] for n in uncertain["needles"]} == {"left", "right"}
     for side in ("left", "right"):
-        assert any(w.startswith("the lesion (marked uncertain by the segmentation) has no safe path from the "
-                                f"{side}") and w.endswith(f"the {side} ala is targeted instead")
-                   for w in uncertain["warnings"]), uncertain["warnings"]
+        assert f"the {side} ala is targeted instead; confirm the lesion on the images before aiming at it" \
+            in " ".join(uncertain["warnings"]), uncertain["warnings"]
+
+
+def test_an_uncertain_lesion_within_reach_is_passed_over_for_the_ala(phantom_of):
+    # Real sacrum 003 at 3 mm: a lesion marked uncertain (9.7 ml of dark marrow walled in, lying in
+    # a hole of the reference bone) drew two right short-axis needles called safe to end 4.5 mm
+    # outside the reference bone. Dark fatty marrow can pass for a lesion, and so can a hole the
+    # labels missed: a side is planned on its ala, even where a safe path to the lesion exists.
+    phantom = phantom_of(PhantomParams(seed=0, spacing=(2.5,) * 3))
+    labels = phantom.labels.array.copy()
+    ala = np.argwhere(labels == lt.value("ala_left"))
+    world = phantom.labels.index_to_world(ala)
+    centre = world.mean(axis=0)
+    blob = ala[np.linalg.norm(world - centre, axis=1) <= 6.0]
+    labels[tuple(blob.T)] = lt.value("lesion")
+    lesioned = phantom.labels.with_array(labels)
+    options = PlanOptions(technique="short", side="left", needles=1, mc_samples=20)
+    certain = plan_needles(lesioned, options, ct=phantom.ct)
+    assert certain["outcome"] == "planned" and certain["targets"]["left"]["kind"] == "lesion"
+    tip = np.asarray(certain["needles"][0]["tip_lps"])
+    assert np.linalg.norm(tip - centre) < 10.0, tip - centre
+    uncertain = plan_needles(lesioned, options, ct=phantom.ct, lesion_uncertain=True)
+    assert uncertain["outcome"] == "planned" and uncertain["targets"]["left"]["kind"] == "ala"
+    assert any("the left ala is targeted instead" in w for w in uncertain["warnings"]), uncertain["warnings"]

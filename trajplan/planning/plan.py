@@ -138,7 +138,7 @@ class CandidatePool:
 
     needles: list[Needle]
     targets: dict[str, Targets]    # by side ("left", "right")
-    failures: list[str]            # why a technique or side has no safe needle
+    failures: list[str]            # why a technique or side has no safe needle, or passes over the lesion
     margins: dict[str, float]
     closest: list[Needle]          # per technique and side without a safe needle: its best unsafe ones
 
@@ -184,6 +184,15 @@ def _plan_side(maps: DistanceMaps, marks: Landmarks, side: Side, s_i: int, techn
     return _SidePlan(needles, closest, failures, targets)
 
 
+def _aims_at_lesion(maps: DistanceMaps, marks: Landmarks, side: Side) -> bool:
+    """Whether ``side`` would target the lesion (no fracture on that side, a lesion on it or on the
+    midline); False where :func:`find_targets` cannot say (its error is raised or kept when the side is planned)."""
+    try:
+        return find_targets(maps, marks, side).kind == "lesion"
+    except InputError:
+        return False
+
+
 def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = None,
                    require_safe: bool = True, lesion_uncertain: bool = False,
                    implausible: str | None = None) -> CandidatePool:
@@ -191,9 +200,9 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
 
     ``needles`` holds the safe ones; ``closest`` the best unsafe ones (up to ALTERNATIVES) of
     each technique and side that has no safe needle. With ``lesion_uncertain`` (the segmentation
-    marked its lesion uncertain: dark fatty marrow can pass for one), a side that targets the
-    lesion and has no safe path to it is planned on its ala instead, with a warning, when that
-    gives a safe needle, and the CT guard does not take the lesion for dark by nature (fatty marrow
+    marked its lesion uncertain: dark fatty marrow can pass for one, and may be a hole in the bone
+    the labels missed), a side that would target the lesion is planned on its ala instead, with a
+    warning, and the CT guard does not take the lesion for dark by nature (fatty marrow
     has no bright rim to excuse: :func:`trajplan.planning.ct_guard.trusted_dark`). With ``implausible`` (why the
     segmentation says its sacrum cannot be a whole sacrum: too small, or off the body's midline)
     no needle is safe: each is measured as usual, then made unsafe with the reason
@@ -218,17 +227,14 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     alone = len(sides) == 1 and len(techniques) == 1
     dark = trusted_dark(lesion_uncertain)
     for s_i, side in enumerate(sides):
-        planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=True, alone=alone,
+        aim_past = lesion_uncertain and _aims_at_lesion(maps, marks, side)
+        planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=not aim_past, alone=alone,
                              dark_targets=dark)
-        if lesion_uncertain and not planned.needles and planned.targets is not None \
-                and planned.targets.kind == "lesion":
-            on_ala = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=False, alone=alone,
-                                dark_targets=dark)
-            if on_ala.needles:
-                blocked = "; ".join(f for f in planned.failures if f not in on_ala.failures)
-                planned = replace(on_ala, failures=on_ala.failures + [
-                    f"the lesion (marked uncertain by the segmentation) has no safe path from the {side}"
-                    + (f" ({blocked})" if blocked else "") + f": the {side} ala is targeted instead"])
+        if aim_past:
+            planned = replace(planned, failures=[
+                f"the lesion found is marked uncertain by the segmentation (dark fatty marrow can pass for one): "
+                f"the {side} ala is targeted instead; confirm the lesion on the images before aiming at it",
+                *planned.failures])
         if planned.targets is not None:
             target_sets[side.value] = planned.targets
         needles.extend(planned.needles)
