@@ -31,8 +31,7 @@ MOVE_REACH_MM = 4.0          # a move is judged on the borders within this of th
 PASS_CLOSE_MM = 15.0         # the sacrum's flood passes through what the two bones close over within this
 CUT_REACH_MM = 11.0          # on coarse grids, the ilium's bone this near that passage, cut off from the
 CUT_SHEET = 0.5              # ilium's main piece by sheets at least this strong, is given again too
-CUT_MIN_SPACING_MM = 2.0     # (finer grids show sheets in the ilium's own trabecular texture; not on the
-                             # refined grid of coarser ones either, see border_on_joint)
+CUT_MIN_SPACING_MM = 2.0     # (finer grids show sheets in the ilium's own trabecular texture)
 
 
 def valley_sheetness(image: np.ndarray, spacing: np.ndarray, sigma_mm: float = VALLEY_SIGMA_MM) -> np.ndarray:
@@ -112,7 +111,7 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     neighbours, which the Hessian at VALLEY_SIGMA_MM cannot resolve on the coarse grid itself
     (run there, real case 003 at 3 mm lost 0.02 of sacral Dice; refined, it gained 0.02 and 001 0.04).
 
-    On grids of CUT_MIN_SPACING_MM to MAX_SPACING_MM, the ilium's bone within CUT_REACH_MM of that
+    On grids of CUT_MIN_SPACING_MM or coarser, the ilium's bone within CUT_REACH_MM of that
     passage, beyond the band, is given again too where dark sheets (valley sheetness of CUT_SHEET or
     more) cut it off from the ilium's main piece (:func:`_cut_off`). An ala whose fatty marrow the bone
     step left out keeps its lateral plate, across the joint from the ilium, more than BORDER_BAND_MM
@@ -120,11 +119,13 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
     25 ml of its right ala labelled ilium (16 ml so). Deeper in the ilium its own marrow is cut off
     by sheets too, and the sacrum's flood took 7 ml of it (003 tilted, `tilt_b`; 4 ml within
     CUT_REACH_MM). On finer grids the ilium's trabecular texture shows such sheets everywhere (003 at 1
-    mm: 60 ml of each ilium cut off, and the sacrum took 8 ml of the left one). On coarser grids, on
-    the refined one, it gave 003 at 3 mm its plate back too (0.744 -> 0.824), but two right short-axis
-    needles called safe then aimed at a lesion marked uncertain there (9.7 ml of dark marrow walled in,
-    lying in a hole of the reference) and ended 4.5 mm outside the reference bone, where the CT guard
-    cannot read soft tissue at 3 mm: not there until the planner stops aiming at uncertain lesions.
+    mm: 60 ml of each ilium cut off, and the sacrum took 8 ml of the left one). On coarser grids it runs
+    on the refined one, over the band and the ilium near the passage: 003 at 3 mm got its plate back
+    too (0.744 -> 0.824; slices 3 mm thick at its own pixels, 0.805 -> 0.842). It waited for the
+    planner to pass over a lesion marked uncertain (planning step 3): two right short-axis needles
+    called safe had aimed at the 9.7 ml of dark marrow then walled in there, lying in a hole of the
+    reference, and ended 4.5 mm outside the reference bone, where the CT guard cannot read soft tissue
+    at 3 mm.
 
     One pass; the pipeline runs a second one from the first one's border (30 mm in all, see
     :func:`segmentation.pipeline._borders_on_joints`).
@@ -139,7 +140,7 @@ def border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray,
         Voxel size (mm) per axis.
     """
     spacing = np.asarray(spacing, dtype=float)
-    cut_off = CUT_MIN_SPACING_MM <= np.max(spacing) <= MAX_SPACING_MM
+    cut_off = CUT_MIN_SPACING_MM <= np.max(spacing)
     return _border_on_joint(sacrum, ilium, smooth, spacing, None, cut_off=bool(cut_off))
 
 
@@ -152,9 +153,9 @@ def _border_on_joint(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, 
         return sacrum, ilium
     if passable is None:
         passable = _closed_over(sacrum | ilium, band, spacing)
-    if np.max(spacing) > MAX_SPACING_MM:
-        return _on_refined_grid(sacrum, ilium, smooth, spacing, band, passable)
     near = _near_passage(ilium & ~band, passable, spacing) if cut_off and passable.any() else np.zeros_like(band)
+    if np.max(spacing) > MAX_SPACING_MM:
+        return _on_refined_grid(sacrum, ilium, smooth, spacing, band | near, passable, cut_off=cut_off)
     box = bounding_box(band | near, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 1)
     sheet = valley_sheetness(smooth[box], spacing)
     given_again = band[box]
@@ -210,20 +211,21 @@ def _closed_over(union: np.ndarray, band: np.ndarray, spacing: np.ndarray) -> np
 
 
 def _on_refined_grid(sacrum: np.ndarray, ilium: np.ndarray, smooth: np.ndarray, spacing: np.ndarray,
-                     band: np.ndarray, passable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`border_on_joint` on a coarse grid: the box of the ``band`` (with room for each bone's seed
-    beyond it) is refined by a whole factor per axis to FINE_MM or finer (the CT by linear
-    interpolation, the bones and ``passable`` by repetition), the border is moved there, and each
-    coarse voxel of the two bones goes to the bone that holds most of its fine voxels."""
+                     region: np.ndarray, passable: np.ndarray, *, cut_off: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`border_on_joint` on a coarse grid: the box of ``region`` (the band, and with ``cut_off`` the
+    ilium near the sacrum's passage; with room for each bone's seed beyond it) is refined by a whole
+    factor per axis to FINE_MM or finer (the CT by linear interpolation, the bones and ``passable`` by
+    repetition), the border is moved there, and each coarse voxel of the two bones goes to the bone
+    that holds most of its fine voxels."""
     factor = np.ceil(spacing / FINE_MM).astype(int)
-    box = bounding_box(band, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 2)
+    box = bounding_box(region, np.ceil(2 * VALLEY_SIGMA_MM / spacing).astype(int) + 2)
 
     def refined(mask: np.ndarray) -> np.ndarray:
         return mask[box].repeat(factor[0], 0).repeat(factor[1], 1).repeat(factor[2], 2)
 
     image = ndimage.zoom(smooth[box].astype(np.float32), factor, order=1, mode="nearest", grid_mode=True)
     fine_sacrum, _ = _border_on_joint(refined(sacrum), refined(ilium), image, spacing / factor, refined(passable),
-                                      cut_off=False)
+                                      cut_off=cut_off)
     share = block_means(fine_sacrum, factor)
     union = (sacrum | ilium)[box]
     sacrum, ilium = sacrum.copy(), ilium.copy()

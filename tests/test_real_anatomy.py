@@ -60,7 +60,7 @@ def in_an_ilium(sacral: np.ndarray, ref) -> float:
 # the tip: see test_needles_in_an_ilium_labelled_ala_are_stopped_by_what_lies_ahead_of_the_tip).
 @pytest.mark.parametrize("case, min_dice", [
     ("001", 0.86),
-    pytest.param("003", 0.72, marks=pytest.mark.xfail(strict=True, reason="003 at 3 mm: 6.7 % of the sacral "
+    pytest.param("003", 0.72, marks=pytest.mark.xfail(strict=True, reason="003 at 3 mm: 6.1 % of the sacral "
                                                        "bone in the left reference ilium on this noise draw")),
 ])
 def test_real_sacrum_at_3mm_found_and_kept_off_the_ilia(real_scan, case, min_dice):
@@ -117,6 +117,22 @@ def test_fractured_sacrum_at_2mm_gets_back_the_ala_plate_the_split_seeded_with_t
     assert dice(lt.sacral_bone(seg.labels), truth) >= 0.84
     assert (truth & lt.mask(seg.labels, "ilium_right")).sum() * ct.voxel_volume_ml <= 18.0
     assert (lt.sacral_bone(seg.labels) & (ref.array == 3)).sum() * ct.voxel_volume_ml <= 1.0   # none of the right ilium
+
+
+def test_fractured_sacrum_at_3mm_gets_back_its_ala_plate_and_is_planned_on_safely(real_scan, shared_ct):
+    # The same plate at 3 mm, where step 3c runs on the band refined to 1 mm: 20.1 ml of the reference
+    # sacrum labelled ilium_right, Dice 0.744; given again, 0.0 ml and 0.824. There dark marrow walled in
+    # (9.3 ml, in a hole of the reference) is labelled lesion, marked uncertain: two right short-axis
+    # needles called safe aimed at it and ended 4.5 mm outside the reference bone, until the planner
+    # passed over an uncertain lesion for the ala.
+    ct, ref, seg = real_scan("003", "3mm")
+    truth = ref.array == 1
+    assert dice(lt.sacral_bone(seg.labels), truth) >= 0.80
+    assert (truth & lt.mask(seg.labels, "ilium_right")).sum() * ct.voxel_volume_ml <= 2.0
+    assert (lt.sacral_bone(seg.labels) & (ref.array == 3)).sum() * ct.voxel_volume_ml <= 2.0
+    assert seg.lesion_uncertain
+    plan = assert_safe_needles_stay_in_the_bone(ct, seg, scanned_reference(shared_ct / "real_bone", "003", "3mm"))
+    assert {t["kind"] for t in plan["targets"].values()} == {"ala"}
 
 
 def test_real_sacrum_at_2mm_has_its_canal_above_an_open_ring(real_scan):
@@ -265,7 +281,7 @@ def test_an_ilium_taken_for_the_sacrum_gets_no_needle_called_safe(shared_ct):
 @pytest.mark.parametrize("case, scan", [
     ("001", "3mm"),
     pytest.param("003", "3mm", marks=pytest.mark.xfail(strict=True, reason=(
-        "on this noise draw 9.7 ml of its sacrum (labelled sacrum before step 3c's sacral passage gave it more "
+        "on this noise draw 9.3 ml of its sacrum (labelled sacrum before step 3c's sacral passage gave it more "
         "bone around that dark piece, so that it no longer opens outside) is labelled lesion, marked uncertain"))),
 ])
 def test_fatty_marrow_labelled_lesion_is_marked_uncertain(real_scan, case, scan):
