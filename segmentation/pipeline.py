@@ -57,7 +57,8 @@ L5_MIN_ML = 5.0                      # and holds at least this much bone there
 LESION_IN_FATTY_MARROW = ("uncertain: the sacrum holds dark fatty marrow, which looks like a lytic lesion on CT; "
                           "confirm the lesion on the images (or MR) before targeting it")
 JOINT_PASSES = 2                     # step 3c's passes (_borders_on_joints)
-PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or centred farther than
+PLAUSIBLE_SACRUM_ML = 130.0          # a sacrum found smaller than this, or larger than
+LARGEST_SACRUM_ML = 400.0            # this, or centred farther than
 OFF_MIDLINE_MM = 20.0                # this from the body's midline, is flagged (see _implausible_sacrum)
 MIN_ALA_ML = 15.0                    # an ala found smaller is flagged (see _with_small_alae_flagged)
 
@@ -168,13 +169,18 @@ def _implausible_sacrum(sacrum: np.ndarray, spacing: np.ndarray, midline_i: floa
     """Why the bone named sacrum cannot be a whole sacrum: it holds less than PLAUSIBLE_SACRUM_ML
     (adult sacra: about 150-300 ml; the real sacra of the validation 215 and 241 ml, the phantoms
     169-227 ml, their rare extreme of anatomy about 116 ml; 123 ml were found of real case 003's
-    241 ml at 3 mm), or its centre lies more than OFF_MIDLINE_MM from the body's midline (a sacrum
-    straddles it; a piece of an ilium does not)."""
+    241 ml at 3 mm) or more than LARGEST_SACRUM_ML (real case 003 at 3 mm, another draw of its noise:
+    506 ml, half of it in the ilia), or its centre lies more than OFF_MIDLINE_MM from the body's
+    midline (a sacrum straddles it; a piece of an ilium does not)."""
     why = []
     ml = float(sacrum.sum() * np.prod(spacing) / 1000.0)
     if ml < PLAUSIBLE_SACRUM_ML:
         why.append(f"the sacrum found by the bone split holds only {ml:.0f} ml (an adult sacrum holds about "
                    "150-300 ml): it is incomplete or another bone; do not plan on it without checking it on the images")
+    elif ml > LARGEST_SACRUM_ML:
+        why.append(f"the sacrum found by the bone split holds {ml:.0f} ml (an adult sacrum holds about 150-300 "
+                   "ml): it probably takes in part of an ilium or of L5; do not plan on it without checking it on "
+                   "the images")
     off = (float(np.argwhere(sacrum)[:, 0].mean()) - midline_i) * spacing[0]
     if abs(off) > OFF_MIDLINE_MM:
         why.append(f"the sacrum found is centred {abs(off):.0f} mm to the {'left' if off > 0 else 'right'} of the "

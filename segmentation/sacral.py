@@ -22,7 +22,7 @@ from segmentation.bone import (
     open_directions,
     opening,
 )
-from segmentation.lumens import carry_open_ends, find_canal, find_foramina
+from segmentation.lumens import FORAMEN_LEVELS, carry_open_ends, find_canal, find_foramina
 from segmentation.parts import (
     FRACTURE_SIDE_MM,
     LESION_MIN_TRABECULAR_HU,
@@ -95,7 +95,7 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
     interior = eroded_by_ball(sac, 3.0, spacing)
     trabecular = float(np.median(sm[interior])) if interior.any() else 150.0
     dark_hu = float(np.clip(0.5 * trabecular, 15.0, 150.0))
-    found = _lumens(region, bones, cortex_solid, cortex_hu, dark_hu, partial)
+    found = _lumens(region, bones, cortex_solid, cortex_hu, dark_hu, notes, partial)
     region, lumen = found.region, found.lumen
     if not external_sacrum and spacing.max() >= DIM_BONE_MIN_SPACING_MM:
         sac = _with_dim_bone(sac, sm, neighbours, lumen, spacing)
@@ -111,8 +111,12 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
 
 
 def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: float, dark_hu: float,
-            partial: list[str]) -> _Lumens:
+            notes: list[str], partial: list[str]) -> _Lumens:
     """Steps 4-5: the canal, then the foramina (the region's midline moved to the canal's centre).
+
+    Foramina searched below a lumen threshold lowered under ``dark_hu`` (the trabecular bone is
+    nearly as dark as they are) flag the result partial where a side has fewer than FORAMEN_LEVELS
+    of them, naming those not found; where all were found, that is a note (:func:`_lowered_threshold`).
 
     Bones split from enclosed volumes (the random walk's, a dim cortex's compartments) have the
     canal filled in. The dark voxels they filled in beyond the bone the cortex encloses are taken
@@ -140,8 +144,7 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
                                                       hu=region.hu)
     canal = carry_open_ends(canal | canal_corners, sac & ~canal_corners)
     if lumen_hu < dark_hu:
-        partial.append(f"the trabecular bone is nearly as dark as the foramina: they were searched below "
-                       f"{lumen_hu:.0f} HU instead of {dark_hu:.0f} HU and may be incomplete")
+        _lowered_threshold(foramina, lumen_hu, dark_hu, notes, partial)
     lumen = canal.copy()
     for masks in foramina.values():
         for m in masks:
@@ -152,6 +155,21 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
         canal = canal | (rim & sac & ~lumen & (sm < cortex_hu))
         lumen = lumen | canal
     return _Lumens(canal, foramina, lumen, canal_axis, region)
+
+
+def _lowered_threshold(foramina: dict[str, list[np.ndarray]], lumen_hu: float, dark_hu: float,
+                       notes: list[str], partial: list[str]) -> None:
+    """Say that the foramina were searched below ``lumen_hu`` instead of ``dark_hu``: in ``partial``,
+    naming the levels not found, where a side has fewer than FORAMEN_LEVELS; else in ``notes``."""
+    why = (f"the trabecular bone is nearly as dark as the foramina: they were searched below {lumen_hu:.0f} HU "
+           f"instead of {dark_hu:.0f} HU")
+    missing = [f"{'-'.join(dict.fromkeys((f'S{len(masks) + 1}', f'S{FORAMEN_LEVELS}')))} on the {side}"
+               for side, masks in foramina.items() if len(masks) < FORAMEN_LEVELS]
+    if missing:
+        partial.append(f"{why}, and foramina {' and '.join(missing)} were not found: a needle's clearance "
+                       "from them cannot be checked, check them on the images")
+    else:
+        notes.append(f"{why}; all {FORAMEN_LEVELS} levels were found on both sides")
 
 
 def _parts(region: Region, bones: Bones, sac: np.ndarray, solid: np.ndarray, found: _Lumens, trabecular: float,

@@ -269,6 +269,8 @@ def test_an_ilium_taken_for_the_sacrum_gets_no_needle_called_safe(shared_ct):
     seg = segment(ct)
     assert in_an_ilium(lt.sacral_bone(seg.labels), ref) > 0.2        # the mistake the gate is for, still made
     assert seg.report["implausible"] and "midline" in seg.implausible_reason, seg.report["partial_reason"]
+    assert "ml (an adult sacrum holds about 150-300 ml): it probably takes in part of an ilium" \
+        in seg.implausible_reason, seg.implausible_reason
     plan = plan_needles(seg.labels, PlanOptions(needles=3, mc_samples=20), ct=ct, implausible=seg.implausible_reason)
     assert plan["outcome"] == "no_safe_path" and plan["needles"] == []
     assert plan["alternatives"] and all(n["reasons"][0] == "segmentation_implausible" for n in plan["alternatives"])
