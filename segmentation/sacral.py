@@ -163,11 +163,15 @@ def _lowered_threshold(foramina: dict[str, list[np.ndarray]], lumen_hu: float, d
     naming the levels not found, where a side has fewer than FORAMEN_LEVELS; else in ``notes``."""
     why = (f"the trabecular bone is nearly as dark as the foramina: they were searched below {lumen_hu:.0f} HU "
            f"instead of {dark_hu:.0f} HU")
-    missing = [f"{'-'.join(dict.fromkeys((f'S{len(masks) + 1}', f'S{FORAMEN_LEVELS}')))} on the {side}"
-               for side, masks in foramina.items() if len(masks) < FORAMEN_LEVELS]
+    levels = {side: "-".join(dict.fromkeys((f"S{len(masks) + 1}", f"S{FORAMEN_LEVELS}")))
+              for side, masks in foramina.items() if len(masks) < FORAMEN_LEVELS}
+    missing = ([f"{levels['left']} on both sides"] if len(levels) == 2 and len(set(levels.values())) == 1
+               else [f"{which} on the {side}" for side, which in levels.items()])
     if missing:
-        partial.append(f"{why}, and foramina {' and '.join(missing)} were not found: a needle's clearance "
-                       "from them cannot be checked, check them on the images")
+        one = len(missing) == 1 and "-" not in missing[0] and "both" not in missing[0]
+        partial.append(f"{why}, and {'foramen' if one else 'foramina'} {' and '.join(missing)} "
+                       f"{'was' if one else 'were'} not found: a needle's clearance from "
+                       f"{'it' if one else 'them'} cannot be checked, check {'it' if one else 'them'} on the images")
     else:
         notes.append(f"{why}; all {FORAMEN_LEVELS} levels were found on both sides")
 
