@@ -135,6 +135,17 @@ def test_fractured_sacrum_at_3mm_gets_back_its_ala_plate_and_is_planned_on_safel
     assert {t["kind"] for t in plan["targets"].values()} == {"ala"}
 
 
+def test_real_scan_with_all_its_foramina_found_is_not_flagged_for_the_lowered_threshold(real_scan):
+    # Every real scan was flagged partial because its foramina were searched below a lowered threshold
+    # (003 at 2 mm: below 61 HU instead of 121 HU), whatever was found. All eight found, that is a note.
+    _, _, seg = real_scan("003", "2mm")
+    foramina = {name: entry for name, entry in seg.report["structures"].items() if name.startswith("foramen_")}
+    assert len(foramina) == 8 and all(entry["voxels"] > 0 for entry in foramina.values()), foramina
+    assert any("searched below" in note and "all 4 levels were found on both sides" in note
+               for note in seg.report["notes"]), seg.report["notes"]
+    assert not seg.report["partial"], seg.report["partial_reason"]
+
+
 def test_real_sacrum_at_2mm_has_its_canal_above_an_open_ring(real_scan):
     # The canal's axial holes stop where its ring is open behind (between two segments' laminae): the S1
     # segment above such a gap (4.1 ml) was left out of the canal, then filled as a marrow pocket that
