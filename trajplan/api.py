@@ -443,7 +443,7 @@ def plan(ct: Volume, labels: Volume | Segmentation | None = None, options: PlanO
         document.setdefault("warnings", []).append(f"lytic lesions {lesion_quality}; look for one on the images")
     elif seg.lesion_uncertain:
         document.setdefault("warnings", []).append(
-            f"the lytic lesion found ({lesion.get('volume_ml', 0):.1f} ml; not targeted: the needles aim at the alae) "
+            f"the lytic lesion found ({lesion.get('volume_ml', 0):.1f} ml; not targeted: no needle aims at it) "
             f"is {lesion_quality}")
     with timer.stage("procedure cards"):
         document["case"] = case_json(document["input"]["sha256"], case_name)
