@@ -266,3 +266,6 @@ def test_a_foramen_labelled_as_an_uncertain_lesion_is_not_excused_as_dark(phanto
     # ... and a plan on it says so in plan.json, for the viewer's edits
     planned = trajplan.plan(phantom.ct, marked, options=trajplan.PlanOptions(needles=1, mc_samples=20)).to_json()
     assert planned["segmentation"]["lesion_uncertain"] is True
+    assert "lesion" not in {t["kind"] for t in planned["targets"].values()}, planned["targets"]
+    assert any(w.startswith("the lytic lesion found (0.0 ml; not targeted: no needle aims at it) is uncertain")
+               for w in planned["warnings"]), planned["warnings"]
