@@ -168,7 +168,7 @@ def _lowered_threshold(foramina: dict[str, list[np.ndarray]], lumen_hu: float, d
     missing = ([f"{levels['left']} on both sides"] if len(levels) == 2 and len(set(levels.values())) == 1
                else [f"{which} on the {side}" for side, which in levels.items()])
     if missing:
-        one = len(missing) == 1 and "-" not in missing[0] and "both" not in missing[0]
+        one = sum(FORAMEN_LEVELS - len(masks) for masks in foramina.values()) == 1
         partial.append(f"{why}, and {'foramen' if one else 'foramina'} {' and '.join(missing)} "
                        f"{'was' if one else 'were'} not found: a needle's clearance from "
                        f"{'it' if one else 'them'} cannot be checked, check {'it' if one else 'them'} on the images")
