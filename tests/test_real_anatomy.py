@@ -58,6 +58,7 @@ def in_an_ilium(sacral: np.ndarray, ref) -> float:
 # the earlier draw); short-axis needles called safe ran wholly inside that ilium, which the labels call
 # ala, with no cortex on their path for the CT guard to see (the planner now reads what lies ahead of
 # the tip: see test_needles_in_an_ilium_labelled_ala_are_stopped_by_what_lies_ahead_of_the_tip).
+# Since the marrow pockets may lead out in two directions on grids this coarse (step 10a), 001 is at 0.866.
 @pytest.mark.parametrize("case, min_dice", [
     ("001", 0.86),
     pytest.param("003", 0.72, marks=pytest.mark.xfail(strict=True, reason="003 at 3 mm: 6.1 % of the sacral "
@@ -124,10 +125,12 @@ def test_fractured_sacrum_at_3mm_gets_back_its_ala_plate_and_is_planned_on_safel
     # sacrum labelled ilium_right, Dice 0.744; given again, 0.0 ml and 0.824. There dark marrow walled in
     # (9.3 ml, in a hole of the reference) is labelled lesion, marked uncertain: two right short-axis
     # needles called safe aimed at it and ended 4.5 mm outside the reference bone, until the planner
-    # passed over an uncertain lesion for the ala.
+    # passed over an uncertain lesion for the ala. With the marrow pockets of a coarse grid (step 10a):
+    # 0.830. Where they were let out in three directions with no voxel of clearance (0.848), two right
+    # short-axis needles called safe entered a labelled bay of the dorsal surface 3 mm proud of the bone.
     ct, ref, seg = real_scan("003", "3mm")
     truth = ref.array == 1
-    assert dice(lt.sacral_bone(seg.labels), truth) >= 0.80
+    assert dice(lt.sacral_bone(seg.labels), truth) >= 0.82
     assert (truth & lt.mask(seg.labels, "ilium_right")).sum() * ct.voxel_volume_ml <= 2.0
     assert (lt.sacral_bone(seg.labels) & (ref.array == 3)).sum() * ct.voxel_volume_ml <= 2.0
     assert seg.lesion_uncertain
@@ -203,7 +206,8 @@ def assert_safe_needles_stay_in_the_bone(ct, seg, native) -> dict:
 def test_a_ct_archived_in_thick_slices_is_segmented_and_planned_on_safely(real_scan, shared_ct):
     # 001 with its slices made 3 mm thick, its 0.86 mm pixels kept (block averaged along the head-to-foot
     # axis, noise of sd 15 HU): Dice 0.926, 12 needles called safe, none leaving the reference bone (003:
-    # 0.805, its right ala's fatty marrow left out as at its own spacing; 8 needles, none leaving).
+    # 0.805, its right ala's fatty marrow left out as at its own spacing; 8 needles, none leaving). With
+    # the marrow pockets of a coarse grid (step 10a, a voxel 3 mm high): 0.929 (003: 0.854, 6 needles).
     ct, ref, seg = real_scan("001", "thick")
     assert ct.spacing[2] == 3.0 and ct.spacing[0] < 1.0
     sacral = lt.sacral_bone(seg.labels)

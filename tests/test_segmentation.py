@@ -313,7 +313,12 @@ def test_real_ct_sacrum_found_and_kept_off_its_neighbours(shared_ct):
     assert any(note.startswith("bones separated by random walks") for note in seg.report["notes"])
     assert "random-walk fallback" in seg.report["partial_reason"]
     sacral = lt.sacral_bone(seg.labels)
-    assert sacral.sum() * ct.voxel_volume_ml > 50
+    # About 210 ml on a reference kept outside the project. 90.9 ml, alae 18.3 and 14.0 ml, until the
+    # marrow pockets went to the bone they lie nearer to (104.7 ml, 23.8 and 18.8 ml) and, on a grid this
+    # coarse, may lead out in two directions (step 10a): 109.7 ml, 24.7 and 22.4 ml.
+    assert sacral.sum() * ct.voxel_volume_ml > 105
+    for side in lt.SIDES:
+        assert seg.report["structures"][f"ala_{side}"]["volume_ml"] >= 20.0
     masks = {name: read_volume_file(shared_ct / "ts_example_masks" / f"{name}.nii.gz").array > 0.5
              for name in ("hip_left", "hip_right", "vertebrae_L5", "femur_left", "femur_right")}
     for name, mask in masks.items():
