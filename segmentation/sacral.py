@@ -316,7 +316,7 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     walled = _walled(occupied, open_to, directions <= POCKET_OPEN_DIRECTIONS, POCKET_OPEN_CLEAR_MM, spacing)
     if spacing.max() >= COARSE_POCKET_MM:
         walled |= _walled(occupied, open_to, directions <= POCKET_OPEN_DIRECTIONS_COARSE,
-                          1.01 * spacing.max(), spacing)
+                          1.01 * spacing.max(), spacing)        # more than a voxel
     walled &= distance_mm(~lumens, spacing) > POCKET_LUMEN_CLEAR_MM
     return (_walled_by_sacrum(holes, labels) | _walled_by_sacrum(walled, labels)
             | _nearer_sacrum(walled, labels, spacing))
@@ -324,8 +324,8 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 def _walled(occupied: np.ndarray, open_to: np.ndarray, few: np.ndarray, clear_mm: float,
             spacing: np.ndarray) -> np.ndarray:
-    """The unlabelled voxels that lead out in ``few`` directions, not in ``open_to``, farther than
-    ``clear_mm`` from the unlabelled voxels that lead out in more."""
+    """The unlabelled voxels of ``few`` (those that lead out in few enough directions) outside
+    ``open_to`` and farther than ``clear_mm`` from the unlabelled voxels that lead out in more."""
     walled = ~occupied & few & ~open_to
     return walled & (distance_mm(occupied | walled, spacing) > clear_mm)
 
