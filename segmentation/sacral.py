@@ -57,6 +57,7 @@ POCKET_OPEN_MM = 15.0                # soft tissue this far from bone is outside
 POCKET_OPEN_DIRECTIONS = 1           # a pocket voxel leads out in at most this many of 26 directions,
 POCKET_OPEN_DIRECTIONS_COARSE = 2    # or this many, a voxel clear of those that lead out in more, where
 COARSE_POCKET_MM = 2.5               # a voxel side is at least this
+POCKET_OTHER_CLEAR_MM = 6.0          # walled voxels nearer the sacrum than other bones, this far from them
 POCKET_OPEN_CLEAR_MM = 1.5           # farther than this from the unlabelled voxels that lead out in more
 POCKET_LUMEN_CLEAR_MM = 2.0          # and lies farther than this from the canal and foramina
 POCKET_NEAREST_PAD = 10              # voxels around the pockets searched first for their nearest sacral bone
@@ -338,11 +339,13 @@ def _nearer_sacrum(walled: np.ndarray, labels: np.ndarray, spacing: np.ndarray) 
     :func:`_walled_by_sacrum` takes for the holes) keeps or drops it whole on a knife edge: on the
     real 3 mm whole CT, 38 ml of ala marrow walled in at a share of 0.61 was lost at 0.57 once one
     more direction was let out. Where a piece falls short of the share, its voxels nearer to the
-    sacrum are kept.
+    sacrum are kept, where they lie more than POCKET_OTHER_CLEAR_MM from the other bones: the sacral
+    half of a joint gap that the joint band missed is walled in too, and is no bone.
     """
     sacral = lt.sacral_bone(labels)
     others = (labels > 0) & ~sacral & ~lt.mask(labels, *lt.LUMENS)
-    near = walled & (distance_mm(~sacral, spacing) < distance_mm(~others, spacing))
+    to_others = distance_mm(~others, spacing)
+    near = walled & (distance_mm(~sacral, spacing) < to_others) & (to_others > POCKET_OTHER_CLEAR_MM)
     pieces, _ = ndimage.label(near)
     touching = np.unique(pieces[ndimage.binary_dilation(sacral) & near])
     return np.isin(pieces, touching[touching > 0])
