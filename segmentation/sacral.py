@@ -320,7 +320,7 @@ def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
                           1.01 * spacing.max(), spacing)        # more than a voxel
     walled &= distance_mm(~lumens, spacing) > POCKET_LUMEN_CLEAR_MM
     return (_walled_by_sacrum(holes, labels) | _walled_by_sacrum(walled, labels)
-            | _nearer_sacrum(walled, labels, spacing))
+            | _nearer_sacrum(walled, labels, bone, spacing))
 
 
 def _walled(occupied: np.ndarray, open_to: np.ndarray, few: np.ndarray, clear_mm: float,
@@ -331,9 +331,9 @@ def _walled(occupied: np.ndarray, open_to: np.ndarray, few: np.ndarray, clear_mm
     return walled & (distance_mm(occupied | walled, spacing) > clear_mm)
 
 
-def _nearer_sacrum(walled: np.ndarray, labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The voxels of ``walled`` nearer to sacral bone than to any other bone label (the lumens
-    apart), in pieces that touch sacral bone across a face.
+def _nearer_sacrum(walled: np.ndarray, labels: np.ndarray, bone: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The voxels of ``walled`` nearer to sacral bone than to any other ``bone`` label (every label
+    but the lumens), in pieces that touch sacral bone across a face.
 
     A piece walled in 3-D runs along the whole ala to the joint, so one share for all of it (as
     :func:`_walled_by_sacrum` takes for the holes) keeps or drops it whole on a knife edge: on the
@@ -343,7 +343,7 @@ def _nearer_sacrum(walled: np.ndarray, labels: np.ndarray, spacing: np.ndarray) 
     half of a joint gap that the joint band missed is walled in too, and is no bone.
     """
     sacral = lt.sacral_bone(labels)
-    others = (labels > 0) & ~sacral & ~lt.mask(labels, *lt.LUMENS)
+    others = bone & ~sacral
     to_others = distance_mm(~others, spacing)
     near = walled & (distance_mm(~sacral, spacing) < to_others) & (to_others > POCKET_OTHER_CLEAR_MM)
     pieces, _ = ndimage.label(near)
