@@ -12,7 +12,7 @@ from sample_ct.phantom import PhantomParams
 from segmentation.pipeline import LESION_IN_FATTY_MARROW, Segmentation
 from trajplan import labels as lt
 from trajplan.planning import evaluate_path
-from trajplan.planning.ct_guard import entry_on_bone_edge, guard_profile, smoothed
+from trajplan.planning.ct_guard import EXPECTED_DARK, ct_guard, entry_on_bone_edge, guard_profile, smoothed
 from trajplan.planning.verify import entry_offset_mm
 from trajplan.volume import Volume
 
@@ -65,6 +65,39 @@ def test_a_tip_in_soft_tissue_past_a_wall_is_seen_in_bone_too_uneven_for_a_soft_
     # a soft run that stops short of the tip is not this rule's (the wall and gap rules have it)
     hu = profile((1.5, 600), (4.5, 140), (1.5, 550), (3.0, 40), (4.0, 140), noise=20.0)
     assert guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=reference, voxel_mm=0.86)["tip_soft_mm"] == 0.0
+
+
+def _slab_case(beyond_hu: float, line_runs_on: bool) -> tuple[Volume, Volume]:
+    """A 1 mm CT and labels along x: soft tissue, entry cortex, trabecular bone (ala), 6 mm of dense
+    bone, a 2 mm dark line labelled fracture, then ``beyond_hu`` labelled ala (or fracture, where
+    the line runs on along the axis)."""
+    x = np.arange(80)
+    hu = np.select([x < 20, x < 22, x < 45, x < 51, x < 53], [30.0, 700.0, 200.0, 800.0, 40.0], beyond_hu)
+    label = np.select([x < 20, x < 51, x < 53], [0, lt.value("ala_left"), lt.value("fracture")],
+                      lt.value("fracture") if line_runs_on else lt.value("ala_left"))
+    ct = Volume(np.broadcast_to(hu[:, None, None], (80, 20, 20)).astype(np.float32).copy(), (1.0, 1.0, 1.0))
+    labels = Volume(np.broadcast_to(label[:, None, None], (80, 20, 20)).astype(np.uint8).copy(), (1.0, 1.0, 1.0))
+    return ct, labels
+
+
+@pytest.mark.parametrize(("beyond_hu", "line_runs_on", "opens_out"), [
+    (-120.0, False, True),      # fat past the line: the line is the bone's outside (the VHF pelvis's false one)
+    (30.0, False, True),        # soft tissue past it
+    (200.0, False, False),      # trabecular bone again: a crack inside the bone
+    (-120.0, True, False),      # the labels run on in the line's plane: no far side to read
+])
+def test_a_fracture_line_at_the_tip_with_soft_tissue_beyond_it_is_unsafe_by_the_ct(beyond_hu, line_runs_on,
+                                                                                    opens_out):
+    ct, labels = _slab_case(beyond_hu, line_runs_on)
+    axis = np.stack([np.linspace(20.0, 52.0, 65), np.full(65, 10.0), np.full(65, 10.0)], axis=1)
+    got = ct_guard(ct, labels, axis, 0.5, labels.values_at(axis), dark_targets=EXPECTED_DARK)
+    assert ("ct_fracture_opens_out" in got["reasons"]) is opens_out, got
+    if line_runs_on:
+        assert got["fracture_far_side_hu"] is None
+    else:
+        assert got["fracture_far_side_hu"] == pytest.approx(beyond_hu, abs=15.0), got
+    # the dense bone and the dark line before the tip are excused as the line's margin and crack
+    assert [r for r in got["reasons"] if r != "ct_fracture_opens_out"] == [], got
 
 
 def test_a_groove_between_two_walls_is_seen_where_the_blur_hides_both_from_the_thresholds():
