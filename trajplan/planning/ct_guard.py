@@ -395,7 +395,9 @@ def ct_guard(ct: Volume | None, crop: Volume, axis_pts: np.ndarray, step_mm: flo
     point, ``approach_bone_mm`` (:func:`approach_bone_mm`) is added, and the reason
     ``ct_bone_on_approach`` when it reaches APPROACH_BONE_RUN_MM; ``entry_edge_mm``
     (:func:`bone_edge_mm`, None where the CT shows no edge), and the reason ``ct_entry_off_bone``
-    when it is more than ENTRY_OFF_BONE_VOXELS.
+    when it is more than ENTRY_OFF_BONE_VOXELS. Where the tip lies in a ``fracture`` label,
+    ``fracture_far_side_hu`` (:func:`fracture_far_side_hu`), and the reason ``ct_fracture_opens_out``
+    when it is below TIP_SOFT_HU and MIN_SOFT_MARGIN_HU below the trabecular HU.
     """
     if ct is None:
         return {"checked": False, "reasons": []}
