@@ -20,6 +20,7 @@ from segmentation.pipeline import LESION_IN_FATTY_MARROW, segment
 from trajplan import labels as lt
 from trajplan.io.reader import read_ct
 from trajplan.planning import PlanOptions, plan_needles
+from trajplan.planning.ct_guard import sample_ct, smoothed
 from trajplan.planning.verify import axis_outside_bone
 
 CROP_MM = 30.0
@@ -390,7 +391,10 @@ def test_visible_human_alae_reach_the_joints_and_a_plan_is_made(visible_human):
     flagged; the SI joint band inside the left ala blocked every left path: no safe path). Step 3c's
     second pass on the 1 mm grid moves the borders onto the joints: 23 and 17 ml, and a plan. Smoothed for
     its noise (sd 31 HU: 0.88 mm instead of 0.7), its right ala is no longer split short of the joint: 23
-    and 36 ml."""
+    and 36 ml (32 and 37 ml measured 2026-12-07). No needle called safe there has fat (below -100 HU)
+    on its axis from the bone entry to 5 mm past its tip: the right short axis first chosen ended in a
+    false fracture line at the front of the S1 body-ala junction with -172 HU 4.6 mm past it (the CT
+    guard's ``ct_fracture_opens_out`` marks it); the safe needles' lowest reading is -2 HU now."""
     ct, seg = visible_human
     assert any(note.startswith("noise sd 31 HU") and "0.88 mm" in note for note in seg.report["notes"])
     for side in lt.SIDES:
@@ -399,6 +403,14 @@ def test_visible_human_alae_reach_the_joints_and_a_plan_is_made(visible_human):
                         lesion_uncertain=seg.lesion_uncertain)
     assert plan["outcome"] == "planned", plan["warnings"]
     assert any(needle["safe"] for needle in plan["needles"])
+    for needle in plan["needles"] + plan["alternatives"]:
+        if needle["safe"]:
+            entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
+            length = float(np.linalg.norm(tip - entry))
+            along = np.arange(0.0, length + 5.0, 0.25)
+            hu = smoothed(sample_ct(ct, entry + along[:, None] * (tip - entry) / length), 0.25)
+            assert hu.min() >= -100.0, (needle["side"], needle["technique"], float(hu.min()),
+                                        float(along[hu.argmin()] - length))
 
 
 @pytest.mark.validation
