@@ -23,7 +23,7 @@ For each: the sacral bone (sacrum + alae + anterior cortex + fracture + lesion) 
 reference sacrum (Dice, volume), how much of it lies in a reference ilium, the flags, the time,
 and the plan's needles called safe checked on the reference at its own sub-millimetre grid (whatever
 the scan's spacing): a needle whose axis leaves the
-reference sacrum between its bone entry and its tip crossed a lumen, a joint or the cortex
+reference sacrum between where it enters the bone and its tip crossed a lumen, a joint or the cortex
 (:func:`trajplan.planning.verify.axis_outside_bone`). The real data is read from ../shared and never written anywhere.
 """
 
@@ -94,7 +94,8 @@ def measure(case: str, variant: str, *, plan: bool = True, draw: int = 0) -> dic
         # the scan, its voxels half covered by bone open holes in solid cortex (001 at 2 mm: one
         # voxel on a needle's axis whose own reference and CT, 400-900 HU, are solid bone there).
         native = scanned_reference(REAL_BONE, case, variant)
-        checks = [axis_outside_bone(n, native, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM) for n in safe]
+        checks = [axis_outside_bone(n, native, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE_MM,
+                                    from_reference_entry=True) for n in safe]
         offsets = [entry_offset_mm(n, native) for n in safe]
         row.update(safe=len(safe), leaving=sum(mm > 0 for mm, _ in checks),
                    crossing_ilium=sum(ilium for _, ilium in checks), plan=result["outcome"],
@@ -223,8 +224,11 @@ reference has no canal label: "reference canal" is where its canal's ring is clo
 axial sections within 15 mm of its centre left to right (`segmentation.metrics.enclosed_canal`), and
 the column gives the share of it labelled `canal` and the share labelled sacral bone (a canal the
 planner takes for bone). A needle
-called safe (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between the
-bone entry and the tip for more than the first and last 1.5 mm; "crosses an ilium" when its axis
+called safe (chosen or alternative) "leaves the reference sacrum" when its axis runs outside it between
+where it enters the bone and the tip for more than the first and last 1.5 mm: the bone entry is the
+planned one or, where the axis from the skin meets the reference sacrum before it (bone the labels
+left out), that point (a hole crossed in bone that the labels left out counts too; since 2026-12-07,
+before which the planned entry was used); "crosses an ilium" when its axis
 from the skin to the tip meets a reference ilium. Needles are judged on the reference at its own
 sub-millimetre grid for every scan, turned with the patient for the tilted ones (the Dice at the
 scan's grid): resampled to 2 or 3 mm, voxels that bone half covers open holes in solid cortex. "Bone

@@ -13,7 +13,7 @@ from segmentation.pipeline import LESION_IN_FATTY_MARROW, Segmentation
 from trajplan import labels as lt
 from trajplan.planning import evaluate_path
 from trajplan.planning.ct_guard import EXPECTED_DARK, ct_guard, entry_on_bone_edge, guard_profile, smoothed
-from trajplan.planning.verify import entry_offset_mm
+from trajplan.planning.verify import axis_outside_bone, entry_offset_mm
 from trajplan.volume import Volume
 
 STEP = 0.5
@@ -193,6 +193,18 @@ def test_the_entry_offset_is_signed_along_the_axis():
     assert entry_offset_mm({**inward, "entry_lps": [2.0, 33.0, 2.0]}, ref) == pytest.approx(3.5, abs=0.3)
     assert entry_offset_mm({**inward, "entry_lps": [2.0, 25.0, 2.0]}, ref) == pytest.approx(-4.5, abs=0.3)
     assert entry_offset_mm({"entry_lps": [2.0, 45.0, 2.0], "tip_lps": [2.0, 40.0, 2.0]}, ref) is None
+
+
+def test_a_hole_crossed_in_bone_the_labels_left_out_before_the_planned_entry_counts_from_the_bone_entry():
+    bone = np.zeros((5, 60, 5), np.uint8)
+    bone[:, :40] = 1                                       # bone at y < 40 ...
+    bone[:, 30:34] = 0                                     # ... with a 4 mm hole (a foramen) at y 30-34
+    ref = Volume(bone, spacing=(1.0,) * 3)
+    needle = {"skin_entry_lps": [2.0, 55.0, 2.0], "entry_lps": [2.0, 28.0, 2.0], "tip_lps": [2.0, 5.0, 2.0]}
+    assert axis_outside_bone(needle, ref) == (0.0, False)                   # from the planned entry: in bone
+    outside, _ = axis_outside_bone(needle, ref, from_reference_entry=True)  # from where it meets the bone
+    assert outside == pytest.approx(4.0, abs=0.6)
+    assert axis_outside_bone({**needle, "entry_lps": [2.0, 38.0, 2.0]}, ref)[0] == pytest.approx(4.0, abs=0.6)
 
 
 @pytest.fixture(scope="module")

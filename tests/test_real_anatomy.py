@@ -199,7 +199,8 @@ def assert_safe_needles_stay_in_the_bone(ct, seg, native) -> dict:
     safe = [n for n in plan["needles"] + plan["alternatives"] if n["safe"]]
     assert len(safe) >= 6, plan["warnings"]
     for needle in safe:
-        outside_mm, crosses_ilium = axis_outside_bone(needle, native, forbidden=(2, 3), end_tolerance_mm=1.5)
+        outside_mm, crosses_ilium = axis_outside_bone(needle, native, forbidden=(2, 3), end_tolerance_mm=1.5,
+                                                      from_reference_entry=True)
         assert outside_mm == 0.0 and not crosses_ilium, (needle["technique"], needle["side"], outside_mm)
     return plan
 

@@ -61,7 +61,8 @@ def test_safe_needles_stay_in_the_reference_sacrum(real_case):
     assert plan["outcome"] == "planned" and len(safe) >= 5, plan["warnings"]
     for needle in safe:
         assert needle["ct_guard"]["checked"]
-        outside_mm, crosses_ilium = axis_outside_bone(needle, ref, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE)
+        outside_mm, crosses_ilium = axis_outside_bone(needle, ref, forbidden=(2, 3), end_tolerance_mm=END_TOLERANCE,
+                                                      from_reference_entry=True)
         assert not crosses_ilium, (needle["technique"], needle["side"], "ilium")
         assert outside_mm == 0.0, (needle["technique"], needle["side"], needle["entry_lps"], needle["tip_lps"],
                                    f"{outside_mm:.2f} mm outside the sacrum")

@@ -81,7 +81,8 @@ def _mask_on_line(reference: Volume, start: np.ndarray, stop: np.ndarray,
 
 
 def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidden: tuple[int, ...] = (),
-                      end_tolerance_mm: float = 1.0, step_mm: float = 0.25) -> tuple[float, bool]:
+                      end_tolerance_mm: float = 1.0, step_mm: float = 0.25,
+                      from_reference_entry: bool = False) -> tuple[float, bool]:
     """How a needle's axis sits in a reference bone mask (a solid bone whose lumens are holes).
 
     Returns the length (mm) of the axis between the bone entry and the tip, less
@@ -89,9 +90,17 @@ def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidd
     the axis from the skin entry (the bone entry where there is none) to the tip meets a voxel
     valued one of ``forbidden`` (for example the ilia). A needle whose axis leaves a solid
     bone after entering it has crossed one of its holes (canal, foramen, joint gap) or its cortex.
+    With ``from_reference_entry`` the stretch starts where the axis from the skin entry first
+    meets the reference bone, when that lies before the planned bone entry (bone that the labels
+    left out: the needle is in it from there on).
     """
     entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
     skin = np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float)
+    if from_reference_entry:
+        approach, along = _mask_on_line(reference, skin, entry, step_mm)
+        first = np.flatnonzero(approach == bone)
+        if len(first) and along[first[0]] < along[-1]:
+            entry = skin + (entry - skin) * along[first[0]] / max(float(along[-1]), 1e-9)
     found, distance = _mask_on_line(reference, entry, tip, step_mm)
     length = float(distance[-1])
     core = (distance >= end_tolerance_mm) & (distance <= length - end_tolerance_mm)
