@@ -12,6 +12,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from trajplan import labels as lt
+from trajplan.planning.ct_guard import runs
 from trajplan.volume import Volume
 
 
@@ -80,6 +81,11 @@ def _mask_on_line(reference: Volume, start: np.ndarray, stop: np.ndarray,
     return out, along * np.linalg.norm(stop - start)
 
 
+def _first_run(flags: np.ndarray, along: np.ndarray, min_mm: float) -> float | None:
+    """Where (``along``, mm) the first run of True in ``flags`` at least ``min_mm`` long begins, or None."""
+    return next((float(along[a]) for a, b in runs(flags) if along[b - 1] - along[a] >= min_mm), None)
+
+
 def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidden: tuple[int, ...] = (),
                       end_tolerance_mm: float = 1.0, step_mm: float = 0.25,
                       from_reference_entry: bool = False) -> tuple[float, bool]:
@@ -91,16 +97,17 @@ def axis_outside_bone(needle: dict, reference: Volume, *, bone: int = 1, forbidd
     valued one of ``forbidden`` (for example the ilia). A needle whose axis leaves a solid
     bone after entering it has crossed one of its holes (canal, foramen, joint gap) or its cortex.
     With ``from_reference_entry`` the stretch starts where the axis from the skin entry first
-    meets the reference bone, when that lies before the planned bone entry (bone that the labels
-    left out: the needle is in it from there on).
+    runs into the reference bone for ``end_tolerance_mm`` or more (a graze of its edge is not an
+    entry), when that lies before the planned bone entry (bone that the labels left out: the
+    needle is in it from there on).
     """
     entry, tip = np.asarray(needle["entry_lps"], float), np.asarray(needle["tip_lps"], float)
     skin = np.asarray(needle.get("skin_entry_lps") or needle["entry_lps"], float)
     if from_reference_entry:
-        approach, along = _mask_on_line(reference, skin, entry, step_mm)
-        first = np.flatnonzero(approach == bone)
-        if len(first) and along[first[0]] < along[-1]:
-            entry = skin + (entry - skin) * along[first[0]] / max(float(along[-1]), 1e-9)
+        approach, along = _mask_on_line(reference, skin, tip, step_mm)
+        start = _first_run(approach == bone, along, end_tolerance_mm)
+        if start is not None and start < float(np.linalg.norm(entry - skin)):
+            entry = skin + (tip - skin) * start / max(float(along[-1]), 1e-9)
     found, distance = _mask_on_line(reference, entry, tip, step_mm)
     length = float(distance[-1])
     core = (distance >= end_tolerance_mm) & (distance <= length - end_tolerance_mm)
