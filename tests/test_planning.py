@@ -13,6 +13,7 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.planning import PlanOptions, evaluate_path, plan_needles
 from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES, resolve_margins
 from trajplan.planning.plan import candidate_pool
+from trajplan.planning.scoring import APPROACH_STEP_MM, approach_crossings, approach_outside_bone_mm
 from trajplan.planning.verify import distance_to_structure, needle_surface_points
 
 CASES = {
@@ -219,3 +220,21 @@ def test_an_uncertain_lesion_within_reach_is_passed_over_for_the_ala(phantom_of)
     uncertain = plan_needles(lesioned, options, ct=phantom.ct, lesion_uncertain=True)
     assert uncertain["outcome"] == "planned" and uncertain["targets"]["left"]["kind"] == "ala"
     assert any("the left ala is targeted instead" in w for w in uncertain["warnings"]), uncertain["warnings"]
+
+
+def test_the_approach_crosses_no_lumen_and_bone_met_before_the_entry_is_where_the_needle_enters():
+    """The labels on the approach, from a voxel outside the bone entry back to the skin (real sacrum 003
+    with noise of sd 25 HU: a left short axis called safe ran through a labelled S2 foramen and then 27 mm
+    of labelled sacral bone before its planned entry, across a pocket of marrow labelled nothing)."""
+    soft = np.zeros(80, dtype=np.uint8)
+    assert approach_crossings(soft) == [] and approach_outside_bone_mm(soft) == 0.0
+    for name in ("foramen_S2_left", "canal", "si_joint_right", "L5_S1_disc", "ilium_left", "L5"):
+        crossed = soft.copy()
+        crossed[40:46] = lt.value(name)
+        assert approach_crossings(crossed) == [name]
+    assert approach_crossings(np.full(80, lt.value("anterior_cortex"), dtype=np.uint8)) == []
+    bone_first = soft.copy()
+    bone_first[12:60] = lt.value("sacrum")           # bone 6-30 mm out, soft tissue (6 mm) up to the entry
+    assert approach_outside_bone_mm(bone_first) == pytest.approx(12 * APPROACH_STEP_MM)
+    bone_first[:12] = lt.value("ala_left")           # the same bone, labelled up to the entry: no gap
+    assert approach_outside_bone_mm(bone_first) == 0.0
