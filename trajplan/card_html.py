@@ -14,6 +14,7 @@ from trajplan.planning.ahead import REACH_MM as AHEAD_REACH_MM
 from trajplan.planning.ahead import REASON_TEXT as AHEAD_TEXT
 from trajplan.planning.ct_guard import REASON_TEXT
 from trajplan.planning.defaults import CLEARANCE_CAP_MM
+from trajplan.planning.scoring import REASON_TEXT as APPROACH_TEXT
 
 SIDE_WORDS = {side.value: side.words for side in Side}
 REASON_WORDS = {
@@ -24,6 +25,7 @@ REASON_WORDS = {
                                 "so its labels are not trusted",
     **REASON_TEXT,
     **AHEAD_TEXT,
+    **APPROACH_TEXT,
 }
 
 COMPACT_CLEARANCES = 4     # rows of the clearance table on the printable card page
