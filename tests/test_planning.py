@@ -3,6 +3,8 @@ safe paths with both techniques, planted unsafe paths are flagged with the right
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -13,7 +15,7 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.planning import PlanOptions, evaluate_path, plan_needles
 from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES, resolve_margins
 from trajplan.planning.distance import build_distance_maps
-from trajplan.planning.plan import candidate_pool
+from trajplan.planning.plan import _no_safe_reason, candidate_pool
 from trajplan.planning.scoring import (
     APPROACH_STEP_MM,
     approach_crossings,
@@ -264,3 +266,16 @@ def test_the_approach_crosses_no_lumen_and_bone_met_before_the_entry_is_where_th
     assert approach_outside_bone_mm(bone_first) == pytest.approx(12 * APPROACH_STEP_MM)
     bone_first[:12] = lt.value("ala_left")           # the same bone, labelled up to the entry: no gap
     assert approach_outside_bone_mm(bone_first) == 0.0
+
+
+def test_no_safe_path_names_the_rule_that_stopped_a_closest_candidate_keeping_every_margin(phantom):
+    """A side whose closest candidate keeps every margin but is stopped by another rule (its entry in a
+    pit, its shaft out of the bone) is explained by that rule, not by a clearance that is above margin."""
+    pool = candidate_pool(phantom.labels, PlanOptions(mc_samples=20))
+    safe = pool.needles[0]
+    margins = resolve_margins()
+    assert all(c >= margins[s] for s, c in safe.clearance_mm.items())
+    stopped = replace(safe, reasons=("entry_in_pit", "shaft_outside_bone"))
+    why = _no_safe_reason(safe.path.technique, safe.path.side, [stopped], margins)
+    assert "keeps" not in why
+    assert "narrow pit of the labelled bone" in why and "shaft runs out through the bone's surface" in why

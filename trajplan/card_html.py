@@ -14,18 +14,15 @@ from trajplan.planning.ahead import REACH_MM as AHEAD_REACH_MM
 from trajplan.planning.ahead import REASON_TEXT as AHEAD_TEXT
 from trajplan.planning.ct_guard import REASON_TEXT
 from trajplan.planning.defaults import CLEARANCE_CAP_MM
-from trajplan.planning.scoring import REASON_TEXT as APPROACH_TEXT
+from trajplan.planning.scoring import REASON_TEXT as SCORING_TEXT
 
 SIDE_WORDS = {side.value: side.words for side in Side}
 REASON_WORDS = {
-    "outside_bone": "more than 1 mm of the path outside the bone",
-    "tip_outside_bone": "the tip outside the bone",
-    "shaft_outside_bone": "the needle's shaft runs out through the bone's surface past its entry",
     "segmentation_implausible": "the segmentation's sacrum is implausible (too small, or off the body's midline), "
                                 "so its labels are not trusted",
     **REASON_TEXT,
     **AHEAD_TEXT,
-    **APPROACH_TEXT,
+    **SCORING_TEXT,
 }
 
 COMPACT_CLEARANCES = 4     # rows of the clearance table on the printable card page

@@ -28,7 +28,7 @@ from trajplan.planning.defaults import resolve_margins, resolve_weights
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
 from trajplan.planning.options import SIDE_CHOICES, TECHNIQUE_CHOICES, PlanOptions, settings_json
 from trajplan.planning.robustness import breach_probability
-from trajplan.planning.scoring import REASON_TEXT as APPROACH_TEXT
+from trajplan.planning.scoring import REASON_TEXT as SCORING_TEXT
 from trajplan.planning.scoring import apply_robustness, fast_slack, measure_path, path_angles, technique_ok
 from trajplan.planning.selection import TargetPoints, best_plan, plan_summary
 from trajplan.volume import Volume
@@ -58,10 +58,12 @@ def _no_safe_reason(technique: Technique, side: Side, closest: list[Needle], mar
     worst = min(best.clearance_mm.items(), key=lambda kv: kv[1] - margins[kv[0]])
     if not best.reasons or set(best.reasons) <= {"outside_bone", "tip_outside_bone", "shaft_outside_bone"}:
         return f"no safe {technique.adjective} path on the {side}: every candidate leaves the bone"
-    words = {**REASON_TEXT, **AHEAD_TEXT, **APPROACH_TEXT}
-    if set(best.reasons) <= set(words):
+    words = {**REASON_TEXT, **AHEAD_TEXT, **SCORING_TEXT}
+    if set(best.reasons) <= set(words) or worst[1] >= margins[worst[0]]:
+        # Every reason has its words, or the closest keeps every margin and is stopped by another rule
+        # (a structure named then was crossed on the approach, or lies ahead of the tip).
         return (f"no safe {technique.adjective} path on the {side}: on the closest, "
-                + " and ".join(words[r] for r in best.reasons))
+                + " and ".join(words.get(r, f"{_pretty(r)} ({r})") for r in best.reasons))
     return (f"no safe {technique.adjective} path on the {side}: the closest keeps "
             f"{max(worst[1], 0.0):.1f} mm from the {_pretty(worst[0])} (margin {margins[worst[0]]:g} mm)")
 

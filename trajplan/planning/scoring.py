@@ -55,8 +55,13 @@ APPROACH_CHECK_MM = 80.0
 APPROACH_STEP_MM = 0.5
 PIT_MM = 3.0                 # an approach within this of sacral bone all the way from
 PIT_SPAN_MM = (10.0, 15.0)   # this far to this far before the entry runs down a pit of the labels
-REASON_TEXT = {"entry_in_pit": "the approach runs down a narrow pit of the labelled bone to the bone entry "
-                               "(bone, or a lumen, that the labels left out)"}
+REASON_TEXT = {
+    "outside_bone": "more than 1 mm of the path outside the bone",
+    "tip_outside_bone": "the tip outside the bone",
+    "shaft_outside_bone": "the needle's shaft runs out through the bone's surface past its entry",
+    "entry_in_pit": "the approach runs down a narrow pit of the labelled bone to the bone entry "
+                    "(bone, or a lumen, that the labels left out)",
+}
 APPROACH_FORBIDDEN = ("ilium_left", "ilium_right", "L5", *lt.LUMENS, "si_joint_left", "si_joint_right", "L5_S1_disc")
 
 
