@@ -60,8 +60,6 @@ COARSE_POCKET_MM = 2.5               # a voxel side is at least this
 POCKET_OTHER_CLEAR_MM = 6.0          # walled voxels nearer the sacrum than other bones, this far from them
 POCKET_OPEN_CLEAR_MM = 1.5           # farther than this from the unlabelled voxels that lead out in more
 POCKET_LUMEN_CLEAR_MM = 2.0          # and lies farther than this from the canal and foramina
-POCKET_PASSES = 3                    # the pockets are sought again in the labels they filled, up to this often,
-POCKET_PASS_MIN_ML = 1.0             # while the last pass filled at least this much
 POCKET_NEAREST_PAD = 10              # voxels around the pockets searched first for their nearest sacral bone
 
 
@@ -107,9 +105,10 @@ def label_sacral_region(region: Region, bones: Bones, solid: np.ndarray, cortex_
         solid = solid | sac
     labels = _parts(region, bones, sac, solid, found, trabecular, dark_hu, notes, partial)
     if not external_sacrum and (dark_marrow or spacing.max() < DIM_BONE_MIN_SPACING_MM):
-        labels, filled = _with_marrow_pockets(labels, spacing)
-        if filled:
-            notes.append(f"{filled * np.prod(spacing) / 1000.0:.1f} ml of dark marrow pockets that the "
+        pockets = marrow_pockets(labels, spacing)
+        if pockets.any():
+            labels = _given_to_nearest_sacral_label(labels, pockets)
+            notes.append(f"{pockets.sum() * np.prod(spacing) / 1000.0:.1f} ml of dark marrow pockets that the "
                          "sacrum walls in labelled as its bone")
     return SacralParts(labels, trabecular, {side: len(m) for side, m in found.foramina.items()}, notes, partial)
 
@@ -271,42 +270,6 @@ def _with_dim_bone(sacrum: np.ndarray, smooth: np.ndarray, neighbours: np.ndarra
     steps = int(np.ceil(DIM_BONE_REACH_MM / float(np.min(spacing))))
     return ndimage.binary_dilation(sacrum, structure=ndimage.generate_binary_structure(3, 1),
                                    iterations=steps, mask=dim | sacrum)
-
-
-def _with_marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, int]:
-    """Step 10a repeated: ``labels`` with the marrow pockets (:func:`marrow_pockets`) given to the
-    nearest sacral label, sought again in the labels so filled up to POCKET_PASSES times in all
-    while the last pass filled POCKET_PASS_MIN_ML or more, and how many voxels were filled.
-
-    A pocket filled walls in the marrow beside it that saw out past it. The sacral bone a pass
-    added counts as wall and as sacrum in the next one, so a pocket shared with an ilium would be
-    taken a slice nearer to the ilium each pass: the later passes fill only voxels nearer to the
-    sacral bone as it was before the first pass than to the other bones and the joints, farther
-    than POCKET_OTHER_CLEAR_MM from them and than POCKET_LUMEN_CLEAR_MM from the canal and
-    foramina. A pass costs about 2 s on a real sacrum at 1 mm; after one that filled under 1 ml,
-    the next filled under 0.1 ml.
-    """
-    before, own, filled = labels, None, 0
-    for later in range(POCKET_PASSES):
-        pockets = marrow_pockets(labels, spacing)
-        if later:
-            own = _nearer_sacral_bone(before, spacing) if own is None else own
-            pockets &= own
-        if pockets.any():
-            labels = _given_to_nearest_sacral_label(labels, pockets)
-            filled += int(pockets.sum())
-        if pockets.sum() * np.prod(spacing) / 1000.0 < POCKET_PASS_MIN_ML:
-            break
-    return labels, filled
-
-
-def _nearer_sacral_bone(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The voxels nearer to sacral bone than to the other bones and joints of ``labels``, farther than
-    POCKET_OTHER_CLEAR_MM from those and than POCKET_LUMEN_CLEAR_MM from the canal and foramina."""
-    lumens = lt.mask(labels, *lt.LUMENS)
-    to_others = distance_mm(~((labels > 0) & ~lumens & ~lt.sacral_bone(labels)), spacing)
-    return ((distance_mm(~lt.sacral_bone(labels), spacing) < to_others) & (to_others > POCKET_OTHER_CLEAR_MM)
-            & (distance_mm(~lumens, spacing) > POCKET_LUMEN_CLEAR_MM))
 
 
 def marrow_pockets(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -14,16 +14,13 @@ from trajplan import labels as lt
 from trajplan.errors import InputError, NoSafePathError
 from trajplan.planning import PlanOptions, evaluate_path, plan_needles
 from trajplan.planning.defaults import CLEARANCE_CAP_MM, CRITICAL_STRUCTURES, resolve_margins
-from trajplan.planning.distance import build_distance_maps
 from trajplan.planning.plan import _no_safe_reason, candidate_pool
 from trajplan.planning.scoring import (
     APPROACH_STEP_MM,
     approach_crossings,
-    approach_in_pit,
     approach_outside_bone_mm,
 )
 from trajplan.planning.verify import distance_to_structure, needle_surface_points
-from trajplan.volume import Volume
 
 CASES = {
     "bilateral": PhantomParams(seed=0, spacing=(2.0,) * 3, fracture="bilateral", position="prone"),
@@ -231,25 +228,6 @@ def test_an_uncertain_lesion_within_reach_is_passed_over_for_the_ala(phantom_of)
     assert any("the left ala is targeted instead" in w for w in uncertain["warnings"]), uncertain["warnings"]
 
 
-def test_an_entry_at_the_bottom_of_a_narrow_pit_of_the_labels_is_no_entry_from_the_soft_tissue():
-    """Real sacrum 003 with noise of sd 25 HU: four right short axes were called safe at entries 20 mm
-    inside the reference bone, at the bottom of a pit of unlabelled fatty marrow, their axes 1-3 mm from
-    labelled bone all the way down; one crossed 3 mm outside the reference on the way (a dorsal
-    foramen's opening). A needle from the soft tissue meets the surface from outside."""
-    labels = np.zeros((60, 70, 60), dtype=np.uint8)
-    labels[10:50, 10:60, 10:50] = lt.value("ala_left")      # the bone's back surface at y = 59.5 mm
-    labels[28:32, 35:60, 28:32] = 0                          # a pit 4 mm wide and 25 mm deep
-    maps = build_distance_maps(Volume(labels, spacing=(1.0, 1.0, 1.0)), resolve_margins())
-    inward = np.array([0.0, -1.0, 0.0])
-    pit_bottom = np.array([29.5, 34.5, 29.5])                # the voxel centres are at integer mm
-    assert approach_in_pit(maps, pit_bottom, inward, skin=None)
-    surface = np.array([20.0, 59.5, 20.0])
-    assert not approach_in_pit(maps, surface, inward, skin=None)
-    oblique = np.array([0.0, -np.sin(np.radians(25.0)), np.cos(np.radians(25.0))])   # 25 degrees to the surface
-    assert not approach_in_pit(maps, surface, oblique, skin=None)
-    assert not approach_in_pit(maps, pit_bottom, inward, skin=pit_bottom + 12.0 * np.array([0.0, 1.0, 0.0]))
-
-
 def test_the_approach_crosses_no_lumen_and_bone_met_before_the_entry_is_where_the_needle_enters():
     """The labels on the approach, from a voxel outside the bone entry back to the skin (real sacrum 003
     with noise of sd 25 HU: a left short axis called safe ran through a labelled S2 foramen and then 27 mm
@@ -269,13 +247,13 @@ def test_the_approach_crosses_no_lumen_and_bone_met_before_the_entry_is_where_th
 
 
 def test_no_safe_path_names_the_rule_that_stopped_a_closest_candidate_keeping_every_margin(phantom):
-    """A side whose closest candidate keeps every margin but is stopped by another rule (its entry in a
-    pit, its shaft out of the bone) is explained by that rule, not by a clearance that is above margin."""
+    """A side whose closest candidate keeps every margin but is stopped by another rule (its shaft out of
+    the bone, L5 crossed on the approach) is explained by that rule, not by a clearance above margin."""
     pool = candidate_pool(phantom.labels, PlanOptions(mc_samples=20))
     safe = pool.needles[0]
     margins = resolve_margins()
     assert all(c >= margins[s] for s, c in safe.clearance_mm.items())
-    stopped = replace(safe, reasons=("entry_in_pit", "shaft_outside_bone"))
+    stopped = replace(safe, reasons=("shaft_outside_bone", "L5"))
     why = _no_safe_reason(safe.path.technique, safe.path.side, [stopped], margins)
     assert "keeps" not in why
-    assert "narrow pit of the labelled bone" in why and "shaft runs out through the bone's surface" in why
+    assert "shaft runs out through the bone's surface" in why and "L5" in why

@@ -38,7 +38,6 @@ class DistanceMaps:
     slack: np.ndarray                      # min over structures of (distance - margin), mm
     bone: np.ndarray                       # sacral bone
     depth: np.ndarray                      # mm to the nearest unlabelled voxel centre outside (0 there, capped)
-    to_bone: np.ndarray                    # mm to the nearest sacral bone voxel centre (0 in it, capped)
     _trees: dict[str, cKDTree | None] = field(default_factory=dict)
 
     @property
@@ -112,9 +111,8 @@ def build_distance_maps(labels: Volume, margins: dict[str, float]) -> DistanceMa
         distance[structure] = dist
         np.minimum(slack, dist - margins[structure], out=slack)
     depth = np.minimum(distance_mm(~exterior(crop.array == 0), crop.spacing), CLEARANCE_CAP_MM)
-    bone = lt.sacral_bone(crop)
-    return DistanceMaps(labels=crop, distance=distance, margins=margins, slack=slack, bone=bone, depth=depth,
-                        to_bone=structure_distance(bone, crop.spacing))
+    return DistanceMaps(labels=crop, distance=distance, margins=margins, slack=slack,
+                        bone=lt.sacral_bone(crop), depth=depth)
 
 
 def exterior(unlabelled: np.ndarray) -> np.ndarray:

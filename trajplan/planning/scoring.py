@@ -53,14 +53,10 @@ SKIN_HU = -400.0
 MAX_SKIN_DEPTH_MM = 250.0
 APPROACH_CHECK_MM = 80.0
 APPROACH_STEP_MM = 0.5
-PIT_MM = 3.0                 # an approach within this of sacral bone all the way from
-PIT_SPAN_MM = (10.0, 15.0)   # this far to this far before the entry runs down a pit of the labels
 REASON_TEXT = {
     "outside_bone": "more than 1 mm of the path outside the bone",
     "tip_outside_bone": "the tip outside the bone",
     "shaft_outside_bone": "the needle's shaft runs out through the bone's surface past its entry",
-    "entry_in_pit": "the approach runs down a narrow pit of the labelled bone to the bone entry "
-                    "(bone, or a lumen, that the labels left out)",
 }
 APPROACH_FORBIDDEN = ("ilium_left", "ilium_right", "L5", *lt.LUMENS, "si_joint_left", "si_joint_right", "L5_S1_disc")
 
@@ -244,25 +240,6 @@ def approach_outside_bone_mm(approach: np.ndarray) -> float:
     return _runs_outside(np.concatenate([[True], bone[:farthest + 1]]), APPROACH_STEP_MM)
 
 
-def approach_in_pit(maps: DistanceMaps, entry: np.ndarray, direction: np.ndarray, skin: np.ndarray | None) -> bool:
-    """Whether the approach runs down a pit of the labels to the entry: within PIT_MM of sacral bone
-    all the way from PIT_SPAN_MM[0] to PIT_SPAN_MM[1] before it (False when the skin is nearer).
-
-    A needle from the soft tissue meets the bone's outer surface from outside: 10-15 mm before a
-    short-axis entry its axis lies 6-18 mm from the bone. An entry at the bottom of a narrow pit,
-    the axis 1-3 mm from labelled bone on its way down, lies on bone the labels left out (fatty
-    marrow, a fracture cleft) or beside a lumen they missed: on real sacrum 003 with noise of sd
-    25 HU, four right short axes were called safe at entries 20 mm inside the reference bone, and
-    one of them crossed 3 mm outside it (a dorsal foramen's opening) on the way."""
-    near, far = PIT_SPAN_MM
-    if skin is not None and float(np.linalg.norm(entry - skin)) < far:
-        return False
-    back = np.arange(near, far + 1e-9, APPROACH_STEP_MM)
-    index = maps.labels.world_to_index(entry[None, :] - back[:, None] * direction[None, :])
-    to_bone = ndimage.map_coordinates(maps.to_bone, index.T, order=1, mode="nearest")
-    return bool(np.all(to_bone < PIT_MM))
-
-
 def cement_volume_ml(maps: DistanceMaps, tip: np.ndarray, direction: np.ndarray, technique: Technique,
                      length_in_bone: float) -> float:
     """Trabecular bone within CEMENT_RADIUS_MM of the distal needle segment x fill fraction (ml)."""
@@ -338,8 +315,6 @@ def measure_path(maps: DistanceMaps, marks: Landmarks, entry: np.ndarray, tip: n
     reasons.extend(name for name in crossed if name not in reasons)
     if approach_outside_bone_mm(approach) > MAX_OUTSIDE_BONE_MM and "outside_bone" not in reasons:
         reasons.append("outside_bone")
-    if approach_in_pit(maps, entry, direction, skin):
-        reasons.append("entry_in_pit")
     bone_ahead, ahead_reason = read_ahead(labels_ahead(crop, tip, direction))
     if ahead_reason is not None and in_bone[-1]:
         reasons.append(ahead_reason)
