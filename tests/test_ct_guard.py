@@ -147,6 +147,28 @@ def test_a_gap_wider_than_the_window_between_two_walls_is_seen():
         assert got["leaves_bone_mm"] < 3.0, (seed, got)
         assert got["reasons"] == ["ct_crosses_cortex"] and got["walls_crossed"] == 2, (seed, got)
 
+def test_a_soft_tissue_gap_between_walls_is_seen_in_bone_too_uneven_for_the_relative_thresholds():
+    # Real sacrum 001 with soft tissue added (0.86 mm), labels from its reference with the holes closed:
+    # a short-axis needle crossed the entry cortex, a dorsal crest of 300 HU, 3 mm of soft tissue at
+    # 30-41 HU and the ala's cortex at 410 HU, in bone of 156 HU; the labelled bone near it read 91 HU
+    # with a spread of 114 HU, which leaves no soft-tissue threshold and puts the valley rule's peaks
+    # out of reach. The needle was called safe and ran 3.4 mm outside the reference bone.
+    reference = (91.0, 114.0)
+    for seed in range(6):
+        hu = profile((1.5, 520), (1.5, 90), (1.5, 330), (3.0, 35), (1.5, 430), (6, 156), seed=seed, noise=12.0)
+        got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=reference, voxel_mm=0.86)
+        assert got["soft_hu"] is None, got
+        assert got["reasons"] == ["ct_crosses_cortex"] and got["walls_crossed"] == 2, (seed, got)
+    # The same path through dark bone (90 HU) instead of the gap, or with a soft gap under 2 mm (a
+    # vessel channel), or with one wall only (dark marrow under the crest, no wall beyond), is not marked.
+    for seed in range(6):
+        for hu in (profile((1.5, 520), (1.5, 90), (1.5, 330), (3.0, 90), (1.5, 430), (6, 156), seed=seed, noise=12.0),
+                   profile((1.5, 520), (1.5, 90), (1.5, 330), (1.0, 35), (1.5, 430), (6, 156), seed=seed, noise=12.0),
+                   profile((1.5, 520), (1.5, 90), (1.5, 330), (3.0, 35), (10, 156), seed=seed, noise=12.0)):
+            got = guard_profile(hu, STEP, np.zeros(len(hu), bool), reference=reference, voxel_mm=0.86)
+            assert got["reasons"] == [] and got["walls_crossed"] == 0, (seed, got)
+
+
 def scanned_slab(voxel_mm: float, edge_mm: float, *, outside_hu: float = 35.0) -> Volume:
     """A CT of a bone slab whose dorsal surface lies at y = ``edge_mm`` (LPS; the bone lies anterior,
     at smaller y): 1.5 mm of 900 HU cortex, then 200 HU trabecular bone, ``outside_hu`` behind

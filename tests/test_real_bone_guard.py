@@ -53,11 +53,6 @@ def real_case(shared_ct):
     return with_soft_tissue(ct, ref.array > 0), ref
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "found 2026-12-07 (session 26), at a8219ad as well as now: a right short axis is called safe across a 3 mm "
-    "gap of soft tissue (30-41 HU) between a dorsal crest and the ala, 3.4 mm outside the reference; the bone's "
-    "texture near it is too spread (trabecular 156 HU) for the guard's soft-tissue threshold and its valley "
-    "rule, so the CT guard does not see the gap. Not strict: it passed in the previous session's CI"))
 def test_safe_needles_stay_in_the_reference_sacrum(real_case):
     ct, ref = real_case
     labels = poor_labels(ref)

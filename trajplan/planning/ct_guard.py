@@ -64,6 +64,8 @@ VALLEY_FRACTION = 0.75           # a gap between walls: a dip below soft + this 
 VALLEY_DEPTH = 1.5               # ... with a peak on each side this x (trabecular - soft) above the dip
 VALLEY_SPREADS = 2.0             # ... and this many texture spreads above the trabecular HU
 CLEFT_SPREADS = 1.0              # a cleft narrower than the blur: a local minimum below trabecular + this x spread
+GAP_SOFT_RUN_MM = 2.0            # a gap between walls by absolute HU: soft tissue (below TIP_SOFT_HU) this long ...
+GAP_WALL_HU = 250.0              # ... with bone this bright (a wall under partial volume) within the window each side
 ENTRY_ZONE_MM = 3.0              # the entry cortex: at least this, and two voxels, past the entry
 SMOOTH_SIGMA_MM = 0.5
 REFERENCE_BOX_MM = 10.0          # labelled trabecular bone within this of the path's box
@@ -200,7 +202,8 @@ def guard_profile(hu: np.ndarray, step_mm: float, expected_dark: np.ndarray, *,
         walls = sum(1 for r in bright_runs if _near(r, gaps, window))
     else:                                  # no gap is seen: a wall is a bright run short of the tip
         walls = sum(1 for _, b in bright_runs if (len(smooth) - b) * step > voxel_mm)
-    walls = max(walls, 2 * _gaps_between_walls(smooth, start, expected_dark, trabecular, spread, step))
+    walls = max(walls, 2 * _gaps_between_walls(smooth, start, expected_dark, trabecular, spread, step),
+                2 * _soft_gaps_between_walls(smooth, start, expected_dark, trabecular, step, voxel_mm))
     tip_soft = tip_soft_mm(smooth, start, expected_dark, step)
     reasons = []
     if leaves is not None and leaves > max(MAX_SOFT_RUN_MM, SOFT_RUN_VOXELS * voxel_mm):
@@ -293,6 +296,34 @@ def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarra
         if i - last > window and between_walls(int(i), int(i) + 1, float(smooth[i])):
             count += 1
             last = i
+    return count
+
+
+def _soft_gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarray, trabecular: float,
+                             step: float, voxel_mm: float) -> int:
+    """How many runs of soft tissue after the entry zone lie between two walls of the profile ``smooth``,
+    read by absolute HU, whatever the bone's texture.
+
+    A run below TIP_SOFT_HU (soft tissue, 0-60 HU, with its noise; and MIN_SOFT_MARGIN_HU below the
+    trabecular HU), not a labelled dark target, at least GAP_SOFT_RUN_MM and one voxel long, ending
+    before the tip, with bone of GAP_WALL_HU or more within WALL_GAP_WINDOW_MM of each of its ends (the
+    entry cortex counts as the first wall). Bone whose texture is too spread for the relative
+    thresholds hides such a gap from :func:`guard_profile`'s soft runs and from
+    :func:`_gaps_between_walls` (real sacrum 001 with soft tissue added, 0.86 mm: a short-axis needle
+    crossed a dorsal crest of 300 HU, 3 mm of soft tissue at 30-41 HU and the ala's cortex at 410 HU,
+    3.4 mm outside the bone, in bone of 156 HU whose texture spread of 114 HU left the soft-tissue
+    threshold unset and the valley's peaks short of the trabecular HU plus two spreads).
+    """
+    window = int(round(WALL_GAP_WINDOW_MM / step))
+    soft = (smooth < min(TIP_SOFT_HU, trabecular - MIN_SOFT_MARGIN_HU)) & ~expected_dark
+    soft[:start] = False
+    count = 0
+    for a, b in runs(soft):
+        if (b - a) * step < max(GAP_SOFT_RUN_MM, voxel_mm) or b >= len(smooth):
+            continue
+        before, after = smooth[max(0, a - window):a], smooth[b:b + window]
+        if before.size and after.size and min(before.max(), after.max()) >= GAP_WALL_HU:
+            count += 1
     return count
 
 
