@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from trajplan.errors import InputError
-from trajplan.io.files import read_volume_file, write_volume_file
+from trajplan.io.files import read_hu_file, read_volume_file, write_hu_file, write_volume_file
 from trajplan.io.reader import read_ct
 from trajplan.volume import Volume
 
@@ -34,6 +34,23 @@ def write_sitk(arr: np.ndarray, path, spacing=(2.0, 2.0, 2.0)) -> str:
     image.SetSpacing(spacing[: image.GetDimension()])
     sitk.WriteImage(image, str(path))
     return str(path)
+
+
+def test_a_ct_in_whole_hu_is_stored_as_int16_without_loss_and_read_back_as_float(tmp_path):
+    vol = ct_like(direction=np.diag([-1.0, -1.0, 1.0]))
+    vol.array[0, 0, 0] = -1024.0
+    vol.array[1, 0, 0] = 3071.0
+    path = write_hu_file(vol, tmp_path / "ct_roi.nii.gz")
+    assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkInt16
+    back = read_hu_file(path)
+    assert back.array.dtype == np.float32 and back.same_geometry(vol) and np.array_equal(back.array, vol.array)
+    # fractional HU (a resampled CT) and HU beyond int16 keep float32: nothing is rounded or clipped
+    for value in (40.25, 40000.0):
+        other = vol.with_array(vol.array.copy())
+        other.array[2, 2, 2] = value
+        path = write_hu_file(other, tmp_path / "other.nii.gz")
+        assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkFloat32
+        assert np.array_equal(read_hu_file(path).array, other.array)
 
 
 def test_bad_files_name_their_problem(tmp_path):

@@ -27,7 +27,7 @@ from trajplan import __version__
 from trajplan import labels as lt
 from trajplan.errors import InputError
 from trajplan.io.checksum import sha256_of
-from trajplan.io.files import read_volume_file, write_volume_file
+from trajplan.io.files import read_volume_file, write_hu_file
 from trajplan.io.plan_folder import CARD, CT_ROI, EVALUATION, EVALUATION_MARKUPS, LABELS, SCENE_PNG
 from trajplan.io.staged import staged_folder
 from trajplan.needle import Needle, PlacedNeedle, Verdict, needle_from_json
@@ -518,7 +518,7 @@ def write_plan_files(plan: Plan, folder: Path, *, report: bool = True, timer: St
     with timer.stage("writing plan"):
         write_plan(document, folder)
         ct_roi = view_region(plan.ct, plan.labels, document)
-        write_volume_file(ct_roi, folder / CT_ROI)
+        write_hu_file(ct_roi, folder / CT_ROI)
     with timer.stage("rendering"):
         if report:
             from trajplan.report import write_report
@@ -842,7 +842,7 @@ def write_evaluation_folder(evaluation: Evaluation, out_dir: str | Path, *,
             write_text(work / CARD, card_page(page))
             write_json(work / EVALUATION_MARKUPS, slicer_markups([ranked]))
             ct_roi = view_region(evaluation.ct, evaluation.labels, page)
-            write_volume_file(ct_roi, work / CT_ROI)
+            write_hu_file(ct_roi, work / CT_ROI)
         with timer.stage("rendering"):
             slices = render_needle_slices(ct_roi, evaluation.labels, page, work)
         write_json(work / EVALUATION, evaluation.evaluation_json({k: round(v, 3) for k, v in timer.seconds.items()}))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from trajplan.errors import InputError
-from trajplan.io.files import read_volume_file
+from trajplan.io.files import read_hu_file, read_volume_file
 from trajplan.io.plan_folder import CARD, CT_ROI, LABELS, PLAN, SCENE_HTML, SCENE_PNG
 
 
@@ -35,7 +35,7 @@ def render_plan_dir(plan_dir: str | Path, *, window: str = "bone") -> dict[str, 
     except ValueError as exc:
         raise InputError(f"{plan_dir / PLAN}: not valid JSON ({exc})") from None
     labels = read_volume_file(plan_dir / LABELS)
-    ct = read_volume_file(plan_dir / CT_ROI) if (plan_dir / CT_ROI).is_file() else None
+    ct = read_hu_file(plan_dir / CT_ROI) if (plan_dir / CT_ROI).is_file() else None
     write_text(plan_dir / CARD, card_page(plan))
     return {
         "report": write_report(plan_dir, labels=labels, plan=plan, ct=ct, window=window),

@@ -122,6 +122,27 @@ def write_volume_file(volume: Volume, path: str | Path, *, compress: bool = True
     return path
 
 
+def write_hu_file(ct: Volume, path: str | Path) -> Path:
+    """Atomically write a CT in HU (:func:`write_volume_file`), as 16-bit integers where that loses
+    nothing (every voxel a whole number of HU within the int16 range, as CT scanners store them):
+    a tenth smaller than float32 once compressed and four times faster to write (the 1 mm
+    phantom's ``ct_roi.nii.gz``: 5.1 s as float32, 1.4 s as int16)."""
+    array = ct.array
+    if array.dtype.kind == "f" and array.size:
+        info = np.iinfo(np.int16)
+        lossless = (float(array.min()) >= info.min and float(array.max()) <= info.max
+                    and bool(np.array_equal(array, np.round(array))))
+        if lossless:
+            ct = ct.with_array(array.astype(np.int16))
+    return write_volume_file(ct, path)
+
+
+def read_hu_file(path: str | Path) -> Volume:
+    """A CT in HU written by :func:`write_hu_file`, as float32 (:func:`read_volume_file`'s checks)."""
+    volume = read_volume_file(path)
+    return volume.with_array(volume.array.astype(np.float32, copy=False))
+
+
 @contextlib.contextmanager
 def _native_stderr_unless_failed() -> Iterator[list[str]]:
     """Hold back what native code prints on stderr; pass it on unless the block sets ``failed[0]``.

@@ -29,7 +29,7 @@ from trajplan.card import add_cards, body_midline_x, level_heights
 from trajplan.errors import InputError
 from trajplan.io.atomic import write_text
 from trajplan.io.checksum import sha256_of
-from trajplan.io.files import read_volume_file
+from trajplan.io.files import read_hu_file, read_volume_file
 from trajplan.io.plan_folder import CT_ROI, LABELS, ORIGINAL_PLAN, PLAN
 from trajplan.needle import Technique, needle_from_json
 from trajplan.planning.defaults import (
@@ -220,7 +220,7 @@ class ViewerSession:
         self._scoring: Future[_Scoring] = Future()
         self._background: list[threading.Thread] = [_in_background([
             (self._region_nifti, lambda: page_ct(self.plan_dir / CT_ROI) if self.has_region else None),
-            (self._region, lambda: read_volume_file(self.plan_dir / CT_ROI) if self.has_region else None),
+            (self._region, lambda: read_hu_file(self.plan_dir / CT_ROI) if self.has_region else None),
         ])]
         try:
             self.labels: Volume = read_volume_file(self.plan_dir / LABELS)
