@@ -21,9 +21,9 @@ JOINT_X = 50                       # the joint gap: x = 50, 51, 52 (3 mm)
 GAP = 3
 
 
-def _sacrum_and_ilium() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sacrum_and_ilium(cortex_hu: float = 700.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(smoothed CT, true sacrum, true ilium): an ala of fatty marrow (-40 HU) in a 2 mm cortex
-    (700 HU) beside an ilium of brighter bone (250 HU) in its own cortex, a 3 mm joint gap
+    (``cortex_hu``) beside an ilium of brighter bone (250 HU) in its own cortex, a 3 mm joint gap
     (30 HU) between them that partial volume bridges at the top (z >= 44: 350 HU)."""
     shape = (90, 40, 50)
     x = np.arange(shape[0])[:, None, None]
@@ -35,7 +35,7 @@ def _sacrum_and_ilium() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ct = np.full(shape, 30.0, dtype=np.float32)
     for bone, marrow in ((sacrum, -40.0), (ilium, 250.0)):
         inner = ndimage.binary_erosion(bone, iterations=2)
-        ct[bone] = 700.0
+        ct[bone] = cortex_hu
         ct[inner] = marrow
     bridge = body & (x >= JOINT_X) & (x < JOINT_X + GAP) & (z >= 44)
     ct[bridge] = 350.0
@@ -127,6 +127,19 @@ def test_a_border_on_a_clear_joint_gap_is_not_moved_off_it_and_one_in_the_ala_is
     assert not leaves_a_clear_gap(in_the_ala, (sacrum, ilium), ct, SPACING)
     assert not leaves_a_clear_gap((sacrum, ilium), (sacrum, ilium), ct, SPACING)
     assert gap_contrast(sacrum, np.zeros_like(ilium), ct, SPACING) == -np.inf
+
+
+def test_a_border_on_a_fainter_joint_gap_is_not_moved_off_it_either():
+    # Real case 003 at 2 mm: the first pass put the left border on the joint (contrast 68 HU), the
+    # second moved it onto the ilium's cortex-marrow valley (6 HU) and gave the sacrum 11 ml of the
+    # ilium. The borders the split leaves in an ala read -3 to 50 HU on the real sacra.
+    ct, sacrum, ilium = _sacrum_and_ilium(cortex_hu=600.0)
+    x = np.arange(sacrum.shape[0])[:, None, None]
+    in_ilium = (sacrum | ilium) & (x < JOINT_X + GAP + 4)
+    into_the_ilium = (in_ilium, (sacrum | ilium) & ~in_ilium)
+    assert 60.0 <= gap_contrast(sacrum, ilium, ct, SPACING) < 100.0
+    assert leaves_a_clear_gap((sacrum, ilium), into_the_ilium, ct, SPACING)
+    assert not leaves_a_clear_gap(_split_inside_the_ala(sacrum, ilium), (sacrum, ilium), ct, SPACING)
 
 
 def _blocks(array: np.ndarray) -> np.ndarray:
