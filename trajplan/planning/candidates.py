@@ -23,6 +23,7 @@ from trajplan.planning.distance import DistanceMaps
 
 MAX_ENTRIES = 160
 MAX_TARGETS = 80
+LESION_MIN_BONE_SHARE = 0.3      # a lesion with less sacral bone around it lies outside the sacrum
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,26 @@ class Targets:
     centre: np.ndarray | None  # lesion centre (LPS mm)
 
 
+def lesion_bone_share(maps: DistanceMaps) -> float | None:
+    """The share of sacral bone in the two voxels around the ``lesion`` label (None without one).
+
+    Below LESION_MIN_BONE_SHARE the lesion lies outside the sacrum: no cement target.
+    """
+    lesion_voxels = lt.mask(maps.labels, "lesion")
+    if not lesion_voxels.any():
+        return None
+    shell = ndimage.binary_dilation(lesion_voxels, iterations=2) & ~lesion_voxels
+    return float(np.mean(maps.bone[shell])) if shell.any() else 1.0
+
+
 def find_targets(maps: DistanceMaps, marks: Landmarks, side: Side, *, lesion: bool = True) -> Targets:
-    """Fracture voxels of ``side``, else the lesion (unless ``lesion`` is False), else the S1-S2 ala
-    of that side."""
+    """Fracture voxels of ``side``, else the lesion (unless ``lesion`` is False, or the lesion lies
+    outside the sacrum: :func:`lesion_bone_share`), else the S1-S2 ala of that side."""
     crop = maps.labels
     sign = side.sign
-    lesion_voxels = lt.mask(crop, "lesion")
-    if lesion_voxels.any():
-        shell = ndimage.binary_dilation(lesion_voxels, iterations=2) & ~lesion_voxels
-        if np.mean(maps.bone[shell]) < 0.3:
-            raise InputError("the lesion lies outside the sacrum (less than 30 % of its surroundings "
-                             "are sacral bone): no sacroplasty target")
+    if lesion:
+        share = lesion_bone_share(maps)
+        lesion = share is None or share >= LESION_MIN_BONE_SHARE
     for kind in ("fracture", "lesion") if lesion else ("fracture",):
         idx = np.argwhere(lt.mask(crop, kind))
         if not len(idx):

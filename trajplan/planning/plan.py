@@ -22,7 +22,15 @@ from trajplan.errors import InputError, NoSafePathError
 from trajplan.labels import Side
 from trajplan.needle import Needle, PlacedNeedle, Technique, Verdict, needle_json, radius_mm
 from trajplan.planning.ahead import REASON_TEXT as AHEAD_TEXT
-from trajplan.planning.candidates import Landmarks, Targets, candidate_pairs, find_landmarks, find_targets
+from trajplan.planning.candidates import (
+    LESION_MIN_BONE_SHARE,
+    Landmarks,
+    Targets,
+    candidate_pairs,
+    find_landmarks,
+    find_targets,
+    lesion_bone_share,
+)
 from trajplan.planning.ct_guard import EXPECTED_DARK, REASON_TEXT, entry_on_bone_edge, trusted_dark
 from trajplan.planning.defaults import resolve_margins, resolve_weights
 from trajplan.planning.distance import DistanceMaps, build_distance_maps
@@ -202,7 +210,8 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     """Measure and rank candidate needles for every technique and side in ``options``.
 
     ``needles`` holds the safe ones; ``closest`` the best unsafe ones (up to ALTERNATIVES) of
-    each technique and side that has no safe needle. With ``lesion_uncertain`` (the segmentation
+    each technique and side that has no safe needle. A lesion label outside the sacrum is not aimed at
+    (:func:`trajplan.planning.candidates.find_targets`), with a warning. With ``lesion_uncertain`` (the segmentation
     marked its lesion uncertain: dark fatty marrow can pass for one, and may be a hole in the bone
     the labels missed), a side that would target the lesion is planned on its ala instead, with a
     warning, and the CT guard does not take the lesion for dark by nature (fatty marrow
@@ -229,6 +238,11 @@ def candidate_pool(labels: Volume, options: PlanOptions, *, ct: Volume | None = 
     sides, techniques = SIDE_CHOICES[options.side], TECHNIQUE_CHOICES[options.technique]
     alone = len(sides) == 1 and len(techniques) == 1
     dark = trusted_dark(lesion_uncertain)
+    share = lesion_bone_share(maps)
+    if share is not None and share < LESION_MIN_BONE_SHARE:
+        failures.append(f"the lesion label lies outside the sacrum (only {100 * share:.0f} % of the voxels around "
+                        "it are sacral bone): it is not aimed at, the fracture or the ala of each side is targeted "
+                        "instead; check the lesion on the images")
     for s_i, side in enumerate(sides):
         aim_past = lesion_uncertain and _aims_at_lesion(maps, marks, side)
         planned = _plan_side(maps, marks, side, s_i, techniques, options, ct, lesion=not aim_past, alone=alone,
