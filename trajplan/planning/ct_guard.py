@@ -278,11 +278,9 @@ def _gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.ndarra
     counted = np.zeros(len(smooth), dtype=bool)
 
     def between_walls(lo: int, hi: int, dip: float) -> bool:
-        before, after = smooth[max(start, lo - window):lo], smooth[hi:hi + window]
-        if not before.size or not after.size:
-            return False
-        peak = min(float(before.max()), float(after.max()))
-        return peak - dip >= VALLEY_DEPTH * contrast and peak >= trabecular + VALLEY_SPREADS * spread
+        peak = _lower_wall(smooth, lo, hi, window, start)
+        return (peak is not None and peak - dip >= VALLEY_DEPTH * contrast
+                and peak >= trabecular + VALLEY_SPREADS * spread)
 
     for a, b in runs(dark):
         if between_walls(a, b, float(smooth[a:b].min())):
@@ -321,10 +319,18 @@ def _soft_gaps_between_walls(smooth: np.ndarray, start: int, expected_dark: np.n
     for a, b in runs(soft):
         if (b - a) * step < max(GAP_SOFT_RUN_MM, voxel_mm) or b >= len(smooth):
             continue
-        before, after = smooth[max(0, a - window):a], smooth[b:b + window]
-        if before.size and after.size and min(before.max(), after.max()) >= GAP_WALL_HU:
+        wall = _lower_wall(smooth, a, b, window, 0)
+        if wall is not None and wall >= GAP_WALL_HU:
             count += 1
     return count
+
+
+def _lower_wall(smooth: np.ndarray, lo: int, hi: int, window: int, first: int) -> float | None:
+    """The lower of the brightest samples of ``smooth`` within ``window`` samples before ``lo`` (from
+    index ``first`` on) and within ``window`` after ``hi``: the fainter of the walls beside the run
+    ``lo:hi``; None where either side has no sample."""
+    before, after = smooth[max(first, lo - window):lo], smooth[hi:hi + window]
+    return min(float(before.max()), float(after.max())) if before.size and after.size else None
 
 
 def bone_edge_mm(ct: Volume, entry: np.ndarray, tip: np.ndarray, step_mm: float = 0.25) -> float | None:
