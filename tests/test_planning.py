@@ -236,7 +236,7 @@ def test_the_approach_crosses_no_lumen_and_bone_met_before_the_entry_is_where_th
     of labelled sacral bone before its planned entry, across a pocket of marrow labelled nothing)."""
     soft = np.zeros(80, dtype=np.uint8)
     assert approach_crossings(soft) == [] and approach_outside_bone_mm(soft) == 0.0
-    for name in ("foramen_S2_left", "canal", "si_joint_right", "L5_S1_disc", "ilium_left", "L5"):
+    for name in ("foramen_S2_left", "canal", "si_joint_right", "L5_S1_disc", "ilium_left", "L5", "coccyx"):
         crossed = soft.copy()
         crossed[40:46] = lt.value(name)
         assert approach_crossings(crossed) == [name]

@@ -58,7 +58,8 @@ REASON_TEXT = {
     "tip_outside_bone": "the tip outside the bone",
     "shaft_outside_bone": "the needle's shaft runs out through the bone's surface past its entry",
 }
-APPROACH_FORBIDDEN = ("ilium_left", "ilium_right", "L5", *lt.LUMENS, "si_joint_left", "si_joint_right", "L5_S1_disc")
+APPROACH_FORBIDDEN = ("ilium_left", "ilium_right", "L5", *lt.LUMENS, "si_joint_left", "si_joint_right", "L5_S1_disc",
+                      "coccyx")
 
 
 # ------------------------------------------------------------------ geometry
@@ -221,7 +222,8 @@ def approach_labels(maps: DistanceMaps, entry: np.ndarray, direction: np.ndarray
 def approach_crossings(approach: np.ndarray) -> list[str]:
     """What the needle would cross between the skin and its bone entry (``approach``:
     :func:`approach_labels`) that no needle may: a bone (ilium, L5), a nerve lumen, an SI joint, the
-    L5-S1 disc."""
+    L5-S1 disc, the coccyx (a bone needle cannot be driven through it and on across the
+    sacrococcygeal joint)."""
     values = set(np.unique(approach).tolist())
     return [name for name in APPROACH_FORBIDDEN if lt.value(name) in values]
 
