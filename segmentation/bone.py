@@ -195,6 +195,18 @@ def enclosed_in_slices(mask: np.ndarray) -> np.ndarray:
     return sagittal & (fill_slice_holes(mask, 2) | fill_slice_holes(mask, 1))
 
 
+def enclosed_in_two_orientations(mask: np.ndarray) -> np.ndarray:
+    """Voxels that ``mask`` encloses in the 2-D sections of at least two of its three orientations.
+
+    Unlike :func:`enclosed_in_slices` the sagittal sections need not be among them: a foramen opens
+    whole sagittal slabs of an ala, and the marrow beside it is enclosed in its axial and coronal
+    sections. The lumens stay open all the same: the canal runs head to foot, open at its ends in
+    the sagittal and coronal sections, and a foramen front to back, open in the sagittal and axial ones.
+    """
+    count = sum(fill_slice_holes(mask, axis).astype(np.uint8) for axis in range(3))
+    return count >= 2
+
+
 NEIGHBOUR_STEPS = tuple((i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
                         if (i, j, k) != (0, 0, 0))
 

@@ -153,8 +153,8 @@ def _canal_pieces(holes: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 
 def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                  midline_i: float, dark_hu: float,
-                  hu: np.ndarray | None = None) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
+                  midline_i: float, dark_hu: float, hu: np.ndarray | None = None, *,
+                  lower: bool = True) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
     """Foramen channels per side, each a list of masks ordered from the top (S1) down.
 
     Dark pieces joined to the canal that reach less than MIN_REACH_MM beyond its side wall are
@@ -163,7 +163,8 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
 
     When a level comes out larger than MAX_LEVEL_ML (dark osteoporotic bone or a fracture
     line joined the channel), the search is repeated with the threshold halved, down to
-    MIN_DARK_HU. A level that the lower threshold loses altogether (a narrow channel that the
+    MIN_DARK_HU (unless ``lower`` is False: bone darker than the lumens, which a lower
+    threshold would lose first). A level that the lower threshold loses altogether (a narrow channel that the
     smoothing lifts above it) is searched again at the threshold that last found it no larger
     than MAX_LEVEL_ML, on a side left with fewer than FORAMEN_LEVELS.
 
@@ -188,6 +189,8 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
         Lumen threshold (below it a voxel can be a lumen): about half the trabecular HU.
     hu : array, optional
         The CT itself (HU, unsmoothed), for that sharper search.
+    lower : bool
+        Whether to halve the threshold where a level is too large.
 
     Returns
     -------
@@ -200,13 +203,13 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
     """
     envelope = fill_holes(closing(sacrum | canal, ENVELOPE_CLOSE_MM, spacing))
     if not envelope.any():
-        return _foramina_in_box(smooth, envelope, canal, spacing, midline_i, dark_hu, hu)
+        return _foramina_in_box(smooth, envelope, canal, spacing, midline_i, dark_hu, hu, lower)
     # Everything below looks no further than this beyond the envelope: the same result in its box.
     reach_mm = max(TRACE_PAD_MM, DORSAL_GAP_MM + float(np.max(spacing)), 4.0 * SHARP_SMOOTH_MM)
     box = bounding_box(envelope, np.ceil(reach_mm / np.asarray(spacing, dtype=float)).astype(int) + 2)
     found, corners, lumen_hu = _foramina_in_box(smooth[box], envelope[box], canal[box], spacing,
                                                 midline_i - box[0].start, dark_hu,
-                                                None if hu is None else hu[box])
+                                                None if hu is None else hu[box], lower)
 
     def whole(mask: np.ndarray) -> np.ndarray:
         out = np.zeros(sacrum.shape, dtype=bool)
@@ -217,14 +220,14 @@ def find_foramina(smooth: np.ndarray, sacrum: np.ndarray, canal: np.ndarray, spa
 
 
 def _foramina_in_box(smooth: np.ndarray, envelope: np.ndarray, canal: np.ndarray, spacing: np.ndarray,
-                     midline_i: float, dark_hu: float,
-                     hu: np.ndarray | None) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
+                     midline_i: float, dark_hu: float, hu: np.ndarray | None,
+                     lower: bool) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
     """:func:`find_foramina` in the box of the sacral ``envelope`` (the sacrum and canal closed)."""
     bone_hu = 2.0 * dark_hu                     # the trabecular bone's HU, before any halving
     threshold = np.full(smooth.shape, dark_hu, dtype=np.float32)
     found, corners = _foramina_below(smooth, envelope, canal, spacing, midline_i, threshold, bone_hu)
     higher: list[tuple[float, dict[str, list[np.ndarray]]]] = []
-    while _any_too_large(found, spacing) and dark_hu / 2 >= MIN_DARK_HU:
+    while lower and _any_too_large(found, spacing) and dark_hu / 2 >= MIN_DARK_HU:
         higher.append((dark_hu, found))
         dark_hu /= 2
         threshold[:] = dark_hu

@@ -14,14 +14,23 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segmentation.bone import body_mask, bone_above, closing, enclosed_in_slices, opening, smooth_hu, solid_bone
+from segmentation.bone import (
+    body_mask,
+    bone_above,
+    closing,
+    enclosed_in_slices,
+    enclosed_in_two_orientations,
+    opening,
+    smooth_hu,
+    solid_bone,
+)
 from segmentation.joint_border import border_on_joint, leaves_a_clear_gap
 from segmentation.noise import noise_sd_hu, smoothing_mm
 from segmentation.parts import LESION_MIN_TRABECULAR_HU
 from segmentation.region import Region, midline_of_body
 from segmentation.rims import partial_volume_rims
 from segmentation.sacral import label_sacral_region
-from segmentation.separation import Bones, split_bones
+from segmentation.separation import Bones, split_bones, split_bones_by_marrow
 from segmentation.walker import split_bones_by_walker
 from trajplan import labels as lt
 from trajplan.distance import distance_mm
@@ -455,7 +464,7 @@ def _segment_grid(ct: Volume, *, sacrum_mask: Volume | None = None,
     region, partial = _body_region(canon, midline_x_mm, notes)
     solid, cortex_hu, marrow = _solid_bone(region, dark_marrow, notes)
     ext = {k: v[region.box] for k, v in external.items()}
-    bones = _split(region, solid, ext, last_resort)
+    bones, solid = _split(region, solid, ext, last_resort, marrow is not None)
     notes.extend(bones.notes)
     if marrow is not None and "sacrum" not in ext:
         bones = _borders_on_joints(bones, region, notes)
@@ -543,20 +552,30 @@ def _solid_bone(region: Region, dark_marrow: bool | None,
     return solid, cortex_hu, marrow
 
 
-def _split(region: Region, solid: np.ndarray, ext: dict[str, np.ndarray], last_resort: bool) -> Bones:
-    """Step 3 (3a, 3b): the sacrum, ilia, L5 and coccyx; from the external masks when given."""
+def _split(region: Region, solid: np.ndarray, ext: dict[str, np.ndarray], last_resort: bool,
+           dark_marrow: bool) -> tuple[Bones, np.ndarray]:
+    """Step 3 (3a, 3b, 3d): the sacrum, ilia, L5 and coccyx (from the external masks when given), and
+    the solid bone they were grown into (``solid``, or more of it for fatty marrow: 3d)."""
     if "sacrum" in ext:
-        return _bones_from_masks(ext, region.smooth, solid, region.spacing, region.midline_i)
+        return _bones_from_masks(ext, region.smooth, solid, region.spacing, region.midline_i), solid
     try:
         return split_bones(region.smooth, solid, region.spacing, region.midline_mm, dim_cortex=last_resort,
-                           smooth_mm=region.smooth_mm)
+                           smooth_mm=region.smooth_mm), solid
     except NoSacrumError as shells:
         if not last_resort:
             raise
         try:
-            return split_bones_by_walker(region.hu, region.spacing, region.midline_i)
+            return split_bones_by_walker(region.hu, region.spacing, region.midline_i), solid
         except NoSacrumError as walk:
             log.info("the random-walk bone split found no sacrum either: %s", walk)
+        if not dark_marrow:
+            raise shells from None
+        wider = solid | enclosed_in_two_orientations(closing(region.smooth > ENCLOSURE_HU, ENCLOSURE_CLOSE_MM,
+                                                             region.spacing))
+        try:
+            return split_bones_by_marrow(region.smooth, wider, region.spacing, region.midline_mm), wider
+        except NoSacrumError as compartments:
+            log.info("the marrow compartments named no sacrum either: %s", compartments)
             raise shells from None
 
 

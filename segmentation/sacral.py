@@ -60,6 +60,7 @@ COARSE_POCKET_MM = 2.5               # a voxel side is at least this
 POCKET_OTHER_CLEAR_MM = 6.0          # walled voxels nearer the sacrum than other bones, this far from them
 POCKET_OPEN_CLEAR_MM = 1.5           # farther than this from the unlabelled voxels that lead out in more
 POCKET_LUMEN_CLEAR_MM = 2.0          # and lies farther than this from the canal and foramina
+FATTY_LUMEN_HU = 60.0                # bones split by fatty marrow compartments: lumens (soft tissue) below this
 POCKET_NEAREST_PAD = 10              # voxels around the pockets searched first for their nearest sacral bone
 
 
@@ -121,6 +122,10 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
     nearly as dark as they are) flag the result partial where a side has fewer than FORAMEN_LEVELS
     of them, naming those not found; where all were found, that is a note (:func:`_lowered_threshold`).
 
+    Bones split by their fatty marrow compartments (:func:`segmentation.separation.split_bones_by_marrow`)
+    have marrow darker than the lumens' soft tissue: the foramina are sought below FATTY_LUMEN_HU on
+    the CT with the bone that the cortex encloses (``cortex_solid``) read as bright as the cortex.
+
     Bones split from enclosed volumes (the random walk's, a dim cortex's compartments) have the
     canal filled in. The dark voxels they filled in beyond the bone the cortex encloses are taken
     out again for the canal search where they form lumps at least 2 x LUMEN_OPENING_MM thick or
@@ -143,8 +148,16 @@ def _lumens(region: Region, bones: Bones, cortex_solid: np.ndarray, cortex_hu: f
         canal = find_canal(sac, spacing, region.midline_i)
     if canal.any():
         region = region.midline_at(float(np.argwhere(canal)[:, 0].mean()))
-    foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, region.midline_i, dark_hu,
-                                                      hu=region.hu)
+    if bones.fatty_marrow:
+        # Marrow darker than the lumens' soft tissue: the lumens are sought outside the bone the
+        # cortex encloses, read as bright as the cortex (no sharper search: it would find the marrow).
+        foramina, canal_corners, lumen_hu = find_foramina(np.where(cortex_solid, np.maximum(sm, cortex_hu), sm), sac,
+                                                          canal, spacing, region.midline_i, FATTY_LUMEN_HU,
+                                                          lower=False)
+        dark_hu = FATTY_LUMEN_HU
+    else:
+        foramina, canal_corners, lumen_hu = find_foramina(sm, sac, canal, spacing, region.midline_i, dark_hu,
+                                                          hu=region.hu)
     canal = carry_open_ends(canal | canal_corners, sac & ~canal_corners)
     if lumen_hu < dark_hu:
         _lowered_threshold(foramina, lumen_hu, dark_hu, notes, partial)

@@ -15,7 +15,7 @@ pieces that are eroded and named (see :func:`_walls`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -66,6 +66,7 @@ class Bones:
     notes: tuple[str, ...]
     lumens_filled: bool = False      # the sacrum holds its canal and foramina (split from enclosed volumes)
     caveat: str = ""                 # why the split is less reliable than usual (flags the result partial)
+    fatty_marrow: bool = False       # split by marrow compartments darker than the lumens (split_bones_by_marrow)
 
 
 @dataclass(frozen=True)
@@ -245,9 +246,13 @@ SURFACE_MM = 1.5
 MISSED_THICK_MM = 2.0
 MISSED_FRACTION = 0.5
 SPECKLE_MM3 = 100.0
+MARROW_WALL_HU = 200.0           # fatty marrow: the cortex between the bones' compartments (split_bones_by_marrow)
 DIM_CORTEX_CAVEAT = ("the cortex is too dim to enclose the trabecular bone (as dark as muscle): the bones were "
                      "split by their trabecular compartments, and the canal and foramina, as dark as that bone, "
                      "may be incomplete: check them on the images")
+FATTY_MARROW_CAVEAT = ("the marrow is darker than soft tissue and hides the joints: the bones were split by their "
+                       "marrow compartments, and the canal and foramina were sought outside the bone the cortex "
+                       "encloses; the sacrum's borders and its lumens are less precise: check them on the images")
 
 
 @dataclass(frozen=True)
@@ -372,6 +377,29 @@ def split_bones(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midl
     if bones is None:
         raise NoSacrumError(_no_sacrum_found(solid, spacing, midline_mm))
     return bones
+
+
+def split_bones_by_marrow(smooth: np.ndarray, solid: np.ndarray, spacing: np.ndarray, midline_mm: float) -> Bones:
+    """Name and separate the bones by their marrow compartments: the fallback for fatty marrow.
+
+    Marrow darker than soft tissue hides the joints: the bones' shells, filled, join across
+    them, and no erosion parts the sacrum from the ilia. Each bone's marrow is still walled off
+    from its neighbour's by two cortical plates. ``solid`` (the bone its cortex encloses in its
+    sections) less a SURFACE_MM layer and less the cortex above MARROW_WALL_HU seeds the bones,
+    eroded and named as in :func:`split_bones`, and grown back into ``solid``.
+
+    Raises
+    ------
+    NoSacrumError
+        When the compartments show no wide central bone with an ilium on each side.
+    """
+    spacing = np.asarray(spacing, dtype=float)
+    seeds = eroded_by_ball(solid, SURFACE_MM, spacing) & ~(smooth > MARROW_WALL_HU)
+    how = f"bones seeded from their marrow compartments between walls > {MARROW_WALL_HU:g} HU"
+    found = _first_named([(seeds, how)], spacing, midline_mm)
+    if found is None:
+        raise NoSacrumError(_no_sacrum_found(solid, spacing, midline_mm))
+    return replace(_grown(found, solid, smooth, spacing, midline_mm), fatty_marrow=True, caveat=FATTY_MARROW_CAVEAT)
 
 
 def _no_sacrum_found(solid: np.ndarray, spacing: np.ndarray, midline_mm: float) -> str:
